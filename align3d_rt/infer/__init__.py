@@ -1,0 +1,1 @@
+"""align3d_rt.infer"""

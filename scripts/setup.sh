@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install everything align3d_rt needs on a fresh Debian machine: Debian libs for Open3D, a venv, Python packages.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+need_apt=0
+for p in libusb-1.0-0 libgl1 libegl1 libgomp1; do
+  dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
+done
+if [ "$need_apt" = 1 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libusb-1.0-0 libgl1 libegl1 libgomp1 >/dev/null
+fi
+stamp="$VENV/.installed-$(sha1sum requirements.txt pyproject.toml | sha1sum | cut -c1-12)"
+if [ ! -f "$stamp" ]; then
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV" 2>/dev/null || { apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$VENV"; }
+  fi
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q -r requirements.txt 2>&1 | grep -v "^WARNING: Location" || true
+  "$VENV/bin/python" -c "import torch, open_clip, open3d, numba, onnxruntime" 
+  "$VENV/bin/python" -m pip install -q --no-deps -e .
+  rm -f "$VENV"/.installed-*; touch "$stamp"
+fi

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Install everything (Debian packages, venv, Python packages) and run the default test suite.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m heavy` for the heavy checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$PWD/.venv/numba-cache}
+if [ $# -eq 0 ]; then set -- -m "not heavy"; fi
+exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,35 @@
+"""Shared fixtures. Heavy data is generated once per session into a temporary folder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_TIRE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mvtec3d_tire_sample" / "tire"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keep preprocessing/feature caches of the test run out of the user's home."""
+    path = tmp_path_factory.mktemp("align3d_cache")
+    os.environ["ALIGN3D_CACHE"] = str(path)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return path
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small generated dataset in the real MVTec 3D-AD layout (several categories)."""
+    from align3d_rt.data.synthetic import generate_mvtec_layout
+
+    root = tmp_path_factory.mktemp("synthetic_mvtec")
+    return generate_mvtec_layout(root, n_train=2, n_test_good=2, n_per_defect=1, seed=0)
+
+
+@pytest.fixture(scope="session")
+def shared_tire_root() -> Path:
+    """Real MVTec 3D-AD tire masks and RGB images (no xyz) shipped in ../shared/data."""
+    if not SHARED_TIRE.is_dir():
+        pytest.skip(f"real tire sample not found at {SHARED_TIRE}: it ships beside the checkout as ../shared")
+    return SHARED_TIRE
