@@ -56,3 +56,31 @@ class RenderSettings:
     def from_dict(cls, d: dict) -> "RenderSettings":
         keys = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in keys})
+
+
+# The reference's per-dataset choices (DESIGN.md): view preset, window size, normal-estimation search.
+_DATASET_PRESET = {"mvtec3d": "mvtec9", "synthetic": "mvtec9", "eyecandies": "eyecandies9", "real3d": "paper9"}
+_DATASET_WINDOW = {"mvtec3d": 1024, "synthetic": 1024, "eyecandies": 1036, "real3d": 1036}
+_DATASET_NORMALS = {"real3d": (0.8, 30)}
+
+
+def settings_for(dataset: str, category: str = "", base: RenderSettings | None = None) -> RenderSettings:
+    """Render settings for one dataset category, as the reference renders it.
+
+    Sets the point size (per MVTec 3D-AD class; Eyecandies 10; Real3D-AD 12), the reference window
+    (1024; 1036 for Eyecandies and Real3D-AD) and the normal search (Real3D-AD: radius 0.8, 30
+    neighbours). With ``base`` None the dataset's view preset is used too; otherwise base's preset,
+    renderer, image size, gray level and extra are kept.
+    """
+    from dataclasses import replace
+
+    if dataset not in DEFAULT_POINT_SIZE or dataset == "":
+        known = ", ".join(k for k in DEFAULT_POINT_SIZE if k)
+        raise ValueError(f"unknown dataset {dataset!r}; known: {known}")
+    point_size = DEFAULT_POINT_SIZE[dataset]
+    if dataset in ("mvtec3d", "synthetic"):
+        point_size = POINT_SIZE_AT_1024.get(category, point_size)
+    radius, max_nn = _DATASET_NORMALS.get(dataset, (RenderSettings.normal_radius, RenderSettings.normal_max_nn))
+    start = base if base is not None else RenderSettings(preset=_DATASET_PRESET[dataset])
+    return replace(start, point_size=point_size, window=_DATASET_WINDOW[dataset], normal_radius=radius,
+                   normal_max_nn=max_nn)

@@ -1,0 +1,164 @@
+"""The fast CPU renderer: a numba z-buffer point-splat renderer with deferred (screen-space) shading.
+
+One thread per view (prange), so no two threads ever write the same z-buffer: race-free without
+atomics. Per view: bounding box -> Open3D default camera -> project every point (its correspondence
+pixel into the point z-buffer, its square splat into the splat z-buffer; keys pack quantised depth
+and index, the smallest wins) -> visibility from the point z-buffer -> gray shading from normals
+computed on the splat z-buffer (no neighbour search) -> optional colour and ground-truth renders.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from align3d_rt.render import _math
+
+_math.bind(globals(), njit(cache=True, error_model="numpy"))
+
+EMPTY = np.uint64(_math.EMPTY_KEY)
+MASK = np.uint64(_math.INDEX_MASK)
+
+
+@njit(cache=True, error_model="numpy")
+def _render_view(v, points, rots, size, window, splat, step, gray, colors, labels, bbox,
+                 pzbuf, szbuf, pos, pixels, visible, images, rgb, gt):
+    n = points.shape[0]
+    # 1. bounding box of the rotated cloud
+    lo0 = lo1 = lo2 = np.inf
+    hi0 = hi1 = hi2 = -np.inf
+    for i in range(n):
+        qx, qy, qz = rotated(points, i, rots, v)
+        lo0 = min(lo0, qx)
+        lo1 = min(lo1, qy)
+        lo2 = min(lo2, qz)
+        hi0 = max(hi0, qx)
+        hi1 = max(hi1, qy)
+        hi2 = max(hi2, qz)
+    bbox[v, 0] = lo0
+    bbox[v, 1] = lo1
+    bbox[v, 2] = lo2
+    bbox[v, 3] = hi0
+    bbox[v, 4] = hi1
+    bbox[v, 5] = hi2
+    ccx, ccy, eye_z, z0, inv_span = view_camera(bbox, v)
+    f, c, scale = window_constants(size, window)
+    # 2. project: correspondence pixel into the point z-buffer, the square splat into the splat z-buffer
+    for i in range(n):
+        xc, yc, zc = camera_coords(points, i, rots, v, ccx, ccy, eye_z)
+        u, w = window_coords(xc, yc, zc, f, c)
+        px = pixel_index(u, size, scale)
+        py = pixel_index(w, size, scale)
+        pixels[v, i, 0] = px
+        pixels[v, i, 1] = py
+        key = np.uint64(depth_key(zc, z0, inv_span, i))
+        if key < pzbuf[v, py, px]:
+            pzbuf[v, py, px] = key
+        x0, x1 = splat_span(u, scale, splat)
+        y0, y1 = splat_span(w, scale, splat)
+        x0 = max(x0, 0)
+        y0 = max(y0, 0)
+        x1 = min(x1, size - 1)
+        y1 = min(y1, size - 1)
+        for yy in range(y0, y1 + 1):
+            for xx in range(x0, x1 + 1):
+                if key < szbuf[v, yy, xx]:
+                    szbuf[v, yy, xx] = key
+    # 3. visibility, the position buffer, colour and ground truth per pixel
+    has_rgb = rgb.shape[0] > 0
+    has_gt = gt.shape[0] > 0
+    for y in range(size):
+        for x in range(size):
+            k = pzbuf[v, y, x]
+            if k != EMPTY:
+                visible[v, k & MASK] = True
+            k = szbuf[v, y, x]
+            if k == EMPTY:
+                pos[v, y, x, 2] = 0.0
+                continue
+            idx = k & MASK
+            xc, yc, zc = camera_coords(points, idx, rots, v, ccx, ccy, eye_z)
+            pos[v, y, x, 0] = xc
+            pos[v, y, x, 1] = yc
+            pos[v, y, x, 2] = zc
+            if has_rgb:
+                for ch in range(3):
+                    rgb[v, y, x, ch] = to_u8(colors[idx, ch])
+            if has_gt and labels[idx] != 0:
+                gt[v, y, x] = 255
+    # 4. deferred shading
+    for y in range(size):
+        for x in range(size):
+            if pos[v, y, x, 2] > 0.0:
+                g = to_u8(shade_value(pos, v, y, x, size, step, gray))
+                images[v, y, x, 0] = g
+                images[v, y, x, 1] = g
+                images[v, y, x, 2] = g
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _render_all(points, rots, size, window, splat, step, gray, colors, labels,
+                pzbuf, szbuf, pos, pixels, visible, images, rgb, gt, bbox):
+    for v in prange(rots.shape[0]):
+        _render_view(v, points, rots, size, window, splat, step, gray, colors, labels, bbox,
+                     pzbuf, szbuf, pos, pixels, visible, images, rgb, gt)
+
+
+@njit(cache=True)
+def zbuffer_visible(pixels, depth, size):
+    """(N,) bool: per pixel, the nearest point (ties: lowest index) is the only visible one.
+
+    pixels (N,2) int32 (x, y) in [0,size-1], depth (N,) float64 camera depth.
+    """
+    n = pixels.shape[0]
+    best = np.full((size, size), -1, np.int64)
+    for i in range(n):
+        x = pixels[i, 0]
+        y = pixels[i, 1]
+        j = best[y, x]
+        if j < 0 or depth[i] < depth[j]:
+            best[y, x] = i
+    out = np.zeros(n, np.bool_)
+    for y in range(size):
+        for x in range(size):
+            if best[y, x] >= 0:
+                out[best[y, x]] = True
+    return out
+
+
+def splat_size(settings_point_size: int, size: int, window: int) -> float:
+    """Splat side in pixels at image size S for a point size given at the reference window."""
+    return float(settings_point_size) * size / window
+
+
+def normal_step(splat: float) -> int:
+    """Neighbour distance (pixels) for screen-space normals: about one splat, so neighbours differ."""
+    return max(1, int(round(splat)))
+
+
+def allocate_outputs(v: int, n: int, size: int, with_rgb: bool, with_gt: bool) -> dict[str, np.ndarray]:
+    return {
+        "pixels": np.empty((v, n, 2), np.int32),
+        "visible": np.zeros((v, n), np.bool_),
+        "images": np.full((v, size, size, 3), 255, np.uint8),
+        "rgb": np.full((v if with_rgb else 0, size, size, 3), 255, np.uint8),
+        "gt": np.zeros((v if with_gt else 0, size, size), np.uint8),
+    }
+
+
+def render_splat(points: np.ndarray, rots: np.ndarray, size: int, window: int, point_size: int, gray: float,
+                 colors: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Run the CPU renderer; returns pixels, visible (no fallback), images, rgb, gt (empty when not asked)."""
+    n = points.shape[0]
+    v = rots.shape[0]
+    splat = splat_size(point_size, size, window)
+    out = allocate_outputs(v, n, size, colors is not None, labels is not None)
+    pzbuf = np.full((v, size, size), EMPTY, np.uint64)
+    szbuf = np.full((v, size, size), EMPTY, np.uint64)
+    bbox = np.empty((v, 6), np.float64)
+    pos = np.empty((v, size, size, 3), np.float32)
+    cols = np.zeros((0, 3), np.float32) if colors is None else np.ascontiguousarray(colors, np.float32)
+    labs = np.zeros(0, np.uint8) if labels is None else np.ascontiguousarray(labels, np.uint8)
+    _render_all(np.ascontiguousarray(points, np.float32), np.ascontiguousarray(rots, np.float64), size, window,
+                splat, normal_step(splat), float(gray), cols, labs, pzbuf, szbuf, pos, out["pixels"], out["visible"],
+                out["images"], out["rgb"], out["gt"], bbox)
+    return out
