@@ -1,0 +1,150 @@
+"""Training run directory: layout, config, atomic safetensors I/O and the torch-free ``load_run``.
+
+Layout::
+
+    config.json                  format, versions, dataset/category, CLIP, render + training settings
+    aligner.safetensors          stage-1 result (Aligner state dict)
+    prompts_render.safetensors   stage-2 prompt learner of the rendering branch (trainable tensors)
+    prompts_aligned.safetensors  stage-2 prompt learner of the RGB-aligned branch
+    text_embeddings.safetensors  'text' float32 (2,2,D) [branch, state, D]
+    losses.jsonl                 one line per finished epoch
+    checkpoints/                 stage<k>.json + stage<k>_epoch<e>.safetensors (for --resume)
+"""
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from align3d_rt.errors import RunDirError
+from align3d_rt.io_utils import atomic_path, write_json_atomic, write_text_atomic
+from align3d_rt.render.views import RenderSettings
+
+__all__ = [
+    "RUN_FORMAT", "RUN_FORMAT_VERSION", "CONFIG", "ALIGNER", "PROMPTS_RENDER", "PROMPTS_ALIGNED", "TEXT",
+    "LOSSES", "CHECKPOINTS", "RunArtifacts", "load_run", "read_config", "write_config",
+    "save_tensors", "load_tensors", "write_losses", "library_versions",
+]
+
+RUN_FORMAT = "align3d_rt.run"
+RUN_FORMAT_VERSION = 1
+CONFIG = "config.json"
+ALIGNER = "aligner.safetensors"
+PROMPTS_RENDER = "prompts_render.safetensors"
+PROMPTS_ALIGNED = "prompts_aligned.safetensors"
+TEXT = "text_embeddings.safetensors"
+LOSSES = "losses.jsonl"
+CHECKPOINTS = "checkpoints"
+FINAL_FILES = (ALIGNER, PROMPTS_RENDER, PROMPTS_ALIGNED, TEXT)
+
+
+@dataclass
+class RunArtifacts:
+    """What inference needs from a finished run (numpy only)."""
+
+    path: Path
+    config: dict
+    clip_name: str
+    clip_weights: str | None
+    clip_weights_id: str
+    render_settings: RenderSettings
+    aligner_state: dict[str, np.ndarray]
+    text: np.ndarray          # (2,2,D) float32 [branch, state, D]
+    fusion_weight: float
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the numbers (those importable here)."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for dist in ("align3d_rt", "torch", "open_clip_torch", "numpy", "numba", "safetensors", "open3d-cpu", "open3d"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """Write numpy arrays as safetensors atomically."""
+    from safetensors.numpy import save_file
+
+    arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp), metadata=metadata)
+
+
+def load_tensors(path: str | Path, what: str = "file") -> dict[str, np.ndarray]:
+    """Read a safetensors file to numpy; a missing or corrupt file is a one-line RunDirError."""
+    from safetensors.numpy import load_file
+
+    p = Path(path)
+    if not p.is_file():
+        raise RunDirError(f"{p}: missing {what}")
+    try:
+        return load_file(str(p))
+    except Exception as err:  # safetensors raises its own error types for truncated/garbled headers
+        raise RunDirError(f"{p}: corrupt safetensors {what} ({type(err).__name__}); re-run training or "
+                          f"restore the file") from None
+
+
+def write_config(run: str | Path, config: dict) -> None:
+    write_json_atomic(Path(run) / CONFIG, config)
+
+
+def read_config(run: str | Path) -> dict:
+    """Read and check config.json (format name and version)."""
+    path = Path(run) / CONFIG
+    if not path.is_file():
+        raise RunDirError(f"{run}: not a training run directory (no {CONFIG}); train one with `align3d-rt train`")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise RunDirError(f"{path}: unreadable config ({err.__class__.__name__}); re-run training") from None
+    if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
+        raise RunDirError(f"{path}: not an align3d_rt run config (format {config.get('format') if isinstance(config, dict) else None!r})")
+    if config.get("format_version") != RUN_FORMAT_VERSION:
+        raise RunDirError(f"{path}: run format version {config.get('format_version')} is not supported "
+                          f"(this align3d_rt reads {RUN_FORMAT_VERSION}); re-train with this version")
+    return config
+
+
+def write_losses(run: str | Path, records: list[dict[str, Any]]) -> None:
+    """Rewrite losses.jsonl atomically from the full history (one line per finished epoch)."""
+    text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    write_text_atomic(Path(run) / LOSSES, text)
+
+
+def load_run(path: str | Path) -> RunArtifacts:
+    """Load a finished run (torch-free). Incomplete, foreign or corrupt runs raise RunDirError."""
+    run = Path(path)
+    if not run.is_dir():
+        raise RunDirError(f"{run}: run directory not found")
+    config = read_config(run)
+    missing = [f for f in FINAL_FILES if not (run / f).is_file()]
+    if missing:
+        raise RunDirError(f"{run}: incomplete run (missing {', '.join(missing)}); finish it with "
+                          f"`align3d-rt train ... --out {run} --resume`")
+    aligner_state = load_tensors(run / ALIGNER, "aligner weights")
+    text_file = load_tensors(run / TEXT, "text embeddings")
+    for f in (PROMPTS_RENDER, PROMPTS_ALIGNED):
+        load_tensors(run / f, "prompt weights")  # integrity check only
+    text = text_file.get("text")
+    if text is None or text.ndim != 3 or text.shape[:2] != (2, 2):
+        raise RunDirError(f"{run / TEXT}: tensor 'text' must be (2,2,D), got "
+                          f"{None if text is None else tuple(text.shape)}")
+    try:
+        clip = config["clip"]
+        render_settings = RenderSettings.from_dict(config["render_settings"])
+        fusion_weight = float(config["fusion_weight"])
+        return RunArtifacts(path=run, config=config, clip_name=str(clip["name"]), clip_weights=clip.get("weights"),
+                            clip_weights_id=str(clip["weights_id"]), render_settings=render_settings,
+                            aligner_state=aligner_state, text=np.asarray(text, dtype=np.float32),
+                            fusion_weight=fusion_weight)
+    except (KeyError, TypeError, ValueError) as err:
+        raise RunDirError(f"{run / CONFIG}: config lacks or garbles {err}; re-run training") from None

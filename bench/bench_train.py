@@ -1,0 +1,88 @@
+"""Training benchmark: one stage-2 epoch with features cached vs not cached (render + encode inside the epoch).
+
+A small generated category (MVTec layout) and the tiny random CLIP ('align3d-tiny'), on this CPU.
+Not cached = every batch loads its samples, renders the gray views and runs the frozen DPAM encoder
+before the training step, which is what the cache removes.
+
+    .venv/bin/python bench/bench_train.py [--samples 7] [--image-size 336] [--repeats 2]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def measure(samples: int, image_size: int, repeats: int, clip: str = "align3d-tiny") -> dict[str, float]:
+    import torch
+
+    from align3d_rt.data.readers import list_samples
+    from align3d_rt.data.synthetic import generate_mvtec_layout
+    from align3d_rt.render.views import settings_for
+    from align3d_rt.train.batches import collate_stage2, load_stage2_batch
+    from align3d_rt.train.feature_cache import FeatureCache, render_and_encode
+    from align3d_rt.train.runner import select_samples
+    from align3d_rt.train.stage1 import new_aligner
+    from align3d_rt.train.stage2 import Stage2Settings, make_optimizer, new_prompt_learners, run_stage2_epoch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["ALIGN3D_CACHE"] = str(Path(tmp) / "cache")
+        root = generate_mvtec_layout(Path(tmp) / "data", categories=["dome"], n_train=0, n_validation=0,
+                                     n_test_good=max(1, samples // 3), n_per_defect=1, seed=0)
+        refs = select_samples(list_samples("synthetic", root, "dome", "test"), samples)
+        settings = dataclasses.replace(settings_for("synthetic", "dome"), image_size=image_size)
+        cache = FeatureCache(clip, None, settings)
+        t0 = time.perf_counter()
+        entries = cache.prepare(refs, need_rgb=False)
+        t_build = time.perf_counter() - t0
+        encoder = cache.encoder
+        cfg = Stage2Settings(epochs=1, dpca_epochs=1)
+        aligner = new_aligner(encoder.info.embed_dim, 0)
+
+        def cached(idx: list[int]):
+            return load_stage2_batch([entries[i] for i in idx])
+
+        def uncached(idx: list[int]):
+            records = [render_and_encode(refs[i].load(), settings, encoder)[0] for i in idx]
+            return collate_stage2(records)
+
+        def epoch(load) -> float:
+            prompts = new_prompt_learners(encoder.model, 0)
+            opt = make_optimizer(prompts, cfg)
+            t = time.perf_counter()
+            run_stage2_epoch(0, len(entries), load, aligner, prompts, opt, cfg)
+            return time.perf_counter() - t
+
+        epoch(cached)  # warm-up (allocator, numba caches)
+        runs: dict[str, list[float]] = {"cached": [], "uncached": []}
+        for _ in range(repeats):  # interleaved, so load from other processes hits both alike
+            runs["cached"].append(epoch(cached))
+            runs["uncached"].append(epoch(uncached))
+        t_cached, t_uncached = min(runs["cached"]), min(runs["uncached"])
+    return {"samples": len(refs), "image_size": image_size, "threads": torch.get_num_threads(),
+            "cache_build_s": t_build, "epoch_cached_s": t_cached, "epoch_uncached_s": t_uncached,
+            "ratio": t_uncached / t_cached}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--samples", type=int, default=7)
+    p.add_argument("--image-size", type=int, default=336)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    r = measure(args.samples, args.image_size, args.repeats)
+    print(f"stage-2 epoch, {r['samples']} samples x 9 views at {r['image_size']}, tiny CLIP, "
+          f"{r['threads']} torch threads")
+    print(f"  cache build (render + encode once): {r['cache_build_s']:.2f} s")
+    print(f"  epoch with cached features:         {r['epoch_cached_s']:.2f} s")
+    print(f"  epoch rendering + encoding inside:  {r['epoch_uncached_s']:.2f} s")
+    print(f"  uncached / cached:                  {r['ratio']:.2f}x   (best of {args.repeats} interleaved runs)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
