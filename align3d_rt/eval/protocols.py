@@ -1,0 +1,214 @@
+"""Evaluation protocols: one-vs-rest and cross-dataset, over a Detector (any backend).
+
+Per test class the test split is scored in batches; only what the metrics need is kept (object
+score + label; per valid point its fused score, label and grid cell; per organized sample the
+blurred 336 grid and its ground truth), never the renders, so hundreds of samples fit in memory.
+A few good and anomalous examples per class keep their renders for pictures.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from align3d_rt.errors import Align3DError
+from align3d_rt.eval.pictures import Example
+from align3d_rt.eval.report import ClassResult
+
+PROTOCOLS = ("one-vs-rest", "cross-dataset")
+BLUR_SIGMA = 4.0
+
+
+@dataclass
+class ClassScores:
+    """The per-sample data one class's metrics need (float32 / uint8 / int32 only, no renders)."""
+
+    object_scores: list[float] = field(default_factory=list)
+    object_labels: list[int] = field(default_factory=list)
+    point_scores: list[np.ndarray] = field(default_factory=list)   # (N,) float32 fused, valid points
+    point_labels: list[np.ndarray] = field(default_factory=list)   # (N,) uint8
+    grid_index: list[np.ndarray | None] = field(default_factory=list)   # (N,) int32 cell of each point
+    grid_shapes: list[tuple[int, int] | None] = field(default_factory=list)
+
+    def add(self, sample: Any, fused: np.ndarray, object_score: float) -> None:
+        anomalous = sample.is_anomalous
+        if anomalous is None:
+            raise Align3DError(f"{sample.source}: test sample without a label; evaluation needs ground truth")
+        self.object_scores.append(float(object_score))
+        self.object_labels.append(int(anomalous))
+        labels = sample.point_labels
+        if labels is None:
+            if anomalous:
+                return  # anomalous without point labels: object metrics only
+            labels = np.zeros(sample.num_points, dtype=np.uint8)
+        self.point_scores.append(np.asarray(fused, dtype=np.float32))
+        self.point_labels.append(np.asarray(labels, dtype=np.uint8))
+        organized = sample.grid_index is not None and sample.grid_shape is not None
+        self.grid_index.append(np.asarray(sample.grid_index, dtype=np.int32) if organized else None)
+        self.grid_shapes.append((int(sample.grid_shape[0]), int(sample.grid_shape[1])) if organized else None)
+
+    @property
+    def organized(self) -> bool:
+        return bool(self.point_scores) and all(g is not None for g in self.grid_index)
+
+    def compute(self, sigma: float = BLUR_SIGMA) -> dict[str, float | None]:
+        """O-R, O-A; P-R, P-P the reference way (blurred organized grid, all cells) and
+        P-R (pt), P-P (pt) over valid points only. Undefined metrics are None."""
+        import warnings
+
+        from align3d_rt.eval import metrics
+
+        out: dict[str, float | None] = dict.fromkeys(("O-R", "O-A", "P-R", "P-P", "P-R (pt)", "P-P (pt)"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", metrics.MetricUndefinedWarning)
+            out["O-R"] = metrics.object_auroc(self.object_labels, self.object_scores)
+            out["O-A"] = metrics.object_ap(self.object_labels, self.object_scores)
+            if self.point_scores:
+                if self.organized:
+                    ref = metrics.grid_metrics(self.point_scores, self.point_labels, self.grid_index,
+                                               self.grid_shapes, sigma=sigma)  # type: ignore[arg-type]
+                    pt = metrics.per_point_metrics(self.point_scores, self.point_labels, self.grid_index,
+                                                   self.grid_shapes)
+                    out.update({"P-R": ref["auroc"], "P-P": ref["aupro"], "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
+                else:  # unorganized clouds (Real3D-AD): point AUROC only
+                    auroc = metrics.point_auroc(self.point_labels, self.point_scores)
+                    out.update({"P-R": auroc, "P-R (pt)": auroc})
+        return {k: (None if v is None or np.isnan(v) else float(v)) for k, v in out.items()}
+
+
+def training_origin(info: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(dataset, category) the detector's model was trained on, read from the run/bundle config."""
+    cfg = info.get("run_config")
+    if cfg is None:
+        cfg = (info.get("bundle_manifest") or {}).get("run", {}).get("config")
+    if not isinstance(cfg, dict):
+        return None, None
+    for scope in (cfg, cfg.get("data", {}), cfg.get("training", {}), cfg.get("train", {})):
+        if isinstance(scope, dict) and scope.get("category"):
+            return scope.get("dataset"), str(scope["category"])
+    return cfg.get("dataset"), None
+
+
+def select_classes(protocol: str, dataset: str, root: str | Path, info: dict[str, Any],
+                   categories: Sequence[str] | None = None) -> tuple[list[str], str | None]:
+    """Test classes for a protocol; one-vs-rest drops the run's training class (returned second)."""
+    from align3d_rt.data.readers import list_categories
+
+    if protocol not in PROTOCOLS:
+        raise Align3DError(f"protocol {protocol!r}: choose one of {', '.join(PROTOCOLS)}")
+    available = list_categories(dataset, root)
+    if categories:
+        unknown = [c for c in categories if c not in available]
+        if unknown:
+            raise Align3DError(f"{root}: no class {', '.join(unknown)} in this {dataset} root (has: {', '.join(available)})")
+        chosen = list(categories)
+    else:
+        chosen = available
+    train_ds, train_cat = training_origin(info)
+    excluded = None
+    if protocol == "one-vs-rest" and train_cat is not None and train_cat in chosen:
+        excluded = train_cat
+        chosen = [c for c in chosen if c != train_cat]
+    if not chosen:
+        raise Align3DError(f"{root}: no test classes left (training class {train_cat!r} excluded)")
+    return chosen, excluded
+
+
+def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str, batch_size: int = 2,
+                   n_examples: int = 1, progress: bool = True, on_example: Callable[[Example], None] | None = None
+                   ) -> tuple[ClassResult, list[Example]]:
+    """Score the test split of one class; returns its metrics and up to n_examples good + bad examples."""
+    from tqdm import tqdm
+
+    from align3d_rt.data.readers import list_samples
+
+    refs = list_samples(dataset, root, category, "test")
+    if not refs:
+        raise Align3DError(f"{root}: class {category!r} has no test samples")
+    acc = ClassScores()
+    examples: list[Example] = []
+    wanted = {True: n_examples, False: n_examples}
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(refs), desc=f"{category:>12s}", unit="sample", file=sys.stderr, disable=not progress,
+               dynamic_ncols=True, leave=True)
+    for i in range(0, len(refs), max(1, batch_size)):
+        samples = [r.load() for r in refs[i : i + max(1, batch_size)]]
+        results = detector.score(samples, keep_render=True)
+        for sample, res in zip(samples, results):
+            acc.add(sample, res.fused, res.object_score)
+            anomalous = bool(sample.is_anomalous)
+            if wanted[anomalous] > 0:
+                wanted[anomalous] -= 1
+                examples.append(_example(detector, sample, res))
+            res.render = None
+        bar.update(len(samples))
+    bar.close()
+    result = ClassResult(category=category, n_samples=len(acc.object_labels), n_anomalous=int(sum(acc.object_labels)),
+                         metrics=acc.compute(), seconds=time.perf_counter() - t0)
+    return result, examples
+
+
+def _example(detector: Any, sample: Any, res: Any) -> Example:
+    from align3d_rt.infer.outputs import fused_view_maps
+
+    gt = None
+    if sample.point_labels is not None and np.any(sample.point_labels):
+        from align3d_rt.render import render_views
+
+        gt = render_views(sample.points, detector.settings_for_sample(sample), labels=sample.point_labels).gt_masks
+    return Example(sample_id=res.sample_id, category=sample.category, is_anomalous=bool(sample.is_anomalous),
+                   object_score=float(res.object_score), images=np.asarray(res.render.images),
+                   maps=fused_view_maps(res.view_maps, detector.fusion_weight), gt_masks=gt)
+
+
+@dataclass
+class EvalOutcome:
+    """What run_protocol produced."""
+
+    results: list[ClassResult]
+    examples: list[Example]
+    excluded: str | None
+    manifest: dict[str, Any]
+    paths: dict[str, Path]
+
+
+def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, out_dir: str | Path,
+                 categories: Sequence[str] | None = None, batch_size: int = 2, n_examples: int = 1,
+                 name: str = "results", progress: bool = True, extra_manifest: dict[str, Any] | None = None
+                 ) -> EvalOutcome:
+    """Evaluate every test class, then write tables (md/csv/json), example pictures and manifest.json."""
+    from align3d_rt.eval import pictures, report
+
+    out = Path(out_dir)
+    classes, excluded = select_classes(protocol, dataset, root, detector.info, categories)
+    train_ds, train_cat = training_origin(detector.info)
+    results: list[ClassResult] = []
+    examples: list[Example] = []
+    with detector:
+        for cat in classes:
+            res, ex = evaluate_class(detector, dataset, root, cat, batch_size=batch_size, n_examples=n_examples,
+                                     progress=progress)
+            results.append(res)
+            examples += ex
+    title = f"{protocol}: trained on {train_ds or '?'}/{train_cat or '?'}, tested on {dataset} ({detector.backend_name})"
+    paths = report.write_tables(out, results, name=name, title=title)
+    pic_dir = out / f"{name}_examples"
+    for ex in examples:
+        pictures.save_example(pic_dir, ex)
+    sheet = pictures.save_contact_sheet(out / f"{name}_contact_sheet.png", examples)
+    if sheet is not None:
+        paths["contact_sheet"] = sheet
+    manifest = report.build_manifest(
+        detector.describe(), protocol=protocol, dataset=dataset, dataset_root=str(Path(root).resolve()),
+        test_classes=classes, excluded_training_class=excluded, training_dataset=train_ds, training_category=train_cat,
+        blur_sigma=BLUR_SIGMA, batch_size=batch_size, tables={k: str(v.name) for k, v in paths.items()},
+        **(extra_manifest or {}),
+    )
+    manifest_path = out / (f"{name}_manifest.json" if name != "results" else "manifest.json")
+    report.write_manifest(manifest_path, manifest)
+    paths["manifest"] = manifest_path
+    return EvalOutcome(results=results, examples=examples, excluded=excluded, manifest=manifest, paths=paths)

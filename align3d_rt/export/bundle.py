@@ -1,0 +1,187 @@
+"""The exported bundle: one encoder ONNX graph plus a manifest that travels with it (torch-free).
+
+Layout of a bundle directory::
+
+    manifest.json             format + version, settings, hashes of every file below
+    encoder.onnx              EncoderGraph: views uint8 (B,S,S,3) -> patch_maps (B,2,G,G), global_probs (B,2)
+    engines/<key>.engine      optional TensorRT engines (keyed by GPU, TensorRT version, shapes)
+    engines/<key>.json        what each engine was built from
+    trt_timing.cache          optional TensorRT timing cache
+
+``load_bundle`` checks the format version and the sha256 of every file the manifest lists, so an
+altered or incomplete bundle is refused with one line instead of producing wrong scores.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from align3d_rt.errors import BundleError
+from align3d_rt.io_utils import sha256_file, write_json_atomic
+from align3d_rt.render.views import RenderSettings
+
+FORMAT_NAME = "align3d_rt.bundle"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ONNX_NAME = "encoder.onnx"
+ENGINES_DIR = "engines"
+TIMING_CACHE_NAME = "trt_timing.cache"
+PRECISIONS = ("fp32", "fp16", "int8")
+INPUT_NAME = "views"
+OUTPUT_NAMES = ("patch_maps", "global_probs")
+
+
+@dataclass
+class Bundle:
+    """A verified bundle on disk."""
+
+    path: Path
+    manifest: dict[str, Any]
+    onnx_path: Path
+    precision: str
+    render_settings: RenderSettings
+    fusion_weight: float
+    image_size: int
+
+    @property
+    def grid_size(self) -> int:
+        return int(self.manifest["grid_size"])
+
+    @property
+    def clip_name(self) -> str:
+        return str(self.manifest["clip"]["name"])
+
+    @property
+    def engines(self) -> dict[str, dict[str, Any]]:
+        return dict(self.manifest.get("engines", {}))
+
+
+def _fail(path: Path | str, problem: str) -> BundleError:
+    return BundleError(f"{path}: {problem}")
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    if not root.is_dir():
+        raise _fail(root, "bundle directory not found")
+    mpath = root / MANIFEST_NAME
+    if not mpath.is_file():
+        raise _fail(root, f"not a bundle ({MANIFEST_NAME} missing)")
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _fail(mpath, f"unreadable manifest ({type(err).__name__}: {err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise _fail(mpath, f"not an {FORMAT_NAME} manifest")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise _fail(mpath, f"bundle format version {version!r}, this align3d_rt reads version {FORMAT_VERSION}; "
+                           "re-export the bundle with this version")
+    for key in ("files", "onnx", "precision", "image_size", "grid_size", "fusion_weight", "render_settings", "clip"):
+        if key not in manifest:
+            raise _fail(mpath, f"manifest lacks {key!r}")
+    return manifest
+
+
+def verify_files(root: Path, manifest: dict[str, Any]) -> None:
+    """Check that every file the manifest lists exists and has the recorded sha256."""
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise _fail(root / MANIFEST_NAME, "manifest lists no files")
+    for rel, digest in sorted(files.items()):
+        fpath = root / rel
+        if not fpath.is_file():
+            raise _fail(fpath, "missing from the bundle; re-export it")
+        if sha256_file(fpath) != digest:
+            raise _fail(fpath, "sha256 differs from the manifest (file altered or corrupt); re-export the bundle")
+
+
+def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
+    """Read and (by default) hash-verify a bundle; raises BundleError with one line on any problem."""
+    root = Path(path)
+    manifest = _read_manifest(root)
+    if verify:
+        verify_files(root, manifest)
+    onnx_rel = manifest["onnx"].get("file", ONNX_NAME)
+    if onnx_rel not in manifest["files"]:
+        raise _fail(root / MANIFEST_NAME, f"{onnx_rel} is not hash-listed in the manifest")
+    precision = manifest["precision"]
+    if precision not in PRECISIONS:
+        raise _fail(root / MANIFEST_NAME, f"unknown precision {precision!r}")
+    try:
+        settings = RenderSettings.from_dict(manifest["render_settings"])
+    except (TypeError, ValueError) as err:
+        raise _fail(root / MANIFEST_NAME, f"bad render settings ({err})") from None
+    return Bundle(
+        path=root,
+        manifest=manifest,
+        onnx_path=root / onnx_rel,
+        precision=precision,
+        render_settings=settings,
+        fusion_weight=float(manifest["fusion_weight"]),
+        image_size=int(manifest["image_size"]),
+    )
+
+
+def hash_files(root: Path, rel_paths: list[str]) -> dict[str, str]:
+    """sha256 of each listed file, keyed by its path relative to the bundle root (posix form)."""
+    return {Path(rel).as_posix(): sha256_file(root / rel) for rel in rel_paths}
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """Atomically (re)write manifest.json."""
+    manifest = dict(manifest, format=FORMAT_NAME, format_version=FORMAT_VERSION)
+    write_json_atomic(root / MANIFEST_NAME, manifest)
+
+
+def add_files(bundle: Bundle, rel_paths: list[str], section: str | None = None,
+              entry_key: str | None = None, entry: dict[str, Any] | None = None) -> Bundle:
+    """Hash new/updated files into the manifest (and optionally record ``manifest[section][entry_key]``).
+
+    The files must already be in place; the manifest is rewritten atomically last, so a crash before
+    that leaves the previous (still valid) manifest.
+    """
+    manifest = json.loads(json.dumps(bundle.manifest))
+    manifest["files"].update(hash_files(bundle.path, rel_paths))
+    if section is not None and entry_key is not None:
+        manifest.setdefault(section, {})[entry_key] = entry or {}
+    write_manifest(bundle.path, manifest)
+    return load_bundle(bundle.path, verify=False)
+
+
+@contextlib.contextmanager
+def staged_directory(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty temporary directory beside ``final``; on success it replaces ``final``.
+
+    On error the temporary directory is removed and ``final`` (if it existed) is left untouched.
+    """
+    final_path = Path(final)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".partial", dir=final_path.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary folder
+        old: Path | None = None
+        if final_path.exists():
+            if not final_path.is_dir():
+                raise _fail(final_path, "exists and is not a directory")
+            old = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".old", dir=final_path.parent))
+            os.replace(final_path, old / "b")
+        try:
+            os.replace(tmp, final_path)
+        except BaseException:
+            if old is not None:
+                os.replace(old / "b", final_path)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,147 @@
+"""Parity of an exported bundle against the torch reference of the run it came from.
+
+Both sides run the full pipeline (render -> encode -> back-project -> score) on the same samples via
+``Detector.from_run(run, backend='torch')`` and ``Detector.from_bundle(bundle, backend=...)``. Reported:
+max abs difference of per-view maps (and global probabilities), per-point scores and object scores;
+object AUROC and point AUROC of both sides and their difference when labels exist.
+
+Thresholds (documented; ``parity`` exits 1 when one is exceeded):
+- fp32: every max abs difference <= 1e-4 (and the AUROC differences, when computed, <= 1e-4);
+- fp16, int8: |AUROC difference| <= 0.005 (0.5 AUROC points) for object and point AUROC. Without
+  labels no AUROC exists; the report then says the AUROC check was not possible (``checked: false``).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+FP32_MAX_ABS = 1e-4
+AUROC_TOL = 0.005
+THRESHOLDS: dict[str, dict[str, float]] = {
+    "fp32": {"max_abs": FP32_MAX_ABS, "auroc": FP32_MAX_ABS},
+    "fp16": {"auroc": AUROC_TOL},
+    "int8": {"auroc": AUROC_TOL},
+}
+
+
+@dataclass
+class ParityReport:
+    """What ``compare`` found; ``passed`` applies the thresholds of ``precision``."""
+
+    precision: str
+    num_samples: int
+    num_views: int
+    max_abs: dict[str, float]
+    auroc: dict[str, dict[str, float | None]]
+    thresholds: dict[str, float]
+    checked: bool
+    passed: bool
+    failures: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self))
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _auroc_pair(labels: Any, ref: Any, test: Any, fn: Any) -> dict[str, float | None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a, b = float(fn(labels, ref)), float(fn(labels, test))
+    if not (math.isfinite(a) and math.isfinite(b)):
+        return {"reference": None, "bundle": None, "diff": None}
+    return {"reference": a, "bundle": b, "diff": b - a}
+
+
+def compare(samples: Sequence[Any], reference: Sequence[Any], test: Sequence[Any], precision: str,
+            info: dict[str, Any] | None = None) -> ParityReport:
+    """Compare two lists of ScoreResult for the same samples (reference = torch)."""
+    from align3d_rt.eval.metrics import object_auroc, point_auroc
+
+    if not (len(samples) == len(reference) == len(test)) or not samples:
+        raise ValueError("compare needs the same non-zero number of samples and results on both sides")
+    diff = {"view_maps": 0.0, "global_probs": 0.0, "point_scores": 0.0, "object_scores": 0.0}
+    for r, t in zip(reference, test):
+        diff["view_maps"] = max(diff["view_maps"], float(np.abs(np.asarray(r.view_maps) - np.asarray(t.view_maps)).max()))
+        diff["global_probs"] = max(diff["global_probs"], float(np.abs(np.asarray(r.global_probs) - np.asarray(t.global_probs)).max()))
+        diff["point_scores"] = max(diff["point_scores"], float(np.abs(np.asarray(r.point_scores) - np.asarray(t.point_scores)).max()))
+        diff["object_scores"] = max(diff["object_scores"], abs(float(r.object_score) - float(t.object_score)))
+
+    auroc: dict[str, dict[str, float | None]] = {}
+    obj_labels = [s.is_anomalous for s in samples]
+    if all(lbl is not None for lbl in obj_labels):
+        auroc["object"] = _auroc_pair(np.asarray(obj_labels, dtype=np.int64), [r.object_score for r in reference],
+                                      [t.object_score for t in test], object_auroc)
+    if all(s.point_labels is not None for s in samples):
+        labels = [np.asarray(s.point_labels) for s in samples]
+        auroc["point"] = _auroc_pair(labels, [np.asarray(r.fused) for r in reference],
+                                     [np.asarray(t.fused) for t in test], point_auroc)
+
+    limits = THRESHOLDS.get(precision, THRESHOLDS["fp16"])
+    failures = []
+    if "max_abs" in limits:
+        failures += [f"{k} max abs diff {v:.3g} > {limits['max_abs']:g}" for k, v in diff.items() if v > limits["max_abs"]]
+    computed = {k: v for k, v in auroc.items() if v["diff"] is not None}
+    failures += [f"{k} AUROC diff {v['diff']:+.4f} exceeds {limits['auroc']:g}" for k, v in computed.items()
+                 if abs(float(v["diff"])) > limits["auroc"]]
+    checked = bool(computed) or "max_abs" in limits
+    return ParityReport(
+        precision=precision,
+        num_samples=len(samples),
+        num_views=int(np.asarray(reference[0].view_maps).shape[0]),
+        max_abs=diff,
+        auroc=auroc,
+        thresholds=dict(limits),
+        checked=checked,
+        passed=not failures,
+        failures=failures,
+        info=dict(info or {}),
+    )
+
+
+def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), max(1, size)):
+        yield items[i:i + max(1, size)]
+
+
+def score_all(detector: Any, samples: list[Any], batch_size: int) -> list[Any]:
+    out: list[Any] = []
+    with detector:
+        for chunk in _batches(samples, batch_size):
+            out += detector.score(chunk, keep_render=False)
+    return out
+
+
+def run_parity(run_dir: str | Path, bundle_dir: str | Path, samples: list[Any], backend: str = "onnxruntime",
+               batch_size: int = 2) -> ParityReport:
+    """Score ``samples`` with the run (torch) and the bundle (``backend``) and compare."""
+    from align3d_rt.export.bundle import load_bundle
+    from align3d_rt.infer.pipeline import Detector
+
+    bundle = load_bundle(bundle_dir, verify=False)  # Detector.from_bundle verifies the hashes
+    ref_det = Detector.from_run(run_dir, backend="torch")
+    test_det = Detector.from_bundle(bundle_dir, backend=backend)
+    reference = score_all(ref_det, samples, batch_size)
+    test = score_all(test_det, samples, batch_size)
+    info = {
+        "run": str(Path(run_dir).resolve()),
+        "bundle": str(Path(bundle_dir).resolve()),
+        "backend": backend,
+        "samples": [s.sample_id for s in samples],
+        "onnx_sha256": bundle.manifest["files"].get(bundle.onnx_path.relative_to(bundle.path).as_posix()),
+    }
+    return compare(samples, reference, test, bundle.precision, info)

@@ -1,0 +1,238 @@
+"""TensorRT encoder backend: runs the bundle's cached engine for this GPU (TensorRT 10.12+/11 API).
+
+IO goes through torch CUDA tensors (``set_tensor_address`` + ``execute_async_v3`` on torch's current
+stream), so ``infer_device`` can hand GPU tensors to the CUDA back-projection kernels without copies.
+Without torch, pycuda buffers are used. TensorRT, torch-with-CUDA and pycuda are all optional.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from align3d_rt.errors import BackendUnavailable, BundleError
+from align3d_rt.export.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle, load_bundle
+from align3d_rt.export.tensorrt_build import build_engine, gpu_name, import_tensorrt, select_engine
+from align3d_rt.infer.backend import EncoderOutput, Timer
+
+
+class TrtBackend:
+    """EncoderBackend over a TensorRT engine. ``with TrtBackend(bundle) as b: out = b.infer(views)``."""
+
+    name = "tensorrt"
+
+    def __init__(self, bundle: Bundle | str | os.PathLike[str], build_if_missing: bool = False, device: int = 0,
+                 engine_key: str | None = None) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.build_if_missing = build_if_missing
+        self.device = device
+        self.engine_key = engine_key
+        self.last_infer_seconds = 0.0
+        self.max_batch = 0
+        self._engine: Any = None
+        self._context: Any = None
+        self._io: Any = None
+        self._dtypes: dict[str, np.dtype] = {}
+
+    def __enter__(self) -> "TrtBackend":
+        trt = import_tensorrt()
+        name = gpu_name(self.device)
+        try:
+            key, entry = select_engine(self.bundle, name, trt.__version__, key=self.engine_key)
+        except BundleError:
+            if not self.build_if_missing or self.engine_key is not None:
+                raise
+            build_engine(self.bundle, device=self.device)
+            self.bundle = load_bundle(self.bundle.path)
+            key, entry = select_engine(self.bundle, name, trt.__version__)
+        data = (self.bundle.path / entry["file"]).read_bytes()
+        logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(logger)
+        self._engine = self._runtime.deserialize_cuda_engine(data)
+        if self._engine is None:
+            raise BundleError(f"{self.bundle.path / entry['file']}: TensorRT cannot deserialize the engine; rebuild it")
+        self._context = self._engine.create_execution_context()
+        self._dtypes = {name: np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))) for name in OUTPUT_NAMES}
+        self.max_batch = int(entry["max_batch"])
+        self.min_batch = int(entry["min_batch"])
+        self._io = _TorchIO(self.device) if _torch_cuda() else _PycudaIO(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._context = None
+        self._engine = None
+        self._io = None
+
+    def infer(self, views: np.ndarray) -> EncoderOutput:
+        """views (V,S,S,3) uint8 (host array or CUDA tensor) -> EncoderOutput on the host."""
+        if self._context is None:
+            raise RuntimeError("TrtBackend.infer called outside its context (use `with TrtBackend(...) as b`)")
+        with Timer() as timer:
+            maps, probs = self._run(views)
+            out = EncoderOutput(patch_maps=self._io.to_host(maps), global_probs=self._io.to_host(probs))
+        self.last_infer_seconds = timer.seconds
+        return out
+
+    def infer_device(self, views: Any) -> tuple[Any, Any]:
+        """Like ``infer`` but returns device tensors (torch CUDA tensors when torch is present)."""
+        if self._context is None:
+            raise RuntimeError("TrtBackend.infer_device called outside its context")
+        with Timer() as timer:
+            out = self._run(views)
+            self._io.synchronize()
+        self.last_infer_seconds = timer.seconds
+        return out
+
+    def _run(self, views: Any) -> tuple[Any, Any]:
+        s = self.bundle.image_size
+        shape = tuple(views.shape)
+        if len(shape) != 4 or shape[1:] != (s, s, 3) or shape[0] < 1:
+            raise ValueError(f"views must be uint8 (V,{s},{s},3), got {shape}")
+        dev_views = self._io.to_device(views)
+        maps, probs = [], []
+        for start in range(0, shape[0], self.max_batch):
+            chunk = dev_views[start:start + self.max_batch]
+            n = int(chunk.shape[0])
+            pad = max(0, self.min_batch - n)
+            if pad:
+                chunk = self._io.pad(chunk, pad)
+            self._context.set_input_shape(INPUT_NAME, tuple(chunk.shape))
+            outs = {name: self._io.empty(tuple(self._context.get_tensor_shape(name)), self._dtypes[name])
+                    for name in OUTPUT_NAMES}
+            self._context.set_tensor_address(INPUT_NAME, self._io.address(chunk))
+            for name, buf in outs.items():
+                self._context.set_tensor_address(name, self._io.address(buf))
+            if not self._context.execute_async_v3(self._io.stream_handle()):
+                raise BundleError(f"{self.bundle.path}: TensorRT execution failed")
+            maps.append(outs[OUTPUT_NAMES[0]][:n])
+            probs.append(outs[OUTPUT_NAMES[1]][:n])
+        return self._io.cat(maps), self._io.cat(probs)
+
+
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+class _TorchIO:
+    """Device buffers as torch CUDA tensors, work on torch's current stream."""
+
+    def __init__(self, device: int) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device("cuda", device)
+
+    def to_device(self, views: Any) -> Any:
+        t = self.torch
+        x = views if isinstance(views, t.Tensor) else t.from_numpy(np.ascontiguousarray(views))
+        if x.dtype != t.uint8:
+            raise ValueError(f"views must be uint8, got {x.dtype}")
+        return x.to(self.device, non_blocking=True).contiguous()
+
+    def pad(self, x: Any, n: int) -> Any:
+        return self.torch.cat([x, x[-1:].expand(n, *x.shape[1:])]).contiguous()
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        torch_dtype = self.torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+        return self.torch.empty(shape, dtype=torch_dtype, device=self.device)
+
+    def address(self, x: Any) -> int:
+        return int(x.data_ptr())
+
+    def stream_handle(self) -> int:
+        return int(self.torch.cuda.current_stream(self.device).cuda_stream)
+
+    def cat(self, parts: list[Any]) -> Any:
+        return parts[0] if len(parts) == 1 else self.torch.cat(parts)
+
+    def synchronize(self) -> None:
+        self.torch.cuda.current_stream(self.device).synchronize()
+
+    def to_host(self, x: Any) -> np.ndarray:
+        return x.float().cpu().numpy()  # .cpu() waits for the stream
+
+
+class _PycudaIO:
+    """Fallback without torch: pycuda device allocations on one stream (host arrays in, host arrays out)."""
+
+    def __init__(self, device: int) -> None:
+        try:
+            import pycuda.autoinit  # noqa: F401 - creates the context
+            import pycuda.driver as cuda
+        except Exception as err:  # noqa: BLE001
+            raise BackendUnavailable(f"TensorRT IO needs torch with CUDA or pycuda; neither works here ({err})") from None
+        self.cuda = cuda
+        self.stream = cuda.Stream()
+
+    def to_device(self, views: Any) -> "_DeviceArray":
+        host = np.ascontiguousarray(views, dtype=np.uint8)
+        return _DeviceArray.from_host(self.cuda, host, self.stream)
+
+    def pad(self, x: "_DeviceArray", n: int) -> "_DeviceArray":
+        host = x.get(self.stream)
+        return self.to_device(np.concatenate([host, np.repeat(host[-1:], n, axis=0)]))
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> "_DeviceArray":
+        return _DeviceArray.empty(self.cuda, shape, np.dtype(dtype))
+
+    def address(self, x: "_DeviceArray") -> int:
+        return int(x.ptr)
+
+    def stream_handle(self) -> int:
+        return int(self.stream.handle)
+
+    def cat(self, parts: list[Any]) -> Any:
+        return np.concatenate([p.get(self.stream) if isinstance(p, _DeviceArray) else p for p in parts])
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    def to_host(self, x: Any) -> np.ndarray:
+        return np.asarray(x.get(self.stream) if isinstance(x, _DeviceArray) else x, dtype=np.float32)
+
+
+class _DeviceArray:
+    """Minimal device buffer with a shape, row slicing and a host copy (pycuda path)."""
+
+    def __init__(self, cuda: Any, alloc: Any, shape: tuple[int, ...], dtype: np.dtype, offset_rows: int = 0,
+                 rows: int | None = None) -> None:
+        self.cuda, self.alloc, self.full_shape, self.dtype = cuda, alloc, shape, dtype
+        self.offset_rows = offset_rows
+        self.rows = shape[0] if rows is None else rows
+
+    @classmethod
+    def empty(cls, cuda: Any, shape: tuple[int, ...], dtype: np.dtype) -> "_DeviceArray":
+        return cls(cuda, cuda.mem_alloc(max(1, int(np.prod(shape)) * dtype.itemsize)), shape, dtype)
+
+    @classmethod
+    def from_host(cls, cuda: Any, host: np.ndarray, stream: Any) -> "_DeviceArray":
+        arr = cls.empty(cuda, host.shape, host.dtype)
+        cuda.memcpy_htod_async(arr.alloc, host, stream)
+        return arr
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.full_shape[1:])) * self.dtype.itemsize
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.rows, *self.full_shape[1:])
+
+    @property
+    def ptr(self) -> int:
+        return int(self.alloc) + self.offset_rows * self.row_bytes
+
+    def __getitem__(self, sl: slice) -> "_DeviceArray":
+        start, stop, _ = sl.indices(self.rows)
+        return _DeviceArray(self.cuda, self.alloc, self.full_shape, self.dtype, self.offset_rows + start, stop - start)
+
+    def get(self, stream: Any) -> np.ndarray:
+        host = np.empty(self.shape, self.dtype)
+        self.cuda.memcpy_dtoh_async(host, self.ptr, stream)
+        stream.synchronize()
+        return host

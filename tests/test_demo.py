@@ -1,0 +1,36 @@
+"""The offline demo: command registration (fast) and a quick end-to-end run (heavy)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from align3d_rt.cli import build_parser
+from align3d_rt.demo import DemoConfig, run_demo
+
+
+def test_demo_command_registered() -> None:
+    args = build_parser().parse_args(["demo", "--out", "x", "--quick", "--precisions", "fp32"])
+    assert args.func.__name__ == "run_demo" and args.precisions == ["fp32"] and args.quick
+    quick = DemoConfig(out=Path("x")).quick()
+    assert quick.epochs1 < DemoConfig(out=Path("x")).epochs1 and len(quick.categories) == 3
+
+
+@pytest.mark.heavy
+def test_quick_demo_end_to_end(tmp_path: Path) -> None:
+    """Quick demo: data, training, torch eval, fp32 export + ONNX Runtime eval, report.md + manifest."""
+    cfg = DemoConfig(out=tmp_path / "demo", precisions=("fp32",), progress=False).quick()
+    report = run_demo(cfg)
+    text = report.read_text()
+    assert "## Backends side by side" in text and "O-R onnxruntime-fp32" in text and "## torch" in text
+    torch_json = json.loads((cfg.out / "eval_torch" / "results.json").read_text())
+    ort_json = json.loads((cfg.out / "eval_onnxruntime_fp32" / "results.json").read_text())
+    assert sorted(c["category"] for c in torch_json["classes"]) == sorted(c for c in cfg.categories if c != cfg.train_category)
+    # fp32 ONNX Runtime reproduces the torch reference
+    for a, b in zip(torch_json["classes"], ort_json["classes"]):
+        for key in ("O-R", "P-R", "P-R (pt)"):
+            assert a["metrics"][key] == pytest.approx(b["metrics"][key], abs=0.01)
+    man = json.loads((cfg.out / "manifest.json").read_text())
+    assert man["clip_name"] == "align3d-tiny" and set(man["bundles"]) == {"fp32"}
+    assert (cfg.out / "eval_torch" / "results_contact_sheet.png").is_file()
