@@ -37,8 +37,8 @@ class DemoConfig:
     categories: tuple[str, ...] = DEMO_CATEGORIES
     train_category: str = "dome"
     n_test_good: int = 4
-    n_per_defect: int = 1
-    size: tuple[int, int] = (150, 200)
+    n_per_defect: int = 2
+    size: tuple[int, int] = (180, 240)
     epochs1: int = 40
     reweight_epochs: int = 10
     epochs2: int = 8

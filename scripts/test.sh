@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export NUMBA_CACHE_DIR=${NUMBA_CACHE_DIR:-$PWD/.venv/numba-cache}
-if [ $# -eq 0 ]; then set -- -m "not heavy"; fi
+# Default: everything but the heavy checks, unless the caller picks a marker expression with -m.
+case " $* " in *" -m "*) ;; *) set -- -m "not heavy" "$@" ;; esac
 exec .venv/bin/python -m pytest -q "$@"

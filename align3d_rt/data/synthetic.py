@@ -30,11 +30,19 @@ DEFAULT_SIZE = (180, 240)
 PLANE_DEPTH = 0.30
 
 
+FRAME_HEIGHT_M = 0.108  # every scan's rows span 10.8 cm: the ~9 cm object fills most of the frame, as in MVTec 3D-AD
+
+
+def pixel_size_for(size: tuple[int, int]) -> float:
+    """Metres per pixel for a scan of ``size`` (H, W): finer scans sample the same scene more densely."""
+    return FRAME_HEIGHT_M / int(size[0])
+
+
 def render_mvtec_sample(category: str, defect: str | None, size: tuple[int, int],
                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One synthetic organized scan: (xyz float32 HxWx3, rgb uint8 HxWx3, gt uint8 HxW class ids)."""
     h_px, w_px = size
-    pixel = shapes.PIXEL_SIZE
+    pixel = pixel_size_for(size)
     x, y = shapes.grid_coords(h_px, w_px, rng, pixel)
     height = shapes.shape_height(category, x, y, rng)
     gt = np.zeros(size, np.uint8)
@@ -53,7 +61,7 @@ def render_mvtec_sample(category: str, defect: str | None, size: tuple[int, int]
     albedo[recolor] = (35, 55, 35)
     rgb = shapes.shade_rgb(z, pixel, albedo, rng)
     xyz = np.stack([x, y, z], axis=-1).astype(np.float32)
-    shapes.add_dropouts(xyz, missing, rng)
+    shapes.add_dropouts(xyz, missing, rng, object_mask=height > 0)
     return xyz, rgb, gt
 
 
@@ -91,7 +99,7 @@ def _write_category_meta(cat_dir: Path, size: tuple[int, int]) -> None:
     ids = {str(v): k for k, v in shapes.DEFECT_IDS.items()} | {"0": "good"}
     write_json_atomic(cat_dir / "class_ids.json", ids)
     write_json_atomic(cat_dir / "calibration" / "camera_parameters.json", {
-        "camera_type": "synthetic_orthographic", "pixel_size_m": shapes.PIXEL_SIZE,
+        "camera_type": "synthetic_orthographic", "pixel_size_m": pixel_size_for(size),
         "image_width": size[1], "image_height": size[0], "plane_depth_m": PLANE_DEPTH})
 
 

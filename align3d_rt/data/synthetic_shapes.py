@@ -13,7 +13,7 @@ import zlib
 
 import numpy as np
 
-PIXEL_SIZE = 0.0008
+PIXEL_SIZE = 0.0006  # default metres per pixel (the MVTec-layout generator derives it from the scan size)
 
 #: defect name -> class id written into the gt masks (real MVTec masks hold ids like 253..255)
 DEFECT_IDS = {"bump": 251, "dent": 252, "hole": 253, "crack": 254, "contamination": 255}
@@ -161,15 +161,18 @@ def sample_rng(seed: int, *parts: str | int) -> np.random.Generator:
     return np.random.default_rng([int(seed)] + [zlib.crc32(str(p).encode()) for p in parts])
 
 
-def add_dropouts(xyz: np.ndarray, missing: np.ndarray, rng: np.random.Generator) -> None:
-    """Scanner-like gaps in place: ``missing`` cells, random cells and two blobs become zeros;
-    a few other cells become NaN."""
+def add_dropouts(xyz: np.ndarray, missing: np.ndarray, rng: np.random.Generator,
+                 object_mask: np.ndarray | None = None) -> None:
+    """Scanner-like gaps in place: ``missing`` cells, sparse random cells and two blobs become zeros;
+    a few other cells become NaN. With ``object_mask`` the blobs fall on the background only, so an
+    unlabelled gap on the object never looks like a labelled hole."""
     h_px, w_px = missing.shape
-    gaps = missing | (rng.random(missing.shape) < 0.004)
+    gaps = missing | (rng.random(missing.shape) < 0.002)
     rows, cols = np.mgrid[0:h_px, 0:w_px]
     for _ in range(2):
         r, c = rng.integers(0, h_px), rng.integers(0, w_px)
-        gaps |= (rows - r) ** 2 + (cols - c) ** 2 < rng.integers(4, 16)
+        blob = (rows - r) ** 2 + (cols - c) ** 2 < rng.integers(4, 16)
+        gaps |= blob if object_mask is None else blob & ~object_mask
     xyz[gaps] = 0.0
     nan = (rng.random(missing.shape) < 0.002) & ~gaps
     xyz[nan] = np.nan

@@ -78,7 +78,7 @@ def _tire_xyz(height: np.ndarray, missing: np.ndarray, rng: np.random.Generator,
     tilt = rng.uniform(-0.08, 0.08, size=2)
     z = 0.45 + tilt[0] * xx + tilt[1] * yy - height + rng.normal(0.0, 1e-4, size=height.shape)
     xyz = np.stack([xx, yy, z], axis=-1).astype(np.float32)
-    shapes.add_dropouts(xyz, missing, rng)
+    shapes.add_dropouts(xyz, missing, rng, object_mask=height > 0)
     return xyz
 
 

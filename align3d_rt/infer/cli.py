@@ -100,8 +100,7 @@ def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 def run_infer(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from align3d_rt import progress
     from align3d_rt.data.readers import load_point_file
     from align3d_rt.infer import outputs
     from align3d_rt.io_utils import write_json_atomic
@@ -120,10 +119,10 @@ def run_infer(args: argparse.Namespace) -> int:
     def fail(path: Path, err: Exception) -> None:
         msg = str(err) if str(err).startswith(str(path)) else f"{path}: {err}"
         summary["failed"][str(path)] = msg
-        tqdm.write(f"align3d-rt infer: skipped {msg}", file=sys.stderr)
+        progress.write(f"align3d-rt infer: skipped {msg}", file=sys.stderr)
         write_json_atomic(scores_json, summary)
 
-    with detector, tqdm(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
+    with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
         for chunk in _batches(files, args.batch_size):
             loaded = []
             for path, key in chunk:

@@ -1,0 +1,69 @@
+"""The line-side inspector install: numpy, numba and onnxruntime only (README: "Line-side install").
+
+The child process makes every other third-party package unimportable (torch, open_clip, open3d, tqdm,
+matplotlib, PIL, scipy, sklearn, skimage, safetensors, tifffile, yaml) and runs the real CLI:
+`align3d-rt infer CLOUD.npy --bundle B --no-ply --no-png`. Scores must match the torch reference.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export_support import session_tiny
+
+REPO = Path(__file__).resolve().parents[1]
+ALLOWED = ("numpy", "numba", "llvmlite", "onnxruntime", "align3d_rt")
+BLOCKED = ("torch", "torchvision", "open_clip", "open3d", "tqdm", "matplotlib", "PIL", "scipy", "sklearn",
+           "skimage", "safetensors", "tifffile", "yaml", "onnx")
+
+_CHILD = textwrap.dedent("""
+    import importlib.abc, sys
+    BLOCKED = {blocked!r}
+    class _Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split('.')[0] in BLOCKED:
+                raise ImportError(f'{{name}} is not part of the line-side install')
+            return None
+    sys.meta_path.insert(0, _Block())
+    from align3d_rt.cli import main
+    rc = main(sys.argv[1:])
+    loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set(BLOCKED))
+    print('LOADED=' + ','.join(loaded))
+    sys.exit(rc)
+""")
+
+
+def test_infer_with_numpy_numba_onnxruntime_only(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    tiny = session_tiny(tmp_path_factory.getbasetemp() / "export_tiny")
+    rng = np.random.default_rng(3)
+    pts = rng.normal(size=(4000, 3)).astype(np.float32)
+    pts = 0.05 * pts / np.linalg.norm(pts, axis=1, keepdims=True)
+    cloud = tmp_path / "part.npy"
+    np.save(cloud, pts)
+    out = tmp_path / "out"
+    child = _CHILD.format(blocked=BLOCKED)
+    proc = subprocess.run([sys.executable, "-c", child, "infer", str(cloud), "--bundle", str(tiny["fp32"]),
+                           "--out", str(out), "--no-ply", "--no-png"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LOADED=\n" in proc.stdout or proc.stdout.strip().endswith("LOADED="), proc.stdout
+    scores = np.load(out / "part.scores.npy")
+    assert scores.shape == (4000, 3) and np.isfinite(scores).all()
+    summary = json.loads((out / "scores.json").read_text())
+    assert summary["failed"] == {} and len(summary["samples"]) == 1
+
+    # Same cloud through the torch reference of the same run: the per-point scores agree.
+    from align3d_rt.data.readers import load_point_file
+    from align3d_rt.infer.pipeline import Detector
+
+    with Detector.from_run(tiny["run"]) as det:
+        ref = det.score([load_point_file(cloud)])[0].point_scores
+    assert np.abs(ref - scores).max() < 1e-4
