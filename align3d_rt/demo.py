@@ -41,8 +41,8 @@ class DemoConfig:
     size: tuple[int, int] = (180, 240)
     epochs1: int = 40
     reweight_epochs: int = 10
-    epochs2: int = 8
-    dpca_epochs: int = 2
+    epochs2: int = 15
+    dpca_epochs: int = 5
     batch_size: int = 4
     precisions: tuple[str, ...] = ("fp32", "int8")
     seed: int = 0

@@ -27,10 +27,11 @@ def test_one_vs_rest_above_chance(trained: tuple[DemoConfig, Path, Path], tmp_pa
                            batch_size=4, progress=False)
     assert cfg.train_category not in [r.category for r in outcome.results]
     mean = mean_metrics(outcome.results)
+    print(f"one-vs-rest means: {mean}")
     assert mean["P-R"] > 0.6  # reference protocol (blurred 336 grid, background included)
-    if not (mean["O-R"] > 0.6 and mean["P-R (pt)"] > 0.6):
-        pytest.xfail(f"random tiny CLIP: object AUROC {mean['O-R']:.2f} / per-point AUROC {mean['P-R (pt)']:.2f} "
-                     "not above chance at demo size (known limitation, see the demo report)")
+    # The honest figures: per point on valid points only, and per object (demo size: 56 objects).
+    assert mean["P-R (pt)"] > 0.58
+    assert mean["O-R"] > 0.55
 
 
 def test_real_tire_masks_above_chance(trained: tuple[DemoConfig, Path, Path], shared_tire_root: Path,
@@ -38,11 +39,11 @@ def test_real_tire_masks_above_chance(trained: tuple[DemoConfig, Path, Path], sh
     from align3d_rt.data.synthetic import mvtec_from_real_masks
 
     _, _, run = trained
-    tire_root = mvtec_from_real_masks(shared_tire_root, tmp_path / "tire", max_per_label=3, n_train=0, n_validation=0)
+    tire_root = mvtec_from_real_masks(shared_tire_root, tmp_path / "tire", max_per_label=4, n_train=0, n_validation=0)
     outcome = run_protocol(Detector.from_run(run), "cross-dataset", "mvtec3d", tire_root, tmp_path / "eval",
                            batch_size=4, progress=False)
     (res,) = outcome.results
     assert res.category == "tire" and res.n_anomalous > 0
+    print(f"tire from real masks: {res.metrics}")
     assert res.metrics["P-R"] > 0.6
-    if not res.metrics["P-R (pt)"] > 0.6:
-        pytest.xfail(f"random tiny CLIP: per-point AUROC {res.metrics['P-R (pt)']:.2f} on tire not above chance")
+    assert res.metrics["P-R (pt)"] > 0.6
