@@ -23,6 +23,15 @@ MASK = np.uint64(_math.INDEX_MASK)
 def _render_view(v, points, rots, size, window, splat, step, gray, colors, labels, bbox,
                  pzbuf, szbuf, pos, pixels, visible, images, rgb, gt):
     n = points.shape[0]
+    # 0. this view's buffers are initialised here, in parallel with the other views
+    pzbuf[v] = EMPTY
+    szbuf[v] = EMPTY
+    images[v] = 255
+    visible[v] = False
+    if rgb.shape[0] > 0:
+        rgb[v] = 255
+    if gt.shape[0] > 0:
+        gt[v] = 0
     # 1. bounding box of the rotated cloud
     lo0 = lo1 = lo2 = np.inf
     hi0 = hi1 = hi2 = -np.inf
@@ -63,44 +72,60 @@ def _render_view(v, points, rots, size, window, splat, step, gray, colors, label
             for xx in range(x0, x1 + 1):
                 if key < szbuf[v, yy, xx]:
                     szbuf[v, yy, xx] = key
-    # 3. visibility, the position buffer, colour and ground truth per pixel
+
+
+@njit(cache=True, error_model="numpy")
+def _resolve_row(v, y, points, rots, size, step, gray, colors, labels, bbox,
+                 pzbuf, szbuf, pos, visible, rgb, gt):
+    """Row y of view v: visibility flags, the position buffer, colour and ground truth."""
+    ccx, ccy, eye_z, z0, inv_span = view_camera(bbox, v)
     has_rgb = rgb.shape[0] > 0
     has_gt = gt.shape[0] > 0
-    for y in range(size):
-        for x in range(size):
-            k = pzbuf[v, y, x]
-            if k != EMPTY:
-                visible[v, k & MASK] = True
-            k = szbuf[v, y, x]
-            if k == EMPTY:
-                pos[v, y, x, 2] = 0.0
-                continue
-            idx = k & MASK
-            xc, yc, zc = camera_coords(points, idx, rots, v, ccx, ccy, eye_z)
-            pos[v, y, x, 0] = xc
-            pos[v, y, x, 1] = yc
-            pos[v, y, x, 2] = zc
-            if has_rgb:
-                for ch in range(3):
-                    rgb[v, y, x, ch] = to_u8(colors[idx, ch])
-            if has_gt and labels[idx] != 0:
-                gt[v, y, x] = 255
-    # 4. deferred shading
-    for y in range(size):
-        for x in range(size):
-            if pos[v, y, x, 2] > 0.0:
-                g = to_u8(shade_value(pos, v, y, x, size, step, gray))
-                images[v, y, x, 0] = g
-                images[v, y, x, 1] = g
-                images[v, y, x, 2] = g
+    for x in range(size):
+        k = pzbuf[v, y, x]
+        if k != EMPTY:
+            visible[v, k & MASK] = True  # each point owns at most one pixel: no two rows write one flag
+        k = szbuf[v, y, x]
+        if k == EMPTY:
+            pos[v, y, x, 2] = 0.0
+            continue
+        idx = k & MASK
+        xc, yc, zc = camera_coords(points, idx, rots, v, ccx, ccy, eye_z)
+        pos[v, y, x, 0] = xc
+        pos[v, y, x, 1] = yc
+        pos[v, y, x, 2] = zc
+        if has_rgb:
+            for ch in range(3):
+                rgb[v, y, x, ch] = to_u8(colors[idx, ch])
+        if has_gt and labels[idx] != 0:
+            gt[v, y, x] = 255
+
+
+@njit(cache=True, error_model="numpy")
+def _shade_row(v, y, size, step, gray, pos, images):
+    """Row y of view v: deferred gray shading from screen-space normals of the position buffer."""
+    for x in range(size):
+        if pos[v, y, x, 2] > 0.0:
+            g = to_u8(shade_value(pos, v, y, x, size, step, gray))
+            images[v, y, x, 0] = g
+            images[v, y, x, 1] = g
+            images[v, y, x, 2] = g
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def _render_all(points, rots, size, window, splat, step, gray, colors, labels,
                 pzbuf, szbuf, pos, pixels, visible, images, rgb, gt, bbox):
-    for v in prange(rots.shape[0]):
+    nv = rots.shape[0]
+    # Projection writes whole z-buffers: one view per thread. The per-pixel phases that follow are
+    # race-free per row, so they spread over (view, row) and balance the cores.
+    for v in prange(nv):
         _render_view(v, points, rots, size, window, splat, step, gray, colors, labels, bbox,
                      pzbuf, szbuf, pos, pixels, visible, images, rgb, gt)
+    for t in prange(nv * size):
+        _resolve_row(t // size, t % size, points, rots, size, step, gray, colors, labels, bbox,
+                     pzbuf, szbuf, pos, visible, rgb, gt)
+    for t in prange(nv * size):
+        _shade_row(t // size, t % size, size, step, gray, pos, images)
 
 
 @njit(cache=True)
@@ -135,7 +160,17 @@ def normal_step(splat: float) -> int:
     return max(1, int(round(splat)))
 
 
-def allocate_outputs(v: int, n: int, size: int, with_rgb: bool, with_gt: bool) -> dict[str, np.ndarray]:
+def allocate_outputs(v: int, n: int, size: int, with_rgb: bool, with_gt: bool,
+                     initialise: bool = True) -> dict[str, np.ndarray]:
+    """Output arrays; ``initialise=False`` leaves them uninitialised for a kernel that fills them."""
+    if not initialise:
+        return {
+            "pixels": np.empty((v, n, 2), np.int32),
+            "visible": np.empty((v, n), np.bool_),
+            "images": np.empty((v, size, size, 3), np.uint8),
+            "rgb": np.empty((v if with_rgb else 0, size, size, 3), np.uint8),
+            "gt": np.empty((v if with_gt else 0, size, size), np.uint8),
+        }
     return {
         "pixels": np.empty((v, n, 2), np.int32),
         "visible": np.zeros((v, n), np.bool_),
@@ -151,9 +186,9 @@ def render_splat(points: np.ndarray, rots: np.ndarray, size: int, window: int, p
     n = points.shape[0]
     v = rots.shape[0]
     splat = splat_size(point_size, size, window)
-    out = allocate_outputs(v, n, size, colors is not None, labels is not None)
-    pzbuf = np.full((v, size, size), EMPTY, np.uint64)
-    szbuf = np.full((v, size, size), EMPTY, np.uint64)
+    out = allocate_outputs(v, n, size, colors is not None, labels is not None, initialise=False)
+    pzbuf = np.empty((v, size, size), np.uint64)  # every buffer is initialised per view inside the kernel
+    szbuf = np.empty((v, size, size), np.uint64)
     bbox = np.empty((v, 6), np.float64)
     pos = np.empty((v, size, size, 3), np.float32)
     cols = np.zeros((0, 3), np.float32) if colors is None else np.ascontiguousarray(colors, np.float32)
