@@ -11,6 +11,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from align3d_rt.kernels import _point
+
+_bilinear_pair = njit(cache=True)(_point.bilinear_pair)
+_write_scores = njit(cache=True)(_point.write_scores)
+
 __all__ = ["backproject", "bilinear_tables", "check_inputs"]
 
 
@@ -76,29 +81,11 @@ def _backproject_kernel(maps, pixels, visible, i0, i1, lam1, weight, out, bad): 
             if x < 0 or y < 0 or x >= size or y >= size:
                 bad[k] = True
                 continue
-            x0 = i0[x]
-            x1 = i1[x]
-            y0 = i0[y]
-            y1 = i1[y]
-            lx1 = np.float64(lam1[x])
-            ly1 = np.float64(lam1[y])
-            lx0 = 1.0 - lx1
-            ly0 = 1.0 - ly1
-            acc0 += (ly0 * (lx0 * maps[b, v, 0, y0, x0] + lx1 * maps[b, v, 0, y0, x1])
-                     + ly1 * (lx0 * maps[b, v, 0, y1, x0] + lx1 * maps[b, v, 0, y1, x1]))
-            acc1 += (ly0 * (lx0 * maps[b, v, 1, y0, x0] + lx1 * maps[b, v, 1, y0, x1])
-                     + ly1 * (lx0 * maps[b, v, 1, y1, x0] + lx1 * maps[b, v, 1, y1, x1]))
+            r, a = _bilinear_pair(maps, b, v, x, y, i0, i1, lam1)
+            acc0 += r
+            acc1 += a
             count += 1
-        if count > 0:
-            r = acc0 / count
-            a = acc1 / count
-            out[b, n, 0] = r
-            out[b, n, 1] = a
-            out[b, n, 2] = weight * a + (1.0 - weight) * r
-        else:
-            out[b, n, 0] = 0.0
-            out[b, n, 1] = 0.0
-            out[b, n, 2] = 0.0
+        _write_scores(out, b, n, acc0, acc1, count, weight)
 
 
 def backproject(maps: np.ndarray, pixels: np.ndarray, visible: np.ndarray,

@@ -11,11 +11,15 @@ from typing import Any
 import numpy as np
 from numba import cuda
 
+from align3d_rt.kernels import _point
 from align3d_rt.kernels.backproject import bilinear_tables, check_inputs
 
 __all__ = ["backproject_cuda"]
 
 _THREADS = 256
+
+_bilinear_pair = cuda.jit(device=True)(_point.bilinear_pair)
+_write_scores = cuda.jit(device=True)(_point.write_scores)
 
 
 @cuda.jit
@@ -34,29 +38,11 @@ def _backproject_cuda_kernel(maps, pixels, visible, i0, i1, lam1, weight, out): 
         if visible[b, v, n]:
             x = pixels[b, v, n, 0]
             y = pixels[b, v, n, 1]
-            x0 = i0[x]
-            x1 = i1[x]
-            y0 = i0[y]
-            y1 = i1[y]
-            lx1 = np.float64(lam1[x])
-            ly1 = np.float64(lam1[y])
-            lx0 = 1.0 - lx1
-            ly0 = 1.0 - ly1
-            acc0 += (ly0 * (lx0 * maps[b, v, 0, y0, x0] + lx1 * maps[b, v, 0, y0, x1])
-                     + ly1 * (lx0 * maps[b, v, 0, y1, x0] + lx1 * maps[b, v, 0, y1, x1]))
-            acc1 += (ly0 * (lx0 * maps[b, v, 1, y0, x0] + lx1 * maps[b, v, 1, y0, x1])
-                     + ly1 * (lx0 * maps[b, v, 1, y1, x0] + lx1 * maps[b, v, 1, y1, x1]))
+            r, a = _bilinear_pair(maps, b, v, x, y, i0, i1, lam1)
+            acc0 += r
+            acc1 += a
             count += 1
-    if count > 0:
-        r = acc0 / count
-        a = acc1 / count
-        out[b, n, 0] = r
-        out[b, n, 1] = a
-        out[b, n, 2] = weight * a + (1.0 - weight) * r
-    else:
-        out[b, n, 0] = 0.0
-        out[b, n, 1] = 0.0
-        out[b, n, 2] = 0.0
+    _write_scores(out, b, n, acc0, acc1, count, weight)
 
 
 def _is_device(array: Any) -> bool:
