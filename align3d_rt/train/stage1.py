@@ -15,19 +15,25 @@ from align3d_rt.train.checkpoint import read_checkpoint, restore_checkpoint, rew
 from align3d_rt.train.feature_cache import CacheEntry
 from align3d_rt.train.losses import stage1_loss
 
-__all__ = ["Stage1Settings", "Stage1Result", "alignment_cosine", "new_aligner", "train_stage1", "aligner_state_numpy"]
+__all__ = ["OptimSettings", "Stage1Settings", "Stage1Result", "alignment_cosine", "new_aligner", "train_stage1", "aligner_state_numpy"]
 
 
 @dataclass
-class Stage1Settings:
-    epochs: int = 250
-    reweight_epochs: int = 50       # semantic-consistency reweighting in the last N epochs
-    reweight_lambda: float = 1.0
+class OptimSettings:
+    """What both stages share: Adam and batching (the paper's defaults), seed and device."""
+
     batch_size: int = 4             # clouds per step (= batch_size * V views)
     lr: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 0
     device: str = "cpu"
+
+
+@dataclass
+class Stage1Settings(OptimSettings):
+    epochs: int = 250
+    reweight_epochs: int = 50       # semantic-consistency reweighting in the last N epochs
+    reweight_lambda: float = 1.0
 
 
 @dataclass

@@ -19,6 +19,7 @@ from align3d_rt.train.batches import Stage2Batch, batches, epoch_order, load_sta
 from align3d_rt.train.checkpoint import read_checkpoint, restore_checkpoint, rewrite_losses, save_checkpoint
 from align3d_rt.train.feature_cache import CacheEntry
 from align3d_rt.train.losses import BranchLosses, branch_losses, dpca_loss
+from align3d_rt.train.stage1 import OptimSettings
 
 __all__ = ["Stage2Settings", "Stage2Result", "new_prompt_learners", "stage2_step_losses", "train_stage2",
            "run_stage2_epoch", "make_optimizer", "final_text", "LOSS_NAMES"]
@@ -28,15 +29,10 @@ BRANCHES = ("render", "aligned")
 
 
 @dataclass
-class Stage2Settings:
+class Stage2Settings(OptimSettings):
     epochs: int = 15
     dpca_epochs: int = 5       # DpCA contrast in the last N epochs
     dpca_scale: float = 0.1
-    batch_size: int = 4
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.999)
-    seed: int = 0
-    device: str = "cpu"
 
 
 @dataclass
