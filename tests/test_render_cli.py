@@ -37,3 +37,15 @@ def test_render_cli_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((4, 5), np.float32))
     assert main(["render", str(bad), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_real3d_loose_cloud_resampled_like_the_dataset(tmp_path: Path) -> None:
+    """--dataset real3d: a loose cloud is resampled to 112,896 points, as the Real3D-AD reader does."""
+    from align3d_rt.cli import main
+    from align3d_rt.data.real3d import NUM_POINTS
+
+    pts = np.random.default_rng(1).normal(size=(3000, 3)).astype(np.float32)
+    np.save(tmp_path / "part.npy", pts)
+    assert main(["render", str(tmp_path / "part.npy"), "--dataset", "real3d", "--out", str(tmp_path / "out")]) == 0
+    with np.load(tmp_path / "out" / "correspondences.npz") as corr:
+        assert corr["pixels"].shape[1] == NUM_POINTS and corr["visible"].shape[1] == NUM_POINTS

@@ -102,6 +102,7 @@ def _batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 def run_infer(args: argparse.Namespace) -> int:
     from align3d_rt import progress
     from align3d_rt.data.readers import load_point_file
+    from align3d_rt.data.real3d import NUM_POINTS as REAL3D_POINTS  # Real3D-AD clouds are resampled like the dataset
     from align3d_rt.infer import outputs
     from align3d_rt.io_utils import write_json_atomic
 
@@ -127,7 +128,7 @@ def run_infer(args: argparse.Namespace) -> int:
             loaded = []
             for path, key in chunk:
                 try:
-                    sample = load_point_file(path)
+                    sample = load_point_file(path, num_points=REAL3D_POINTS if args.dataset == "real3d" else None)
                     if sample.num_points == 0:
                         raise input_error(path, "no valid points")
                     sample.dataset = sample.dataset or args.dataset

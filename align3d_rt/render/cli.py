@@ -63,6 +63,7 @@ def contact_sheet(images: np.ndarray, labels: list[str], path: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from align3d_rt.data.readers import load_point_file
+    from align3d_rt.data.real3d import NUM_POINTS as REAL3D_POINTS  # Real3D-AD clouds are resampled like the dataset
     from align3d_rt.render.api import render_views
 
     path = Path(args.dataset_root) / args.path if args.dataset_root else Path(args.path)
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise errors.input_error(path, "point file not found")
     if args.image_size < 8:
         raise errors.Align3DError(f"--image-size: {args.image_size} is too small (at least 8)")
-    sample = load_point_file(path)
+    sample = load_point_file(path, num_points=REAL3D_POINTS if args.dataset == "real3d" else None)
     settings = _settings(args)
     result = render_views(sample.points, settings, colors=sample.colors, labels=sample.point_labels)
     out = Path(args.out)
