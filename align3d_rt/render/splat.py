@@ -68,10 +68,21 @@ def _render_view(v, points, rots, size, window, splat, step, gray, colors, label
         y0 = max(y0, 0)
         x1 = min(x1, size - 1)
         y1 = min(y1, size - 1)
-        for yy in range(y0, y1 + 1):
-            for xx in range(x0, x1 + 1):
-                if key < szbuf[v, yy, xx]:
-                    szbuf[v, yy, xx] = key
+        if y1 - y0 < 3 and x1 - x0 < 3:
+            # Splats of up to 3x3 pixels (every reference point size at 336 but cable_gland's): a
+            # fixed-size loop the compiler unrolls, about a third faster than the general one.
+            ny = y1 - y0 + 1
+            nx = x1 - x0 + 1
+            for dy in range(3):
+                if dy < ny:
+                    for dx in range(3):
+                        if dx < nx and key < szbuf[v, y0 + dy, x0 + dx]:
+                            szbuf[v, y0 + dy, x0 + dx] = key
+        else:
+            for yy in range(y0, y1 + 1):
+                for xx in range(x0, x1 + 1):
+                    if key < szbuf[v, yy, xx]:
+                        szbuf[v, yy, xx] = key
 
 
 @njit(cache=True, error_model="numpy")
