@@ -62,7 +62,9 @@ def test_single_file_no_extras(tiny_run: Path, inputs: Path, tmp_path: Path) -> 
     out = tmp_path / "out"
     rc = main(["infer", str(inputs / "a.npy"), "--run", str(tiny_run), "--out", str(out), "--no-ply", "--no-png"])
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["a.scores.npy", "scores.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.points.npy", "a.scores.npy", "scores.json"]
+    np.testing.assert_array_equal(np.load(out / "a.points.npy"), np.load(inputs / "a.npy").astype(np.float32))
+    assert np.load(out / "a.scores.npy").shape == (np.load(out / "a.points.npy").shape[0], 3)
 
 
 def test_bad_inputs_one_line(tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,6 +2,8 @@
 
 Outputs under --out, per sample KEY (the file's stem, or its path below a given folder joined by '__'):
   KEY.scores.npy  (N,3) float32 point scores (render, aligned, fused)
+  KEY.points.npy  (N,3) float32 the scored points (row i of the scores; after preprocessing/resampling)
+  KEY.grid_index.npy  (N,) flat index into the 336x336 grid (organized .tiff input only)
   KEY.ply         the cloud coloured by the fused score (unless --no-ply)
   KEY.png         the rendered views with the fused anomaly map over them (unless --no-png)
   scores.json     object scores of every finished sample + the files that failed (rewritten
@@ -18,7 +20,10 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+
 from align3d_rt.errors import Align3DError, InputError, input_error
+from align3d_rt.io_utils import save_npy_atomic
 
 POINT_SUFFIXES = (".tiff", ".tif", ".pcd", ".ply", ".npy")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -168,8 +173,14 @@ def _score_isolated(detector: Any, loaded: list[tuple[Path, str, Any]], fail: An
 
 def _write_sample(args: argparse.Namespace, outputs: Any, detector: Any, path: Path, key: str,
                   sample: Any, result: Any, summary: dict[str, Any]) -> None:
-    written = {"scores": f"{key}.scores.npy"}
+    written = {"scores": f"{key}.scores.npy", "points": f"{key}.points.npy"}
     outputs.save_point_scores(args.out / written["scores"], result.point_scores)
+    # The scored points themselves (row i of the scores): after MVTec preprocessing or Real3D-AD
+    # resampling they are not the rows of the input file.
+    save_npy_atomic(args.out / written["points"], np.asarray(sample.points, dtype=np.float32))
+    if sample.grid_index is not None:
+        written["grid_index"] = f"{key}.grid_index.npy"  # flat index into the 336x336 grid (organized input)
+        save_npy_atomic(args.out / written["grid_index"], np.asarray(sample.grid_index, dtype=np.int64))
     if not args.no_ply:
         written["ply"] = f"{key}.ply"
         outputs.save_heat_ply(args.out / written["ply"], sample.points, result.fused)
