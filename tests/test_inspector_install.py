@@ -7,37 +7,25 @@ matplotlib, PIL, scipy, sklearn, skimage, safetensors, tifffile, yaml) and runs 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from blocking import run_blocked
 from export_support import session_tiny
 
-REPO = Path(__file__).resolve().parents[1]
 ALLOWED = ("numpy", "numba", "llvmlite", "onnxruntime", "align3d_rt")
 BLOCKED = ("torch", "torchvision", "open_clip", "open3d", "tqdm", "matplotlib", "PIL", "scipy", "sklearn",
            "skimage", "safetensors", "tifffile", "yaml", "onnx")
 
-_CHILD = textwrap.dedent("""
-    import importlib.abc, sys
-    BLOCKED = {blocked!r}
-    class _Block(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name.split('.')[0] in BLOCKED:
-                raise ImportError(f'{{name}} is not part of the line-side install')
-            return None
-    sys.meta_path.insert(0, _Block())
-    from align3d_rt.cli import main
-    rc = main(sys.argv[1:])
-    loaded = sorted({{m.split('.')[0] for m in sys.modules}} & set(BLOCKED))
-    print('LOADED=' + ','.join(loaded))
-    sys.exit(rc)
-""")
+_CHILD = """
+from align3d_rt.cli import main
+rc = main(sys.argv[1:])
+loaded = sorted({m.split('.')[0] for m in sys.modules} & set(_BLOCKED))
+print('LOADED=' + ','.join(loaded))
+sys.exit(rc)
+"""
 
 
 def test_infer_with_numpy_numba_onnxruntime_only(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
@@ -48,11 +36,8 @@ def test_infer_with_numpy_numba_onnxruntime_only(tmp_path_factory: pytest.TempPa
     cloud = tmp_path / "part.npy"
     np.save(cloud, pts)
     out = tmp_path / "out"
-    child = _CHILD.format(blocked=BLOCKED)
-    proc = subprocess.run([sys.executable, "-c", child, "infer", str(cloud), "--bundle", str(tiny["fp32"]),
-                           "--out", str(out), "--no-ply", "--no-png"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = run_blocked(_CHILD, *BLOCKED, args=("infer", str(cloud), "--bundle", str(tiny["fp32"]), "--out", str(out),
+                                                "--no-ply", "--no-png"), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "LOADED=\n" in proc.stdout or proc.stdout.strip().endswith("LOADED="), proc.stdout
     scores = np.load(out / "part.scores.npy")

@@ -1,14 +1,12 @@
 """Back-projection kernel vs a plain torch reference (interpolate + gather + masked mean)."""
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 from align3d_rt.kernels import backproject, bilinear_tables
+from blocking import run_blocked
 
 
 def torch_reference(maps: np.ndarray, pixels: np.ndarray, visible: np.ndarray, image_size: int,
@@ -99,16 +97,7 @@ def test_bad_inputs_raise() -> None:
 
 
 def test_import_without_torch() -> None:
-    code = textwrap.dedent("""
-        import sys
-
-        class BlockTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name == 'torch' or name.startswith('torch.'):
-                    raise ImportError('torch is blocked for this test')
-                return None
-
-        sys.meta_path.insert(0, BlockTorch())
+    res = run_blocked("""
         import numpy as np
         from align3d_rt.kernels import backproject
         out = backproject(np.ones((1, 1, 2, 4, 4), np.float32), np.zeros((1, 1, 3, 2), np.int32),
@@ -116,6 +105,5 @@ def test_import_without_torch() -> None:
         assert np.allclose(out, 1.0), out
         assert 'torch' not in sys.modules
         print('ok')
-    """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    """, "torch")
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr

@@ -1,9 +1,6 @@
 """Object/point metrics vs scikit-learn, grid helpers, and both localisation protocols."""
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -12,6 +9,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from align3d_rt.eval.metrics import (MetricUndefinedWarning, aupro, blur_grid, grid_metrics, object_ap,
                                      object_auroc, per_point_metrics, point_auroc, points_to_grid)
+from blocking import run_blocked
 
 
 def test_object_metrics_match_sklearn() -> None:
@@ -145,23 +143,13 @@ def test_per_point_metrics_true_protocol() -> None:
 
 
 def test_metrics_import_without_torch() -> None:
-    code = textwrap.dedent("""
-        import sys
-
-        class BlockTorch:
-            def find_spec(self, name, path=None, target=None):
-                if name == 'torch' or name.startswith('torch.'):
-                    raise ImportError('torch is blocked for this test')
-                return None
-
-        sys.meta_path.insert(0, BlockTorch())
+    res = run_blocked("""
         import numpy as np
         from align3d_rt.eval.metrics import point_auroc, aupro
         assert point_auroc([np.array([0, 1])], [np.array([0.2, 0.9])]) == 1.0
         assert 'torch' not in sys.modules
         print('ok')
-    """)
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    """, "torch")
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr
 
 
