@@ -1,7 +1,6 @@
 """Back-projection kernel vs a plain torch reference (interpolate + gather + masked mean)."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 

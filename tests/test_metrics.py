@@ -1,7 +1,6 @@
 """Object/point metrics vs scikit-learn, grid helpers, and both localisation protocols."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
