@@ -200,16 +200,14 @@ def random_run_dir(out: str | Path, clip: str = "align3d-tiny", clip_weights: st
     import torch
 
     from align3d_rt.model.aligner import Aligner
-    from align3d_rt.model.clip_backbone import TINY_NAME, _arch_for, load_clip
+    from align3d_rt.model.clip_backbone import embed_dim_for, load_clip, weights_id_for
     from align3d_rt.render.views import settings_for
     from align3d_rt.train import run_dir as rd
 
     out = Path(out)
-    if clip_weights == "random" or (clip_weights is None and clip == TINY_NAME):
-        import open_clip
-
-        dim = int(open_clip.get_model_config(_arch_for(clip))["embed_dim"])  # no need to build the model
-        weights_id = f"random:{seed}"
+    weights_id = weights_id_for(clip, clip_weights, seed)
+    if weights_id is not None and weights_id.startswith("random:"):
+        dim = embed_dim_for(clip)  # no need to build the model
     else:
         model, info = load_clip(clip, clip_weights, seed=seed)
         dim, weights_id = int(info.embed_dim), info.weights_id

@@ -236,6 +236,29 @@ def _quiet_random_init_warning() -> Iterator[None]:
         root.removeFilter(drop)
 
 
+def embed_dim_for(name: str) -> int:
+    """Output embedding size of a CLIP model name, read from its open_clip config (nothing is built)."""
+    import open_clip
+
+    return int(open_clip.get_model_config(_arch_for(name))["embed_dim"])
+
+
+def weights_id_for(name: str, weights: str | None, seed: int = 0) -> str | None:
+    """The ClipInfo.weights_id that load_clip would report, without building the model.
+
+    None when it depends on the user's cache (the pretrained default of a real model): load the
+    model and read ClipInfo.weights_id then.
+    """
+    if weights == "random" or (weights is None and name == TINY_NAME):
+        return f"random:{seed}"
+    if weights is None:
+        return None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"{path}: CLIP weights file not found")
+    return sha256_file(path)
+
+
 def load_clip(name: str, weights: str | None = None, seed: int = 0) -> tuple["open_clip.CLIP", ClipInfo]:
     """Build a frozen CLIP model (eval mode, requires_grad False) and describe it.
 

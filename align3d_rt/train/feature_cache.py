@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
-from align3d_rt.errors import WeightsError
-from align3d_rt.io_utils import sha256_file, sha256_json
+from align3d_rt.io_utils import sha256_json
 from align3d_rt.paths import cache_dir
 from align3d_rt.render.views import RenderSettings
 from align3d_rt.train.run_dir import save_tensors
@@ -38,21 +37,10 @@ RGB_KEYS = ("global", "patches")
 
 
 def clip_weights_id(name: str, weights: str | None, seed: int = 0) -> str | None:
-    """The ClipInfo.weights_id load_clip would report, computed without building the model.
+    """The weights id load_clip would report, without building the model (None: pretrained default)."""
+    from align3d_rt.model.clip_backbone import weights_id_for
 
-    Returns None when it cannot be known cheaply (the pretrained default of a real model: the caller
-    then loads the model and reads ``ClipInfo.weights_id``).
-    """
-    from align3d_rt.model.clip_backbone import TINY_NAME
-
-    if weights == "random" or (weights is None and name == TINY_NAME):
-        return f"random:{seed}"
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"{path}: CLIP weights file not found")
-        return sha256_file(path)
-    return None
+    return weights_id_for(name, weights, seed)
 
 
 def sample_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
