@@ -55,6 +55,21 @@ def rotated(points, i, rots, v):
     return qx, qy, qz
 
 
+def rotated_bounds(points, rots, v, start, step):
+    """(lo x, lo y, lo z, hi x, hi y, hi z) of view v's rotated points start, start+step, ..."""
+    lo0 = lo1 = lo2 = math.inf
+    hi0 = hi1 = hi2 = -math.inf
+    for i in range(start, points.shape[0], step):
+        qx, qy, qz = rotated(points, i, rots, v)
+        lo0 = min(lo0, qx)
+        lo1 = min(lo1, qy)
+        lo2 = min(lo2, qz)
+        hi0 = max(hi0, qx)
+        hi1 = max(hi1, qy)
+        hi2 = max(hi2, qz)
+    return lo0, lo1, lo2, hi0, hi1, hi2
+
+
 def camera_coords(points, i, rots, v, ccx, ccy, eye_z):
     qx, qy, qz = rotated(points, i, rots, v)
     return qx - ccx, -(qy - ccy), eye_z - qz
@@ -186,7 +201,7 @@ def to_u8(val):
     return q
 
 
-FUNCTIONS = ("view_camera", "rotated", "camera_coords", "window_constants", "window_coords", "pixel_index", "depth_key",
+FUNCTIONS = ("view_camera", "rotated", "rotated_bounds", "camera_coords", "window_constants", "window_coords", "pixel_index", "depth_key",
              "splat_span", "key_position", "neighbour", "pow100", "shade_value", "to_u8")
 CONSTANTS = ("ZOOM", "TAN_HALF_FOV", "EMPTY_KEY", "INDEX_MASK", "DEPTH_LEVELS", "SHADE_AMBIENT",
              "SHADE_DIFFUSE", "SHADE_SPECULAR", "SHADE_SHININESS", "DEPTH_JUMP")

@@ -33,16 +33,7 @@ def _render_view(v, points, rots, size, window, splat, step, gray, colors, label
     if gt.shape[0] > 0:
         gt[v] = 0
     # 1. bounding box of the rotated cloud
-    lo0 = lo1 = lo2 = np.inf
-    hi0 = hi1 = hi2 = -np.inf
-    for i in range(n):
-        qx, qy, qz = rotated(points, i, rots, v)
-        lo0 = min(lo0, qx)
-        lo1 = min(lo1, qy)
-        lo2 = min(lo2, qz)
-        hi0 = max(hi0, qx)
-        hi1 = max(hi1, qy)
-        hi2 = max(hi2, qz)
+    lo0, lo1, lo2, hi0, hi1, hi2 = rotated_bounds(points, rots, v, 0, 1)
     bbox[v, 0] = lo0
     bbox[v, 1] = lo1
     bbox[v, 2] = lo2

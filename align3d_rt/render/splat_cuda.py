@@ -34,16 +34,7 @@ def _bbox_kernel(points, rots, bbox):
     v = cuda.blockIdx.y
     start = cuda.grid(1)
     stride = cuda.gridDim.x * cuda.blockDim.x
-    lo0 = lo1 = lo2 = np.inf
-    hi0 = hi1 = hi2 = -np.inf
-    for i in range(start, points.shape[0], stride):
-        qx, qy, qz = rotated(points, i, rots, v)  # noqa: F821 (bound by _math.bind)
-        lo0 = min(lo0, qx)
-        lo1 = min(lo1, qy)
-        lo2 = min(lo2, qz)
-        hi0 = max(hi0, qx)
-        hi1 = max(hi1, qy)
-        hi2 = max(hi2, qz)
+    lo0, lo1, lo2, hi0, hi1, hi2 = rotated_bounds(points, rots, v, start, stride)  # noqa: F821 (bound by _math.bind)
     cuda.atomic.min(bbox, (v, 0), lo0)
     cuda.atomic.min(bbox, (v, 1), lo1)
     cuda.atomic.min(bbox, (v, 2), lo2)
