@@ -39,6 +39,16 @@ class Stage1Batch:
     patches_rgb: torch.Tensor
 
 
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, parts: dict[str, float],
+                   sums: dict[str, float]) -> None:
+    """One optimiser step on ``loss``; adds this step's loss parts to the epoch's running ``sums``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    for k, val in parts.items():
+        sums[k] = sums.get(k, 0.0) + val
+
+
 def load_stage1_batch(entries: list[CacheEntry], device: torch.device | str = "cpu") -> Stage1Batch:
     gray = [e.load(("global", "patches")) for e in entries]
     rgb = [e.load(("global", "patches"), rgb=True) for e in entries]

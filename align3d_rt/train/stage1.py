@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from align3d_rt.model.aligner import Aligner
-from align3d_rt.train.batches import batches, epoch_order, load_stage1_batch, seed_everything
+from align3d_rt.train.batches import batches, epoch_order, load_stage1_batch, optimizer_step, seed_everything
 from align3d_rt.train.checkpoint import read_checkpoint, restore_checkpoint, rewrite_losses, save_checkpoint
 from align3d_rt.train.feature_cache import CacheEntry
 from align3d_rt.train.losses import stage1_loss
@@ -96,11 +96,7 @@ def train_stage1(entries: list[CacheEntry], dim: int, run: Path, settings: Stage
             g, p = aligner(b.global_render, b.patches_render)
             loss, parts = stage1_loss(g, b.global_rgb, p, b.patches_rgb, b.patches_render, reweight,
                                       settings.reweight_lambda)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
+            optimizer_step(opt, loss, parts, sums)
             steps += 1
         record = {"stage": 1, "epoch": epoch + 1, "reweight": reweight, **{k: v / max(steps, 1) for k, v in sums.items()}}
         history.append(record)

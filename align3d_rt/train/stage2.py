@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from align3d_rt.model.head import state_logits
-from align3d_rt.train.batches import Stage2Batch, batches, epoch_order, load_stage2_batch, seed_everything
+from align3d_rt.train.batches import (Stage2Batch, batches, epoch_order, load_stage2_batch, optimizer_step,
+                                      seed_everything)
 from align3d_rt.train.checkpoint import read_checkpoint, restore_checkpoint, rewrite_losses, save_checkpoint
 from align3d_rt.train.feature_cache import CacheEntry
 from align3d_rt.train.losses import BranchLosses, branch_losses, dpca_loss
@@ -100,11 +101,7 @@ def run_stage2_epoch(epoch: int, n: int, load_batch: Callable[[list[int]], Stage
     for idx in batches(epoch_order(n, settings.seed, epoch), settings.batch_size):
         batch = load_batch([int(i) for i in idx])
         loss, parts = stage2_step_losses(batch, aligner, prompts, dpca, settings.dpca_scale)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        for k, val in parts.items():
-            sums[k] = sums.get(k, 0.0) + val
+        optimizer_step(optimizer, loss, parts, sums)
         steps += 1
         if bar is not None:
             bar.set_postfix(loss=f"{sums['total'] / steps:.4f}", step=steps)
