@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from os import PathLike
+from typing import Any
 
 
 class Align3DError(Exception):
@@ -26,6 +27,16 @@ class BundleError(Align3DError):
 
 class BackendUnavailable(Align3DError):
     """The requested backend (onnxruntime, tensorrt, CUDA...) is not installed or usable here."""
+
+
+def import_backend(module: str, label: str, hint: str) -> Any:
+    """``import module``, or BackendUnavailable "LABEL is not installed (import error); HINT"."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise BackendUnavailable(f"{label} is not installed ({err}); {hint}") from None
 
 
 def input_error(path: str | PathLike[str], problem: str) -> InputError:

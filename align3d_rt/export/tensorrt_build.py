@@ -14,21 +14,17 @@ import re
 from pathlib import Path
 from typing import Any
 
-from align3d_rt.errors import BackendUnavailable, BundleError
+from align3d_rt.errors import BackendUnavailable, BundleError, import_backend
 from align3d_rt.export.bundle import ENGINES_DIR, INPUT_NAME, TIMING_CACHE_NAME, Bundle, add_files, load_bundle
 from align3d_rt.io_utils import write_bytes_atomic, write_json_atomic
 
-TRT_MISSING = ("TensorRT is not installed (pip install tensorrt on a machine with an NVIDIA GPU and driver; "
-               "its wheels come from NVIDIA's package index)")
+TRT_HINT = ("pip install tensorrt on a machine with an NVIDIA GPU and driver; "
+            "its wheels come from NVIDIA's package index")
 
 
 def import_tensorrt() -> Any:
     """``import tensorrt`` or BackendUnavailable with an install hint."""
-    try:
-        import tensorrt as trt
-    except ImportError as err:
-        raise BackendUnavailable(f"{TRT_MISSING} [{err}]") from None
-    return trt
+    return import_backend("tensorrt", "TensorRT", TRT_HINT)
 
 
 def _slug(text: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from align3d_rt.errors import BackendUnavailable, BundleError
+from align3d_rt.errors import BundleError, import_backend
 from align3d_rt.export.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle, load_bundle
 from align3d_rt.infer.backend import EncoderOutput, Timer
 
@@ -29,11 +29,7 @@ _ORT_SILENT = 4  # FATAL only: while trying GPU providers (missing CUDA librarie
 
 
 def _import_ort() -> Any:
-    try:
-        import onnxruntime as ort
-    except ImportError as err:
-        raise BackendUnavailable(f"onnxruntime is not installed ({err}); pip install onnxruntime") from None
-    return ort
+    return import_backend("onnxruntime", "onnxruntime", "pip install onnxruntime")
 
 
 def _preload_gpu_libraries(ort: Any) -> None:

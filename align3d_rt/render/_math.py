@@ -132,6 +132,18 @@ def pow100(s):
     return s32 * s32 * s32 * s4
 
 
+def neighbour_or_self(pos, v, y, x, inside, px, py, pz, tol):
+    """(ok, x, y, z): neighbour pixel (y, x)'s position when it is inside the image, covered and on the
+    same surface (depth within tol), else the centre pixel's own (p) for a one-sided difference.
+
+    Selects rather than branches; (y, x) must be a valid index even when ``inside`` is False.
+    """
+    nz = float(pos[v, y, x, 2])
+    ok = inside and nz > 0.0 and abs(nz - pz) <= tol
+    return (ok, float(pos[v, y, x, 0]) if ok else px, float(pos[v, y, x, 1]) if ok else py,
+            nz if ok else pz)
+
+
 def shade_value(pos, v, y, x, size, step, gray):
     """Gray level in [0,1] of a covered pixel, from screen-space normals of the position buffer.
 
@@ -144,30 +156,10 @@ def shade_value(pos, v, y, x, size, step, gray):
     py = float(pos[v, y, x, 1])
     pz = float(pos[v, y, x, 2])
     tol = DEPTH_JUMP * step * 2.0 * TAN_HALF_FOV / size * pz
-    xr = min(x + step, size - 1)
-    xl = max(x - step, 0)
-    yd = min(y + step, size - 1)
-    yu = max(y - step, 0)
-    rz = float(pos[v, y, xr, 2])
-    lz = float(pos[v, y, xl, 2])
-    dz = float(pos[v, yd, x, 2])
-    uz = float(pos[v, yu, x, 2])
-    ok_r = x + step < size and rz > 0.0 and abs(rz - pz) <= tol
-    ok_l = x - step >= 0 and lz > 0.0 and abs(lz - pz) <= tol
-    ok_d = y + step < size and dz > 0.0 and abs(dz - pz) <= tol
-    ok_u = y - step >= 0 and uz > 0.0 and abs(uz - pz) <= tol
-    rx = float(pos[v, y, xr, 0]) if ok_r else px
-    ry = float(pos[v, y, xr, 1]) if ok_r else py
-    rz = rz if ok_r else pz
-    lx = float(pos[v, y, xl, 0]) if ok_l else px
-    ly = float(pos[v, y, xl, 1]) if ok_l else py
-    lz = lz if ok_l else pz
-    dx = float(pos[v, yd, x, 0]) if ok_d else px
-    dy = float(pos[v, yd, x, 1]) if ok_d else py
-    dz = dz if ok_d else pz
-    ux = float(pos[v, yu, x, 0]) if ok_u else px
-    uy = float(pos[v, yu, x, 1]) if ok_u else py
-    uz = uz if ok_u else pz
+    ok_r, rx, ry, rz = neighbour_or_self(pos, v, y, min(x + step, size - 1), x + step < size, px, py, pz, tol)
+    ok_l, lx, ly, lz = neighbour_or_self(pos, v, y, max(x - step, 0), x - step >= 0, px, py, pz, tol)
+    ok_d, dx, dy, dz = neighbour_or_self(pos, v, min(y + step, size - 1), x, y + step < size, px, py, pz, tol)
+    ok_u, ux, uy, uz = neighbour_or_self(pos, v, max(y - step, 0), x, y - step >= 0, px, py, pz, tol)
     ax = rx - lx
     ay = ry - ly
     az = rz - lz
@@ -195,7 +187,7 @@ def to_u8(val):
 
 
 FUNCTIONS = ("view_camera", "rotated", "rotated_bounds", "camera_coords", "window_constants", "window_coords", "pixel_index", "depth_key",
-             "splat_span", "key_position", "pow100", "shade_value", "to_u8")
+             "splat_span", "key_position", "pow100", "neighbour_or_self", "shade_value", "to_u8")
 CONSTANTS = ("ZOOM", "TAN_HALF_FOV", "EMPTY_KEY", "INDEX_MASK", "DEPTH_LEVELS", "SHADE_AMBIENT",
              "SHADE_DIFFUSE", "SHADE_SPECULAR", "SHADE_SHININESS", "DEPTH_JUMP")
 

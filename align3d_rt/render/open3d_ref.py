@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from align3d_rt.errors import BackendUnavailable
+from align3d_rt.errors import BackendUnavailable, import_backend
 from align3d_rt.render.camera import PinholeCamera, rotate_about_centre
 from align3d_rt.render.views import RenderSettings
 
@@ -57,10 +57,7 @@ def _capture(vis: Any, pcd: Any, point_size: float, light_on: bool, background: 
 def render_open3d(points: np.ndarray, rots: np.ndarray, settings: RenderSettings, colors: np.ndarray | None = None,
                   labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Render with Open3D; returns pixels, visible (no fallback), images, rgb, gt like `render_splat`."""
-    try:
-        import open3d as o3d
-    except ImportError as err:  # pragma: no cover - depends on the install
-        raise BackendUnavailable(f"open3d: not installed ({err}); use renderer 'splat'") from err
+    o3d = import_backend("open3d", "open3d", "use renderer 'splat'")
     from align3d_rt.render.splat import allocate_outputs, zbuffer_visible
 
     size, v_count, n = settings.image_size, rots.shape[0], points.shape[0]

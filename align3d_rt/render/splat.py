@@ -109,7 +109,7 @@ def _render_view(v, points, rots, size, window, splat, bbox, pzbuf, szbuf, pixel
 
 
 @njit(cache=True, error_model="numpy")
-def _resolve_row(v, y, points, rots, size, step, gray, colors, labels, bbox,
+def _resolve_row(v, y, points, rots, size, colors, labels, bbox,
                  pzbuf, szbuf, pos, visible, images, rgb, gt):
     """Row y of view v: visibility flags, the position buffer, colour and ground truth.
 
@@ -163,7 +163,7 @@ def _render_all(points, rots, size, window, splat, step, gray, colors, labels,
     for v in prange(nv):
         _render_view(v, points, rots, size, window, splat, bbox, pzbuf, szbuf, pixels, visible)
     for t in prange(nv * size):
-        _resolve_row(t // size, t % size, points, rots, size, step, gray, colors, labels, bbox,
+        _resolve_row(t // size, t % size, points, rots, size, colors, labels, bbox,
                      pzbuf, szbuf, pos, visible, images, rgb, gt)
     for t in prange(nv * size):
         _shade_row(t // size, t % size, size, step, gray, pos, images)

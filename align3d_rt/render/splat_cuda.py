@@ -21,6 +21,16 @@ _EMPTY = np.uint64(_math.EMPTY_KEY)
 _MASK = np.uint64(_math.INDEX_MASK)
 
 
+@cuda.jit(device=True)
+def _thread_pixel(size):
+    """(view, row, column) of this thread in a per-pixel launch (grid x: pixels, grid y: views); row -1 past the image."""
+    p = cuda.grid(1)
+    if p >= size * size:
+        return cuda.blockIdx.y, -1, 0
+    y = p // size
+    return cuda.blockIdx.y, y, p - y * size
+
+
 @cuda.jit
 def _fill_u64(buf, value):
     i = cuda.grid(1)
@@ -69,13 +79,10 @@ def _project_kernel(points, rots, bbox, size, window, splat, pzbuf, szbuf, pixel
 
 @cuda.jit
 def _resolve_kernel(points, rots, bbox, pzbuf, szbuf, pos, visible, colors, labels, rgb, gt):
-    p = cuda.grid(1)
-    v = cuda.blockIdx.y
     size = pzbuf.shape[1]
-    if p >= size * size:
+    v, y, x = _thread_pixel(size)
+    if y < 0:
         return
-    y = p // size
-    x = p - y * size
     k = pzbuf[v, y, x]
     if k != _EMPTY:
         visible[v, k & _MASK] = True
@@ -98,13 +105,10 @@ def _resolve_kernel(points, rots, bbox, pzbuf, szbuf, pos, visible, colors, labe
 
 @cuda.jit
 def _shade_kernel(pos, images, step, gray):
-    p = cuda.grid(1)
-    v = cuda.blockIdx.y
     size = pos.shape[1]
-    if p >= size * size:
+    v, y, x = _thread_pixel(size)
+    if y < 0:
         return
-    y = p // size
-    x = p - y * size
     if pos[v, y, x, 2] > 0.0:
         g = to_u8(shade_value(pos, v, y, x, size, step, gray))  # noqa: F821
         images[v, y, x, 0] = g
