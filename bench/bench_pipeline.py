@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from align3d_rt.demo import random_run_dir
-    from align3d_rt.infer.pipeline import Detector
+    from align3d_rt.train.random_run import random_run_dir
+    from align3d_rt.runtime.detector import Detector
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:

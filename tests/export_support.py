@@ -15,7 +15,7 @@ def make_run_dir(path: Path, clip: str = TINY, weights: str | None = None, dim: 
                  fusion_weight: float = 0.5, preset: str = "paper9") -> Path:
     """Write the files the run-directory contract names (config, aligner, prompts, text) with random values."""
     from align3d_rt.model.graph import aligner_from_state
-    from align3d_rt.train import run_dir as rd
+    from align3d_rt.artifacts import run_dir as rd
 
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -77,7 +77,7 @@ def session_samples(tmp_root: Path, n: int = 4) -> list:
     """Labelled synthetic samples (good and defective, in turn), generated once per test session."""
     if "samples" not in _CACHE:
         from align3d_rt.data.synthetic import generate_mvtec_layout
-        from align3d_rt.export.cli import load_data
+        from align3d_rt.cli.parity import load_data
 
         root = generate_mvtec_layout(tmp_root / "syn", categories=["dome"], n_train=0, n_validation=0,
                                      n_test_good=2, n_per_defect=1, defects=["bump", "hole"], size=(120, 120))

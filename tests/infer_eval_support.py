@@ -4,39 +4,47 @@ from __future__ import annotations
 import numpy as np
 
 from align3d_rt.data.sample import PointCloudSample
-from align3d_rt.infer.backend import EncoderOutput
-from align3d_rt.infer.pipeline import Detector
+from align3d_rt.runtime.base import BaseRunner, EncoderOutput
+from align3d_rt.runtime.detector import Detector
 from align3d_rt.render.views import RenderSettings
 
 
-class FakeBackend:
-    """Deterministic stand-in encoder: patch abnormal probability = darkness of the patch (per branch
-    a different gain); global probability = mean darkness. Records how often it was activated/called."""
+def fake_maps(views: np.ndarray, grid: int) -> EncoderOutput:
+    """Patch abnormal probability = darkness of the patch (per branch a different gain); global = mean darkness."""
+    v, s = views.shape[0], views.shape[1]
+    p = s // grid
+    dark = 1.0 - views[..., 0].astype(np.float32) / 255.0
+    patches = dark[:, : p * grid, : p * grid].reshape(v, grid, p, grid, p).mean(axis=(2, 4))
+    maps = np.stack([patches, np.sqrt(patches)], axis=1).astype(np.float32)
+    g = dark.reshape(v, -1).mean(1)
+    return EncoderOutput(patch_maps=maps, global_probs=np.stack([g, 0.5 * g + 0.25], 1).astype(np.float32))
+
+
+class FakeBackend(BaseRunner):
+    """Deterministic stand-in encoder (``fake_maps``). Records how often it was activated/called."""
 
     name = "fake"
 
     def __init__(self, grid: int = 24) -> None:
+        super().__init__()
         self.grid = grid
-        self.last_infer_seconds = 0.0
         self.enters = 0
         self.calls: list[int] = []
 
-    def __enter__(self) -> "FakeBackend":
+    @classmethod
+    def from_source(cls, source: object, device: str = "cpu") -> "FakeBackend":
+        return cls()
+
+    @property
+    def grid_size(self) -> int:
+        return self.grid
+
+    def _activate_impl(self) -> None:
         self.enters += 1
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def infer(self, views: np.ndarray) -> EncoderOutput:
+    def _infer_impl(self, views: np.ndarray) -> EncoderOutput:
         self.calls.append(len(views))
-        v, s = views.shape[0], views.shape[1]
-        p = s // self.grid
-        dark = 1.0 - views[..., 0].astype(np.float32) / 255.0
-        patches = dark[:, : p * self.grid, : p * self.grid].reshape(v, self.grid, p, self.grid, p).mean(axis=(2, 4))
-        maps = np.stack([patches, np.sqrt(patches)], axis=1).astype(np.float32)
-        g = dark.reshape(v, -1).mean(1)
-        return EncoderOutput(patch_maps=maps, global_probs=np.stack([g, 0.5 * g + 0.25], 1).astype(np.float32))
+        return fake_maps(np.asarray(views), self.grid)
 
 
 def fake_detector(fusion_weight: float = 0.5, preset: str = "mvtec9", view_chunk: int = 36,
@@ -63,7 +71,7 @@ def shared_tiny_run(tmp_path_factory) -> "Path":  # noqa: ANN001
     """One random tiny-CLIP run directory per test process (built on first use)."""
     from pathlib import Path
 
-    from align3d_rt.demo import random_run_dir
+    from align3d_rt.train.random_run import random_run_dir
 
     if "path" not in _TINY_RUN:
         _TINY_RUN["path"] = random_run_dir(tmp_path_factory.mktemp("tiny_run") / "run")

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from align3d_rt.cli import build_parser
-from align3d_rt.demo import DemoConfig, run_demo
+from align3d_rt.cli.demo import DemoConfig, run_demo, run_demo_cmd
 
 
 def test_demo_command_registered() -> None:
     args = build_parser().parse_args(["demo", "--out", "x", "--quick", "--precisions", "fp32"])
-    assert args.func.__name__ == "run_demo" and args.precisions == ["fp32"] and args.quick
+    assert args.func is run_demo_cmd and args.precisions == ["fp32"] and args.quick
     quick = DemoConfig(out=Path("x")).quick()
     assert quick.epochs1 < DemoConfig(out=Path("x")).epochs1 and len(quick.categories) == 3
 

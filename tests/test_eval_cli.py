@@ -13,10 +13,10 @@ from infer_eval_support import fake_detector, shared_tiny_run
 def test_eval_cli_fake_encoder(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                capsys: pytest.CaptureFixture[str]) -> None:
     """The command's glue (class selection, tables, manifest) with a fast stand-in encoder."""
-    from align3d_rt.eval import cli as eval_cli
+    from align3d_rt.cli import eval as eval_cli
 
     det, _ = fake_detector(info={"backend": "fake", "run_config": {"dataset": "synthetic", "category": "ring"}})
-    monkeypatch.setattr(eval_cli, "_detector", lambda args: det)
+    monkeypatch.setattr(eval_cli, "build_detector", lambda args: det)
     out = tmp_path / "eval"
     rc = main(["eval", "--protocol", "cross-dataset", "--dataset", "synthetic", "--root", str(synthetic_root),
                "--run", str(tmp_path), "--out", str(out), "--categories", "ring", "--examples", "0"])

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from align3d_rt.demo import DemoConfig, generate_data, train
+from align3d_rt.cli.demo import DemoConfig, generate_data, train
 from align3d_rt.eval.protocols import run_protocol
 from align3d_rt.eval.report import mean_metrics
-from align3d_rt.infer.pipeline import Detector
+from align3d_rt.runtime.detector import Detector
 
 pytestmark = pytest.mark.heavy
 

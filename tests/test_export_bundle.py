@@ -10,7 +10,7 @@ import pytest
 from export_support import session_tiny
 
 from align3d_rt.errors import BundleError
-from align3d_rt.export.bundle import FORMAT_VERSION, MANIFEST_NAME, ONNX_NAME, load_bundle, staged_directory
+from align3d_rt.artifacts.bundle import FORMAT_VERSION, MANIFEST_NAME, ONNX_NAME, load_bundle, staged_directory
 from align3d_rt.io_utils import sha256_file
 
 
@@ -44,7 +44,7 @@ def test_manifest_records_run_and_hashes(tiny: dict[str, Path]) -> None:
 def test_onnx_checker_and_dynamic_batch(tiny: dict[str, Path], precision: str) -> None:
     import onnx
 
-    from align3d_rt.infer.ort_backend import OrtBackend
+    from align3d_rt.runtime.onnxruntime_backend import OrtBackend
 
     b = load_bundle(tiny[precision])
     onnx.checker.check_model(str(b.onnx_path), full_check=True)
@@ -111,6 +111,40 @@ def test_wrong_format_version_is_refused(tiny: dict[str, Path], tmp_path: Path) 
     (b / MANIFEST_NAME).write_text("{not json")
     with pytest.raises(BundleError, match="unreadable manifest"):
         load_bundle(b)
+
+
+@pytest.mark.parametrize("key, value", [("precision", "fp32"), ("fusion_weight", 0.9)])
+def test_hand_edited_manifest_is_refused(tiny: dict[str, Path], tmp_path: Path, key: str, value: object,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """Editing a setting in manifest.json breaks its checksum: refused by the loader and by the CLI (one line, exit 2)."""
+    from align3d_rt.cli import main
+
+    b = _copy(tiny["int8"], tmp_path / "b")
+    m = json.loads((b / MANIFEST_NAME).read_text())
+    assert m["manifest_sha256"] and m[key] != value
+    m[key] = value
+    (b / MANIFEST_NAME).write_text(json.dumps(m, indent=2))
+    with pytest.raises(BundleError, match="manifest checksum mismatch") as err:
+        load_bundle(b)
+    assert "\n" not in str(err.value)
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).random((500, 3)).astype(np.float32))
+    rc = main(["infer", str(tmp_path / "c.npy"), "--bundle", str(b), "--out", str(tmp_path / "o"), "--no-ply"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "manifest checksum mismatch" in lines[0]
+    assert not (tmp_path / "o").exists()
+
+
+def test_version_1_bundle_is_upgraded_with_a_warning(tiny: dict[str, Path], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A format-1 manifest (no checksum) still loads, upgraded in memory, and says it is unprotected."""
+    b = _copy(tiny["fp32"], tmp_path / "b")
+    m = json.loads((b / MANIFEST_NAME).read_text())
+    del m["manifest_sha256"]
+    m["format_version"] = 1
+    (b / MANIFEST_NAME).write_text(json.dumps(m))
+    bundle = load_bundle(b)
+    assert bundle.manifest["format_version"] == FORMAT_VERSION and bundle.precision == "fp32"
+    assert "has no manifest checksum" in capsys.readouterr().err
 
 
 def test_staged_directory_never_leaves_half_bundle(tmp_path: Path) -> None:

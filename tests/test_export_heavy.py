@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 from export_support import make_run_dir, random_views
 
-from align3d_rt.export.parity import FP32_MAX_ABS
+from align3d_rt.eval.parity import FP32_MAX_ABS
 
 
 @pytest.mark.heavy
 def test_vit_l_fp32_bundle_matches_torch(tmp_path: Path) -> None:
-    from align3d_rt.export.bundle import load_bundle
+    from align3d_rt.artifacts.bundle import load_bundle
     from align3d_rt.export.onnx_export import export_bundle
-    from align3d_rt.infer.ort_backend import OrtBackend
-    from align3d_rt.infer.torch_backend import TorchBackend
+    from align3d_rt.runtime.onnxruntime_backend import OrtBackend
+    from align3d_rt.runtime.torch_backend import TorchBackend
 
     run = make_run_dir(tmp_path / "run", clip="ViT-L-14-336", weights="random", dim=768)
     bundle = load_bundle(export_bundle(run, tmp_path / "bundle", precision="fp32"))

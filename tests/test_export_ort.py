@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from export_support import random_views, session_samples, session_tiny
 
-from align3d_rt.export.parity import AUROC_TOL, FP32_MAX_ABS, compare
-from align3d_rt.infer.ort_backend import resolve_providers
+from align3d_rt.eval.parity import AUROC_TOL, FP32_MAX_ABS, compare
+from align3d_rt.runtime.onnxruntime_backend import resolve_providers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,7 +35,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _torch_reference(run: Path, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from align3d_rt.infer.torch_backend import TorchBackend
+    from align3d_rt.runtime.torch_backend import TorchBackend
 
     with TorchBackend.from_run(run) as tb:
         out = tb.infer(views)
@@ -54,9 +54,9 @@ def test_fp32_parity_through_torch_free_ort(tiny: dict[str, Path], tmp_path: Pat
             pass
         else:
             raise SystemExit('torch import was not blocked')
-        from align3d_rt.infer.ort_backend import OrtBackend
-        from align3d_rt.infer.pipeline import Detector
-        from align3d_rt.export.bundle import load_bundle
+        from align3d_rt.runtime.onnxruntime_backend import OrtBackend
+        from align3d_rt.runtime.detector import Detector
+        from align3d_rt.artifacts.bundle import load_bundle
         views = np.load({str(tmp_path / 'views.npy')!r})
         with OrtBackend(load_bundle({str(tiny['fp32'])!r})) as b:
             out = b.infer(views)
@@ -80,8 +80,8 @@ def test_fp32_parity_through_torch_free_ort(tiny: dict[str, Path], tmp_path: Pat
 
 
 def test_fp16_and_int8_pipeline_parity(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> None:
-    from align3d_rt.export.parity import score_all
-    from align3d_rt.infer.pipeline import Detector
+    from align3d_rt.eval.parity import score_all
+    from align3d_rt.runtime.detector import Detector
 
     samples = session_samples(tmp_path_factory.getbasetemp() / "export_data")
     labels = [s.is_anomalous for s in samples]
@@ -130,7 +130,7 @@ def test_resolve_providers() -> None:
 
 
 def test_unavailable_provider_falls_back_with_one_line(tiny: dict[str, Path], capfd: pytest.CaptureFixture[str]) -> None:
-    from align3d_rt.infer.ort_backend import OrtBackend
+    from align3d_rt.runtime.onnxruntime_backend import OrtBackend
 
     with OrtBackend(tiny["int8"], providers=["cuda"], threads=1) as b:
         out = b.infer(random_views(1))
@@ -140,7 +140,7 @@ def test_unavailable_provider_falls_back_with_one_line(tiny: dict[str, Path], ca
 
 
 def test_ort_backend_rejects_bad_views(tiny: dict[str, Path]) -> None:
-    from align3d_rt.infer.ort_backend import OrtBackend
+    from align3d_rt.runtime.onnxruntime_backend import OrtBackend
 
     b = OrtBackend(tiny["int8"])
     with pytest.raises(RuntimeError, match="outside its context"):

@@ -12,8 +12,9 @@ import pytest
 from export_support import random_views, session_tiny
 
 from align3d_rt.errors import BackendUnavailable, BundleError
-from align3d_rt.export.bundle import ENGINES_DIR, add_files, load_bundle
-from align3d_rt.export.tensorrt_build import build_engine, engine_key, select_engine
+from align3d_rt.artifacts.bundle import add_files, load_bundle
+from align3d_rt.artifacts.engine_index import ENGINES_DIR, engine_key, select_engine
+from align3d_rt.export.tensorrt_build import build_engine
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 TRT_REASON = "TensorRT not installed (cannot be installed on this machine: its wheels come from a host we cannot reach)"
@@ -93,7 +94,7 @@ def test_build_engine_needs_fp16_bundle(tiny: dict[str, Path]) -> None:
 @pytest.mark.skipif(HAVE_TRT, reason="TensorRT is installed here")
 def test_clear_error_when_tensorrt_missing(tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from align3d_rt.cli import main
-    from align3d_rt.infer.trt_backend import TrtBackend
+    from align3d_rt.runtime.tensorrt_backend import TrtBackend
 
     with pytest.raises(BackendUnavailable, match="TensorRT is not installed"):
         build_engine(tiny["fp16"])
@@ -106,8 +107,8 @@ def test_clear_error_when_tensorrt_missing(tiny: dict[str, Path], monkeypatch: p
 @pytest.mark.skipif(not _cuda(), reason="no CUDA GPU")
 @pytest.mark.skipif(not HAVE_TRT, reason=TRT_REASON)
 def test_tensorrt_engine_matches_onnxruntime(tiny: dict[str, Path], tmp_path: Path) -> None:
-    from align3d_rt.infer.ort_backend import OrtBackend
-    from align3d_rt.infer.trt_backend import TrtBackend
+    from align3d_rt.runtime.onnxruntime_backend import OrtBackend
+    from align3d_rt.runtime.tensorrt_backend import TrtBackend
 
     b_dir = shutil.copytree(tiny["fp16"], tmp_path / "b")
     engine = build_engine(b_dir, min_batch=1, opt_batch=2, max_batch=4, workspace_gb=1.0)
@@ -121,7 +122,7 @@ def test_tensorrt_engine_matches_onnxruntime(tiny: dict[str, Path], tmp_path: Pa
 
 
 def test_trt_backend_module_is_importable_without_tensorrt() -> None:
-    import align3d_rt.infer.trt_backend as mod
+    import align3d_rt.runtime.tensorrt_backend as mod
 
     assert "tensorrt" not in sys.modules or HAVE_TRT
     assert mod.TrtBackend.name == "tensorrt"

@@ -99,7 +99,7 @@ def test_missing_backend_one_line(inputs: Path, tmp_path: Path, capsys: pytest.C
     """A bundle asked to run on TensorRT where it is not installed: one line, exit 2."""
     import sys
 
-    from align3d_rt.export import bundle as bundle_mod
+    from align3d_rt.artifacts import bundle as bundle_mod
 
     fake = bundle_mod.Bundle(path=tmp_path, manifest={"files": {}, "clip": {}}, onnx_path=tmp_path / "encoder.onnx",
                              precision="fp32", render_settings=bundle_mod.RenderSettings(), fusion_weight=0.5,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from align3d_rt.errors import Align3DError, BackendUnavailable
-from align3d_rt.infer.outputs import upsample_map
-from align3d_rt.infer.pipeline import Detector, object_score
+from align3d_rt.scoring import object_score, upsample_map
+from align3d_rt.runtime.detector import Detector
 from infer_eval_support import bump_cloud, fake_detector, shared_tiny_run
 
 
@@ -109,11 +109,11 @@ def test_incomplete_run_dir_is_one_line(tmp_path: Path) -> None:
 
 
 def test_missing_backend_module_is_backend_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    from align3d_rt.infer import pipeline
+    from align3d_rt.runtime import registry
 
-    monkeypatch.setitem(sys.modules, "align3d_rt.infer.trt_backend", None)
-    det = Detector(pipeline._bundle_backend_factory(object(), "tensorrt", "cuda"), fake_detector()[0].render_settings,
-                   0.5, "tensorrt")
+    monkeypatch.setitem(sys.modules, "align3d_rt.runtime.tensorrt_backend", None)
+    det = Detector(lambda: registry.create_runner("tensorrt", object(), device="cuda"),
+                   fake_detector()[0].render_settings, 0.5, "tensorrt")
     with pytest.raises(BackendUnavailable, match="backend 'tensorrt' is not available") as err:
         det.score([bump_cloud(10)])
     assert "\n" not in str(err.value)
@@ -142,8 +142,8 @@ def test_pipeline_runs_with_torch_unimportable() -> None:
         import sys
         sys.modules['torch'] = None
         sys.path.insert(0, %r)
-        import align3d_rt.infer.pipeline, align3d_rt.infer.cli, align3d_rt.eval.cli, align3d_rt.eval.protocols
-        import align3d_rt.eval.report, align3d_rt.eval.pictures, align3d_rt.infer.outputs
+        import align3d_rt.runtime.detector, align3d_rt.cli.infer, align3d_rt.cli.eval, align3d_rt.eval.protocols
+        import align3d_rt.eval.report, align3d_rt.eval.pictures, align3d_rt.runtime.outputs
         from infer_eval_support import bump_cloud, fake_detector
         det, _ = fake_detector()
         r = det.score([bump_cloud(20)])[0]

@@ -47,7 +47,7 @@ def test_infer_with_numpy_numba_onnxruntime_only(tmp_path_factory: pytest.TempPa
 
     # Same cloud through the torch reference of the same run: the per-point scores agree.
     from align3d_rt.data.readers import load_point_file
-    from align3d_rt.infer.pipeline import Detector
+    from align3d_rt.runtime.detector import Detector
 
     with Detector.from_run(tiny["run"]) as det:
         ref = det.score([load_point_file(cloud)])[0].point_scores

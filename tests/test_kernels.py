@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from align3d_rt.kernels import backproject, bilinear_tables
+from align3d_rt.kernels import backproject
+from align3d_rt.scoring import bilinear_tables
 from blocking import run_blocked
 
 

@@ -1,4 +1,4 @@
-"""TorchBackend: the EncoderBackend protocol over EncoderGraph, and building it from a run directory."""
+"""TorchBackend: the BaseRunner contract over EncoderGraph, and building it from a run directory."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from align3d_rt.errors import RunDirError
-from align3d_rt.infer.backend import EncoderBackend
-from align3d_rt.infer.torch_backend import TorchBackend
+from align3d_rt.runtime.base import BaseRunner
+from align3d_rt.runtime.torch_backend import TorchBackend
 from align3d_rt.model.aligner import Aligner
 from align3d_rt.model.graph import build_encoder_graph
 
@@ -24,9 +24,10 @@ def views() -> np.ndarray:
 def test_protocol_batches_and_timing(views: np.ndarray) -> None:
     graph = build_encoder_graph("align3d-tiny", None, None, TEXT)
     backend = TorchBackend(graph, batch_size=2)
-    assert isinstance(backend, EncoderBackend) and backend.name == "torch"
+    assert isinstance(backend, BaseRunner) and backend.name == "torch"
     with backend as b:
         out = b.infer(views)
+        empty = b.infer(views[:0])
     assert out.patch_maps.shape == (3, 2, 24, 24) and out.global_probs.shape == (3, 2)
     assert out.patch_maps.dtype == np.float32 and out.global_probs.dtype == np.float32
     assert backend.last_infer_seconds > 0
@@ -35,14 +36,13 @@ def test_protocol_batches_and_timing(views: np.ndarray) -> None:
     np.testing.assert_allclose(out.patch_maps, maps.numpy(), atol=1e-5)
     np.testing.assert_allclose(out.global_probs, probs.numpy(), atol=1e-6)
     assert ((out.patch_maps > 0) & (out.patch_maps < 1)).all()
-    empty = backend.infer(views[:0])
     assert empty.patch_maps.shape == (0, 2, 24, 24) and empty.global_probs.shape == (0, 2)
 
 
 def _fake_run(tmp_path: Path, weights_id: str) -> Path:
     """A run directory in the train.run_dir layout (written with its own helpers)."""
     from align3d_rt.render.views import settings_for
-    from align3d_rt.train import run_dir as rd
+    from align3d_rt.artifacts import run_dir as rd
 
     run = tmp_path / "run"
     run.mkdir(parents=True)

@@ -9,7 +9,7 @@ import pytest
 
 from align3d_rt.errors import RunDirError
 from align3d_rt.render.views import RenderSettings
-from align3d_rt.train import run_dir as rd
+from align3d_rt.artifacts import run_dir as rd
 
 
 def _fake_run(path: Path, dim: int = 8) -> np.ndarray:
@@ -44,8 +44,8 @@ def test_load_run_is_torch_free(tmp_path: Path) -> None:
 
     _fake_run(tmp_path)
     code = ("import sys; sys.modules['torch'] = None\n"
-            "from align3d_rt.train.run_dir import load_run\n"
-            "import align3d_rt.train.cli, align3d_rt.train.runner, align3d_rt.train.feature_cache\n"
+            "from align3d_rt.artifacts.run_dir import load_run\n"
+            "import align3d_rt.cli.train, align3d_rt.train.runner, align3d_rt.train.feature_cache\n"
             f"a = load_run({str(tmp_path)!r}); print(a.text.shape)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr

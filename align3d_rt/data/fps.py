@@ -44,7 +44,7 @@ def _build_tree(points: np.ndarray, leaf_size: int) -> tuple[np.ndarray, np.ndar
     return perm, starts, ends, depth
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _node_boxes(pts: np.ndarray, starts: np.ndarray, ends: np.ndarray, depth: int) -> tuple[np.ndarray, np.ndarray]:
     n_nodes = starts.shape[0]
     lo = np.full((n_nodes, 3), np.inf)
@@ -74,7 +74,7 @@ def _box_gap2(p: float, lo: float, hi: float) -> float:
     return 0.0
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _fps_tree(pts: np.ndarray, starts: np.ndarray, ends: np.ndarray, lo: np.ndarray, hi: np.ndarray,
               depth: int, k: int, start: int) -> np.ndarray:
     """FPS on tree-ordered points ``pts``; returns indices into ``pts``."""

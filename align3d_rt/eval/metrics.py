@@ -21,19 +21,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from align3d_rt.eval.metrics_aupro import AuproKind, MetricUndefinedWarning, aupro, undefined
+from align3d_rt.scoring import BLUR_SIGMA, blur_grid, points_to_grid
 
 __all__ = [
     "MetricUndefinedWarning", "aupro", "blur_grid", "grid_metrics", "object_ap", "object_auroc",
     "per_point_metrics", "point_auroc", "points_to_grid",
 ]
 
-BLUR_SIGMA = 4.0
-BLUR_TRUNCATE = 4.0   # scipy default, used by the reference
-BLUR_MODE = "reflect"  # scipy default, used by the reference
 
 
 def _object_inputs(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray,
@@ -117,29 +114,6 @@ def point_auroc(labels_list: Sequence[np.ndarray], scores_list: Sequence[np.ndar
         upto = np.searchsorted(neg, part, side="right")
         twice_u += int(below.sum()) + int(upto.sum())
     return float(twice_u / (2.0 * n_pos * n_neg))
-
-
-def points_to_grid(scores: np.ndarray, grid_index: np.ndarray, grid_shape: tuple[int, int]) -> np.ndarray:
-    """Write per-point values onto the organized (H,W) grid as float32; cells without a point are 0."""
-    h, w = (int(grid_shape[0]), int(grid_shape[1]))
-    idx = np.asarray(grid_index, dtype=np.int64).ravel()
-    vals = np.asarray(scores).ravel()
-    if idx.shape != vals.shape:
-        raise ValueError(f"points_to_grid: {vals.size} values but {idx.size} grid indices")
-    if idx.size and (idx.min() < 0 or idx.max() >= h * w):
-        raise ValueError(f"points_to_grid: grid_index outside [0, {h * w - 1}] for grid {h}x{w}")
-    grid = np.zeros(h * w, np.float32)
-    grid[idx] = vals
-    return grid.reshape(h, w)
-
-
-def blur_grid(score_map: np.ndarray, sigma: float = BLUR_SIGMA) -> np.ndarray:
-    """Gaussian blur as in the reference: ``gaussian_filter(map, sigma)`` with scipy's defaults
-    (``mode='reflect'``, ``truncate=4.0``); float32 in -> float32 out."""
-    arr = np.asarray(score_map)
-    if not np.issubdtype(arr.dtype, np.floating):
-        arr = arr.astype(np.float32)
-    return gaussian_filter(arr, sigma=sigma, mode=BLUR_MODE, truncate=BLUR_TRUNCATE)
 
 
 def _check_samples(scores_list, labels_list, grid_index_list, grid_shape_list) -> int:  # type: ignore[no-untyped-def]

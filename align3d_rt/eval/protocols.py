@@ -18,9 +18,9 @@ import numpy as np
 from align3d_rt.errors import Align3DError
 from align3d_rt.eval.pictures import Example
 from align3d_rt.eval.report import ClassResult
+from align3d_rt.scoring import BLUR_SIGMA
 
 PROTOCOLS = ("one-vs-rest", "cross-dataset")
-BLUR_SIGMA = 4.0
 
 
 @dataclass
@@ -135,17 +135,17 @@ def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str,
     t0 = time.perf_counter()
     bar = tqdm(total=len(refs), desc=f"{category:>12s}", unit="sample", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, leave=True)
-    for i in range(0, len(refs), max(1, batch_size)):
-        samples = [r.load() for r in refs[i : i + max(1, batch_size)]]
-        results = detector.score(samples, keep_render=True)
-        for sample, res in zip(samples, results):
-            acc.add(sample, res.fused, res.object_score)
-            anomalous = bool(sample.is_anomalous)
-            if wanted[anomalous] > 0:
-                wanted[anomalous] -= 1
-                examples.append(_example(detector, sample, res))
-            res.render = None
-        bar.update(len(samples))
+    for ref, res in detector.score_stream(refs, load=lambda r: r.load(), batch_size=batch_size, keep_render=True):
+        if isinstance(res, Exception):
+            raise res  # evaluation needs every test sample
+        sample = res.sample
+        acc.add(sample, res.fused, res.object_score)
+        anomalous = bool(sample.is_anomalous)
+        if wanted[anomalous] > 0:
+            wanted[anomalous] -= 1
+            examples.append(_example(detector, sample, res))
+        res.render = res.sample = None
+        bar.update(1)
     bar.close()
     result = ClassResult(category=category, n_samples=len(acc.object_labels), n_anomalous=int(sum(acc.object_labels)),
                          metrics=acc.compute(), seconds=time.perf_counter() - t0)
@@ -153,7 +153,7 @@ def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str,
 
 
 def _example(detector: Any, sample: Any, res: Any) -> Example:
-    from align3d_rt.infer.outputs import fused_view_maps
+    from align3d_rt.scoring import fuse_branches
 
     gt = None
     if sample.point_labels is not None and np.any(sample.point_labels):
@@ -162,7 +162,7 @@ def _example(detector: Any, sample: Any, res: Any) -> Example:
         gt = render_views(sample.points, detector.settings_for_sample(sample), labels=sample.point_labels).gt_masks
     return Example(sample_id=res.sample_id, category=sample.category, is_anomalous=bool(sample.is_anomalous),
                    object_score=float(res.object_score), images=np.asarray(res.render.images),
-                   maps=fused_view_maps(res.view_maps, detector.fusion_weight), gt_masks=gt)
+                   maps=fuse_branches(res.view_maps, detector.fusion_weight), gt_masks=gt)
 
 
 @dataclass

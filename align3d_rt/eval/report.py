@@ -13,17 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import math
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from align3d_rt.io_utils import write_json_atomic, write_text_atomic
+from align3d_rt.versions import library_versions
 
 METRIC_KEYS = ("O-R", "O-A", "P-R", "P-P", "P-R (pt)", "P-P (pt)")
-VERSION_DISTS = ("align3d_rt", "numpy", "numba", "scipy", "scikit-learn", "scikit-image", "torch", "open_clip_torch",
-                 "onnxruntime", "onnxruntime-gpu", "onnx", "tensorrt", "open3d-cpu", "open3d", "matplotlib")
 
 
 @dataclass
@@ -113,19 +111,6 @@ def write_tables(out_dir: str | Path, results: Sequence[ClassResult], name: str 
     write_json_atomic(paths["json"], {"classes": [r.to_dict() for r in results], "mean": mean_metrics(results, keys),
                                       "metric_keys": list(keys)})
     return paths
-
-
-def library_versions(dists: Sequence[str] = VERSION_DISTS) -> dict[str, str]:
-    """Installed versions of the libraries that shape the numbers."""
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for dist in dists:
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return out
 
 
 def build_manifest(detector_info: dict[str, Any], **extra: Any) -> dict[str, Any]:

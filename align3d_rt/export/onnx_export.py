@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import platform
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from align3d_rt.errors import Align3DError, RunDirError
-from align3d_rt.export.bundle import (
+from align3d_rt.errors import Align3DError
+from align3d_rt.scoring import scoring_settings
+from align3d_rt.versions import library_versions
+from align3d_rt.artifacts.bundle import (
     INPUT_NAME,
     ONNX_NAME,
     OUTPUT_NAMES,
@@ -142,18 +143,13 @@ def check_dynamic_batch(path: Path, graph: Any, image_size: int, precision: str,
 def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], precision: str = "fp32",
                   opset: int = 17) -> Path:
     """Export a training run to a bundle directory (created or replaced atomically); returns its path."""
-    from align3d_rt.model.graph import build_encoder_graph
-    from align3d_rt.train.run_dir import load_run
+    from align3d_rt.artifacts.run_dir import load_run
+    from align3d_rt.model.graph import encoder_graph_from_run
 
     if precision not in PRECISIONS:
         raise Align3DError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     run = load_run(run_dir)
-    seed = clip_seed(run.clip_weights_id, run.config)
-    graph = build_encoder_graph(run.clip_name, run.clip_weights, run.aligner_state, run.text, seed=seed)
-    info = graph.info
-    if info is not None and run.clip_weights_id and info.weights_id != run.clip_weights_id:
-        raise RunDirError(f"{run_dir}: the run was trained with CLIP weights {run.clip_weights_id} but "
-                          f"{info.weights_id} were found now; pass the same weights")
+    graph = encoder_graph_from_run(run)
     image_size = int(graph.image_size)
     out = Path(out_dir)
     with staged_directory(out) as stage, tempfile.TemporaryDirectory(prefix="align3d_export_") as work:
@@ -172,25 +168,6 @@ def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
         manifest["files"] = hash_files(stage, [ONNX_NAME])
         write_manifest(stage, manifest)
     return out
-
-
-def clip_seed(weights_id: str | None, config: dict[str, Any]) -> int:
-    """Seed of a randomly initialised CLIP ('random:SEED' weights id), else the run's configured seed."""
-    if weights_id and weights_id.startswith("random:"):
-        try:
-            return int(weights_id.split(":", 1)[1])
-        except ValueError:
-            pass
-    clip = config.get("clip")
-    if isinstance(clip, dict) and isinstance(clip.get("init_seed"), int):
-        return int(clip["init_seed"])
-    seeds = config.get("seeds")
-    if isinstance(seeds, dict):
-        for key in ("clip_init", "clip"):
-            if isinstance(seeds.get(key), int):
-                return int(seeds[key])
-    seed = config.get("seed", 0)
-    return int(seed) if isinstance(seed, int) else 0
 
 
 def build_manifest(run: Any, run_dir: str | os.PathLike[str], graph: Any, precision: str, opset: int,
@@ -230,25 +207,11 @@ def build_manifest(run: Any, run_dir: str | os.PathLike[str], graph: Any, precis
         },
         "seeds": run.config.get("seeds", run.config.get("seed")),
         "versions": library_versions(),
+        "scoring": scoring_settings(float(run.fusion_weight)),
         "run": {"path": str(Path(run_dir).resolve()), "config": run.config},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "engines": {},
     }
-
-
-def library_versions() -> dict[str, str | None]:
-    """Versions of the libraries that produced the bundle."""
-    import importlib.metadata as md
-
-    from align3d_rt import __version__
-
-    out: dict[str, str | None] = {"align3d_rt": __version__, "python": platform.python_version()}
-    for dist in ("onnx", "onnxruntime", "torch", "open_clip_torch"):
-        try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            out[dist] = None
-    return out
 
 
 def _temperature() -> float:

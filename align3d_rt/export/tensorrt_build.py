@@ -10,88 +10,24 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import re
 from pathlib import Path
 from typing import Any
 
-from align3d_rt.errors import BackendUnavailable, BundleError, import_backend
-from align3d_rt.export.bundle import ENGINES_DIR, INPUT_NAME, TIMING_CACHE_NAME, Bundle, add_files, load_bundle
+from align3d_rt.artifacts.bundle import INPUT_NAME, Bundle, load_bundle
+from align3d_rt.artifacts.engine_index import (
+    ENGINES_DIR,
+    INDEX_VERSION,
+    TIMING_CACHE_NAME,
+    check_profile,
+    engine_key,
+    gpu_name,
+    import_tensorrt,
+    record_engine,
+)
+from align3d_rt.errors import BackendUnavailable, BundleError
 from align3d_rt.io_utils import write_bytes_atomic, write_json_atomic
 
-TRT_HINT = ("pip install tensorrt on a machine with an NVIDIA GPU and driver; "
-            "its wheels come from NVIDIA's package index")
-
-
-def import_tensorrt() -> Any:
-    """``import tensorrt`` or BackendUnavailable with an install hint."""
-    return import_backend("tensorrt", "TensorRT", TRT_HINT)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
-
-
-def engine_key(gpu_name: str, trt_version: str, image_size: int, min_batch: int, opt_batch: int, max_batch: int) -> str:
-    """File-safe key of one engine: GPU, TensorRT version and the input shape profile."""
-    return f"{_slug(gpu_name)}__trt{_slug(trt_version)}__s{int(image_size)}__b{min_batch}-{opt_batch}-{max_batch}"
-
-
-def check_profile(min_batch: int, opt_batch: int, max_batch: int) -> None:
-    if not 1 <= min_batch <= opt_batch <= max_batch:
-        raise ValueError(f"batch profile must satisfy 1 <= min <= opt <= max, got {min_batch}/{opt_batch}/{max_batch}")
-
-
-def select_engine(bundle: Bundle, gpu_name: str, trt_version: str, batch: int | None = None,
-                  key: str | None = None) -> tuple[str, dict[str, Any]]:
-    """The bundle's engine for this GPU and TensorRT version (covering ``batch`` when given; only ``key`` if given).
-
-    Raises BundleError telling to rebuild when engines exist only for other GPUs / TensorRT versions, or
-    when the matching engine was built from another ONNX graph than the bundle's current one.
-    """
-    engines = bundle.engines
-    if key is not None:
-        if key not in engines:
-            raise BundleError(f"{bundle.path}: no TensorRT engine {key!r} in the bundle (have: {', '.join(engines) or 'none'})")
-        engines = {key: engines[key]}
-    if not engines:
-        raise BundleError(f"{bundle.path}: no TensorRT engine in the bundle; build one with "
-                          f"`align3d-rt export --tensorrt` or export.tensorrt_build.build_engine")
-    onnx_sha = bundle.manifest["files"].get(bundle.onnx_path.relative_to(bundle.path).as_posix())
-    same_host = {k: e for k, e in engines.items()
-                 if e.get("gpu_name") == gpu_name and str(e.get("tensorrt_version")) == str(trt_version)}
-    if not same_host:
-        built = "; ".join(sorted(f"{e.get('gpu_name')} / TensorRT {e.get('tensorrt_version')}" for e in engines.values()))
-        raise BundleError(f"{bundle.path}: TensorRT engines were built for {built}, this machine has {gpu_name} / "
-                          f"TensorRT {trt_version}; engines do not transfer across GPUs or TensorRT versions: rebuild "
-                          f"with `align3d-rt export --tensorrt` (or build_engine)")
-    fitting = {k: e for k, e in same_host.items() if batch is None or int(e["min_batch"]) <= batch <= int(e["max_batch"])}
-    pool = fitting or same_host  # larger batches are split into chunks of max_batch by the backend
-    key = max(pool, key=lambda k: (int(pool[k]["max_batch"]), k))
-    entry = pool[key]
-    if not (bundle.path / entry.get("file", "")).is_file():
-        raise BundleError(f"{bundle.path / entry.get('file', '?')}: engine file missing; rebuild it")
-    if entry.get("onnx_sha256") != onnx_sha:
-        raise BundleError(f"{bundle.path}: engine {key} was built from another encoder.onnx; rebuild it")
-    return key, entry
-
-
-def gpu_name(device: int = 0) -> str:
-    """Name of the CUDA device (via torch, else pycuda); BackendUnavailable when there is none."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return str(torch.cuda.get_device_name(device))
-        raise BackendUnavailable("no CUDA GPU is visible to torch (TensorRT needs an NVIDIA GPU)")
-    except ImportError:
-        pass
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        return str(cuda.Device(device).name())
-    except Exception as err:  # noqa: BLE001 - pycuda missing or no driver
-        raise BackendUnavailable(f"no CUDA GPU found (torch missing; pycuda: {err})") from None
+__all__ = ["build_engine", "check_profile", "engine_key", "import_tensorrt"]
 
 
 def _network_flags(trt: Any) -> int:
@@ -114,8 +50,7 @@ def build_engine(bundle: Bundle | str | os.PathLike[str], min_batch: int = 1, op
     name = gpu_name(device)
     key = engine_key(name, trt.__version__, bundle.image_size, min_batch, opt_batch, max_batch)
     rel_engine, rel_meta = f"{ENGINES_DIR}/{key}.engine", f"{ENGINES_DIR}/{key}.json"
-    onnx_rel = bundle.onnx_path.relative_to(bundle.path).as_posix()
-    onnx_sha = bundle.manifest["files"][onnx_rel]
+    onnx_sha = bundle.onnx_sha256
     existing = bundle.engines.get(key)
     if existing and not force and existing.get("onnx_sha256") == onnx_sha and (bundle.path / rel_engine).is_file():
         return bundle.path / rel_engine
@@ -142,6 +77,7 @@ def build_engine(bundle: Bundle | str | os.PathLike[str], min_batch: int = 1, op
 
     meta = {
         "key": key,
+        "index_version": INDEX_VERSION,
         "file": rel_engine,
         "gpu_name": name,
         "tensorrt_version": trt.__version__,
@@ -158,5 +94,5 @@ def build_engine(bundle: Bundle | str | os.PathLike[str], min_batch: int = 1, op
     write_bytes_atomic(bundle.path / rel_engine, bytes(serialized))
     write_json_atomic(bundle.path / rel_meta, meta)
     write_bytes_atomic(cache_path, bytes(config.get_timing_cache().serialize()))
-    add_files(bundle, [rel_engine, rel_meta, TIMING_CACHE_NAME], section="engines", entry_key=key, entry=meta)
+    record_engine(bundle, key, meta, [rel_engine, rel_meta, TIMING_CACHE_NAME])
     return bundle.path / rel_engine

@@ -5,7 +5,7 @@ NUMBA_ENABLE_CUDASIM=1) only when called.
 """
 from __future__ import annotations
 
-from align3d_rt.kernels.backproject import backproject, bilinear_tables
+from align3d_rt.kernels.backproject import backproject
 from align3d_rt.kernels.backproject_cuda import backproject_cuda
 
-__all__ = ["backproject", "backproject_cuda", "bilinear_tables"]
+__all__ = ["backproject", "backproject_cuda"]

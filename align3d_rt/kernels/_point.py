@@ -1,11 +1,17 @@
 """Per-point arithmetic shared by the CPU and CUDA back-projection kernels.
 
-Plain Python functions: backproject.py compiles them with numba.njit, backproject_cuda.py with
-numba.cuda.jit(device=True), so both targets run the same lines.
+Plain Python functions: ``bind`` compiles them (and the fusion rule of ``align3d_rt.scoring``)
+with numba.njit for backproject.py and numba.cuda.jit(device=True) for backproject_cuda.py, so both
+targets run the same lines.
 """
 from __future__ import annotations
 
+import types
+from typing import Any, Callable
+
 import numpy as np
+
+from align3d_rt import scoring
 
 
 def bilinear_pair(maps, b, v, x, y, i0, i1, lam1):  # pragma: no cover - runs compiled
@@ -32,8 +38,22 @@ def write_scores(out, b, n, acc0, acc1, count, weight):  # pragma: no cover - ru
         a = acc1 / count
         out[b, n, 0] = r
         out[b, n, 1] = a
-        out[b, n, 2] = weight * a + (1.0 - weight) * r
+        out[b, n, 2] = fuse(r, a, weight)  # noqa: F821 - bound by bind()
     else:
         out[b, n, 0] = 0.0
         out[b, n, 1] = 0.0
         out[b, n, 2] = 0.0
+
+
+FUNCTIONS = {"fuse": scoring.fuse, "bilinear_pair": bilinear_pair, "write_scores": write_scores}
+
+
+def bind(namespace: dict[str, Any], decorate: Callable[[Any], Any]) -> None:
+    """Compile every function above with ``decorate`` into ``namespace`` (a kernel module's globals);
+    the copies call each other by name there, so calls stay compiled."""
+    namespace["np"] = np
+    for name, f in FUNCTIONS.items():
+        copy = types.FunctionType(f.__code__, namespace, name, f.__defaults__, f.__closure__)
+        copy.__module__ = namespace["__name__"]
+        copy.__qualname__ = name
+        namespace[name] = decorate(copy)

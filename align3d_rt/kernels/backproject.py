@@ -12,34 +12,11 @@ import numpy as np
 from numba import njit, prange
 
 from align3d_rt.kernels import _point
+from align3d_rt.scoring import bilinear_tables
 
-_bilinear_pair = njit(cache=True)(_point.bilinear_pair)
-_write_scores = njit(cache=True)(_point.write_scores)
+_point.bind(globals(), njit(cache=True))
 
-__all__ = ["backproject", "bilinear_tables", "check_inputs"]
-
-
-def bilinear_tables(grid_size: int, image_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per destination coordinate (0..S-1): low source index, high source index, high weight.
-
-    Same rule as PyTorch's ``upsample_bilinear2d`` with ``align_corners=False`` and no explicit
-    scale: ``src = (dst + 0.5) * G / S - 0.5``, clamped at 0; ``i0 = floor(src)``,
-    ``i1 = min(i0 + 1, G - 1)``, ``lambda1 = src - i0``. The table is the same for rows and
-    columns because maps and images are square.
-    """
-    if grid_size < 1 or image_size < 1:
-        raise ValueError(f"grid_size and image_size must be positive, got {grid_size}, {image_size}")
-    # PyTorch computes the scale in float32 and the source index as one fused multiply-add
-    # rounded once to float32; the float64 product of two float32 values is exact, so this
-    # reproduces its coordinates and weights bit for bit.
-    scale = np.float64(np.float32(grid_size) / np.float32(image_size))
-    dst = np.arange(image_size, dtype=np.float64)
-    src = (scale * (dst + 0.5) - 0.5).astype(np.float32)
-    src = np.maximum(src, np.float32(0.0))
-    i0 = np.floor(src).astype(np.int32)
-    i1 = np.where(i0 < grid_size - 1, i0 + 1, i0).astype(np.int32)
-    lam1 = (src - i0.astype(np.float32)).astype(np.float32)
-    return i0, i1, lam1
+__all__ = ["backproject", "check_inputs"]
 
 
 def check_inputs(maps: np.ndarray, pixels: np.ndarray, visible: np.ndarray,
@@ -60,7 +37,7 @@ def check_inputs(maps: np.ndarray, pixels: np.ndarray, visible: np.ndarray,
     return b, v, n, g
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, parallel=True, nogil=True)
 def _backproject_kernel(maps, pixels, visible, i0, i1, lam1, weight, out, bad):  # pragma: no cover - jitted
     """One iteration per (sample, point); ``bad[k]`` flags a visible pixel outside the image."""
     b_, v_, _, _, _ = maps.shape
@@ -81,11 +58,12 @@ def _backproject_kernel(maps, pixels, visible, i0, i1, lam1, weight, out, bad): 
             if x < 0 or y < 0 or x >= size or y >= size:
                 bad[k] = True
                 continue
-            r, a = _bilinear_pair(maps, b, v, x, y, i0, i1, lam1)
+            r, a = bilinear_pair(  # noqa: F821
+                maps, b, v, x, y, i0, i1, lam1)
             acc0 += r
             acc1 += a
             count += 1
-        _write_scores(out, b, n, acc0, acc1, count, weight)
+        write_scores(out, b, n, acc0, acc1, count, weight)  # noqa: F821
 
 
 def backproject(maps: np.ndarray, pixels: np.ndarray, visible: np.ndarray,

@@ -18,8 +18,7 @@ __all__ = ["backproject_cuda"]
 
 _THREADS = 256
 
-_bilinear_pair = cuda.jit(device=True)(_point.bilinear_pair)
-_write_scores = cuda.jit(device=True)(_point.write_scores)
+_point.bind(globals(), cuda.jit(device=True))
 
 
 @cuda.jit
@@ -38,11 +37,12 @@ def _backproject_cuda_kernel(maps, pixels, visible, i0, i1, lam1, weight, out): 
         if visible[b, v, n]:
             x = pixels[b, v, n, 0]
             y = pixels[b, v, n, 1]
-            r, a = _bilinear_pair(maps, b, v, x, y, i0, i1, lam1)
+            r, a = bilinear_pair(  # noqa: F821
+                maps, b, v, x, y, i0, i1, lam1)
             acc0 += r
             acc1 += a
             count += 1
-    _write_scores(out, b, n, acc0, acc1, count, weight)
+    write_scores(out, b, n, acc0, acc1, count, weight)  # noqa: F821
 
 
 def _is_device(array: Any) -> bool:

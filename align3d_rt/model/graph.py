@@ -17,6 +17,7 @@ from align3d_rt.model.dpam import DPAMVisual
 from align3d_rt.model.head import branch_outputs
 
 if TYPE_CHECKING:  # pragma: no cover
+    from align3d_rt.artifacts.run_dir import RunArtifacts
     from align3d_rt.model.clip_backbone import ClipInfo
 
 
@@ -94,4 +95,15 @@ def build_encoder_graph(
     aligner = aligner_from_state(info.embed_dim, aligner_state, seed=seed)
     graph = EncoderGraph(visual, aligner, torch.from_numpy(text), info.image_mean, info.image_std)
     graph.info = info
+    return graph
+
+
+def encoder_graph_from_run(run: "RunArtifacts") -> EncoderGraph:
+    """The encoder graph of a finished run (the one rule: CLIP of the run, its init seed, its aligner
+    and text embeddings); refuses CLIP weights other than the ones the run was trained with."""
+    graph = build_encoder_graph(run.clip_name, run.clip_weights, run.aligner_state, run.text, seed=run.clip_seed)
+    got = graph.info.weights_id if graph.info is not None else None
+    if run.clip_weights_id and got != run.clip_weights_id:
+        raise RunDirError(f"{run.path}: trained with CLIP weights {run.clip_weights_id}, but {run.clip_name} "
+                          f"now loads {got}; pass the original weights file")
     return graph

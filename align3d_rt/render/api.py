@@ -1,10 +1,13 @@
 """`render_views`: one entry point for every renderer (splat on CPU or CUDA, open3d reference)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from align3d_rt.errors import InputError
 from align3d_rt.render.types import RenderResult
+from align3d_rt.scoring import apply_visibility_fallback
 from align3d_rt.render.views import RenderSettings
 
 RENDERERS = ("splat", "open3d")
@@ -27,46 +30,45 @@ def _check_inputs(points: np.ndarray, colors: np.ndarray | None, labels: np.ndar
     return pts
 
 
-def apply_visibility_fallback(visible: np.ndarray) -> np.ndarray:
-    """A point visible in no view borrows the flags of the index-nearest point visible somewhere.
+def _visible_with_fallback(visible: Any, on_device: bool, stream: Any) -> Any:
+    """The never-visible fallback; on the device the (V,N) flags make one host round trip."""
+    if not on_device:
+        return apply_visibility_fallback(visible)
+    from numba import cuda
 
-    Ties (one neighbour on each side at the same index distance) take the lower index. Returns a
-    new (V,N) bool array; unchanged when every point is visible or none is.
-    """
-    seen = visible.any(axis=0)
-    if seen.all() or not seen.any():
-        return visible.copy()
-    donors = np.flatnonzero(seen)
-    lost = np.flatnonzero(~seen)
-    pos = np.searchsorted(donors, lost)
-    below = donors[np.clip(pos - 1, 0, donors.size - 1)]
-    above = donors[np.clip(pos, 0, donors.size - 1)]
-    use_below = (pos > 0) & ((pos >= donors.size) | (lost - below <= above - lost))
-    source = np.where(use_below, below, above)
-    out = visible.copy()
-    out[:, lost] = visible[:, source]
-    return out
+    flags = visible.copy_to_host(stream=stream)
+    fixed = apply_visibility_fallback(flags)
+    return visible if np.array_equal(fixed, flags) else cuda.to_device(fixed, stream=stream)
 
 
 def render_views(points: np.ndarray, settings: RenderSettings, colors: np.ndarray | None = None,
-                 labels: np.ndarray | None = None, device: str = "cpu") -> RenderResult:
+                 labels: np.ndarray | None = None, device: str = "cpu", stream: Any = 0,
+                 keep_on_device: bool = False) -> RenderResult:
     """Render points (N,3) into settings' views; see RenderResult for the outputs.
 
     colors (N,3) float in [0,1] adds rgb_images; labels (N,) 0/1 adds gt_masks. device 'cuda' runs
-    the splat renderer's numba.cuda kernels (renderer 'splat' only).
+    the splat renderer's numba.cuda kernels (renderer 'splat' only) on ``stream``; with
+    ``keep_on_device`` the result holds numba device arrays. The never-visible fallback then runs on
+    the host over the (V,N) visibility flags only (one small round trip; images stay on the device).
     """
+    if keep_on_device and device != "cuda":
+        raise ValueError("keep_on_device needs device='cuda'")
     pts = _check_inputs(points, colors, labels)
     from align3d_rt.render.camera import view_rotations
 
     rots = view_rotations(settings)
     if settings.renderer == "splat":
+        args = (pts, rots, settings.image_size, settings.window, settings.point_size, settings.gray, colors, labels)
         if device == "cuda":
-            from align3d_rt.render.splat_cuda import render_splat_cuda as run
+            from align3d_rt.render.splat_cuda import render_splat_cuda
+
+            out = render_splat_cuda(*args, stream=stream, keep_on_device=keep_on_device)
         elif device == "cpu":
-            from align3d_rt.render.splat import render_splat as run
+            from align3d_rt.render.splat import render_splat
+
+            out = render_splat(*args)
         else:
             raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda'")
-        out = run(pts, rots, settings.image_size, settings.window, settings.point_size, settings.gray, colors, labels)
     elif settings.renderer == "open3d":
         if device != "cpu":
             raise ValueError("the open3d renderer runs on the CPU only")
@@ -78,7 +80,7 @@ def render_views(points: np.ndarray, settings: RenderSettings, colors: np.ndarra
     return RenderResult(
         images=out["images"],
         pixels=out["pixels"],
-        visible=apply_visibility_fallback(out["visible"]),
+        visible=_visible_with_fallback(out["visible"], keep_on_device, stream),
         rgb_images=out["rgb"] if colors is not None else None,
         gt_masks=out["gt"] if labels is not None else None,
         settings=settings,

@@ -154,7 +154,7 @@ def _shade_row(v, y, size, step, gray, pos, images):
             images[v, y, x, 2] = g
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, error_model="numpy", nogil=True)
 def _render_all(points, rots, size, window, splat, step, gray, colors, labels,
                 pzbuf, szbuf, pos, pixels, visible, images, rgb, gt, bbox):
     nv = rots.shape[0]

@@ -8,6 +8,8 @@ Tested on the CPU with NUMBA_ENABLE_CUDASIM=1.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numba import cuda
 
@@ -117,30 +119,35 @@ def _shade_kernel(pos, images, step, gray):
 
 
 def render_splat_cuda(points: np.ndarray, rots: np.ndarray, size: int, window: int, point_size: int, gray: float,
-                      colors: np.ndarray | None = None, labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The CUDA twin of `splat.render_splat` (same arguments, same host outputs)."""
+                      colors: np.ndarray | None = None, labels: np.ndarray | None = None, stream: Any = 0,
+                      keep_on_device: bool = False) -> dict[str, Any]:
+    """The CUDA twin of `splat.render_splat` (same arguments, same outputs), launched on ``stream``.
+
+    ``keep_on_device=True`` returns numba device arrays (no copy back), for a device pipeline."""
     n, v = points.shape[0], rots.shape[0]
     splat = splat_size(point_size, size, window)
     host = allocate_outputs(v, n, size, colors is not None, labels is not None)
-    d_points = cuda.to_device(np.ascontiguousarray(points, np.float32))
-    d_rots = cuda.to_device(np.ascontiguousarray(rots, np.float64))
+    d_points = cuda.to_device(np.ascontiguousarray(points, np.float32), stream=stream)
+    d_rots = cuda.to_device(np.ascontiguousarray(rots, np.float64), stream=stream)
     bbox0 = np.empty((v, 6), np.float64)
     bbox0[:, :3], bbox0[:, 3:] = np.inf, -np.inf
-    d_bbox = cuda.to_device(bbox0)
-    d_pz = cuda.device_array((v, size, size), np.uint64)
-    d_sz = cuda.device_array((v, size, size), np.uint64)
+    d_bbox = cuda.to_device(bbox0, stream=stream)
+    d_pz = cuda.device_array((v, size, size), np.uint64, stream=stream)
+    d_sz = cuda.device_array((v, size, size), np.uint64, stream=stream)
     blocks_px = (size * size + _THREADS - 1) // _THREADS
     for buf in (d_pz, d_sz):
-        _fill_u64[(buf.size + _THREADS - 1) // _THREADS, _THREADS](buf, _EMPTY)
-    d_pos = cuda.device_array((v, size, size, 3), np.float32)
-    d = {k: cuda.to_device(a) for k, a in host.items()}
+        _fill_u64[(buf.size + _THREADS - 1) // _THREADS, _THREADS, stream](buf, _EMPTY)
+    d_pos = cuda.device_array((v, size, size, 3), np.float32, stream=stream)
+    d = {k: cuda.to_device(a, stream=stream) for k, a in host.items()}
     cols = np.zeros((0, 3), np.float32) if colors is None else np.ascontiguousarray(colors, np.float32)
     labs = np.zeros(0, np.uint8) if labels is None else np.ascontiguousarray(labels, np.uint8)
-    d_cols, d_labs = cuda.to_device(cols), cuda.to_device(labs)
-    _bbox_kernel[(min(64, (n + _THREADS - 1) // _THREADS), v), _THREADS](d_points, d_rots, d_bbox)
-    _project_kernel[((n + _THREADS - 1) // _THREADS, v), _THREADS](d_points, d_rots, d_bbox, size, window, splat,
-                                                                   d_pz, d_sz, d["pixels"])
-    _resolve_kernel[(blocks_px, v), _THREADS](d_points, d_rots, d_bbox, d_pz, d_sz, d_pos, d["visible"], d_cols,
-                                              d_labs, d["rgb"], d["gt"])
-    _shade_kernel[(blocks_px, v), _THREADS](d_pos, d["images"], normal_step(splat), float(gray))
-    return {k: a.copy_to_host() for k, a in d.items()}
+    d_cols, d_labs = cuda.to_device(cols, stream=stream), cuda.to_device(labs, stream=stream)
+    _bbox_kernel[(min(64, (n + _THREADS - 1) // _THREADS), v), _THREADS, stream](d_points, d_rots, d_bbox)
+    _project_kernel[((n + _THREADS - 1) // _THREADS, v), _THREADS, stream](d_points, d_rots, d_bbox, size, window,
+                                                                           splat, d_pz, d_sz, d["pixels"])
+    _resolve_kernel[(blocks_px, v), _THREADS, stream](d_points, d_rots, d_bbox, d_pz, d_sz, d_pos, d["visible"],
+                                                      d_cols, d_labs, d["rgb"], d["gt"])
+    _shade_kernel[(blocks_px, v), _THREADS, stream](d_pos, d["images"], normal_step(splat), float(gray))
+    if keep_on_device:
+        return d
+    return {k: a.copy_to_host(stream=stream) for k, a in d.items()}

@@ -16,7 +16,7 @@ import numpy as np
 
 from align3d_rt.errors import RunDirError
 from align3d_rt.io_utils import sha256_file, write_json_atomic
-from align3d_rt.train.run_dir import CHECKPOINTS, load_tensors, save_tensors, write_losses
+from align3d_rt.artifacts.run_dir import CHECKPOINTS, load_tensors, save_tensors, write_losses
 
 if TYPE_CHECKING:
     import torch

@@ -23,7 +23,7 @@ import numpy as np
 from align3d_rt.io_utils import sha256_json
 from align3d_rt.paths import cache_dir
 from align3d_rt.render.views import RenderSettings
-from align3d_rt.train.run_dir import save_tensors
+from align3d_rt.artifacts.run_dir import save_tensors
 
 if TYPE_CHECKING:
     import torch

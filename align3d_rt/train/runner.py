@@ -10,7 +10,8 @@ from typing import Any
 
 from align3d_rt.errors import Align3DError, InputError, RunDirError
 from align3d_rt.render.views import RenderSettings
-from align3d_rt.train import run_dir as rd
+from align3d_rt.artifacts import run_dir as rd
+from align3d_rt.versions import library_versions
 
 __all__ = ["TrainConfig", "train_run", "render_settings_for", "select_samples", "DATASETS"]
 
@@ -133,7 +134,7 @@ def _build_config(cfg: TrainConfig, settings: RenderSettings, weights_id: str, s
                  "weights_id": weights_id, "init_seed": CLIP_SEED},
         "render_settings": settings.to_dict(), "training": training,
         "seeds": {"training": cfg.seed, "clip_init": CLIP_SEED}, "fusion_weight": cfg.fusion_weight,
-        "libraries": rd.library_versions(), "samples": samples,
+        "libraries": library_versions(), "samples": samples,
     }
 
 

@@ -1,7 +1,7 @@
 """Parity of an exported bundle against the torch reference of the run it came from.
 
 Both sides run the full pipeline (render -> encode -> back-project -> score) on the same samples via
-``Detector.from_run(run, backend='torch')`` and ``Detector.from_bundle(bundle, backend=...)``. Reported:
+``Detector.from_run(run)`` (the torch reference) and ``Detector.from_bundle(bundle, backend=...)``. Reported:
 max abs difference of per-view maps (and global probabilities), per-point scores and object scores;
 object AUROC and point AUROC of both sides and their difference when labels exist.
 
@@ -16,7 +16,7 @@ import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -113,35 +113,34 @@ def compare(samples: Sequence[Any], reference: Sequence[Any], test: Sequence[Any
     )
 
 
-def _batches(items: list[Any], size: int) -> Iterable[list[Any]]:
-    for i in range(0, len(items), max(1, size)):
-        yield items[i:i + max(1, size)]
-
-
 def score_all(detector: Any, samples: list[Any], batch_size: int) -> list[Any]:
+    """Every sample's ScoreResult, through the pipelined Detector; a sample that cannot be scored raises."""
     out: list[Any] = []
     with detector:
-        for chunk in _batches(samples, batch_size):
-            out += detector.score(chunk, keep_render=False)
+        for _, result in detector.score_stream(samples, batch_size=batch_size):
+            if isinstance(result, Exception):
+                raise result
+            out.append(result)
     return out
 
 
-def run_parity(run_dir: str | Path, bundle_dir: str | Path, samples: list[Any], backend: str = "onnxruntime",
-               batch_size: int = 2) -> ParityReport:
+def run_parity(run_dir: str | Path, bundle_dir: str | Path, samples: list[Any], backend: str | None = None,
+               batch_size: int = 2, device: str = "auto") -> ParityReport:
     """Score ``samples`` with the run (torch) and the bundle (``backend``) and compare."""
-    from align3d_rt.export.bundle import load_bundle
-    from align3d_rt.infer.pipeline import Detector
+    from align3d_rt.artifacts.bundle import load_bundle
+    from align3d_rt.runtime.detector import Detector
 
     bundle = load_bundle(bundle_dir, verify=False)  # Detector.from_bundle verifies the hashes
-    ref_det = Detector.from_run(run_dir, backend="torch")
-    test_det = Detector.from_bundle(bundle_dir, backend=backend)
+    ref_det = Detector.from_run(run_dir, device=device)  # the run's default backend: the torch reference
+    test_det = Detector.from_bundle(bundle_dir, backend=backend, device=device)
     reference = score_all(ref_det, samples, batch_size)
     test = score_all(test_det, samples, batch_size)
     info = {
         "run": str(Path(run_dir).resolve()),
         "bundle": str(Path(bundle_dir).resolve()),
-        "backend": backend,
+        "backend": test_det.backend_name,
+        "device": test_det.device,
         "samples": [s.sample_id for s in samples],
-        "onnx_sha256": bundle.manifest["files"].get(bundle.onnx_path.relative_to(bundle.path).as_posix()),
+        "onnx_sha256": bundle.onnx_sha256,
     }
     return compare(samples, reference, test, bundle.precision, info)

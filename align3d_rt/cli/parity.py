@@ -1,4 +1,4 @@
-"""``align3d-rt export`` (run -> bundle, optional TensorRT engine) and ``align3d-rt parity`` (bundle vs torch)."""
+"""``align3d-rt parity``: score the same clouds with a run (torch reference) and its bundle, and compare."""
 from __future__ import annotations
 
 import argparse
@@ -7,25 +7,13 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
+from align3d_rt.cli.options import add_backend_option
+from align3d_rt.data.files import collect_files
 from align3d_rt.errors import Align3DError
-
-PRECISIONS = ("fp32", "fp16", "int8")
+from align3d_rt.runtime.devices import DEVICE_CHOICES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export", help="export a training run to a bundle (ONNX encoder + manifest)")
-    p.add_argument("--run", type=Path, required=True, help="training run directory")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to write (replaced atomically)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32; fp16 (GPU/TensorRT source, LayerNorm/softmax in fp32); int8 (dynamic, CPU)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; the legacy exporter stops at 20)")
-    p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (fp16 only; needs TensorRT + GPU)")
-    p.add_argument("--min-batch", type=int, default=1, help="TensorRT profile: smallest view batch (default 1)")
-    p.add_argument("--opt-batch", type=int, default=9, help="TensorRT profile: tuned view batch (default 9)")
-    p.add_argument("--max-batch", type=int, default=18, help="TensorRT profile: largest view batch (default 18)")
-    p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace in GiB (default 4)")
-    p.set_defaults(func=run_export)
-
     q = subparsers.add_parser(
         "parity", help="compare an exported bundle with the torch reference of its run",
         description="Scores DATA with the run (torch) and the bundle, reports max abs differences of view maps, "
@@ -35,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="point files / folders of them, or dataset roots with --dataset")
     q.add_argument("--run", type=Path, required=True, help="training run directory (torch reference)")
     q.add_argument("--bundle", type=Path, required=True, help="bundle exported from that run")
-    q.add_argument("--backend", choices=("onnxruntime", "tensorrt"), default="onnxruntime")
+    add_backend_option(q, source="bundle")
+    q.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="device of the bundle backend (default auto)")
     q.add_argument("--dataset", default="", help="treat DATA as roots of this dataset (mvtec3d, eyecandies, real3d, "
                                                    "synthetic): labelled samples, so AUROC is compared too")
     q.add_argument("--category", action="append", default=[], help="dataset category (repeatable; default all)")
@@ -45,31 +34,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--batch-size", type=int, default=2, help="samples per encoder batch (default 2)")
     q.add_argument("--out", type=Path, default=Path("parity.json"), help="report file (default ./parity.json)")
     q.set_defaults(func=run_parity_cmd)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    from align3d_rt.export.onnx_export import export_bundle
-
-    if args.tensorrt:
-        from align3d_rt.export.tensorrt_build import check_profile, import_tensorrt
-
-        if args.precision != "fp16":
-            raise Align3DError("--tensorrt: engines are built from the fp16 graph (TensorRT 11 is strongly typed); "
-                               "add --precision fp16")
-        try:
-            check_profile(args.min_batch, args.opt_batch, args.max_batch)
-        except ValueError as err:
-            raise Align3DError(f"--min/opt/max-batch: {err}") from None
-        import_tensorrt()  # fail before the long export when TensorRT is missing
-    out = export_bundle(args.run, args.out, precision=args.precision, opset=args.opset)
-    print(f"align3d-rt export: wrote {args.precision} bundle {out}", file=sys.stderr)
-    if args.tensorrt:
-        from align3d_rt.export.tensorrt_build import build_engine
-
-        engine = build_engine(out, min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
-                              workspace_gb=args.workspace_gb)
-        print(f"align3d-rt export: built TensorRT engine {engine}", file=sys.stderr)
-    return 0
 
 
 def _interleave_by_label(refs: list[Any], limit: int | None) -> list[Any]:
@@ -96,8 +60,6 @@ def load_data(paths: list[Path], dataset: str = "", categories: list[str] | None
                 refs = _interleave_by_label(readers.list_samples(dataset, root, cat, split), max_samples)
                 samples += [ref.load() for ref in refs]
     else:
-        from align3d_rt.infer.cli import collect_files
-
         files = collect_files(paths)
         if max_samples is not None:
             files = files[:max_samples]
@@ -108,11 +70,12 @@ def load_data(paths: list[Path], dataset: str = "", categories: list[str] | None
 
 
 def run_parity_cmd(args: argparse.Namespace) -> int:
-    from align3d_rt.export.parity import run_parity
+    from align3d_rt.eval.parity import run_parity
     from align3d_rt.io_utils import write_json_atomic
 
     samples = load_data(list(args.data), args.dataset, args.category, args.split, args.max_samples)
-    report = run_parity(args.run, args.bundle, samples, backend=args.backend, batch_size=args.batch_size)
+    report = run_parity(args.run, args.bundle, samples, backend=args.backend, batch_size=args.batch_size,
+                        device=args.device)
     write_json_atomic(args.out, report.to_dict())
     d = report.max_abs
     print(f"parity {report.precision} ({report.num_samples} samples x {report.num_views} views): max abs diff "

@@ -1,8 +1,11 @@
 """TensorRT encoder backend: runs the bundle's cached engine for this GPU (TensorRT 10.12+/11 API).
 
 IO goes through torch CUDA tensors (``set_tensor_address`` + ``execute_async_v3`` on torch's current
-stream), so ``infer_device`` can hand GPU tensors to the CUDA back-projection kernels without copies.
-Without torch, pycuda buffers are used. TensorRT, torch-with-CUDA and pycuda are all optional.
+stream), so ``infer(views, copy_outputs_to_host=False)`` hands GPU tensors to the CUDA
+back-projection kernels without copies, and device views (torch tensors, numba device arrays) are
+used in place. Without torch, pycuda buffers are used (host arrays in and out). TensorRT,
+torch-with-CUDA and pycuda are all optional. Engines are selected from the bundle's engine index,
+never built here: ``align3d-rt export --tensorrt`` builds them.
 """
 from __future__ import annotations
 
@@ -11,41 +14,48 @@ from typing import Any
 
 import numpy as np
 
+from align3d_rt.artifacts.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle, load_bundle
+from align3d_rt.artifacts.engine_index import gpu_name, import_tensorrt, select_engine
 from align3d_rt.errors import BackendUnavailable, BundleError
-from align3d_rt.export.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle, load_bundle
-from align3d_rt.export.tensorrt_build import build_engine, gpu_name, import_tensorrt, select_engine
-from align3d_rt.infer.backend import EncoderOutput, Timer
+from align3d_rt.runtime.base import BaseRunner, EncoderOutput
 
 
-class TrtBackend:
-    """EncoderBackend over a TensorRT engine. ``with TrtBackend(bundle) as b: out = b.infer(views)``."""
+class TrtBackend(BaseRunner):
+    """Runner over a TensorRT engine. ``with TrtBackend(bundle) as b: out = b.infer(views)``."""
 
     name = "tensorrt"
 
-    def __init__(self, bundle: Bundle | str | os.PathLike[str], build_if_missing: bool = False, device: int = 0,
+    def __init__(self, bundle: Bundle | str | os.PathLike[str], device_index: int = 0,
                  engine_key: str | None = None) -> None:
+        super().__init__(max_batch=None, device="cuda")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        self.build_if_missing = build_if_missing
-        self.device = device
+        self.device_index = device_index
         self.engine_key = engine_key
-        self.last_infer_seconds = 0.0
-        self.max_batch = 0
+        self.min_batch = 1
         self._engine: Any = None
         self._context: Any = None
         self._io: Any = None
         self._dtypes: dict[str, np.dtype] = {}
 
-    def __enter__(self) -> "TrtBackend":
+    @classmethod
+    def from_source(cls, bundle: Bundle, device: str = "cuda", **options: Any) -> "TrtBackend":
+        return cls(bundle, **options)
+
+    @property
+    def grid_size(self) -> int:
+        return self.bundle.grid_size
+
+    @property
+    def stream(self) -> Any:
+        if isinstance(self._io, _TorchIO):
+            from numba import cuda
+
+            return cuda.external_stream(self._io.stream_handle())
+        return 0
+
+    def _activate_impl(self) -> None:
         trt = import_tensorrt()
-        name = gpu_name(self.device)
-        try:
-            key, entry = select_engine(self.bundle, name, trt.__version__, key=self.engine_key)
-        except BundleError:
-            if not self.build_if_missing or self.engine_key is not None:
-                raise
-            build_engine(self.bundle, device=self.device)
-            self.bundle = load_bundle(self.bundle.path)
-            key, entry = select_engine(self.bundle, name, trt.__version__)
+        key, entry = select_engine(self.bundle, gpu_name(self.device_index), trt.__version__, key=self.engine_key)
         data = (self.bundle.path / entry["file"]).read_bytes()
         logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(logger)
@@ -56,58 +66,34 @@ class TrtBackend:
         self._dtypes = {name: np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))) for name in OUTPUT_NAMES}
         self.max_batch = int(entry["max_batch"])
         self.min_batch = int(entry["min_batch"])
-        self._io = _TorchIO(self.device) if _torch_cuda() else _PycudaIO(self.device)
-        return self
+        self._io = _TorchIO(self.device_index) if _torch_cuda() else _PycudaIO(self.device_index)
 
-    def __exit__(self, *exc: object) -> None:
+    def _deactivate_impl(self) -> None:
         self._context = None
         self._engine = None
         self._io = None
 
-    def infer(self, views: np.ndarray) -> EncoderOutput:
-        """views (V,S,S,3) uint8 (host array or CUDA tensor) -> EncoderOutput on the host."""
-        if self._context is None:
-            raise RuntimeError("TrtBackend.infer called outside its context (use `with TrtBackend(...) as b`)")
-        with Timer() as timer:
-            maps, probs = self._run(views)
-            out = EncoderOutput(patch_maps=self._io.to_host(maps), global_probs=self._io.to_host(probs))
-        self.last_infer_seconds = timer.seconds
-        return out
-
-    def infer_device(self, views: Any) -> tuple[Any, Any]:
-        """Like ``infer`` but returns device tensors (torch CUDA tensors when torch is present)."""
-        if self._context is None:
-            raise RuntimeError("TrtBackend.infer_device called outside its context")
-        with Timer() as timer:
-            out = self._run(views)
-            self._io.synchronize()
-        self.last_infer_seconds = timer.seconds
-        return out
-
-    def _run(self, views: Any) -> tuple[Any, Any]:
+    def _infer_impl(self, views: Any) -> EncoderOutput:
+        """One chunk of at most max_batch views; device outputs (torch) or host outputs (pycuda)."""
         s = self.bundle.image_size
         shape = tuple(views.shape)
-        if len(shape) != 4 or shape[1:] != (s, s, 3) or shape[0] < 1:
+        if shape[1:] != (s, s, 3):
             raise ValueError(f"views must be uint8 (V,{s},{s},3), got {shape}")
-        dev_views = self._io.to_device(views)
-        maps, probs = [], []
-        for start in range(0, shape[0], self.max_batch):
-            chunk = dev_views[start:start + self.max_batch]
-            n = int(chunk.shape[0])
-            pad = max(0, self.min_batch - n)
-            if pad:
-                chunk = self._io.pad(chunk, pad)
-            self._context.set_input_shape(INPUT_NAME, tuple(chunk.shape))
-            outs = {name: self._io.empty(tuple(self._context.get_tensor_shape(name)), self._dtypes[name])
-                    for name in OUTPUT_NAMES}
-            self._context.set_tensor_address(INPUT_NAME, self._io.address(chunk))
-            for name, buf in outs.items():
-                self._context.set_tensor_address(name, self._io.address(buf))
-            if not self._context.execute_async_v3(self._io.stream_handle()):
-                raise BundleError(f"{self.bundle.path}: TensorRT execution failed")
-            maps.append(outs[OUTPUT_NAMES[0]][:n])
-            probs.append(outs[OUTPUT_NAMES[1]][:n])
-        return self._io.cat(maps), self._io.cat(probs)
+        chunk = self._io.to_device(views)
+        n = int(chunk.shape[0])
+        pad = max(0, self.min_batch - n)
+        if pad:
+            chunk = self._io.pad(chunk, pad)
+        self._context.set_input_shape(INPUT_NAME, tuple(chunk.shape))
+        outs = {name: self._io.empty(tuple(self._context.get_tensor_shape(name)), self._dtypes[name])
+                for name in OUTPUT_NAMES}
+        self._context.set_tensor_address(INPUT_NAME, self._io.address(chunk))
+        for name, buf in outs.items():
+            self._context.set_tensor_address(name, self._io.address(buf))
+        if not self._context.execute_async_v3(self._io.stream_handle()):
+            raise BundleError(f"{self.bundle.path}: TensorRT execution failed")
+        maps, probs = outs[OUTPUT_NAMES[0]][:n], outs[OUTPUT_NAMES[1]][:n]
+        return EncoderOutput(patch_maps=self._io.result(maps), global_probs=self._io.result(probs))
 
 
 def _torch_cuda() -> bool:
@@ -129,7 +115,10 @@ class _TorchIO:
 
     def to_device(self, views: Any) -> Any:
         t = self.torch
-        x = views if isinstance(views, t.Tensor) else t.from_numpy(np.ascontiguousarray(views))
+        if isinstance(views, np.ndarray):
+            x = t.from_numpy(np.ascontiguousarray(views))
+        else:
+            x = t.as_tensor(views, device=self.device)  # torch tensor or __cuda_array_interface__: no copy
         if x.dtype != t.uint8:
             raise ValueError(f"views must be uint8, got {x.dtype}")
         return x.to(self.device, non_blocking=True).contiguous()
@@ -147,14 +136,8 @@ class _TorchIO:
     def stream_handle(self) -> int:
         return int(self.torch.cuda.current_stream(self.device).cuda_stream)
 
-    def cat(self, parts: list[Any]) -> Any:
-        return parts[0] if len(parts) == 1 else self.torch.cat(parts)
-
-    def synchronize(self) -> None:
-        self.torch.cuda.current_stream(self.device).synchronize()
-
-    def to_host(self, x: Any) -> np.ndarray:
-        return x.float().cpu().numpy()  # .cpu() waits for the stream
+    def result(self, x: Any) -> Any:
+        return x.float()  # stays on the device, ordered on this stream
 
 
 class _PycudaIO:
@@ -186,14 +169,8 @@ class _PycudaIO:
     def stream_handle(self) -> int:
         return int(self.stream.handle)
 
-    def cat(self, parts: list[Any]) -> Any:
-        return np.concatenate([p.get(self.stream) if isinstance(p, _DeviceArray) else p for p in parts])
-
-    def synchronize(self) -> None:
-        self.stream.synchronize()
-
-    def to_host(self, x: Any) -> np.ndarray:
-        return np.asarray(x.get(self.stream) if isinstance(x, _DeviceArray) else x, dtype=np.float32)
+    def result(self, x: "_DeviceArray") -> np.ndarray:
+        return np.asarray(x.get(self.stream), dtype=np.float32)
 
 
 class _DeviceArray:

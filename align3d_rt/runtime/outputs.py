@@ -9,23 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from align3d_rt.io_utils import atomic_path, save_npy_atomic
+from align3d_rt.scoring import upsample_map
 
 HEAT_CMAP = "jet"
-
-
-def upsample_map(grid_map: np.ndarray, image_size: int) -> np.ndarray:
-    """Bilinear (align_corners=False) upsample of a (G,G) map to (S,S), the rule the back-projection uses."""
-    from align3d_rt.kernels import bilinear_tables
-
-    i0, i1, lam = bilinear_tables(int(grid_map.shape[0]), int(image_size))
-    m = np.asarray(grid_map, dtype=np.float32)
-    rows = m[i0] * (1.0 - lam)[:, None] + m[i1] * lam[:, None]
-    return rows[:, i0] * (1.0 - lam)[None, :] + rows[:, i1] * lam[None, :]
-
-
-def fused_view_maps(view_maps: np.ndarray, fusion_weight: float) -> np.ndarray:
-    """(V,2,G,G) branch maps -> (V,G,G) fused maps: w*aligned + (1-w)*render."""
-    return fusion_weight * view_maps[:, 1] + (1.0 - fusion_weight) * view_maps[:, 0]
 
 
 def heat_colors(values: np.ndarray, vmin: float | None = None, vmax: float | None = None) -> np.ndarray:

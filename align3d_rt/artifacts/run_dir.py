@@ -13,7 +13,6 @@ Layout::
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from align3d_rt.errors import RunDirError
+from align3d_rt.artifacts.migrate import Upgrade, upgrade
 from align3d_rt.io_utils import atomic_path, write_json_atomic, write_text_atomic
 from align3d_rt.render.views import RenderSettings
 
 __all__ = [
     "RUN_FORMAT", "RUN_FORMAT_VERSION", "CONFIG", "ALIGNER", "PROMPTS_RENDER", "PROMPTS_ALIGNED", "TEXT",
     "LOSSES", "CHECKPOINTS", "RunArtifacts", "load_run", "read_config", "write_config",
-    "save_tensors", "load_tensors", "write_losses", "library_versions",
+    "save_tensors", "load_tensors", "write_losses", "clip_seed",
 ]
 
 RUN_FORMAT = "align3d_rt.run"
@@ -40,6 +40,8 @@ TEXT = "text_embeddings.safetensors"
 LOSSES = "losses.jsonl"
 CHECKPOINTS = "checkpoints"
 FINAL_FILES = (ALIGNER, PROMPTS_RENDER, PROMPTS_ALIGNED, TEXT)
+# One step per older run format version (v -> v+1); none yet: version 1 is the first.
+UPGRADES: dict[int, Upgrade] = {}
 
 
 @dataclass
@@ -56,18 +58,31 @@ class RunArtifacts:
     text: np.ndarray          # (2,2,D) float32 [branch, state, D]
     fusion_weight: float
 
+    @property
+    def clip_seed(self) -> int:
+        """Seed of the CLIP tower's random init (matters only for random weights); see ``clip_seed``."""
+        return clip_seed(self.clip_weights_id, self.config)
 
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the numbers (those importable here)."""
-    import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
-    for dist in ("align3d_rt", "torch", "open_clip_torch", "numpy", "numba", "safetensors", "open3d-cpu", "open3d"):
+def clip_seed(weights_id: str | None, config: dict[str, Any]) -> int:
+    """The CLIP init seed of a run: 'random:SEED' in the weights id, else ``clip.init_seed``, else
+    ``seeds.clip_init`` / ``seeds.clip``, else ``seed``, else 0. The one rule used by training's
+    readers, the runtime and the exporter."""
+    if weights_id and weights_id.startswith("random:"):
         try:
-            out[dist] = md.version(dist)
-        except md.PackageNotFoundError:
-            continue
-    return out
+            return int(weights_id.split(":", 1)[1])
+        except ValueError:
+            pass
+    clip = config.get("clip")
+    if isinstance(clip, dict) and isinstance(clip.get("init_seed"), int):
+        return int(clip["init_seed"])
+    seeds = config.get("seeds")
+    if isinstance(seeds, dict):
+        for key in ("clip_init", "clip"):
+            if isinstance(seeds.get(key), int):
+                return int(seeds[key])
+    seed = config.get("seed", 0)
+    return int(seed) if isinstance(seed, int) else 0
 
 
 def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
@@ -108,10 +123,8 @@ def read_config(run: str | Path) -> dict:
         raise RunDirError(f"{path}: unreadable config ({err.__class__.__name__}); re-run training") from None
     if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
         raise RunDirError(f"{path}: not an align3d_rt run config (format {config.get('format') if isinstance(config, dict) else None!r})")
-    if config.get("format_version") != RUN_FORMAT_VERSION:
-        raise RunDirError(f"{path}: run format version {config.get('format_version')} is not supported "
-                          f"(this align3d_rt reads {RUN_FORMAT_VERSION}); re-train with this version")
-    return config
+    return upgrade(config, RUN_FORMAT_VERSION, UPGRADES, lambda problem: RunDirError(f"{path}: {problem}"),
+                   "run", "re-train with this version")
 
 
 def write_losses(run: str | Path, records: list[dict[str, Any]]) -> None:

@@ -1,4 +1,4 @@
-"""The ``align3d-rt`` command. Each sub-package registers its own sub-commands lazily."""
+"""The ``align3d-rt`` command: one module per command in this package, each with ``register(subparsers)``."""
 from __future__ import annotations
 
 import argparse
@@ -6,15 +6,17 @@ import importlib
 import os
 import sys
 
-# (module, attribute) pairs; each module's register(subparsers) adds its commands. Modules must not
-# import torch at import time (the ONNX Runtime path runs without it).
+# Each module's register(subparsers) adds its command. Modules must not import torch at import time
+# (the line-side ONNX Runtime path runs without it).
 _COMMAND_MODULES = (
-    "align3d_rt.data.cli",
-    "align3d_rt.render.cli",
-    "align3d_rt.train.cli",
-    "align3d_rt.infer.cli",
-    "align3d_rt.eval.cli",
-    "align3d_rt.export.cli",
+    "align3d_rt.cli.synth",
+    "align3d_rt.cli.render",
+    "align3d_rt.cli.train",
+    "align3d_rt.cli.infer",
+    "align3d_rt.cli.eval",
+    "align3d_rt.cli.demo",
+    "align3d_rt.cli.export",
+    "align3d_rt.cli.parity",
 )
 
 
@@ -23,13 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for mod_name in _COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as err:
-            if err.name == mod_name:
-                continue  # sub-package has no commands (yet)
-            raise
-        mod.register(sub)
+        importlib.import_module(mod_name).register(sub)
     return parser
 
 

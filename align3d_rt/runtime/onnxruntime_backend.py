@@ -13,9 +13,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from align3d_rt.artifacts.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle, load_bundle
 from align3d_rt.errors import BundleError, import_backend
-from align3d_rt.export.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle, load_bundle
-from align3d_rt.infer.backend import EncoderOutput, Timer
+from align3d_rt.runtime import arrays
+from align3d_rt.runtime.base import BaseRunner, EncoderOutput
 
 _ALIASES = {
     "cpu": "CPUExecutionProvider",
@@ -58,23 +59,30 @@ def resolve_providers(requested: Sequence[str] | None, available: Sequence[str])
     return use, missing
 
 
-class OrtBackend:
-    """EncoderBackend over ONNX Runtime. ``with OrtBackend(bundle) as b: out = b.infer(views)``."""
+class OrtBackend(BaseRunner):
+    """Runner over ONNX Runtime (host buffers). ``with OrtBackend(bundle) as b: out = b.infer(views)``."""
 
     name = "onnxruntime"
 
     def __init__(self, bundle: Bundle | str | os.PathLike[str], providers: Sequence[str] | None = None,
                  threads: int | None = None, max_batch: int | None = None) -> None:
+        super().__init__(max_batch=max_batch, device="cpu")
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.requested_providers = list(providers) if providers is not None else None
         self.threads = threads
-        self.max_batch = max_batch
-        self.last_infer_seconds = 0.0
         self.providers: list[str] = []
         self._session: Any = None
 
+    @classmethod
+    def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> "OrtBackend":
+        return cls(bundle, **options)
+
+    @property
+    def grid_size(self) -> int:
+        return self.bundle.grid_size
+
     # -- lifecycle ---------------------------------------------------------------------------------
-    def __enter__(self) -> "OrtBackend":
+    def _activate_impl(self) -> None:
         ort = _import_ort()
         available = list(ort.get_available_providers())
         if any(p in available for p in _GPU_PROVIDERS):
@@ -95,9 +103,8 @@ class OrtBackend:
                   file=sys.stderr)
         self.providers = active
         self._session = session
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def _deactivate_impl(self) -> None:
         self._session = None
 
     def _session_options(self, ort: Any, providers: list[str]) -> Any:
@@ -128,29 +135,14 @@ class OrtBackend:
             raise BundleError(f"{path}: onnxruntime cannot load the encoder ({str(err).splitlines()[0]})") from None
 
     # -- inference ---------------------------------------------------------------------------------
-    def infer(self, views: np.ndarray) -> EncoderOutput:
-        """views (V,S,S,3) uint8 -> EncoderOutput (patch_maps (V,2,G,G), global_probs (V,2)) float32."""
-        if self._session is None:
-            raise RuntimeError("OrtBackend.infer called outside its context (use `with OrtBackend(...) as b`)")
-        views = _check_views(views, self.bundle.image_size)
-        step = self.max_batch or len(views)
-        maps, probs = [], []
-        with Timer() as timer:
-            for start in range(0, len(views), max(step, 1)):
-                pm, gp = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: views[start:start + step]})
-                maps.append(pm)
-                probs.append(gp)
-        self.last_infer_seconds = timer.seconds
-        return EncoderOutput(patch_maps=np.concatenate(maps).astype(np.float32, copy=False),
-                             global_probs=np.concatenate(probs).astype(np.float32, copy=False))
-
-
-def _check_views(views: np.ndarray, image_size: int) -> np.ndarray:
-    views = np.asarray(views)
-    if views.dtype != np.uint8 or views.ndim != 4 or views.shape[1:] != (image_size, image_size, 3) or not len(views):
-        raise ValueError(f"views must be uint8 (V,{image_size},{image_size},3) with V >= 1; "
-                         f"got {views.dtype} {views.shape}")
-    return np.ascontiguousarray(views)
+    def _infer_impl(self, views: Any) -> EncoderOutput:
+        """One chunk of (V,S,S,3) uint8 views -> float32 maps and probabilities (host)."""
+        s = self.bundle.image_size
+        host = np.ascontiguousarray(arrays.to_host(views))
+        if host.shape[1:] != (s, s, 3):
+            raise ValueError(f"views must be uint8 (V,{s},{s},3); got {host.dtype} {host.shape}")
+        maps, probs = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: host})
+        return EncoderOutput(patch_maps=np.asarray(maps, np.float32), global_probs=np.asarray(probs, np.float32))
 
 
 def _set_ort_log_level(ort: Any, level: int | None) -> int | None:

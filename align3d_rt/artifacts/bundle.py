@@ -1,33 +1,43 @@
-"""The exported bundle: one encoder ONNX graph plus a manifest that travels with it (torch-free).
+"""The exported bundle: one encoder graph plus a manifest that travels with it (torch-free).
+
+This module owns the bundle format: write (``write_manifest``, ``add_files``), read and validate
+(``load_bundle``) and upgrade of older format versions (``UPGRADES``). docs/runtime-spec.md is its
+written specification.
 
 Layout of a bundle directory::
 
-    manifest.json             format + version, settings, hashes of every file below
+    manifest.json             format + version, settings, hashes of every file below, and the
+                              sha256 of the manifest itself (``manifest_sha256``)
     encoder.onnx              EncoderGraph: views uint8 (B,S,S,3) -> patch_maps (B,2,G,G), global_probs (B,2)
     engines/<key>.engine      optional TensorRT engines (keyed by GPU, TensorRT version, shapes)
     engines/<key>.json        what each engine was built from
     trt_timing.cache          optional TensorRT timing cache
 
-``load_bundle`` checks the format version and the sha256 of every file the manifest lists, so an
-altered or incomplete bundle is refused with one line instead of producing wrong scores.
+``load_bundle`` checks the format version, the manifest's own checksum (so an edited precision or
+fusion weight is refused) and the sha256 of every file the manifest lists, so an altered or
+incomplete bundle is refused with one line instead of producing wrong scores.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from align3d_rt.artifacts.migrate import Upgrade, upgrade
 from align3d_rt.errors import BundleError
 from align3d_rt.io_utils import sha256_file, write_json_atomic
 from align3d_rt.render.views import RenderSettings
 
 FORMAT_NAME = "align3d_rt.bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+DIGEST_KEY = "manifest_sha256"
 MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "encoder.onnx"
 ENGINES_DIR = "engines"
@@ -35,6 +45,16 @@ TIMING_CACHE_NAME = "trt_timing.cache"
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUT_NAME = "views"
 OUTPUT_NAMES = ("patch_maps", "global_probs")
+REQUIRED_KEYS = ("files", "onnx", "precision", "image_size", "grid_size", "fusion_weight", "render_settings", "clip")
+
+
+def _upgrade_v1(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had no manifest checksum: readable, but its settings are not protected."""
+    manifest[DIGEST_KEY] = None
+    return manifest
+
+
+UPGRADES: dict[int, Upgrade] = {1: _upgrade_v1}
 
 
 @dataclass
@@ -61,6 +81,18 @@ class Bundle:
     def engines(self) -> dict[str, dict[str, Any]]:
         return dict(self.manifest.get("engines", {}))
 
+    @property
+    def onnx_sha256(self) -> str | None:
+        """Recorded sha256 of the encoder graph (identifies what engines were built from)."""
+        return self.manifest["files"].get(self.onnx_path.relative_to(self.path).as_posix())
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON (sorted keys, no spaces, ASCII) without ``manifest_sha256``."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
 
 def _fail(path: Path | str, problem: str) -> BundleError:
     return BundleError(f"{path}: {problem}")
@@ -78,11 +110,18 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         raise _fail(mpath, f"unreadable manifest ({type(err).__name__}: {err})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise _fail(mpath, f"not an {FORMAT_NAME} manifest")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise _fail(mpath, f"bundle format version {version!r}, this align3d_rt reads version {FORMAT_VERSION}; "
-                           "re-export the bundle with this version")
-    for key in ("files", "onnx", "precision", "image_size", "grid_size", "fusion_weight", "render_settings", "clip"):
+    old_version = manifest.get("format_version")
+    if old_version == FORMAT_VERSION:
+        recorded = manifest.get(DIGEST_KEY)
+        if recorded != manifest_digest(manifest):
+            raise _fail(mpath, "manifest checksum mismatch (manifest.json was edited or is corrupt); "
+                               "re-export the bundle instead of editing it")
+    manifest = upgrade(manifest, FORMAT_VERSION, UPGRADES, lambda problem: _fail(mpath, problem), "bundle",
+                       "re-export the bundle with this version")
+    if old_version != FORMAT_VERSION:
+        print(f"align3d_rt: {mpath}: bundle format {old_version} has no manifest checksum, its settings are not "
+              f"protected; re-export it to upgrade", file=sys.stderr)
+    for key in REQUIRED_KEYS:
         if key not in manifest:
             raise _fail(mpath, f"manifest lacks {key!r}")
     return manifest
@@ -134,8 +173,10 @@ def hash_files(root: Path, rel_paths: list[str]) -> dict[str, str]:
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    """Atomically (re)write manifest.json."""
-    manifest = dict(manifest, format=FORMAT_NAME, format_version=FORMAT_VERSION)
+    """Atomically (re)write manifest.json with this format version and its own checksum."""
+    manifest = json.loads(json.dumps(dict(manifest, format=FORMAT_NAME, format_version=FORMAT_VERSION),
+                                     default=str))  # plain JSON types, so the digest is what a reader recomputes
+    manifest[DIGEST_KEY] = manifest_digest(manifest)
     write_json_atomic(root / MANIFEST_NAME, manifest)
 
 

@@ -1,4 +1,4 @@
-"""Offline end-to-end demo: synthetic data -> train (tiny CLIP) -> one-vs-rest eval (torch, ONNX Runtime) -> report.
+"""``align3d-rt demo``, the offline end-to-end demo: synthetic data -> train (tiny CLIP) -> one-vs-rest eval (torch, ONNX Runtime) -> report.
 
 ``run_demo(DemoConfig(out=...))`` (CLI: ``align3d-rt demo --out DIR``) writes under OUT:
   data/            generated MVTec-layout dataset (several synthetic categories)
@@ -10,11 +10,10 @@
 The tiny CLIP is random, so the numbers show the pipeline works end to end (trained prompts +
 aligner on one synthetic category transfer to the others), not the paper's accuracy.
 
-``random_run_dir`` builds a run directory with a random aligner and random text embeddings (for
-tests and benchmarks only: it is no trained model).
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import time
@@ -25,6 +24,33 @@ from typing import Any
 import numpy as np
 
 from align3d_rt.io_utils import sha256_json, write_json_atomic, write_text_atomic
+from align3d_rt.runtime.devices import DEVICE_CHOICES
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    d = subparsers.add_parser(
+        "demo",
+        help="offline end-to-end demo: synthetic data, tiny CLIP, train, evaluate (torch + ONNX Runtime), report",
+        description="Generates a synthetic MVTec-layout dataset, trains both stages on one category with the tiny "
+                    "random CLIP ('align3d-tiny'), evaluates one-vs-rest on the other categories with the torch "
+                    "backend, exports ONNX bundles and evaluates them with ONNX Runtime, and writes OUT/report.md.",
+    )
+    d.add_argument("--out", type=Path, required=True, help="output folder (dataset, run, bundles, report)")
+    d.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "int8"), default=["fp32", "int8"],
+                   help="bundle precisions to export and evaluate with ONNX Runtime (default fp32 int8)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--quick", action="store_true", help="smaller dataset and fewer epochs (a smoke run, not a result)")
+    d.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="device for evaluation (default auto)")
+    d.set_defaults(func=run_demo_cmd)
+
+
+def run_demo_cmd(args: argparse.Namespace) -> int:
+    cfg = DemoConfig(out=args.out, precisions=tuple(args.precisions), seed=args.seed, device=args.device)
+    if args.quick:
+        cfg = cfg.quick()
+    report = run_demo(cfg)
+    print(f"align3d-rt demo: report written to {report}", file=sys.stderr)
+    return 0
+
 
 DEMO_CATEGORIES = ("dome", "ring", "box", "wave", "cylinder")
 
@@ -48,6 +74,7 @@ class DemoConfig:
     seed: int = 0
     eval_batch: int = 4
     progress: bool = True
+    device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def quick(self) -> "DemoConfig":
@@ -94,7 +121,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     from align3d_rt.eval.protocols import run_protocol
     from align3d_rt.eval.report import build_manifest
     from align3d_rt.export.onnx_export import export_bundle
-    from align3d_rt.infer.pipeline import Detector
+    from align3d_rt.runtime import registry
+    from align3d_rt.runtime.detector import Detector
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,29 +142,31 @@ def run_demo(cfg: DemoConfig) -> Path:
     tables: dict[str, Any] = {}
     evals: dict[str, Any] = {}
     t0 = time.perf_counter()
-    _say("3/4 one-vs-rest evaluation, torch backend")
-    evals["torch"] = run_protocol(Detector.from_run(run_dir, backend="torch"), "one-vs-rest", "synthetic", data_root,
-                                  out / "eval_torch", batch_size=cfg.eval_batch, progress=cfg.progress)
-    tables["torch"] = evals["torch"].results
-    times["eval torch"] = time.perf_counter() - t0
+    reference, deploy = registry.default_backend("run"), registry.default_backend("bundle")
+    _say(f"3/4 one-vs-rest evaluation, {reference} backend")
+    evals[reference] = run_protocol(Detector.from_run(run_dir, device=cfg.device), "one-vs-rest", "synthetic",
+                                    data_root, out / f"eval_{reference}", batch_size=cfg.eval_batch,
+                                    progress=cfg.progress)
+    tables[reference] = evals[reference].results
+    times[f"eval {reference}"] = time.perf_counter() - t0
 
     bundles: dict[str, Path] = {}
     for prec in cfg.precisions:
         t0 = time.perf_counter()
-        _say(f"4/4 export {prec} bundle + one-vs-rest evaluation with ONNX Runtime")
+        _say(f"4/4 export {prec} bundle + one-vs-rest evaluation with {deploy}")
         bundles[prec] = Path(export_bundle(run_dir, out / f"bundle_{prec}", precision=prec))
         times[f"export {prec}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        label = f"onnxruntime-{prec}"
-        evals[label] = run_protocol(Detector.from_bundle(bundles[prec], backend="onnxruntime"), "one-vs-rest",
-                                    "synthetic", data_root, out / f"eval_onnxruntime_{prec}", batch_size=cfg.eval_batch,
+        label = f"{deploy}-{prec}"
+        evals[label] = run_protocol(Detector.from_bundle(bundles[prec], device=cfg.device), "one-vs-rest",
+                                    "synthetic", data_root, out / f"eval_{deploy}_{prec}", batch_size=cfg.eval_batch,
                                     progress=cfg.progress)
         tables[label] = evals[label].results
         times[f"eval {label}"] = time.perf_counter() - t0
     times["total"] = time.perf_counter() - t_all
 
     manifest = build_manifest(
-        evals["torch"].manifest["detector"], protocol="one-vs-rest", dataset="synthetic",
+        evals[reference].manifest["detector"], protocol="one-vs-rest", dataset="synthetic",
         dataset_root=str(data_root.resolve()), demo_config={k: (str(v) if isinstance(v, Path) else v)
                                                             for k, v in dataclasses.asdict(cfg).items()},
         run_dir=str(run_dir.resolve()), bundles={p: str(b.resolve()) for p, b in bundles.items()},
@@ -155,7 +185,7 @@ def render_report(cfg: DemoConfig, run_dir: Path, evals: dict[str, Any], tables:
     from align3d_rt.eval.report import markdown_table, side_by_side_markdown
 
     out = Path(cfg.out)
-    first = evals["torch"]
+    first = next(iter(evals.values()))
     man = first.manifest
     lines = [
         "# align3d_rt demo: zero-shot one-vs-rest on synthetic data",
@@ -191,48 +221,3 @@ def render_report(cfg: DemoConfig, run_dir: Path, evals: dict[str, Any], tables:
     lines += ["", f"Run directory: `{run_dir.relative_to(out).as_posix() if run_dir.is_relative_to(out) else run_dir}`; "
               "everything used is recorded in `manifest.json` and each evaluation's own manifest.", ""]
     return "\n".join(lines)
-
-
-def random_run_dir(out: str | Path, clip: str = "align3d-tiny", clip_weights: str | None = "random",
-                   dataset: str = "synthetic", category: str = "dome", seed: int = 0,
-                   fusion_weight: float = 0.5, preset: str = "mvtec9", renderer: str = "splat") -> Path:
-    """A run directory with a seeded random aligner and random unit text embeddings (tests/benchmarks only)."""
-    import torch
-
-    from align3d_rt.model.aligner import Aligner
-    from align3d_rt.model.clip_backbone import embed_dim_for, load_clip, weights_id_for
-    from align3d_rt.render.views import settings_for
-    from align3d_rt.train import run_dir as rd
-
-    out = Path(out)
-    weights_id = weights_id_for(clip, clip_weights, seed)
-    if weights_id is not None and weights_id.startswith("random:"):
-        dim = embed_dim_for(clip)  # no need to build the model
-    else:
-        model, info = load_clip(clip, clip_weights, seed=seed)
-        dim, weights_id = int(info.embed_dim), info.weights_id
-        del model
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        aligner = {k: v.detach().numpy().copy() for k, v in Aligner(dim).state_dict().items()}
-    rng = np.random.default_rng(seed)
-    text = rng.standard_normal((2, 2, dim)).astype(np.float32)
-    text /= np.linalg.norm(text, axis=-1, keepdims=True)
-    settings = dataclasses.replace(settings_for(dataset, category), preset=preset, renderer=renderer)
-    from align3d_rt import __version__
-
-    config = {
-        "format": rd.RUN_FORMAT, "format_version": rd.RUN_FORMAT_VERSION, "version": __version__,
-        "dataset": dataset, "category": category, "root": "",
-        "clip": {"name": clip, "weights": clip_weights, "weights_id": weights_id, "init_seed": seed},
-        "render_settings": settings.to_dict(), "training": {"random": True, "seed": seed},
-        "seeds": {"training": seed, "clip_init": seed}, "fusion_weight": fusion_weight,
-        "libraries": rd.library_versions(), "samples": [],
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    rd.save_tensors(out / rd.ALIGNER, aligner)
-    rd.save_tensors(out / rd.TEXT, {"text": text})
-    for name in (rd.PROMPTS_RENDER, rd.PROMPTS_ALIGNED):
-        rd.save_tensors(out / name, {"random_text": text})
-    rd.write_config(out, config)
-    return out

@@ -1,0 +1,8 @@
+"""The formats that cross boundaries, one module each (write, read, validate, migrate; versioned).
+
+- ``run_dir``: a training run directory (written by train/, read by export/ and the runtime).
+- ``bundle``: an exported bundle and its integrity-protected manifest (written by export/).
+- ``engine_index``: the TensorRT engines cached inside a bundle, keyed by GPU, TensorRT and shapes.
+
+This package imports neither torch nor onnxruntime: the line-side runtime reads these formats.
+"""

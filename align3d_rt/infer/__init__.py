@@ -1,1 +1,0 @@
-"""align3d_rt.infer"""

@@ -1,0 +1,101 @@
+"""The registry of encoder backends: every CLI and the Detector take their choices from here.
+
+A backend is one module under ``align3d_rt.runtime`` with a ``BaseRunner`` subclass that has a
+``from_source(source, device=..., **options)`` classmethod, plus one ``register(...)`` line below.
+Its module is imported only when a runner is created, so a backend never pays for another's imports.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from align3d_rt.errors import Align3DError, BackendUnavailable
+
+SOURCES = ("run", "bundle")  # what a backend runs: a training run directory or an exported bundle
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a backend needs and offers."""
+
+    name: str
+    module: str               # import path of the backend module
+    runner: str               # BaseRunner subclass in that module
+    source: str               # 'run' or 'bundle'
+    devices: tuple[str, ...]  # devices it can take inputs on and leave outputs on ('cpu', 'cuda')
+    precisions: tuple[str, ...]
+    install_hint: str
+    summary: str
+
+    def load(self) -> Any:
+        """The runner class (imports the backend module)."""
+        try:
+            module = importlib.import_module(self.module)
+        except ModuleNotFoundError as err:
+            raise BackendUnavailable(f"backend '{self.name}' is not available here: module '{err.name or err}' is "
+                                     f"not installed ({self.install_hint})") from None
+        return getattr(module, self.runner)
+
+
+_BACKENDS: dict[str, BackendSpec] = {}
+
+
+def register(spec: BackendSpec) -> BackendSpec:
+    """Add a backend (a name registered twice is an error)."""
+    if spec.source not in SOURCES:
+        raise ValueError(f"backend {spec.name!r}: source must be one of {SOURCES}, got {spec.source!r}")
+    if spec.name in _BACKENDS and _BACKENDS[spec.name] != spec:
+        raise ValueError(f"backend {spec.name!r} is already registered")
+    _BACKENDS[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    """Remove a backend (for tests and plug-ins)."""
+    _BACKENDS.pop(name, None)
+
+
+def list_backends(source: str | None = None) -> list[str]:
+    """Registered backend names, in registration order (optionally only those running ``source``)."""
+    return [n for n, s in _BACKENDS.items() if source is None or s.source == source]
+
+
+def get(name: str) -> BackendSpec:
+    if name not in _BACKENDS:
+        raise Align3DError(f"unknown backend {name!r}; choose one of {', '.join(_BACKENDS)}")
+    return _BACKENDS[name]
+
+
+def default_backend(source: str) -> str:
+    """The first registered backend for ``source`` ('run' or 'bundle')."""
+    names = list_backends(source)
+    if not names:
+        raise Align3DError(f"no backend registered for a {source}")
+    return names[0]
+
+
+def describe() -> str:
+    """One line per backend for --help texts."""
+    return "; ".join(f"{s.name} ({s.source}, {'/'.join(s.devices)}): {s.summary}" for s in _BACKENDS.values())
+
+
+def create_runner(name: str, source: Any, device: str = "cpu", **options: Any) -> Any:
+    """A new, inactive runner of backend ``name`` over ``source`` (a RunArtifacts or a Bundle)."""
+    spec = get(name)
+    if device not in spec.devices:
+        raise BackendUnavailable(f"backend '{name}' runs on {', '.join(spec.devices)}, not on '{device}'")
+    try:
+        return spec.load().from_source(source, device=device, **options)
+    except ModuleNotFoundError as err:  # a backend module importing its library lazily
+        raise BackendUnavailable(f"backend '{name}' is not available here: module '{err.name or err}' is not "
+                                 f"installed ({spec.install_hint})") from None
+
+
+register(BackendSpec("torch", "align3d_rt.runtime.torch_backend", "TorchBackend", "run", ("cpu", "cuda"), ("fp32",),
+                     "pip install torch open_clip_torch", "the reference: the run's EncoderGraph in eager torch"))
+register(BackendSpec("onnxruntime", "align3d_rt.runtime.onnxruntime_backend", "OrtBackend", "bundle", ("cpu",),
+                     ("fp32", "fp16", "int8"), "pip install onnxruntime (or onnxruntime-gpu)",
+                     "the bundle's encoder.onnx; host buffers (CUDA execution provider when onnxruntime-gpu has one)"))
+register(BackendSpec("tensorrt", "align3d_rt.runtime.tensorrt_backend", "TrtBackend", "bundle", ("cuda",), ("fp16",),
+                     "pip install tensorrt (needs an NVIDIA GPU)", "the bundle's cached engine for this GPU"))
