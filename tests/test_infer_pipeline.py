@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError, BackendUnavailable
 from align3d_rt.scoring import object_score, upsample_map
 from align3d_rt.runtime.detector import Detector
@@ -156,3 +157,42 @@ def test_pipeline_runs_with_torch_unimportable() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
+
+
+def test_score_stream_equals_score_in_order_and_isolates_bad_items() -> None:
+    """The pipelined path gives the serial path's numbers, in input order; a bad cloud is reported, not fatal."""
+    from align3d_rt.errors import InputError
+
+    det, backend = fake_detector(fusion_weight=0.3)
+    clouds = [bump_cloud(40, seed=1), bump_cloud(55, seed=2), bump_cloud(30, seed=3), bump_cloud(45, seed=4)]
+    bad = PointCloudSample(points=np.zeros((0, 3), np.float32), source="empty.npy")
+    items = [0, 1, "bad", 2, 3]
+    load = {0: clouds[0], 1: clouds[1], 2: clouds[2], 3: clouds[3], "bad": bad}.__getitem__
+    with det:
+        serial = det.score(clouds, keep_render=False)
+        streamed = list(det.score_stream(items, load=load, batch_size=2, depth=1))
+    assert [item for item, _ in streamed] == items
+    assert isinstance(streamed[2][1], InputError) and "empty.npy" in str(streamed[2][1])
+    got = [r for _, r in streamed if not isinstance(r, InputError)]
+    for a, b in zip(serial, got):
+        np.testing.assert_allclose(a.point_scores, b.point_scores, atol=1e-6)
+        assert a.object_score == pytest.approx(b.object_score, abs=1e-6)
+        assert b.sample is not None and b.render is None
+    assert backend.calls[-3:] == [18, 9, 9]  # batches of 2 items: (0,1), ("bad",2) -> one cloud, (3)
+
+
+def test_score_stream_raises_a_runner_failure_and_stops() -> None:
+    """An unexpected error in a stage ends the stream with that error; no stage thread is left running."""
+    import threading
+
+    det, backend = fake_detector()
+
+    def boom(views):  # noqa: ANN001, ANN202
+        raise RuntimeError("encoder exploded")
+
+    backend._infer_impl = boom  # type: ignore[method-assign]
+    before = {t.name for t in threading.enumerate()}
+    with det, pytest.raises(RuntimeError, match="encoder exploded"):
+        list(det.score_stream([bump_cloud(20, seed=s) for s in range(6)], batch_size=1))
+    left = {t.name for t in threading.enumerate()} - before
+    assert not any(name.startswith("align3d-") for name in left), left

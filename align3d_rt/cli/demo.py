@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from align3d_rt.io_utils import sha256_json, write_json_atomic, write_text_atomic
 from align3d_rt.runtime.devices import DEVICE_CHOICES
