@@ -5,7 +5,7 @@ run directory with a random aligner and random text embeddings, so no weights do
 the timing is the architecture's, the scores are meaningless.
 
     .venv/bin/python bench/bench_pipeline.py [--clip ViT-L-14-336] [--preset paper9] [--points 112896]
-                                             [--repeat 1] [--device cpu] [--json OUT.json]
+                                             [--repeat 1] [--device auto] [--json OUT.json]
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="paper9", help="view preset (9 views)")
     ap.add_argument("--points", type=int, default=112_896)
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ap.add_argument("--view-chunk", type=int, default=9, help="views per encoder call")
     ap.add_argument("--json", type=Path, default=None, help="also write the timings here")
     args = ap.parse_args(argv)
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
         run = random_run_dir(Path(tmp) / "run", clip=args.clip, clip_weights="random", dataset="mvtec3d",
                              category="bagel", preset=args.preset)
-        detector = Detector.from_run(run, backend="torch", device=args.device, view_chunk=args.view_chunk)
+        detector = Detector.from_run(run, device=args.device, view_chunk=args.view_chunk)
         sample = height_field_cloud(args.points)
         with detector:
             setup = time.perf_counter() - t0

@@ -135,13 +135,18 @@ def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str,
     t0 = time.perf_counter()
     bar = tqdm(total=len(refs), desc=f"{category:>12s}", unit="sample", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, leave=True)
-    for ref, res in detector.score_stream(refs, load=lambda r: r.load(), batch_size=batch_size, keep_render=True):
+
+    def still_wanted(sample: Any) -> bool:
+        return wanted[bool(sample.is_anomalous)] > 0
+
+    for _, res in detector.score_stream(refs, load=lambda r: r.load(), batch_size=batch_size,
+                                          keep_render=still_wanted):
         if isinstance(res, Exception):
             raise res  # evaluation needs every test sample
         sample = res.sample
         acc.add(sample, res.fused, res.object_score)
         anomalous = bool(sample.is_anomalous)
-        if wanted[anomalous] > 0:
+        if wanted[anomalous] > 0 and res.render is not None:
             wanted[anomalous] -= 1
             examples.append(_example(detector, sample, res))
         res.render = res.sample = None

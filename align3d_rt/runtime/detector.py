@@ -100,6 +100,11 @@ class _Failed:
 
 
 _END = object()
+KeepRender = bool | Callable[[PointCloudSample], bool]
+
+
+def _keeps(keep_render: KeepRender, sample: PointCloudSample) -> bool:
+    return bool(keep_render(sample)) if callable(keep_render) else bool(keep_render)
 
 
 class Detector:
@@ -260,7 +265,7 @@ class Detector:
         batch.encode_time = time.perf_counter() - t0
         return batch
 
-    def _finish(self, batch: _Batch, keep_render: bool) -> list[ScoreResult | InputError]:
+    def _finish(self, batch: _Batch, keep_render: KeepRender) -> list[ScoreResult | InputError]:
         ok = batch.ok
         out: list[ScoreResult | InputError] = list(batch.errors)  # type: ignore[arg-type]
         if not ok:
@@ -291,7 +296,7 @@ class Detector:
                 object_score=scoring.object_score(pts[:, 2], g, self.fusion_weight),
                 global_probs=g,
                 maps=batch.encoded.patch_maps[j * v:(j + 1) * v],
-                render=_host_render(batch.renders[i]) if keep_render else None,
+                render=_host_render(batch.renders[i]) if _keeps(keep_render, sample) else None,
                 timings={"render": batch.render_times[i], "encode": batch.encode_time / b,
                          "backproject": back_time / b, "batch_size": float(b)},
                 sample=sample,
@@ -351,14 +356,15 @@ class Detector:
         return self.score([sample], keep_render=keep_render)[0]
 
     def score_stream(self, items: Iterable[Any], load: Callable[[Any], PointCloudSample] | None = None,
-                     batch_size: int = 1, keep_render: bool = False, depth: int = 2
+                     batch_size: int = 1, keep_render: KeepRender = False, depth: int = 2
                      ) -> Iterator[tuple[Any, ScoreResult | InputError]]:
         """Score many clouds with the stages overlapped; yields (item, result or InputError) in input order.
 
         ``load(item)`` turns an item (e.g. a path) into a PointCloudSample on the prepare thread (items
         are samples when None); an InputError there or in rendering is yielded for that item and the
         others go on. At most ``depth`` batches wait between two stages. Any other exception stops the
-        pipeline and is raised here.
+        pipeline and is raised here. ``keep_render`` may be a predicate on the sample (keep only the
+        renders a caller will draw: on a GPU each kept render is copied to the host).
         """
         self._activate()
         stop = threading.Event()

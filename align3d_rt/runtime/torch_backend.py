@@ -66,8 +66,10 @@ class TorchBackend(BaseRunner):
 
         if isinstance(views, np.ndarray):
             x = torch.from_numpy(np.ascontiguousarray(views)).to(self.torch_device)
+        elif isinstance(views, torch.Tensor) or hasattr(views, "__cuda_array_interface__"):
+            x = torch.as_tensor(views, device=self.torch_device)  # no copy when already there
         else:
-            x = torch.as_tensor(views, device=self.torch_device)
+            x = torch.from_dlpack(views).to(self.torch_device)
         with torch.inference_mode():
             maps, probs = self.graph(x)
         return EncoderOutput(patch_maps=maps.float(), global_probs=probs.float())
