@@ -147,6 +147,42 @@ def test_version_1_bundle_is_upgraded_with_a_warning(tiny: dict[str, Path], tmp_
     assert "has no manifest checksum" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("change, problem", [
+    ({"fusion_weight": 1.5}, "outside \\[0, 1\\]"),
+    ({"render_settings": "image_size"}, "differs from the graph's input size"),
+    ({"render_settings": "preset"}, "bad render settings"),
+    ({"files": "../escape.onnx"}, "leaves the bundle directory"),
+])
+def test_unusable_settings_are_refused_at_load(tiny: dict[str, Path], tmp_path: Path, change: dict,
+                                               problem: str) -> None:
+    """Settings that would fail in the middle of scoring are refused when the bundle is loaded (one line)."""
+    from align3d_rt.artifacts.bundle import write_manifest
+
+    b = _copy(tiny["fp32"], tmp_path / "b")
+    m = json.loads((b / MANIFEST_NAME).read_text())
+    key, value = next(iter(change.items()))
+    if key == "render_settings":
+        m[key][value] = 112 if value == "image_size" else "nine-views"
+    elif key == "files":
+        m[key][value] = "0" * 64
+    else:
+        m[key] = value
+    write_manifest(b, m)  # properly re-signed: the checksum is not what refuses it
+    with pytest.raises(BundleError, match=problem) as err:
+        load_bundle(b)
+    assert "\n" not in str(err.value)
+
+
+def test_bundle_files_are_readable_by_others(tiny: dict[str, Path]) -> None:
+    """Atomic writes must not leave mkstemp's private 0600 mode on a bundle others deploy and read."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in (tiny["fp32"] / MANIFEST_NAME, tiny["fp32"] / ONNX_NAME):
+        assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
+
+
 def test_staged_directory_never_leaves_half_bundle(tmp_path: Path) -> None:
     final = tmp_path / "bundle"
     with pytest.raises(RuntimeError):

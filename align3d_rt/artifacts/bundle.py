@@ -113,7 +113,11 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     old_version = manifest.get("format_version")
     if old_version == FORMAT_VERSION:
         recorded = manifest.get(DIGEST_KEY)
-        if recorded != manifest_digest(manifest):
+        try:
+            digest = manifest_digest(manifest)
+        except ValueError:
+            raise _fail(mpath, "manifest holds NaN or infinite numbers; re-export the bundle") from None
+        if recorded != digest:
             raise _fail(mpath, "manifest checksum mismatch (manifest.json was edited or is corrupt); "
                                "re-export the bundle instead of editing it")
     manifest = upgrade(manifest, FORMAT_VERSION, UPGRADES, lambda problem: _fail(mpath, problem), "bundle",
@@ -133,6 +137,8 @@ def verify_files(root: Path, manifest: dict[str, Any]) -> None:
     if not isinstance(files, dict) or not files:
         raise _fail(root / MANIFEST_NAME, "manifest lists no files")
     for rel, digest in sorted(files.items()):
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise _fail(root / MANIFEST_NAME, f"file path {rel!r} leaves the bundle directory")
         fpath = root / rel
         if not fpath.is_file():
             raise _fail(fpath, "missing from the bundle; re-export it")
@@ -154,8 +160,12 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
         raise _fail(root / MANIFEST_NAME, f"unknown precision {precision!r}")
     try:
         settings = RenderSettings.from_dict(manifest["render_settings"])
+        settings.views  # noqa: B018 - an unknown view preset raises here, not in the middle of scoring
     except (TypeError, ValueError) as err:
         raise _fail(root / MANIFEST_NAME, f"bad render settings ({err})") from None
+    problem = _settings_problem(manifest, settings)
+    if problem:
+        raise _fail(root / MANIFEST_NAME, problem)
     return Bundle(
         path=root,
         manifest=manifest,
@@ -165,6 +175,23 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
         fusion_weight=float(manifest["fusion_weight"]),
         image_size=int(manifest["image_size"]),
     )
+
+
+def _settings_problem(manifest: dict[str, Any], settings: RenderSettings) -> str | None:
+    """What makes the recorded settings unusable (checked at load, so scoring never trips on them)."""
+    from align3d_rt.render.api import RENDERERS
+
+    try:
+        weight, size = float(manifest["fusion_weight"]), int(manifest["image_size"])
+    except (TypeError, ValueError):
+        return "fusion_weight and image_size must be numbers"
+    if not 0.0 <= weight <= 1.0:
+        return f"fusion_weight {weight} is outside [0, 1]"
+    if settings.renderer not in RENDERERS:
+        return f"unknown renderer {settings.renderer!r} (known: {', '.join(RENDERERS)})"
+    if settings.image_size != size:
+        return f"render image size {settings.image_size} differs from the graph's input size {size}"
+    return None
 
 
 def hash_files(root: Path, rel_paths: list[str]) -> dict[str, str]:
