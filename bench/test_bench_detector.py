@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_detector_throughput as bdt  # noqa: E402
+import bench_detector_throughput as bdt
 
 N_CLOUDS = 4
 SIDE = 128

@@ -50,8 +50,8 @@ class ScoreResult:
     copied from the device on first access.
     render: the RenderResult (images, pixels, visible) or None when not kept.
     sample: the scored PointCloudSample (after loading/preprocessing: row i of point_scores is its point i).
-    timings: seconds per stage (render, encode, backproject); encode/backproject are the batch's time
-    divided by the batch size.
+    timings: seconds per stage (load, render, encode, backproject); encode/backproject are the batch's
+    time divided by the batch size.
     """
 
     sample_id: str
@@ -83,6 +83,7 @@ class _Batch:
     samples: list[PointCloudSample | None]
     renders: list[Any]
     errors: list[InputError | None]
+    load_times: list[float]
     render_times: list[float]
     encoded: EncoderOutput | None = None
     encode_time: float = 0.0
@@ -139,8 +140,10 @@ class Detector:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_run(cls, run_dir: str | Path, backend: str | None = None, device: str = "auto",
-                 view_chunk: int = 36) -> "Detector":
-        """Detector over a training run directory (torch: the reference for parity)."""
+                 view_chunk: int = 36, **runner_options: Any) -> "Detector":
+        """Detector over a training run directory (torch: the reference for parity).
+
+        ``runner_options`` go to the backend's runner (e.g. ``batch_size`` of the torch runner)."""
         from align3d_rt.artifacts.run_dir import load_run
 
         name = _backend_for(backend, "run", run_dir)
@@ -157,13 +160,15 @@ class Detector:
             "seeds": run.config.get("seeds", run.config.get("seed")),
             "run_config": run.config,
         }
-        return cls(lambda: registry.create_runner(name, run, device=dev), run.render_settings, run.fusion_weight,
-                   name, info, view_chunk, dev)
+        return cls(lambda: registry.create_runner(name, run, device=dev, **runner_options), run.render_settings,
+                   run.fusion_weight, name, info, view_chunk, dev)
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, backend: str | None = None, device: str = "auto",
-                    view_chunk: int = 36) -> "Detector":
-        """Detector over an exported bundle (hash-verified on load)."""
+                    view_chunk: int = 36, **runner_options: Any) -> "Detector":
+        """Detector over an exported bundle (hash-verified on load).
+
+        ``runner_options`` go to the backend's runner (e.g. ``threads`` or ``providers`` of onnxruntime)."""
         from align3d_rt.artifacts.bundle import load_bundle
 
         name = _backend_for(backend, "bundle", bundle_dir)
@@ -183,7 +188,7 @@ class Detector:
             "seeds": manifest.get("seeds"),
             "bundle_manifest": manifest,
         }
-        return cls(lambda: registry.create_runner(name, bundle, device=dev), bundle.render_settings,
+        return cls(lambda: registry.create_runner(name, bundle, device=dev, **runner_options), bundle.render_settings,
                    bundle.fusion_weight, name, info, view_chunk, dev)
 
     # ---- runner lifetime ----------------------------------------------------------------------
@@ -239,19 +244,21 @@ class Detector:
             return render_views(sample.points, settings)
 
     def _prepare(self, items: Sequence[Any], load: Callable[[Any], PointCloudSample] | None) -> _Batch:
-        batch = _Batch(list(items), [], [], [], [])
+        batch = _Batch(list(items), [], [], [], [], [])
         for item in items:
-            t0 = time.perf_counter()
+            t0 = t1 = time.perf_counter()
             sample = render = error = None
             try:
                 sample = load(item) if load is not None else item
+                t1 = time.perf_counter()
                 render = self.render(sample)
             except InputError as err:
                 error = err
             batch.samples.append(sample)
             batch.renders.append(render)
             batch.errors.append(error)
-            batch.render_times.append(time.perf_counter() - t0)
+            batch.load_times.append(t1 - t0)
+            batch.render_times.append(time.perf_counter() - t1)
         return batch
 
     def _encode(self, batch: _Batch) -> _Batch:
@@ -297,7 +304,7 @@ class Detector:
                 global_probs=g,
                 maps=batch.encoded.patch_maps[j * v:(j + 1) * v],
                 render=_host_render(batch.renders[i]) if _keeps(keep_render, sample) else None,
-                timings={"render": batch.render_times[i], "encode": batch.encode_time / b,
+                timings={"load": batch.load_times[i], "render": batch.render_times[i], "encode": batch.encode_time / b,
                          "backproject": back_time / b, "batch_size": float(b)},
                 sample=sample,
             )
