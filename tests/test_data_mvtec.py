@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -91,18 +90,14 @@ def test_preprocessing_removes_plane_and_debris(synthetic_root: Path) -> None:
     assert dist.min() > 0.004
 
 
-def test_preprocess_xyz_direct_and_speed() -> None:
+def test_preprocess_xyz_direct() -> None:
     from align3d_rt.data.synthetic import render_mvtec_sample
     from align3d_rt.data.synthetic_shapes import sample_rng
 
     xyz, _, _ = render_mvtec_sample("dome", "hole", (180, 240), sample_rng(5, "x"))
-    mvtec3d.preprocess_xyz(xyz)  # warm up (Open3D import)
-    t = time.perf_counter()
     grid = mvtec3d.preprocess_xyz(xyz)
-    elapsed = time.perf_counter() - t
     assert grid.shape == (336, 336, 3) and grid.dtype == np.float32
     assert 1000 < gridlib.valid_mask(grid).sum() < 336 * 336 // 2
-    assert elapsed < 3.0  # ~0.1-0.2 s when the machine is idle
 
 
 def test_cache_reused_and_corrupt_cache_recomputed(synthetic_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,9 +110,7 @@ def test_cache_reused_and_corrupt_cache_recomputed(synthetic_root: Path, monkeyp
 
     with monkeypatch.context() as m:
         m.setattr(mvtec3d, "preprocess_xyz", boom)
-        t = time.perf_counter()
-        second = ref.load()
-        assert time.perf_counter() - t < 0.5  # ~10 ms
+        second = ref.load()  # from the cache: preprocessing would raise
     assert mvtec3d.STATS["computed"] == computed
     np.testing.assert_array_equal(first.points, second.points)
     np.testing.assert_array_equal(first.colors, second.colors)

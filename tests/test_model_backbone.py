@@ -129,7 +129,7 @@ def test_openai_weights_offline_fail_fast(monkeypatch: pytest.MonkeyPatch, tmp_p
     t0 = time.perf_counter()
     with pytest.raises(WeightsError) as err:
         load_clip("ViT-L-14-336")
-    assert time.perf_counter() - t0 < 5.0
+    assert time.perf_counter() - t0 < 20.0  # no hub retries (open_clip would wait about 45 s); not a speed target
     msg = str(err.value)
     assert "\n" not in msg
     assert "timm/vit_large_patch14_clip_336.openai" in msg and "open_clip_model.safetensors" in msg
