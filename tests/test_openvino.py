@@ -196,3 +196,58 @@ def test_export_refuses_mismatched_format_and_precision(ov: dict[str, Path], tmp
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1, (argv, err)
     assert not (tmp_path / "x").exists()
+
+
+def test_int8_calibrates_on_the_runs_recorded_samples(ov: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
+                                                      tmp_path: Path) -> None:
+    """A run that records its training samples calibrates on their rendered views (recorded in the manifest)."""
+    from align3d_rt.artifacts import run_dir as rd
+    from align3d_rt.export.openvino_export import calibration_views
+
+    session_samples(tmp_path_factory.getbasetemp() / "export_data")
+    from export_support import _CACHE as SUPPORT
+
+    root = Path(SUPPORT["syn_root"])
+    run_path = tmp_path / "run"
+    shutil.copytree(ov["run"], run_path)
+    from align3d_rt.data.readers import list_samples
+
+    refs = list_samples("synthetic", root, "dome", "test")
+    config = rd.read_config(run_path)
+    config.update(dataset="synthetic", category="dome", root=str(root), samples=[str(r.path) for r in refs[:3]])
+    rd.write_config(run_path, config)
+    views, info = calibration_views(rd.load_run(run_path), 2)
+    assert info["source"] == "run training samples" and info["num_samples"] == 2 == len(views)
+    assert info["dataset"] == "synthetic" and len(info["samples"]) == 2
+    assert views[0].dtype == np.uint8 and views[0].shape[1:] == (336, 336, 3)
+
+
+@pytest.mark.heavy
+def test_vit_l_ir_fp32_matches_torch_and_int8_diff_reported(tmp_path: Path) -> None:
+    """ViT-L-14-336 (random weights): fp32 IR vs torch <= 1e-4 on one view; the int8 IR's map difference printed."""
+    from export_support import make_run_dir
+
+    from align3d_rt.artifacts.bundle import load_bundle
+    from align3d_rt.export.onnx_export import export_bundle
+    from align3d_rt.runtime.openvino_backend import OpenVinoBackend
+    from align3d_rt.runtime.torch_backend import TorchBackend
+
+    run = make_run_dir(tmp_path / "run", clip="ViT-L-14-336", weights="random", dim=768)
+    views = random_views(1, seed=11)
+    with TorchBackend.from_run(run) as tb:
+        ref = tb.infer(views)
+    fp32 = load_bundle(export_bundle(run, tmp_path / "ov_fp32", fmt="openvino"))
+    with OpenVinoBackend(fp32, precision_hint="f32", cache=False) as r:
+        got = r.infer(views)
+    assert got.patch_maps.shape == ref.patch_maps.shape == (1, 2, 24, 24)
+    assert np.abs(got.patch_maps - ref.patch_maps).max() <= FP32_MAX_ABS
+    assert np.abs(got.global_probs - ref.global_probs).max() <= FP32_MAX_ABS
+    int8 = load_bundle(export_bundle(run, tmp_path / "ov_int8", precision="int8", fmt="openvino"))
+    for hint in ("f32", "auto"):
+        with OpenVinoBackend(int8, precision_hint=hint, cache=False) as r:
+            q = r.infer(views)
+            used = r.precision_hint
+        diff = float(np.abs(q.patch_maps - ref.patch_maps).max())
+        print(f"ViT-L-14-336 int8 IR ({used} compute): max abs map diff vs torch {diff:.4f}, "
+              f"global {float(np.abs(q.global_probs - ref.global_probs).max()):.4f}")
+        assert np.isfinite(q.patch_maps).all()
