@@ -77,12 +77,13 @@ def test_a_registered_backend_appears_in_every_cli(tmp_path: Path, capsys: pytes
 
 # Where a backend's name may stand as a string: the registry and each backend's own module.
 NAME_HOMES = {"runtime/registry.py", "runtime/torch_backend.py", "runtime/onnxruntime_backend.py",
-              "runtime/tensorrt_backend.py"}
+              "runtime/tensorrt_backend.py", "runtime/openvino_backend.py"}
 # Files that spell the same word as a Python module or distribution name, not as a backend choice.
 MODULE_NAME_USES = {
     "artifacts/engine_index.py": "import_backend('tensorrt'): the Python module",
     "runtime/arrays.py": "recognises torch tensors by their module",
     "versions.py": "distribution names whose versions are recorded",
+    "artifacts/bundle.py": "the manifest's OpenVINO IR section is named after the file format",
 }
 
 

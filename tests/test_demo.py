@@ -1,6 +1,7 @@
 """The offline demo: command registration (fast) and a quick end-to-end run (heavy)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -32,5 +33,8 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
         for key in ("O-R", "P-R", "P-R (pt)"):
             assert a["metrics"][key] == pytest.approx(b["metrics"][key], abs=0.01)
     man = json.loads((cfg.out / "manifest.json").read_text())
-    assert man["clip_name"] == "align3d-tiny" and set(man["bundles"]) == {"fp32"}
+    ir = {"openvino-int8"} if importlib.util.find_spec("openvino") else set()
+    assert man["clip_name"] == "align3d-tiny" and set(man["bundles"]) == {"fp32"} | ir
+    if ir:  # the OpenVINO int8 IR evaluated beside torch and ONNX Runtime
+        assert "O-R openvino-int8" in text and (cfg.out / "eval_openvino_int8" / "results.json").is_file()
     assert (cfg.out / "eval_torch" / "results_contact_sheet.png").is_file()

@@ -1,4 +1,4 @@
-"""The line-side inspector install: numpy, numba and onnxruntime only (README: "Line-side install").
+"""The line-side inspector installs: numpy, numba and onnxruntime (or openvino) only (README: "Line-side install").
 
 The child process makes every other third-party package unimportable (torch, open_clip, open3d, tqdm,
 matplotlib, PIL, scipy, sklearn, skimage, safetensors, tifffile, yaml) and runs the real CLI:
@@ -50,5 +50,38 @@ def test_infer_with_numpy_numba_onnxruntime_only(tmp_path_factory: pytest.TempPa
     from align3d_rt.runtime.detector import Detector
 
     with Detector.from_run(tiny["run"]) as det:
+        ref = det.score([load_point_file(cloud)])[0].point_scores
+    assert np.abs(ref - scores).max() < 1e-4
+
+
+OV_ALLOWED = ("numpy", "numba", "llvmlite", "openvino", "align3d_rt")
+OV_BLOCKED = BLOCKED + ("onnxruntime", "nncf")
+
+
+def test_infer_with_numpy_numba_openvino_only(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """The OpenVINO line-side install: numpy, numba and openvino; onnxruntime, torch, open3d... unimportable."""
+    pytest.importorskip("openvino")
+    from test_openvino import session_openvino
+
+    ov = session_openvino(tmp_path_factory.getbasetemp())
+    rng = np.random.default_rng(4)
+    pts = rng.normal(size=(4000, 3)).astype(np.float32)
+    pts = 0.05 * pts / np.linalg.norm(pts, axis=1, keepdims=True)
+    cloud = tmp_path / "part.npy"
+    np.save(cloud, pts)
+    out = tmp_path / "out"
+    proc = run_blocked(_CHILD, *OV_BLOCKED, args=("infer", str(cloud), "--bundle", str(ov["fp32"]), "--backend",
+                                                 "openvino", "--precision-hint", "f32", "--out", str(out),
+                                                 "--no-ply", "--no-png"), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("LOADED="), proc.stdout
+    scores = np.load(out / "part.scores.npy")
+    summary = json.loads((out / "scores.json").read_text())
+    assert summary["failed"] == {} and summary["detector"]["backend"] == "openvino"
+
+    from align3d_rt.data.readers import load_point_file
+    from align3d_rt.runtime.detector import Detector
+
+    with Detector.from_run(ov["run"]) as det:
         ref = det.score([load_point_file(cloud)])[0].point_scores
     assert np.abs(ref - scores).max() < 1e-4

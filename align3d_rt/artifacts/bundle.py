@@ -12,6 +12,8 @@ Layout of a bundle directory::
     engines/<key>.engine      optional TensorRT engines (keyed by GPU, TensorRT version, shapes)
     engines/<key>.json        what each engine was built from
     trt_timing.cache          optional TensorRT timing cache
+    encoder.xml, encoder.bin  optional OpenVINO IR of the same graph (``export --format openvino``),
+                              described by the manifest's ``openvino`` section (precision, calibration)
 
 ``load_bundle`` checks the format version, the manifest's own checksum (so an edited precision or
 fusion weight is refused) and the sha256 of every file the manifest lists, so an altered or
@@ -42,6 +44,9 @@ MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "encoder.onnx"
 ENGINES_DIR = "engines"
 TIMING_CACHE_NAME = "trt_timing.cache"
+IR_SECTION = "openvino"  # manifest section of the OpenVINO IR (also the export format's name)
+IR_XML_NAME = "encoder.xml"
+IR_BIN_NAME = "encoder.bin"
 PRECISIONS = ("fp32", "fp16", "int8")
 INPUT_NAME = "views"
 OUTPUT_NAMES = ("patch_maps", "global_probs")
@@ -80,6 +85,12 @@ class Bundle:
     @property
     def engines(self) -> dict[str, dict[str, Any]]:
         return dict(self.manifest.get("engines", {}))
+
+    @property
+    def ir(self) -> dict[str, Any] | None:
+        """The manifest's OpenVINO section (xml/bin file names, precision, calibration) or None."""
+        section = self.manifest.get(IR_SECTION)
+        return dict(section) if isinstance(section, dict) else None
 
     @property
     def onnx_sha256(self) -> str | None:
@@ -155,6 +166,12 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     onnx_rel = manifest["onnx"].get("file", ONNX_NAME)
     if onnx_rel not in manifest["files"]:
         raise _fail(root / MANIFEST_NAME, f"{onnx_rel} is not hash-listed in the manifest")
+    ir = manifest.get(IR_SECTION)
+    if ir is not None:
+        names = [ir.get("xml"), ir.get("bin")] if isinstance(ir, dict) else [None]
+        unlisted = [str(n) for n in names if n not in manifest["files"]]
+        if unlisted:
+            raise _fail(root / MANIFEST_NAME, f"OpenVINO IR {', '.join(unlisted)} is not hash-listed in the manifest")
     precision = manifest["precision"]
     if precision not in PRECISIONS:
         raise _fail(root / MANIFEST_NAME, f"unknown precision {precision!r}")

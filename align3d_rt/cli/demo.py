@@ -1,10 +1,12 @@
-"""``align3d-rt demo``, the offline end-to-end demo: synthetic data -> train (tiny CLIP) -> one-vs-rest eval (torch, ONNX Runtime) -> report.
+"""``align3d-rt demo``, the offline end-to-end demo: synthetic data -> train (tiny CLIP) -> one-vs-rest eval (torch, ONNX Runtime, OpenVINO) -> report.
 
 ``run_demo(DemoConfig(out=...))`` (CLI: ``align3d-rt demo --out DIR``) writes under OUT:
   data/            generated MVTec-layout dataset (several synthetic categories)
   run/             training run on one category ('align3d-tiny' random CLIP, short epochs)
   eval_torch/      one-vs-rest tables, pictures and manifest with the torch backend
   bundle_<p>/      exported bundles; eval_onnxruntime_<p>/ their one-vs-rest evaluation
+  bundle_openvino_<p>/  OpenVINO IR bundles (default int8, calibrated on the run's training samples);
+                   eval_openvino_<p>/ their evaluation (skipped with a note when OpenVINO is missing)
   report.md        the tables (backends side by side), pictures and timings; manifest.json
 
 The tiny CLIP is random, so the numbers show the pipeline works end to end (trained prompts +
@@ -36,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--out", type=Path, required=True, help="output folder (dataset, run, bundles, report)")
     d.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "int8"), default=["fp32", "int8"],
                    help="bundle precisions to export and evaluate with ONNX Runtime (default fp32 int8)")
+    d.add_argument("--ir-precisions", nargs="*", choices=("fp32", "int8", "int8-weights"), default=["int8"],
+                   help="OpenVINO IR precisions to export and evaluate (default int8; none: skip; skipped with a "
+                        "note when OpenVINO is not installed)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quick", action="store_true", help="smaller dataset and fewer epochs (a smoke run, not a result)")
     d.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="device for evaluation (default auto)")
@@ -43,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_demo_cmd(args: argparse.Namespace) -> int:
-    cfg = DemoConfig(out=args.out, precisions=tuple(args.precisions), seed=args.seed, device=args.device)
+    cfg = DemoConfig(out=args.out, precisions=tuple(args.precisions), ir_precisions=tuple(args.ir_precisions),
+                     seed=args.seed, device=args.device)
     if args.quick:
         cfg = cfg.quick()
     report = run_demo(cfg)
@@ -70,6 +76,8 @@ class DemoConfig:
     dpca_epochs: int = 5
     batch_size: int = 4
     precisions: tuple[str, ...] = ("fp32", "int8")
+    ir_precisions: tuple[str, ...] = ("int8",)  # OpenVINO IR bundles (export --format openvino)
+    calibration_samples: int | None = None  # OpenVINO int8: the export default
     seed: int = 0
     eval_batch: int = 4
     progress: bool = True
@@ -79,7 +87,7 @@ class DemoConfig:
     def quick(self) -> "DemoConfig":
         """A smoke-test sized demo (seconds, not a result)."""
         return dataclasses.replace(self, categories=self.categories[:3], n_test_good=2, n_per_defect=1, size=(96, 128),
-                                   epochs1=4, reweight_epochs=1, epochs2=2, dpca_epochs=1)
+                                   epochs1=4, reweight_epochs=1, epochs2=2, dpca_epochs=1, calibration_samples=2)
 
     def data_identity(self) -> dict[str, Any]:
         return {"categories": list(self.categories), "n_test_good": self.n_test_good, "n_per_defect": self.n_per_defect,
@@ -162,6 +170,9 @@ def run_demo(cfg: DemoConfig) -> Path:
                                     progress=cfg.progress)
         tables[label] = evals[label].results
         times[f"eval {label}"] = time.perf_counter() - t0
+    notes: list[str] = []
+    if cfg.ir_precisions:
+        _ir_evaluations(cfg, run_dir, data_root, bundles, evals, tables, times, notes)
     times["total"] = time.perf_counter() - t_all
 
     manifest = build_manifest(
@@ -173,13 +184,49 @@ def run_demo(cfg: DemoConfig) -> Path:
     )
     write_json_atomic(out / "manifest.json", manifest)
     report = out / "report.md"
-    write_text_atomic(report, render_report(cfg, run_dir, evals, tables, times))
+    write_text_atomic(report, render_report(cfg, run_dir, evals, tables, times, notes))
     _say(f"done in {times['total']:.0f} s: {report}")
     return report
 
 
+def _ir_evaluations(cfg: DemoConfig, run_dir: Path, data_root: Path, bundles: dict[str, Path], evals: dict[str, Any],
+                    tables: dict[str, Any], times: dict[str, float], notes: list[str]) -> None:
+    """Export OpenVINO IR bundles and evaluate them one-vs-rest with the backend that runs them."""
+    from align3d_rt.errors import Align3DError
+    from align3d_rt.eval.protocols import run_protocol
+    from align3d_rt.export import openvino_export as ovx
+    from align3d_rt.export.onnx_export import export_bundle
+    from align3d_rt.runtime import registry
+    from align3d_rt.runtime.detector import Detector
+
+    fmt = ovx.EXPORT_FORMATS[1]
+    backend = registry.backends_for_format(fmt)[0]
+    try:
+        ovx.import_openvino()
+    except Align3DError as err:
+        notes.append(f"{backend} evaluation skipped: {err}")
+        _say(notes[-1])
+        return
+    for prec in cfg.ir_precisions:
+        t0 = time.perf_counter()
+        _say(f"4/4 export {fmt} {prec} bundle + one-vs-rest evaluation with {backend}")
+        key = f"{fmt}-{prec}"
+        bundles[key] = Path(export_bundle(run_dir, Path(cfg.out) / f"bundle_{fmt}_{prec}", precision=prec, fmt=fmt,
+                                          calibration_samples=cfg.calibration_samples))
+        times[f"export {key}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        label = f"{backend}-{prec}"
+        det = Detector.from_bundle(bundles[key], backend=backend, device="cpu")
+        evals[label] = run_protocol(det, "one-vs-rest", "synthetic", data_root, Path(cfg.out) / f"eval_{backend}_{prec}",
+                                    batch_size=cfg.eval_batch, progress=cfg.progress)
+        tables[label] = evals[label].results
+        times[f"eval {label}"] = time.perf_counter() - t0
+        notes.append(f"{label}: OpenVINO IR {prec} computed in {det.info.get('compute_precision', '?')} on "
+                     f"{det.info.get('openvino_device', 'CPU')}.")
+
+
 def render_report(cfg: DemoConfig, run_dir: Path, evals: dict[str, Any], tables: dict[str, Any],
-                  times: dict[str, float]) -> str:
+                  times: dict[str, float], notes: list[str] | None = None) -> str:
     """report.md: settings, the side-by-side table, each backend's full table, pictures, timings."""
     from align3d_rt.eval.report import markdown_table, side_by_side_markdown
 
@@ -204,6 +251,8 @@ def render_report(cfg: DemoConfig, run_dir: Path, evals: dict[str, Any], tables:
         "",
         side_by_side_markdown(tables),
     ]
+    if notes:
+        lines += ["", *[f"- {n}" for n in notes], ""]
     for label, res in tables.items():
         lines += [f"## {label}", "", markdown_table(res)]
     lines += ["## Pictures", ""]

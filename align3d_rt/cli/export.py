@@ -1,4 +1,5 @@
-"""``align3d-rt export``: a training run -> a bundle (ONNX encoder + manifest), optionally a TensorRT engine."""
+"""``align3d-rt export``: a training run -> a bundle (ONNX encoder + manifest), optionally a TensorRT engine
+or (``--format openvino``) an OpenVINO IR beside the fp32 ONNX graph."""
 from __future__ import annotations
 
 import argparse
@@ -7,15 +8,23 @@ from pathlib import Path
 
 from align3d_rt.artifacts.bundle import PRECISIONS
 from align3d_rt.errors import Align3DError
-
+from align3d_rt.export.openvino_export import DEFAULT_CALIBRATION_SAMPLES, EXPORT_FORMATS, IR_PRECISIONS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="export a training run to a bundle (ONNX encoder + manifest)")
     p.add_argument("--run", type=Path, required=True, help="training run directory")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write (replaced atomically)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32; fp16 (GPU/TensorRT source, LayerNorm/softmax in fp32); int8 (dynamic, CPU)")
+    p.add_argument("--format", dest="fmt", choices=EXPORT_FORMATS, default=EXPORT_FORMATS[0],
+                   help=f"{EXPORT_FORMATS[0]} (default): encoder.onnx at --precision; {EXPORT_FORMATS[1]}: the fp32 "
+                        f"encoder.onnx plus an OpenVINO IR (encoder.xml/.bin) at --precision")
+    p.add_argument("--precision", choices=tuple(dict.fromkeys(PRECISIONS + IR_PRECISIONS)), default="fp32",
+                   help="ONNX: fp32; fp16 (GPU/TensorRT source, LayerNorm/softmax in fp32); int8 (dynamic, CPU). "
+                        "OpenVINO IR: fp32; int8 (NNCF post-training quantization, calibrated on the run's "
+                        "training samples); int8-weights (NNCF weight compression)")
+    p.add_argument("--calibration-samples", type=int, default=None,
+                   help=f"OpenVINO int8: samples whose rendered views calibrate the quantization "
+                        f"(default {DEFAULT_CALIBRATION_SAMPLES}; recorded in the manifest)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; the legacy exporter stops at 20)")
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (fp16 only; needs TensorRT + GPU)")
     p.add_argument("--min-batch", type=int, default=1, help="TensorRT profile: smallest view batch (default 1)")
@@ -40,8 +49,14 @@ def run_export(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise Align3DError(f"--min/opt/max-batch: {err}") from None
         import_tensorrt()  # fail before the long export when TensorRT is missing
-    out = export_bundle(args.run, args.out, precision=args.precision, opset=args.opset)
-    print(f"align3d-rt export: wrote {args.precision} bundle {out}", file=sys.stderr)
+    if args.tensorrt and args.fmt != EXPORT_FORMATS[0]:
+        raise Align3DError(f"--tensorrt builds from the ONNX fp16 graph; leave out --format {args.fmt}")
+    if args.calibration_samples is not None and not (args.fmt != EXPORT_FORMATS[0] and args.precision == "int8"):
+        raise Align3DError(f"--calibration-samples applies to --format {EXPORT_FORMATS[1]} --precision int8 only")
+    out = export_bundle(args.run, args.out, precision=args.precision, opset=args.opset, fmt=args.fmt,
+                        calibration_samples=args.calibration_samples)
+    what = f"{args.precision} bundle" if args.fmt == EXPORT_FORMATS[0] else f"{args.fmt} {args.precision} bundle"
+    print(f"align3d-rt export: wrote {what} {out}", file=sys.stderr)
     if args.tensorrt:
         from align3d_rt.export.tensorrt_build import build_engine
 

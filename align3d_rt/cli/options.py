@@ -20,6 +20,51 @@ def add_detector_options(parser: argparse.ArgumentParser, required: bool = True)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="auto (default): CUDA when a GPU is usable and the backend runs there, else cpu; "
                              "cpu forces the CPU (render, encoder, back-projection)")
+    add_runner_options(parser)
+
+
+# CLI flag -> runner option; only the backends that list the option in the registry accept it.
+RUNNER_FLAGS = {
+    "precision_hint": "--precision-hint",
+    "performance_hint": "--performance-hint",
+    "device_name": "--device-name",
+    "num_streams": "--num-streams",
+    "threads": "--threads",
+}
+
+
+def add_runner_options(parser: argparse.ArgumentParser) -> None:
+    """Backend settings (each accepted only by the backends that take it, see the registry)."""
+    def who(option: str) -> str:
+        return ", ".join(registry.backends_with_option(option)) or "none"
+
+    parser.add_argument("--precision-hint", choices=("auto", "bf16", "f16", "f32"), default=None,
+                        help=f"compute precision of the encoder ({who('precision_hint')}): auto (default) = bf16 "
+                             "where the CPU computes bf16 natively, else f32; f32 keeps fp32 parity with torch")
+    parser.add_argument("--performance-hint", choices=("LATENCY", "THROUGHPUT"), default=None,
+                        help=f"latency (default, one sample at a time) or throughput (large batches) "
+                             f"({who('performance_hint')})")
+    parser.add_argument("--device-name", default=None,
+                        help=f"the backend's own device name, e.g. CPU (default), GPU, NPU, AUTO ({who('device_name')})")
+    parser.add_argument("--num-streams", default=None, help=f"parallel inference streams ({who('num_streams')})")
+    parser.add_argument("--threads", type=int, default=None, help=f"encoder threads ({who('threads')})")
+
+
+def runner_options(args: argparse.Namespace, backend: str | None) -> dict[str, Any]:
+    """The runner options given on the command line, checked against what ``backend`` takes."""
+    from align3d_rt.errors import Align3DError
+
+    given = {opt: getattr(args, opt) for opt in RUNNER_FLAGS if getattr(args, opt, None) is not None}
+    if not given:
+        return {}
+    if backend is None:
+        backend = registry.default_backend("run" if getattr(args, "run", None) is not None else "bundle")
+    takes = registry.get(backend).options
+    for opt in given:
+        if opt not in takes:
+            raise Align3DError(f"{RUNNER_FLAGS[opt]}: backend '{backend}' does not take it (backends that do: "
+                               f"{', '.join(registry.backends_with_option(opt)) or 'none'})")
+    return given
 
 
 def add_backend_option(parser: argparse.ArgumentParser, source: str | None = None) -> None:
@@ -34,6 +79,7 @@ def build_detector(args: argparse.Namespace) -> Any:
     """The Detector the options describe."""
     from align3d_rt.runtime.detector import Detector
 
+    options = runner_options(args, args.backend)
     if getattr(args, "run", None) is not None:
-        return Detector.from_run(args.run, backend=args.backend, device=args.device)
-    return Detector.from_bundle(args.bundle, backend=args.backend, device=args.device)
+        return Detector.from_run(args.run, backend=args.backend, device=args.device, **options)
+    return Detector.from_bundle(args.bundle, backend=args.backend, device=args.device, **options)

@@ -7,9 +7,10 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
-from align3d_rt.cli.options import add_backend_option
+from align3d_rt.cli.options import add_backend_option, add_runner_options, runner_options
 from align3d_rt.data.files import collect_files
 from align3d_rt.errors import Align3DError
+from align3d_rt.runtime import registry
 from align3d_rt.runtime.devices import DEVICE_CHOICES
 
 
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--bundle", type=Path, required=True, help="bundle exported from that run")
     add_backend_option(q, source="bundle")
     q.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="device of the bundle backend (default auto)")
+    add_runner_options(q)
     q.add_argument("--dataset", default="", help="treat DATA as roots of this dataset (mvtec3d, eyecandies, real3d, "
                                                    "synthetic): labelled samples, so AUROC is compared too")
     q.add_argument("--category", action="append", default=[], help="dataset category (repeatable; default all)")
@@ -74,8 +76,9 @@ def run_parity_cmd(args: argparse.Namespace) -> int:
     from align3d_rt.io_utils import write_json_atomic
 
     samples = load_data(list(args.data), args.dataset, args.category, args.split, args.max_samples)
+    options = runner_options(args, args.backend or registry.default_backend("bundle"))
     report = run_parity(args.run, args.bundle, samples, backend=args.backend, batch_size=args.batch_size,
-                        device=args.device)
+                        device=args.device, **options)
     write_json_atomic(args.out, report.to_dict())
     d = report.max_abs
     print(f"parity {report.precision} ({report.num_samples} samples x {report.num_views} views): max abs diff "

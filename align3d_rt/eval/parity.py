@@ -7,8 +7,9 @@ object AUROC and point AUROC of both sides and their difference when labels exis
 
 Thresholds (documented; ``parity`` exits 1 when one is exceeded):
 - fp32: every max abs difference <= 1e-4 (and the AUROC differences, when computed, <= 1e-4);
-- fp16, int8: |AUROC difference| <= 0.005 (0.5 AUROC points) for object and point AUROC. Without
-  labels no AUROC exists; the report then says the AUROC check was not possible (``checked: false``).
+- fp16, int8 (and OpenVINO's int8-weights, or an fp32 IR computed in bf16: precision 'fp32/bf16'):
+  |AUROC difference| <= 0.005 (0.5 AUROC points) for object and point AUROC. Without labels no
+  AUROC exists; the report then says the AUROC check was not possible (``checked: false``).
 """
 from __future__ import annotations
 
@@ -26,7 +27,17 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "fp32": {"max_abs": FP32_MAX_ABS, "auroc": FP32_MAX_ABS},
     "fp16": {"auroc": AUROC_TOL},
     "int8": {"auroc": AUROC_TOL},
+    "int8-weights": {"auroc": AUROC_TOL},
+    "fp32/bf16": {"auroc": AUROC_TOL},
 }
+
+
+def parity_precision(bundle_precision: str, detector_info: dict[str, Any]) -> str:
+    """The precision whose thresholds apply: what the backend ran (its IR precision, bf16 compute)."""
+    precision = str(detector_info.get("precision") or bundle_precision)
+    if precision == "fp32" and detector_info.get("compute_precision") in ("bf16", "f16"):
+        return f"fp32/{detector_info['compute_precision']}"
+    return precision
 
 
 @dataclass
@@ -125,14 +136,14 @@ def score_all(detector: Any, samples: list[Any], batch_size: int) -> list[Any]:
 
 
 def run_parity(run_dir: str | Path, bundle_dir: str | Path, samples: list[Any], backend: str | None = None,
-               batch_size: int = 2, device: str = "auto") -> ParityReport:
-    """Score ``samples`` with the run (torch) and the bundle (``backend``) and compare."""
+               batch_size: int = 2, device: str = "auto", **runner_options: Any) -> ParityReport:
+    """Score ``samples`` with the run (torch) and the bundle (``backend``, ``runner_options``) and compare."""
     from align3d_rt.artifacts.bundle import load_bundle
     from align3d_rt.runtime.detector import Detector
 
     bundle = load_bundle(bundle_dir, verify=False)  # Detector.from_bundle verifies the hashes
     ref_det = Detector.from_run(run_dir, device=device)  # the run's default backend: the torch reference
-    test_det = Detector.from_bundle(bundle_dir, backend=backend, device=device)
+    test_det = Detector.from_bundle(bundle_dir, backend=backend, device=device, **runner_options)
     reference = score_all(ref_det, samples, batch_size)
     test = score_all(test_det, samples, batch_size)
     info = {
@@ -143,4 +154,7 @@ def run_parity(run_dir: str | Path, bundle_dir: str | Path, samples: list[Any], 
         "samples": [s.sample_id for s in samples],
         "onnx_sha256": bundle.onnx_sha256,
     }
-    return compare(samples, reference, test, bundle.precision, info)
+    for key in ("compute_precision", "openvino_device"):
+        if key in test_det.info:
+            info[key] = test_det.info[key]
+    return compare(samples, reference, test, parity_precision(bundle.precision, test_det.info), info)

@@ -141,13 +141,24 @@ def check_dynamic_batch(path: Path, graph: Any, image_size: int, precision: str,
 
 
 def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], precision: str = "fp32",
-                  opset: int = 17) -> Path:
-    """Export a training run to a bundle directory (created or replaced atomically); returns its path."""
+                  opset: int = 17, fmt: str = "onnx", calibration_samples: int | None = None) -> Path:
+    """Export a training run to a bundle directory (created or replaced atomically); returns its path.
+
+    ``fmt`` 'onnx' (default): encoder.onnx at ``precision`` (fp32/fp16/int8). ``fmt`` 'openvino': the fp32
+    encoder.onnx plus the OpenVINO IR at ``precision`` (fp32/int8/int8-weights, see openvino_export.py)."""
     from align3d_rt.artifacts.run_dir import load_run
+    from align3d_rt.export import openvino_export as ovx
     from align3d_rt.model.graph import encoder_graph_from_run
 
-    if precision not in PRECISIONS:
-        raise Align3DError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if fmt not in ovx.EXPORT_FORMATS:
+        raise Align3DError(f"format {fmt!r}: choose one of {', '.join(ovx.EXPORT_FORMATS)}")
+    with_ir = fmt != "onnx"
+    allowed = ovx.IR_PRECISIONS if with_ir else PRECISIONS
+    if precision not in allowed:
+        raise Align3DError(f"precision {precision!r} for format {fmt}: choose one of {', '.join(allowed)}")
+    if with_ir:
+        ovx.import_openvino()  # fail before the export when OpenVINO is missing
+        ir_precision, precision = precision, "fp32"  # the ONNX graph beside the IR is the fp32 source
     run = load_run(run_dir)
     graph = encoder_graph_from_run(run)
     image_size = int(graph.image_size)
@@ -165,7 +176,14 @@ def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
         check_onnx(final)
         check = check_dynamic_batch(final, graph, image_size, precision)
         manifest = build_manifest(run, run_dir, graph, precision, opset, check)
-        manifest["files"] = hash_files(stage, [ONNX_NAME])
+        files = [ONNX_NAME]
+        if with_ir:
+            count = ovx.DEFAULT_CALIBRATION_SAMPLES if calibration_samples is None else int(calibration_samples)
+            section = ovx.write_ir(stage, final, ir_precision, run, count)
+            section["export_check"] = ovx.check_ir(stage / section["xml"], graph, image_size, ir_precision)
+            manifest[ovx.IR_SECTION] = section
+            files += [section["xml"], section["bin"]]
+        manifest["files"] = hash_files(stage, files)
         write_manifest(stage, manifest)
     return out
 

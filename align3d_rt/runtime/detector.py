@@ -209,6 +209,7 @@ class Detector:
             self._runner = self._factory()
         if not self._runner.is_active:
             self._runner.activate()
+            self.info.update(getattr(self._runner, "detector_info", None) or {})  # e.g. the compute precision
             limit = self._runner.max_batch
             self._runner.max_batch = min(limit, self.view_chunk) if limit else self.view_chunk
         return self._runner

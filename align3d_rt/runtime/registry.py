@@ -27,6 +27,8 @@ class BackendSpec:
     precisions: tuple[str, ...]
     install_hint: str
     summary: str
+    options: tuple[str, ...] = ()  # runner options the CLI may pass (keyword arguments of from_source)
+    formats: tuple[str, ...] = ()  # bundle files it runs: export formats ('onnx', or the IR's --format name)
 
     def load(self) -> Any:
         """The runner class (imports the backend module)."""
@@ -80,6 +82,16 @@ def describe() -> str:
     return "; ".join(f"{s.name} ({s.source}, {'/'.join(s.devices)}): {s.summary}" for s in _BACKENDS.values())
 
 
+def backends_for_format(fmt: str) -> list[str]:
+    """Names of the bundle backends that run files of export format ``fmt``."""
+    return [n for n, s in _BACKENDS.items() if fmt in s.formats]
+
+
+def backends_with_option(option: str) -> list[str]:
+    """Names of the backends whose runner takes ``option``."""
+    return [n for n, s in _BACKENDS.items() if option in s.options]
+
+
 def create_runner(name: str, source: Any, device: str = "cpu", **options: Any) -> Any:
     """A new, inactive runner of backend ``name`` over ``source`` (a RunArtifacts or a Bundle)."""
     spec = get(name)
@@ -96,6 +108,13 @@ register(BackendSpec("torch", "align3d_rt.runtime.torch_backend", "TorchBackend"
                      "pip install torch open_clip_torch", "the reference: the run's EncoderGraph in eager torch"))
 register(BackendSpec("onnxruntime", "align3d_rt.runtime.onnxruntime_backend", "OrtBackend", "bundle", ("cpu",),
                      ("fp32", "fp16", "int8"), "pip install onnxruntime (or onnxruntime-gpu)",
-                     "the bundle's encoder.onnx; host buffers (CUDA execution provider when onnxruntime-gpu has one)"))
+                     "the bundle's encoder.onnx; host buffers (CUDA execution provider when onnxruntime-gpu has one)",
+                     ("threads",), ("onnx",)))
 register(BackendSpec("tensorrt", "align3d_rt.runtime.tensorrt_backend", "TrtBackend", "bundle", ("cuda",), ("fp16",),
-                     "pip install tensorrt (needs an NVIDIA GPU)", "the bundle's cached engine for this GPU"))
+                     "pip install tensorrt (needs an NVIDIA GPU)", "the bundle's cached engine for this GPU",
+                     (), ("onnx",)))
+register(BackendSpec("openvino", "align3d_rt.runtime.openvino_backend", "OpenVinoBackend", "bundle", ("cpu",),
+                     ("fp32", "int8", "int8-weights"), "pip install openvino",
+                     "the bundle's OpenVINO IR (export --format openvino); CPU device, bf16 compute where "
+                     "the CPU has it",
+                     ("device_name", "precision_hint", "performance_hint", "num_streams", "threads"), ("openvino",)))
