@@ -8,14 +8,19 @@ Precisions of the IR (``IR_PRECISIONS``):
   records none (random-weights runs) is calibrated on views of generated clouds, and the manifest says so;
 - ``int8-weights``: ``nncf.compress_weights`` (int8 weights, activations in the compute precision).
 
-The IR files are listed and hashed in the manifest like every other file; the ``openvino`` section
-records their names, the precision and how the calibration was done. export/ may import torch; the
+Conversion and compression run in a child process (openvino_worker.py). The IR files are listed and
+hashed in the manifest like every other file; the ``openvino`` section records their names, the
+precision and how the calibration was done. export/ may import torch; the
 OpenVINO runtime backend (runtime/openvino_backend.py) does not.
 """
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +33,7 @@ from align3d_rt.errors import Align3DError
 IR_PRECISIONS = ("fp32", "int8", "int8-weights")
 EXPORT_FORMATS = ("onnx", IR_SECTION)
 DEFAULT_CALIBRATION_SAMPLES = 8
+WORKER_ATTEMPTS = 2
 # Kept in float by the int8 IR (on top of NNCF's transformer patterns): softmax and the normalisations,
 # the patch embedding (conv1), the aligner MLPs and the graph's own head MatMuls (the CLIP projection and
 # the text products: their error is multiplied by 1/temperature before the softmax). On the tiny CLIP
@@ -42,15 +48,6 @@ def import_openvino() -> Any:
     except ImportError as err:
         raise Align3DError(f"--format openvino: openvino is not installed ({err}); pip install openvino nncf") from None
     return openvino
-
-
-def convert_ir(onnx_fp32: str | os.PathLike[str]) -> Any:
-    """ov.Model from the fp32 ONNX graph."""
-    ov = import_openvino()
-    try:
-        return ov.convert_model(str(onnx_fp32))
-    except Exception as err:  # noqa: BLE001 - one line, not the converter's trace
-        raise Align3DError(f"{onnx_fp32}: openvino.convert_model failed ({str(err).splitlines()[0]})") from None
 
 
 def calibration_views(run: Any, count: int, seed: int = 0) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -111,53 +108,86 @@ def _recorded_samples(config: dict[str, Any], recorded: list[str], count: int) -
     return [load_point_file(Path(p)) for p in wanted]
 
 
-def _dataset(views: list[np.ndarray]) -> Any:
-    import nncf
-
-    # One item per view (batch 1), so subset_size counts views.
-    items = [v[i:i + 1] for v in views for i in range(v.shape[0])]
-    return nncf.Dataset(items), len(items)
-
-
 def write_ir(stage: Path, onnx_fp32: Path, precision: str, run: Any, calibration_samples: int) -> dict[str, Any]:
-    """Write encoder.xml/.bin into ``stage``; returns the manifest's ``openvino`` section (without hashes)."""
+    """Write encoder.xml/.bin into ``stage``; returns the manifest's ``openvino`` section (without hashes).
+
+    Conversion and NNCF compression run in a child process (openvino_worker.py), away from torch,
+    Open3D and numba's thread pools."""
     if precision not in IR_PRECISIONS:
         raise Align3DError(f"--format openvino: precision {precision!r}; choose one of {', '.join(IR_PRECISIONS)}")
-    ov = import_openvino()
+    import_openvino()
     t0 = time.perf_counter()
-    model = convert_ir(onnx_fp32)
     section: dict[str, Any] = {"xml": IR_XML_NAME, "bin": IR_BIN_NAME, "precision": precision,
                                "converted_from": "fp32 ONNX graph (openvino.convert_model)",
-                               "openvino_version": ov.get_version(), "calibration": None, "compression": None}
+                               "calibration": None, "compression": None}
+    views: np.ndarray | None = None
+    calib: dict[str, Any] | None = None
     if precision == "int8":
-        import nncf
-
         if calibration_samples < 1:
             raise Align3DError(f"--calibration-samples {calibration_samples}: must be at least 1")
-        views, calib = calibration_views(run, calibration_samples)
-        data, n = _dataset(views)
+        rendered, calib = calibration_views(run, calibration_samples)
         if calib["source"].startswith("generated"):
             print(f"align3d-rt export: calibrating int8 on generated clouds ({calib['reason']})", file=sys.stderr)
-        with _quiet():
-            scope = nncf.IgnoredScope(types=list(INT8_IGNORED_TYPES), patterns=list(INT8_IGNORED_PATTERNS),
-                                      validate=False)
-            model = nncf.quantize(model, data, model_type=nncf.ModelType.TRANSFORMER, subset_size=n,
-                                  ignored_scope=scope)
+        views = np.concatenate(rendered, axis=0)
+    facts, attempts = convert_and_compress(onnx_fp32, stage / IR_XML_NAME, precision, views)
+    section["openvino_version"] = facts["openvino_version"]
+    section["worker_attempts"] = attempts
+    if precision == "int8":
+        assert calib is not None
+        n = int(facts["subset_size"])
         section["calibration"] = dict(calib, views=n, calibration_samples=calibration_samples)
         section["compression"] = {"method": "nncf.quantize", "model_type": "TRANSFORMER",
                                   "ignored_types": list(INT8_IGNORED_TYPES),
                                   "ignored_patterns": list(INT8_IGNORED_PATTERNS), "subset_size": n,
-                                  "nncf_version": nncf.__version__}
+                                  "nncf_version": facts["nncf_version"]}
     elif precision == "int8-weights":
-        import nncf
-
-        with _quiet():
-            model = nncf.compress_weights(model)
         section["compression"] = {"method": "nncf.compress_weights", "mode": "INT8_ASYM (default)",
-                                  "nncf_version": nncf.__version__}
-    ov.save_model(model, str(stage / IR_XML_NAME), compress_to_fp16=False)
+                                  "nncf_version": facts["nncf_version"]}
     section["seconds"] = round(time.perf_counter() - t0, 2)
     return section
+
+
+def convert_and_compress(onnx_fp32: Path, xml: Path, precision: str,
+                         views: np.ndarray | None = None) -> tuple[dict[str, Any], int]:
+    """Convert the fp32 ONNX graph to IR at ``xml`` (+ .bin), NNCF-compressed for int8 / int8-weights.
+
+    ``views`` (N,S,S,3) uint8 calibrate int8 (one NNCF item per view). Runs in the worker process;
+    returns the worker's facts (versions, subset size) and how many attempts it took."""
+    job: dict[str, Any] = {"onnx": str(onnx_fp32), "xml": str(xml), "precision": precision,
+                           "ignored_types": list(INT8_IGNORED_TYPES), "ignored_patterns": list(INT8_IGNORED_PATTERNS)}
+    with tempfile.TemporaryDirectory(prefix="align3d_ir_") as tmp:
+        if views is not None:
+            job["views"] = str(Path(tmp) / "calibration_views.npy")
+            np.save(job["views"], np.ascontiguousarray(views, dtype=np.uint8))
+        return _run_worker(job, onnx_fp32)
+
+
+def _run_worker(job: dict[str, Any], onnx_fp32: Path, attempts: int = WORKER_ATTEMPTS) -> tuple[dict[str, Any], int]:
+    """Run openvino_worker in a fresh interpreter; a crash (killed by a signal) is retried, with a notice."""
+    cmd = [sys.executable, "-m", "align3d_rt.export.openvino_worker", json.dumps(job)]
+    package_root = str(Path(__file__).resolve().parents[2])  # the child imports this very align3d_rt
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+    for attempt in range(1, attempts + 1):
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+        if proc.returncode == 0:
+            return json.loads(proc.stdout.strip().splitlines()[-1]), attempt
+        errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR: ")]
+        if proc.returncode > 0:
+            reason = errors[-1][len("ERROR: "):] if errors else (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            raise Align3DError(f"{onnx_fp32}: OpenVINO {job['precision']} conversion failed ({reason})")
+        name = _signal_name(-proc.returncode)
+        if attempt < attempts:
+            print(f"align3d-rt export: the OpenVINO/NNCF worker died ({name}); retrying ({attempt + 1}/{attempts})",
+                  file=sys.stderr)
+    raise Align3DError(f"{onnx_fp32}: the OpenVINO/NNCF worker died ({name}) {attempts} times; "
+                       "no IR written")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def run_ir(xml: Path, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,24 +220,3 @@ def check_ir(xml: Path, graph: Any, image_size: int, precision: str, batches: tu
         raise Align3DError(f"{xml}: fp32 IR differs from torch by {worst:.2e} (> {tol:g})")
     return {"batches": list(batches), "max_abs_diff_vs_torch": diffs, "input": "random uint8 views",
             "inference_precision": "f32"}
-
-
-class _quiet:
-    """NNCF logs progress bars and INFO lines; keep export output to our own lines."""
-
-    def __enter__(self) -> None:
-        import logging
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
-        warnings.simplefilter("ignore")
-        import nncf
-
-        self._nncf = nncf
-        self._level = logging.getLogger("nncf").level
-        nncf.set_log_level(logging.ERROR)  # also hides NNCF's progress bars
-
-    def __exit__(self, *exc: object) -> None:
-        self._nncf.set_log_level(self._level or 20)
-        self._ctx.__exit__(*exc)

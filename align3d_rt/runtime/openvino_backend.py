@@ -3,7 +3,9 @@
 Written by ``align3d-rt export --format openvino`` (fp32, NNCF int8 or int8 weights). Settings:
 - ``device_name``: the OpenVINO device, CPU (default), GPU, NPU or AUTO; a device OpenVINO does not
   report here is refused with one line (inputs and outputs stay host arrays either way);
-- ``performance_hint``: LATENCY (default: one sample at a time) or THROUGHPUT (large batches);
+- ``performance_hint``: LATENCY (default: one sample at a time, one request over all cores) or
+  THROUGHPUT (large batches: OpenVINO makes several streams, and each chunk of views is split over
+  ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` requests run at once through an ``AsyncInferQueue``);
 - ``precision_hint``: the compute precision (``INFERENCE_PRECISION_HINT``): ``auto`` (default) = bf16
   when the device reports BF16 in OPTIMIZATION_CAPABILITIES (AVX512-BF16 / AMX CPUs), else f32; or
   bf16 / f16 / f32. A hint the device cannot honour gives one notice line and falls back to f32.
@@ -84,6 +86,8 @@ class OpenVinoBackend(BaseRunner):
         self.threads = threads
         self.cache = cache
         self._compiled: Any = None
+        self._queue: Any = None  # THROUGHPUT: an AsyncInferQueue with one request per stream
+        self._requests = 1
 
     @classmethod
     def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> "OpenVinoBackend":
@@ -143,8 +147,12 @@ class OpenVinoBackend(BaseRunner):
             raise BundleError(f"{self.xml_path}: OpenVINO cannot compile the IR for {self.device_name} "
                               f"({first})") from None
         self.precision_hint = hint
+        if self.performance_hint == "THROUGHPUT":
+            self._requests = max(1, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+            self._queue = ov.AsyncInferQueue(self._compiled, self._requests) if self._requests > 1 else None
 
     def _deactivate_impl(self) -> None:
+        self._queue = None
         self._compiled = None
 
     # -- inference ---------------------------------------------------------------------------------
@@ -154,6 +162,24 @@ class OpenVinoBackend(BaseRunner):
         host = np.ascontiguousarray(arrays.to_host(views))
         if host.shape[1:] != (s, s, 3):
             raise ValueError(f"views must be uint8 (V,{s},{s},3); got {host.dtype} {host.shape}")
-        res = self._compiled(host)
-        return EncoderOutput(patch_maps=np.array(res[0], np.float32, copy=True),
-                             global_probs=np.array(res[1], np.float32, copy=True))
+        if self._queue is None or host.shape[0] < 2:
+            res = self._compiled(host)
+            return EncoderOutput(patch_maps=np.array(res[0], np.float32, copy=True),
+                                 global_probs=np.array(res[1], np.float32, copy=True))
+        return self._infer_split(host)
+
+    def _infer_split(self, host: np.ndarray) -> EncoderOutput:
+        """THROUGHPUT: the views split into near-equal parts, one per infer request, run at once."""
+        parts = np.array_split(np.arange(host.shape[0]), min(self._requests, host.shape[0]))
+        results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+        def done(request: Any, index: int) -> None:
+            results[index] = (np.array(request.get_output_tensor(0).data, np.float32, copy=True),
+                              np.array(request.get_output_tensor(1).data, np.float32, copy=True))
+
+        self._queue.set_callback(done)
+        for index, rows in enumerate(parts):
+            self._queue.start_async(np.ascontiguousarray(host[rows[0]:rows[-1] + 1]), index)
+        self._queue.wait_all()
+        return EncoderOutput(patch_maps=np.concatenate([results[i][0] for i in range(len(parts))]),
+                             global_probs=np.concatenate([results[i][1] for i in range(len(parts))]))
