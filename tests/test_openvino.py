@@ -196,6 +196,21 @@ def test_unknown_device_and_bad_hints(ov: dict[str, Path]) -> None:
     assert hint == "f32" and "cannot compute in bf16" in notice and "\n" not in notice
 
 
+def test_auto_device_runs_on_this_cpu(ov: dict[str, Path]) -> None:
+    """AUTO (OpenVINO picks the device; only the CPU here) gives the CPU's result."""
+    from align3d_rt.artifacts.bundle import load_bundle
+    from align3d_rt.runtime import registry
+
+    views = random_views(1, seed=5)
+    bundle = load_bundle(ov["fp32"])
+    with registry.create_runner("openvino", bundle, precision_hint="f32") as r:
+        cpu = r.infer(views)
+    with registry.create_runner("openvino", bundle, device_name="AUTO", precision_hint="f32") as r:
+        auto = r.infer(views)
+        assert r.detector_info["openvino_device"] == "AUTO"
+    assert np.abs(auto.patch_maps - cpu.patch_maps).max() <= 1e-5
+
+
 def test_runner_option_refused_by_other_backends(ov: dict[str, Path], tmp_path: Path,
                                                   capsys: pytest.CaptureFixture) -> None:
     from align3d_rt.cli import main
