@@ -169,17 +169,23 @@ class OpenVinoBackend(BaseRunner):
         return self._infer_split(host)
 
     def _infer_split(self, host: np.ndarray) -> EncoderOutput:
-        """THROUGHPUT: the views split into near-equal parts, one per infer request, run at once."""
-        parts = np.array_split(np.arange(host.shape[0]), min(self._requests, host.shape[0]))
-        results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        maps, probs = infer_split(self._queue, self._requests, host)
+        return EncoderOutput(patch_maps=maps, global_probs=probs)
 
-        def done(request: Any, index: int) -> None:
-            results[index] = (np.array(request.get_output_tensor(0).data, np.float32, copy=True),
-                              np.array(request.get_output_tensor(1).data, np.float32, copy=True))
 
-        self._queue.set_callback(done)
-        for index, rows in enumerate(parts):
-            self._queue.start_async(np.ascontiguousarray(host[rows[0]:rows[-1] + 1]), index)
-        self._queue.wait_all()
-        return EncoderOutput(patch_maps=np.concatenate([results[i][0] for i in range(len(parts))]),
-                             global_probs=np.concatenate([results[i][1] for i in range(len(parts))]))
+def infer_split(queue: Any, requests: int, host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(maps, probs) of ``host`` views split into near-equal parts, one per request of ``queue``
+    (an ``AsyncInferQueue``), run at once; the results come back in view order."""
+    parts = np.array_split(np.arange(host.shape[0]), min(requests, host.shape[0]))
+    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def done(request: Any, index: int) -> None:
+        results[index] = (np.array(request.get_output_tensor(0).data, np.float32, copy=True),
+                          np.array(request.get_output_tensor(1).data, np.float32, copy=True))
+
+    queue.set_callback(done)
+    for index, rows in enumerate(parts):
+        queue.start_async(np.ascontiguousarray(host[rows[0]:rows[-1] + 1]), index)
+    queue.wait_all()
+    return (np.concatenate([results[i][0] for i in range(len(parts))]),
+            np.concatenate([results[i][1] for i in range(len(parts))]))
