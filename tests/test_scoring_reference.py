@@ -163,9 +163,14 @@ def test_reference_weights_are_checked() -> None:
     with pytest.raises(Align3DError, match="--image-level-weight nan: must be in"):
         apply_scoring(argparse.Namespace(scoring="reference", image_level_weight=float("nan"),
                                          point_level_weight=None), det)
+    with pytest.raises(Align3DError, match="only with --scoring reference"):
+        apply_scoring(argparse.Namespace(scoring="ours", no_image_map_blur=True), det)
     apply_scoring(argparse.Namespace(scoring="reference", image_level_weight=None, point_level_weight=None), det)
     # unset weights follow the run's fusion weight (0 for an imported single-prompt checkpoint)
     assert det.reference_scoring == ReferenceSettings(image_weight=0.0, point_weight=0.0)
+    apply_scoring(argparse.Namespace(scoring="reference", image_level_weight=0.0, point_level_weight=0.5,
+                                     no_image_map_blur=True), det)
+    assert det.reference_scoring == ReferenceSettings(image_weight=0.0, point_weight=0.5, blur_image_map=False)
 
 
 def test_eval_cli_reference_mode(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
