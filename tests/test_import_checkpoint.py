@@ -122,13 +122,10 @@ def test_imported_pair_exports_and_scores(tmp_path: Path) -> None:
     assert main(["export", "--run", str(run), "--out", str(bundle)]) == 0
     cloud = bump_cloud(40, seed=2)  # 1600 = 40^2 points
     np.save(tmp_path / "c.npy", cloud.points)
-    for mode in ("ours", "reference"):
-        rc = main(["infer", str(tmp_path / "c.npy"), "--bundle", str(bundle), "--out", str(tmp_path / mode),
-                   "--no-ply", "--no-png", "--scoring", mode])
-        assert rc == 0
-    by_mode = {m: json.loads((tmp_path / m / "scores.json").read_text())["samples"]["c"] for m in ("ours", "reference")}
-    assert all(np.isfinite(v["object_score"]) for v in by_mode.values())
-    assert by_mode["ours"]["object_score"] != by_mode["reference"]["object_score"]
+    rc = main(["infer", str(tmp_path / "c.npy"), "--bundle", str(bundle), "--out", str(tmp_path / "ref"),
+               "--no-ply", "--no-png", "--scoring", "reference"])
+    assert rc == 0
+    bundle_score = json.loads((tmp_path / "ref" / "scores.json").read_text())["samples"]["c"]["object_score"]
 
     det = Detector.from_run(run, backend="torch", device="cpu")
     with det:
@@ -139,8 +136,9 @@ def test_imported_pair_exports_and_scores(tmp_path: Path) -> None:
                         (40, 40), 0.5, 0.5, mvtec=False)
     assert abs(ref.object_score - want["object"]) <= 1e-6
     np.testing.assert_allclose(ref.fused, want["points"], rtol=0, atol=1e-6)
+    assert abs(ref.object_score - ours.object_score) > 1e-3  # the two modes really differ
     # the bundle (ONNX Runtime) scores the same cloud within the runtime's usual tolerance of the torch run
-    assert abs(by_mode["reference"]["object_score"] - ref.object_score) < 1e-3
+    assert np.isfinite(bundle_score) and abs(bundle_score - ref.object_score) < 1e-3
 
 
 def test_pointad_single_prompt_is_the_rendering_branch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
