@@ -204,3 +204,14 @@ def test_garbage_file_is_refused_without_suggesting_the_unsafe_loader(tmp_path: 
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and f"{bad}: not a tensor-only torch checkpoint" in lines[0]
     assert "weights_only=False" not in lines[0] and "\x1b" not in lines[0] and "trust" not in lines[0]
+
+
+def test_unwritable_out_and_bad_weight_fail_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rgb_path, _, _, _ = write_pair(tmp_path / "ckpt")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert _import([str(rgb_path), "--out", str(blocker / "run")]) == 2
+    assert _import([str(rgb_path), "--out", str(tmp_path / "run"), "--fusion-weight", "nan"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "cannot create the run directory" in lines[0] and "--fusion-weight nan" in lines[1]
+    assert blocker.read_text() == "x" and not (tmp_path / "run").exists()

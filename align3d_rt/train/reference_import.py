@@ -257,6 +257,8 @@ def import_reference_checkpoints(paths: list[str | Path], out: str | Path, clip:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise RunDirError(f"{out}: exists and is not empty; choose a new --out")
+    if fusion_weight is not None and not 0.0 <= float(fusion_weight) <= 1.0:
+        raise InputError(f"--fusion-weight {fusion_weight}: must be in [0, 1]")
     plan = plan_import([Path(p) for p in paths])
     model, info = load_clip(clip, clip_weights, seed=seed)
     tower = FrozenTextTower(model)
@@ -317,8 +319,11 @@ def import_reference_checkpoints(paths: list[str | Path], out: str | Path, clip:
 def _write_run(out: Path, config: dict[str, Any], aligner: dict[str, np.ndarray],
                prompts: dict[str, dict[str, np.ndarray]], text: dict[str, np.ndarray]) -> None:
     """Write every file into a staging folder beside ``out``, then move it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as err:
+        raise RunDirError(f"{out}: cannot create the run directory ({err.strerror or type(err).__name__})") from None
     try:
         rd.save_tensors(stage / rd.ALIGNER, aligner, {"source": "reference checkpoint"})
         rd.save_tensors(stage / rd.PROMPTS_RENDER, prompts["render"])
