@@ -134,17 +134,26 @@ def test_hand_edited_manifest_is_refused(tiny: dict[str, Path], tmp_path: Path, 
     assert not (tmp_path / "o").exists()
 
 
-def test_version_1_bundle_is_upgraded_with_a_warning(tiny: dict[str, Path], tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    """A format-1 manifest (no checksum) still loads, upgraded in memory, and says it is unprotected."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_bundles_before_the_normalised_aligner_are_refused(tiny: dict[str, Path], tmp_path: Path, version: int,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Formats 1 and 2 hold an aligner fed unnormalised features: refused with the reason, on one line
+    (loader and CLI, exit 2); they cannot be converted numerically."""
+    from align3d_rt.artifacts.bundle import manifest_digest
+    from align3d_rt.cli import main
+
     b = _copy(tiny["fp32"], tmp_path / "b")
     m = json.loads((b / MANIFEST_NAME).read_text())
-    del m["manifest_sha256"]
-    m["format_version"] = 1
+    m["format_version"] = version
+    m["manifest_sha256"] = manifest_digest(m)
     (b / MANIFEST_NAME).write_text(json.dumps(m))
-    bundle = load_bundle(b)
-    assert bundle.manifest["format_version"] == FORMAT_VERSION and bundle.precision == "fp32"
-    assert "has no manifest checksum" in capsys.readouterr().err
+    with pytest.raises(BundleError, match=f"bundle format version {version} feeds the aligner unnormalised") as err:
+        load_bundle(b)
+    assert "\n" not in str(err.value) and "re-export the bundle" in str(err.value)
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).random((500, 3)).astype(np.float32))
+    rc = main(["infer", str(tmp_path / "c.npy"), "--bundle", str(b), "--out", str(tmp_path / "o"), "--no-ply"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1 and "cannot be converted numerically" in lines[0]
 
 
 @pytest.mark.parametrize("change, problem", [

@@ -103,3 +103,23 @@ def test_dpca_prefers_separation() -> None:
     o = text_o.clone().requires_grad_(True)
     L.dpca_loss(m, o, 0.1).backward()
     assert o.grad is None  # the other branch is detached
+
+
+def test_dpca_scale_defaults_to_the_papers_value_and_says_so() -> None:
+    """0.05 (paper) is the default everywhere; the run config names which published value a scale is."""
+    import argparse
+
+    from align3d_rt.cli import train as train_cli
+    from align3d_rt.train.runner import TrainConfig, _build_config, dpca_scale_note
+    from align3d_rt.train.stage2 import Stage2Settings
+    from align3d_rt.render.views import RenderSettings
+
+    parser = argparse.ArgumentParser()
+    train_cli.register(parser.add_subparsers())
+    args = parser.parse_args(["train", "--dataset", "synthetic", "--root", "r", "--category", "c", "--out", "o"])
+    assert args.dpca_scale == 0.05 == TrainConfig("synthetic", "r", "c", "o").dpca_scale == Stage2Settings().dpca_scale
+    cfg = _build_config(TrainConfig("synthetic", "r", "c", "o"), RenderSettings(), "random:0", [])
+    assert cfg["training"]["stage2"]["dpca_scale"] == 0.05
+    assert cfg["training"]["stage2"]["dpca_scale_note"].startswith("0.05: the paper's value")
+    assert dpca_scale_note(0.1).startswith("0.1: the reference code's default")
+    assert "set by the user" in dpca_scale_note(0.2)

@@ -108,3 +108,14 @@ def test_checkpoint_round_trip_is_exact(tmp_path: Path) -> None:
     file.write_bytes(file.read_bytes()[:-8] + b"\x00" * 8)
     with pytest.raises(RunDirError, match="corrupt"):
         read_checkpoint(tmp_path, 2)
+
+
+def test_run_format_1_is_refused_with_the_aligner_reason(tmp_path: Path) -> None:
+    """Runs of format 1 trained the aligner on unnormalised features: refused (one line), not migrated."""
+    _fake_run(tmp_path)
+    cfg = json.loads((tmp_path / rd.CONFIG).read_text())
+    cfg["format_version"] = 1
+    (tmp_path / rd.CONFIG).write_text(json.dumps(cfg))
+    with pytest.raises(RunDirError, match="run format version 1 feeds the aligner unnormalised") as info:
+        rd.load_run(tmp_path)
+    assert "\n" not in str(info.value) and "cannot be converted numerically; re-train" in str(info.value)

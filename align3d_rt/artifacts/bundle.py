@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from align3d_rt.artifacts.migrate import Upgrade, upgrade
+from align3d_rt.artifacts.migrate import ALIGNER_CHANGE, Upgrade, upgrade
 from align3d_rt.errors import BundleError
 from align3d_rt.io_utils import sha256_file, write_json_atomic
 from align3d_rt.render.views import RenderSettings
 
 FORMAT_NAME = "align3d_rt.bundle"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 DIGEST_KEY = "manifest_sha256"
 MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "encoder.onnx"
@@ -53,13 +53,10 @@ OUTPUT_NAMES = ("patch_maps", "global_probs")
 REQUIRED_KEYS = ("files", "onnx", "precision", "image_size", "grid_size", "fusion_weight", "render_settings", "clip")
 
 
-def _upgrade_v1(manifest: dict[str, Any]) -> dict[str, Any]:
-    """Version 1 had no manifest checksum: readable, but its settings are not protected."""
-    manifest[DIGEST_KEY] = None
-    return manifest
-
-
-UPGRADES: dict[int, Upgrade] = {1: _upgrade_v1}
+# No upgrade steps: versions 1 and 2 hold an encoder graph whose aligner takes unnormalised
+# features (see run_dir.ALIGNER_CHANGE); they are refused with the reason (OBSOLETE).
+UPGRADES: dict[int, Upgrade] = {}
+OBSOLETE: dict[int, str] = {1: ALIGNER_CHANGE, 2: ALIGNER_CHANGE}
 
 
 @dataclass
@@ -132,10 +129,7 @@ def _read_manifest(root: Path) -> dict[str, Any]:
             raise _fail(mpath, "manifest checksum mismatch (manifest.json was edited or is corrupt); "
                                "re-export the bundle instead of editing it")
     manifest = upgrade(manifest, FORMAT_VERSION, UPGRADES, lambda problem: _fail(mpath, problem), "bundle",
-                       "re-export the bundle with this version")
-    if old_version != FORMAT_VERSION:
-        print(f"align3d_rt: {mpath}: bundle format {old_version} has no manifest checksum, its settings are not "
-              f"protected; re-export it to upgrade", file=sys.stderr)
+                       "re-export the bundle with this version", obsolete=OBSOLETE)
     for key in REQUIRED_KEYS:
         if key not in manifest:
             raise _fail(mpath, f"manifest lacks {key!r}")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from align3d_rt.errors import RunDirError
-from align3d_rt.artifacts.migrate import Upgrade, upgrade
+from align3d_rt.artifacts.migrate import ALIGNER_CHANGE, Upgrade, upgrade
 from align3d_rt.io_utils import atomic_path, write_json_atomic, write_text_atomic
 from align3d_rt.render.views import RenderSettings
 
@@ -31,7 +31,7 @@ __all__ = [
 ]
 
 RUN_FORMAT = "align3d_rt.run"
-RUN_FORMAT_VERSION = 1
+RUN_FORMAT_VERSION = 2
 CONFIG = "config.json"
 ALIGNER = "aligner.safetensors"
 PROMPTS_RENDER = "prompts_render.safetensors"
@@ -40,8 +40,9 @@ TEXT = "text_embeddings.safetensors"
 LOSSES = "losses.jsonl"
 CHECKPOINTS = "checkpoints"
 FINAL_FILES = (ALIGNER, PROMPTS_RENDER, PROMPTS_ALIGNED, TEXT)
-# One step per older run format version (v -> v+1); none yet: version 1 is the first.
+# One step per older run format version (v -> v+1); none: version 1 cannot be upgraded (OBSOLETE).
 UPGRADES: dict[int, Upgrade] = {}
+OBSOLETE: dict[int, str] = {1: ALIGNER_CHANGE}
 
 
 @dataclass
@@ -124,7 +125,7 @@ def read_config(run: str | Path) -> dict:
     if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
         raise RunDirError(f"{path}: not an align3d_rt run config (format {config.get('format') if isinstance(config, dict) else None!r})")
     return upgrade(config, RUN_FORMAT_VERSION, UPGRADES, lambda problem: RunDirError(f"{path}: {problem}"),
-                   "run", "re-train with this version")
+                   "run", "re-train with this version", obsolete=OBSOLETE)
 
 
 def write_losses(run: str | Path, records: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ _COMMAND_MODULES = (
     "align3d_rt.cli.eval",
     "align3d_rt.cli.demo",
     "align3d_rt.cli.export",
+    "align3d_rt.cli.import_checkpoint",
     "align3d_rt.cli.parity",
 )
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from align3d_rt.cli.options import add_detector_options, build_detector
+from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.errors import Align3DError
 
 DATASETS = ("mvtec3d", "eyecandies", "real3d", "synthetic")
@@ -23,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=DATASETS, required=True, help="dataset layout of --root")
     p.add_argument("--root", type=Path, required=True, help="dataset root folder")
     add_detector_options(p)
+    add_scoring_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--categories", nargs="+", default=None, help="test only these classes")
     p.add_argument("--batch-size", type=int, default=2, help="samples scored per encoder batch")
@@ -36,7 +38,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if not args.root.is_dir():
         raise Align3DError(f"{args.root}: dataset root not found")
-    detector = build_detector(args)
+    detector = apply_scoring(args, build_detector(args))
     outcome = run_protocol(detector, args.protocol, args.dataset, args.root, args.out, categories=args.categories,
                            batch_size=args.batch_size, n_examples=args.examples)
     if outcome.excluded:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from align3d_rt.cli.options import add_detector_options, build_detector
+from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.data.files import collect_files
 from align3d_rt.errors import InputError, input_error
 from align3d_rt.io_utils import save_npy_atomic
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="point-cloud files or folders (every point file below is scored)")
     add_detector_options(p)
+    add_scoring_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--dataset", default="", help="dataset the files come from (render point size/normals), e.g. mvtec3d, real3d")
     p.add_argument("--category", default="", help="category of the files (MVTec point size per class)")
@@ -69,7 +71,7 @@ def run_infer(args: argparse.Namespace) -> int:
     from align3d_rt.runtime import outputs
 
     files = collect_files(list(args.paths), exclude=args.out)
-    detector = build_detector(args)
+    detector = apply_scoring(args, build_detector(args))
     args.out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
         "detector": detector.describe(),

@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--reweight-lambda", type=float, default=1.0)
     p.add_argument("--epochs2", type=int, default=15)
     p.add_argument("--dpca-epochs", type=int, default=5, help="stage-2 epochs (at the end) with the DpCA term")
-    p.add_argument("--dpca-scale", type=float, default=0.1)
+    p.add_argument("--dpca-scale", type=float, default=0.05,
+                   help="weight of the DpCA term: 0.05 (default) is the paper's value, 0.1 the reference code's")
     p.add_argument("--batch-size", type=int, default=4, help="clouds per step")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)

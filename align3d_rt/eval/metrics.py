@@ -27,7 +27,7 @@ from align3d_rt.eval.metrics_aupro import AuproKind, MetricUndefinedWarning, aup
 from align3d_rt.scoring import BLUR_SIGMA, blur_grid, points_to_grid
 
 __all__ = [
-    "MetricUndefinedWarning", "aupro", "blur_grid", "grid_metrics", "object_ap", "object_auroc",
+    "MetricUndefinedWarning", "aupro", "blur_grid", "grid_metrics", "map_metrics", "object_ap", "object_auroc",
     "per_point_metrics", "point_auroc", "points_to_grid",
 ]
 
@@ -143,10 +143,16 @@ def grid_metrics(scores_list: Sequence[np.ndarray], labels_list: Sequence[np.nda
         maps.append(blur_grid(points_to_grid(scores_list[i], grid_index_list[i], grid_shape_list[i]), sigma))
         masks.append(points_to_grid(np.asarray(labels_list[i]) > 0, grid_index_list[i],
                                     grid_shape_list[i]).astype(np.uint8))
+    return map_metrics(maps, masks, fpr_limit=fpr_limit, num_thresholds=num_thresholds, kind=kind)
+
+
+def map_metrics(maps: Sequence[np.ndarray], masks: Sequence[np.ndarray], fpr_limit: float = 0.3,
+                num_thresholds: int = 200, kind: AuproKind = "paper") -> dict[str, float]:
+    """{'auroc', 'aupro'} over every cell of ready score maps (H,W) against 0/1 masks (H,W)."""
     return {
         "auroc": point_auroc([m.ravel() for m in masks], [s.ravel() for s in maps]),
-        "aupro": aupro(masks, maps, fpr_limit=fpr_limit, num_thresholds=num_thresholds, kind=kind)
-        if n else undefined("AUPRO", "no samples"),
+        "aupro": aupro(list(masks), list(maps), fpr_limit=fpr_limit, num_thresholds=num_thresholds, kind=kind)
+        if len(maps) else undefined("AUPRO", "no samples"),
     }
 
 

@@ -33,8 +33,9 @@ class ClassScores:
     point_labels: list[np.ndarray] = field(default_factory=list)   # (N,) uint8
     grid_index: list[np.ndarray | None] = field(default_factory=list)   # (N,) int32 cell of each point
     grid_shapes: list[tuple[int, int] | None] = field(default_factory=list)
+    reference_maps: list[np.ndarray] = field(default_factory=list)  # --scoring reference: (H,W) P-R/P-P maps
 
-    def add(self, sample: Any, fused: np.ndarray, object_score: float) -> None:
+    def add(self, sample: Any, fused: np.ndarray, object_score: float, reference: Any = None) -> None:
         anomalous = sample.is_anomalous
         if anomalous is None:
             raise Align3DError(f"{sample.source}: test sample without a label; evaluation needs ground truth")
@@ -50,6 +51,8 @@ class ClassScores:
         organized = sample.grid_index is not None and sample.grid_shape is not None
         self.grid_index.append(np.asarray(sample.grid_index, dtype=np.int32) if organized else None)
         self.grid_shapes.append((int(sample.grid_shape[0]), int(sample.grid_shape[1])) if organized else None)
+        if reference is not None and organized:
+            self.reference_maps.append(np.asarray(reference.point_map, dtype=np.float32))
 
     @property
     def organized(self) -> bool:
@@ -68,7 +71,12 @@ class ClassScores:
             out["O-R"] = metrics.object_auroc(self.object_labels, self.object_scores)
             out["O-A"] = metrics.object_ap(self.object_labels, self.object_scores)
             if self.point_scores:
-                if self.organized:
+                if self.organized and len(self.reference_maps) == len(self.point_scores):
+                    ref = self._reference_map_metrics(metrics)
+                    pt = metrics.per_point_metrics(self.point_scores, self.point_labels, self.grid_index,
+                                                   self.grid_shapes)
+                    out.update({"P-R": ref["auroc"], "P-P": ref["aupro"], "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
+                elif self.organized:
                     ref = metrics.grid_metrics(self.point_scores, self.point_labels, self.grid_index,
                                                self.grid_shapes, sigma=sigma)  # type: ignore[arg-type]
                     pt = metrics.per_point_metrics(self.point_scores, self.point_labels, self.grid_index,
@@ -78,6 +86,12 @@ class ClassScores:
                     auroc = metrics.point_auroc(self.point_labels, self.point_scores)
                     out.update({"P-R": auroc, "P-R (pt)": auroc})
         return {k: (None if v is None or np.isnan(v) else float(v)) for k, v in out.items()}
+
+    def _reference_map_metrics(self, metrics: Any) -> dict[str, float]:
+        """--scoring reference: P-R/P-P over every cell of the reference's point maps (already blurred)."""
+        masks = [metrics.points_to_grid(np.asarray(lab) > 0, idx, shape).astype(np.uint8)
+                 for lab, idx, shape in zip(self.point_labels, self.grid_index, self.grid_shapes)]
+        return metrics.map_metrics(self.reference_maps, masks)
 
 
 def training_origin(info: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -144,7 +158,7 @@ def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str,
         if isinstance(res, Exception):
             raise res  # evaluation needs every test sample
         sample = res.sample
-        acc.add(sample, res.fused, res.object_score)
+        acc.add(sample, res.fused, res.object_score, res.reference)
         anomalous = bool(sample.is_anomalous)
         if wanted[anomalous] > 0 and res.render is not None:
             wanted[anomalous] -= 1

@@ -130,6 +130,7 @@ def build_manifest(detector_info: dict[str, Any], **extra: Any) -> dict[str, Any
         "precision": detector_info.get("precision"),
         "bundle_hash": detector_info.get("bundle_hash"),
         "fusion_weight": detector_info.get("fusion_weight"),
+        "scoring": detector_info.get("scoring", {"mode": "ours"}),
         "detector": detector_info,
         "library_versions": library_versions(),
     }

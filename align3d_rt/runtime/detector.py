@@ -62,6 +62,7 @@ class ScoreResult:
     render: Any = None
     timings: dict[str, float] = field(default_factory=dict)
     sample: PointCloudSample | None = None
+    reference: Any = None  # scoring_reference.ReferenceScores in reference mode (object score and fused channel from it)
 
     @property
     def view_maps(self) -> np.ndarray:
@@ -136,6 +137,8 @@ class Detector:
         self.info.setdefault("device", device)
         self.view_chunk = max(1, int(view_chunk))
         self._runner: BaseRunner | None = None
+        # None = our scoring (docs/runtime-spec.md section 8); a ReferenceSettings = the reference's (section 12)
+        self.reference_scoring: Any = None
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -309,7 +312,27 @@ class Detector:
                          "backproject": back_time / b, "batch_size": float(b)},
                 sample=sample,
             )
+            if self.reference_scoring is not None:
+                out[i] = self._to_reference(out[i])
         return out
+
+    def _to_reference(self, res: ScoreResult) -> "ScoreResult | InputError":
+        """Reference mode: the fused channel and the object score become the reference's
+        (``scoring_reference``); render/aligned channels and the global probabilities stay."""
+        from align3d_rt.scoring_reference import ReferenceScoringError, reference_scores
+
+        sample = res.sample
+        assert sample is not None
+        try:
+            ref = reference_scores(res.point_scores, res.global_probs, sample.grid_index, sample.grid_shape,
+                                   self.reference_scoring, sample.dataset)
+        except ReferenceScoringError as err:
+            return input_error(sample.source or sample.sample_id, str(err))
+        res.point_scores = res.point_scores.copy()
+        res.point_scores[:, 2] = ref.point_scores
+        res.object_score = ref.object_score
+        res.reference = ref
+        return res
 
     def _backproject_host(self, maps: np.ndarray, renders: list[Any], v: int, image_size: int) -> list[np.ndarray]:
         """One CPU back-projection over the padded batch."""
@@ -403,6 +426,7 @@ class Detector:
         out = {k: v for k, v in self.info.items() if k not in ("run_config", "bundle_manifest")}
         out["render_settings"] = self.render_settings.to_dict()
         out["fusion_weight"] = self.fusion_weight
+        out["scoring"] = {"mode": "ours"} if self.reference_scoring is None else self.reference_scoring.to_dict()
         return out
 
 

@@ -33,7 +33,7 @@ BRANCHES = ("render", "aligned")
 class Stage2Settings(OptimSettings):
     epochs: int = 15
     dpca_epochs: int = 5       # DpCA contrast in the last N epochs
-    dpca_scale: float = 0.1
+    dpca_scale: float = 0.05      # paper's value; the reference code uses 0.1
 
 
 @dataclass
