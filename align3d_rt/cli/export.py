@@ -14,7 +14,9 @@ from align3d_rt.export.openvino_export import DEFAULT_CALIBRATION_SAMPLES, EXPOR
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="export a training run to a bundle (ONNX encoder + manifest)")
     p.add_argument("--run", type=Path, required=True, help="training run directory")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to write (replaced atomically)")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write (new, empty, or an earlier bundle with --overwrite; "
+                        "written atomically; never inside --run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (only a bundle)")
     p.add_argument("--format", dest="fmt", choices=EXPORT_FORMATS, default=EXPORT_FORMATS[0],
                    help=f"{EXPORT_FORMATS[0]} (default): encoder.onnx at --precision; {EXPORT_FORMATS[1]}: the fp32 "
                         f"encoder.onnx plus an OpenVINO IR (encoder.xml/.bin) at --precision")
@@ -36,8 +38,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from align3d_rt.artifacts.bundle_target import check_export_target
     from align3d_rt.export.onnx_export import export_bundle
 
+    check_export_target(args.run, args.out, args.overwrite)  # before any work; never deletes
     if args.tensorrt:
         from align3d_rt.export.tensorrt_build import check_profile, import_tensorrt
 

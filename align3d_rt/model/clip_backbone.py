@@ -196,10 +196,19 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
 
 def read_weights(path: Path) -> dict[str, Any]:
     """The state dict of a weights file, or a WeightsError naming it (read before building the model)."""
+    import pickle
+
     try:
         return _read_state_dict(path)
-    except Exception as exc:  # corrupt, truncated, unsafe pickle...
+    except pickle.UnpicklingError:
+        # torch's own text here advises loading the file unsafely; we never pass that advice on.
+        raise WeightsError(f"{path}: cannot read CLIP weights (the file holds pickled objects other than tensors; "
+                           f"it is refused because loading it could run code: use a safetensors or plain state-dict "
+                           f"file)") from None
+    except Exception as exc:  # corrupt, truncated...
         first = str(exc).splitlines()[0] if str(exc) else ""
+        if "weights_only" in first or "trust the source" in first:
+            first = "refused by the safe (weights-only) loader"
         raise WeightsError(f"{path}: cannot read CLIP weights ({type(exc).__name__}: {first[:200]})") from exc
 
 
