@@ -16,8 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a run or bundle with the one-vs-rest or cross-dataset protocol",
         description="Score the test split of every test class and write per-class tables (results.md/.csv/.json), "
-                    "example pictures and manifest.json. one-vs-rest leaves out the run's training class; "
-                    "cross-dataset tests every class of another dataset root.",
+                    "example pictures and manifest.json, rewritten as each class finishes. one-vs-rest leaves out "
+                    "the run's training class; cross-dataset tests every class of another dataset root. A sample "
+                    "that cannot be scored is listed as failed and the evaluation goes on (exit code 1).",
     )
     p.add_argument("--protocol", choices=("one-vs-rest", "cross-dataset"), default="one-vs-rest")
     p.add_argument("--dataset", choices=DATASETS, required=True, help="dataset layout of --root")
@@ -53,5 +54,9 @@ def run_eval(args: argparse.Namespace) -> int:
     if outcome.excluded:
         print(f"align3d-rt eval: training class {outcome.excluded!r} left out (one-vs-rest)", file=sys.stderr)
     print(markdown_table(outcome.results))
+    n_failed = sum(len(r.failed) for r in outcome.results)
+    if n_failed:
+        print(f"align3d-rt eval: {n_failed} sample(s) could not be scored and are left out of the metrics "
+              f"(listed in results.md and manifest.json)", file=sys.stderr)
     print(f"align3d-rt eval: tables, pictures and manifest in {args.out}", file=sys.stderr)
-    return 0
+    return 1 if n_failed else 0

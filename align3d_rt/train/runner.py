@@ -140,12 +140,19 @@ def _build_config(cfg: TrainConfig, settings: RenderSettings, weights_id: str, s
     return {
         "format": rd.RUN_FORMAT, "format_version": rd.RUN_FORMAT_VERSION, "version": __version__,
         "dataset": cfg.dataset, "category": cfg.category, "root": str(Path(cfg.root).resolve()),
-        "clip": {"name": cfg.clip, "weights": None if cfg.clip_weights is None else str(cfg.clip_weights),
+        "clip": {"name": cfg.clip, "weights": _weights_path(cfg.clip_weights),
                  "weights_id": weights_id, "init_seed": CLIP_SEED},
         "render_settings": settings.to_dict(), "training": training,
         "seeds": {"training": cfg.seed, "clip_init": CLIP_SEED}, "fusion_weight": cfg.fusion_weight,
         "libraries": library_versions(), "samples": samples,
     }
+
+
+def _weights_path(weights: str | None) -> str | None:
+    """The CLIP weights as the run records them: an absolute, resolved path (or None / 'random')."""
+    if weights is None or weights == "random":
+        return weights
+    return str(Path(weights).expanduser().resolve())
 
 
 def _open_run(cfg: TrainConfig, out: Path, config: dict) -> dict:
