@@ -99,7 +99,8 @@ def test_bad_learning_rate_is_one_line(lr: str, synthetic_root: Path, tmp_path: 
                                        capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     rc = main(["train", "--dataset", "synthetic", "--root", str(synthetic_root), "--category", "dome",
-               "--clip", "align3d-tiny", "--out", str(out), f"--lr={lr}"])
+               "--clip", "align3d-tiny", "--out", str(out), f"--lr={lr}", "--epochs1", "1", "--reweight-epochs", "0",
+               "--epochs2", "1", "--dpca-epochs", "0", "--max-samples", "2", "--no-progress"])
     assert rc == 2
     _one_line(capsys, "--lr")
     assert not out.exists()
