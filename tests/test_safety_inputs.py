@@ -42,6 +42,20 @@ def test_truncated_cloud_is_refused(suffix: str, ascii_: bool, tmp_path: Path) -
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
 
 
+def test_truncated_compressed_pcd_is_refused(tmp_path: Path) -> None:
+    import open3d as o3d
+
+    pts = np.random.default_rng(4).random((500, 3)) + 1.0
+    path = tmp_path / "z.pcd"
+    assert o3d.io.write_point_cloud(str(path), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts)),
+                                    write_ascii=False, compressed=True)
+    assert b"binary_compressed" in path.read_bytes()[:400]
+    assert readers.load_point_file(path).num_points == 500
+    _truncate(path, 0.6)
+    with pytest.raises(InputError, match="header promises 500 points, the file holds 0"):
+        readers.load_point_file(path)
+
+
 @pytest.mark.parametrize("n", [1, 3, MIN_POINTS - 1])
 def test_too_few_points_are_refused(n: int, tmp_path: Path) -> None:
     pts = np.random.default_rng(1).random((n, 3)).astype(np.float32) + 1.0
