@@ -200,11 +200,12 @@ def test_staged_directory_never_leaves_half_bundle(tmp_path: Path) -> None:
             raise RuntimeError("export crashed")
     assert not final.exists() and list(tmp_path.iterdir()) == []
     final.mkdir()
-    (final / "old.txt").write_text("previous bundle")
+    previous = json.dumps({"format": "align3d_rt.bundle", "note": "previous bundle"})
+    (final / MANIFEST_NAME).write_text(previous)  # only a bundle may be replaced
     with pytest.raises(RuntimeError):
         with staged_directory(final) as stage:
             raise RuntimeError("crash while replacing")
-    assert (final / "old.txt").read_text() == "previous bundle"
+    assert (final / MANIFEST_NAME).read_text() == previous
     with staged_directory(final) as stage:
         (stage / "new.txt").write_text("new")
     assert [p.name for p in final.iterdir()] == ["new.txt"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from align3d_rt.errors import WeightsError
-from align3d_rt.io_utils import sha256_file
+from align3d_rt.model.weights_identity import tensor_digest
 from align3d_rt.model import clip_backbone
 from align3d_rt.model.clip_backbone import ClipInfo, dpam_start_for, load_clip
 
@@ -63,7 +63,8 @@ def test_local_safetensors_and_pt_roundtrip(tiny: tuple[torch.nn.Module, ClipInf
     st = tmp_path / "w.safetensors"
     save_file(state, str(st))
     loaded, info = load_clip("align3d-tiny", weights=str(st))
-    assert info.weights_id == sha256_file(st) and info.weights_path == str(st)
+    assert info.weights_id == tensor_digest(loaded.state_dict()) == tensor_digest(other.state_dict())
+    assert info.weights_path == str(st.resolve())
     assert torch.equal(loaded.visual.proj, other.visual.proj)
     assert not torch.equal(loaded.visual.proj, model.visual.proj)
     pt = tmp_path / "w.pt"
@@ -83,7 +84,7 @@ def test_torchscript_archive_like_openai_release(tiny: tuple[torch.nn.Module, Cl
         path = tmp_path / "ViT-tiny.pt"
         torch.jit.save(scripted, str(path))
     loaded, info = load_clip("align3d-tiny", weights=str(path))
-    assert info.weights_id == sha256_file(path)
+    assert info.weights_id == tensor_digest(loaded.state_dict()) and info.weights_id.startswith("tensors-sha256:")
     assert torch.equal(loaded.visual.proj, other.visual.proj)
     assert not torch.equal(loaded.visual.proj, tiny[0].visual.proj)
 

@@ -237,9 +237,14 @@ def add_files(bundle: Bundle, rel_paths: list[str], section: str | None = None,
 def staged_directory(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary directory beside ``final``; on success it replaces ``final``.
 
+    ``final`` may be absent, an empty folder or a bundle; anything else is refused (never deleted).
     On error the temporary directory is removed and ``final`` (if it existed) is left untouched.
     """
+    from align3d_rt.artifacts.bundle_target import replaceable
+
     final_path = Path(final)
+    if not replaceable(final_path):
+        raise _fail(final_path, "exists and is not an empty folder or a bundle; not replaced")
     final_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".partial", dir=final_path.parent))
     try:
@@ -249,8 +254,8 @@ def staged_directory(final: str | os.PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary folder
         old: Path | None = None
         if final_path.exists():
-            if not final_path.is_dir():
-                raise _fail(final_path, "exists and is not a directory")
+            if not replaceable(final_path):  # never delete what this tool did not write
+                raise _fail(final_path, "exists and is not an empty folder or a bundle; not replaced")
             old = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".old", dir=final_path.parent))
             os.replace(final_path, old / "b")
         try:

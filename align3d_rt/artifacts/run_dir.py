@@ -27,7 +27,7 @@ from align3d_rt.render.views import RenderSettings
 __all__ = [
     "RUN_FORMAT", "RUN_FORMAT_VERSION", "CONFIG", "ALIGNER", "PROMPTS_RENDER", "PROMPTS_ALIGNED", "TEXT",
     "LOSSES", "CHECKPOINTS", "RunArtifacts", "load_run", "read_config", "write_config",
-    "save_tensors", "load_tensors", "write_losses", "clip_seed",
+    "save_tensors", "load_tensors", "write_losses", "clip_seed", "with_clip_weights",
 ]
 
 RUN_FORMAT = "align3d_rt.run"
@@ -162,3 +162,13 @@ def load_run(path: str | Path) -> RunArtifacts:
                             fusion_weight=fusion_weight)
     except (KeyError, TypeError, ValueError) as err:
         raise RunDirError(f"{run / CONFIG}: config lacks or garbles {err}; re-run training") from None
+
+
+def with_clip_weights(run: RunArtifacts, clip_weights: str | Path | None) -> RunArtifacts:
+    """The run with its CLIP weights looked for at ``clip_weights`` (absolute) instead of the recorded path;
+    the identity check (tensor hash) happens when the weights are loaded (``model.graph``)."""
+    if clip_weights is None:
+        return run
+    import dataclasses
+
+    return dataclasses.replace(run, clip_weights=str(Path(clip_weights).expanduser().resolve()))

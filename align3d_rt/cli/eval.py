@@ -17,15 +17,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="evaluate a run or bundle with the one-vs-rest or cross-dataset protocol",
         description="Score the test split of every test class and write per-class tables (results.md/.csv/.json), "
-                    "example pictures and manifest.json. one-vs-rest leaves out the run's training class; "
-                    "cross-dataset tests every class of another dataset root.",
+                    "example pictures and manifest.json, rewritten as each class finishes. one-vs-rest leaves out "
+                    "the run's training class; cross-dataset tests every class of another dataset root. A sample "
+                    "that cannot be scored is listed as failed and the evaluation goes on (exit code 1).",
     )
     p.add_argument("--protocol", choices=("one-vs-rest", "cross-dataset"), default="one-vs-rest")
     p.add_argument("--dataset", choices=DATASETS, required=True, help="dataset layout of --root")
     p.add_argument("--root", type=Path, required=True, help="dataset root folder")
     add_detector_options(p)
     add_scoring_options(p)
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="empty an earlier eval output folder at --out first (only folders align3d-rt wrote)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted eval in --out: classes whose results are there are not rescored")
     p.add_argument("--categories", nargs="+", default=None, help="test only these classes")
     p.add_argument("--batch-size", type=int, default=2, help="samples scored per encoder batch")
     p.add_argument("--examples", type=int, default=1, help="good and anomalous example pictures per class")
@@ -36,13 +41,24 @@ def run_eval(args: argparse.Namespace) -> int:
     from align3d_rt.eval.protocols import run_protocol
     from align3d_rt.eval.report import markdown_table
 
+    from align3d_rt.cli.out_folder import OutputFolder
+
+    if args.overwrite and args.resume:
+        raise Align3DError("--overwrite and --resume: choose one (replace the folder, or continue in it)")
+    folder = OutputFolder(args.out, "eval", overwrite=args.overwrite, resume=args.resume)
+    folder.check()  # before any work
     if not args.root.is_dir():
         raise Align3DError(f"{args.root}: dataset root not found")
     detector = apply_scoring(args, build_detector(args))
-    outcome = run_protocol(detector, args.protocol, args.dataset, args.root, args.out, categories=args.categories,
-                           batch_size=args.batch_size, n_examples=args.examples)
+    with folder:
+        outcome = run_protocol(detector, args.protocol, args.dataset, args.root, args.out, categories=args.categories,
+                               batch_size=args.batch_size, n_examples=args.examples, resume=args.resume)
     if outcome.excluded:
         print(f"align3d-rt eval: training class {outcome.excluded!r} left out (one-vs-rest)", file=sys.stderr)
     print(markdown_table(outcome.results))
+    n_failed = sum(len(r.failed) for r in outcome.results)
+    if n_failed:
+        print(f"align3d-rt eval: {n_failed} sample(s) could not be scored and are left out of the metrics "
+              f"(listed in results.md and manifest.json)", file=sys.stderr)
     print(f"align3d-rt eval: tables, pictures and manifest in {args.out}", file=sys.stderr)
-    return 0
+    return 1 if n_failed else 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from align3d_rt.artifacts.bundle import PRECISIONS
+from align3d_rt.cli.options import add_clip_weights_option
 from align3d_rt.errors import Align3DError
 from align3d_rt.export.openvino_export import DEFAULT_CALIBRATION_SAMPLES, EXPORT_FORMATS, IR_PRECISIONS
 
@@ -14,7 +15,10 @@ from align3d_rt.export.openvino_export import DEFAULT_CALIBRATION_SAMPLES, EXPOR
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="export a training run to a bundle (ONNX encoder + manifest)")
     p.add_argument("--run", type=Path, required=True, help="training run directory")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to write (replaced atomically)")
+    p.add_argument("--out", type=Path, required=True, help="bundle directory to write (new, empty, or an earlier bundle with --overwrite; "
+                        "written atomically; never inside --run)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (only a bundle)")
+    add_clip_weights_option(p)
     p.add_argument("--format", dest="fmt", choices=EXPORT_FORMATS, default=EXPORT_FORMATS[0],
                    help=f"{EXPORT_FORMATS[0]} (default): encoder.onnx at --precision; {EXPORT_FORMATS[1]}: the fp32 "
                         f"encoder.onnx plus an OpenVINO IR (encoder.xml/.bin) at --precision")
@@ -36,8 +40,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from align3d_rt.artifacts.bundle_target import check_export_target
     from align3d_rt.export.onnx_export import export_bundle
 
+    check_export_target(args.run, args.out, args.overwrite)  # before any work; never deletes
     if args.tensorrt:
         from align3d_rt.export.tensorrt_build import check_profile, import_tensorrt
 
@@ -54,7 +60,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.calibration_samples is not None and not (args.fmt != EXPORT_FORMATS[0] and args.precision == "int8"):
         raise Align3DError(f"--calibration-samples applies to --format {EXPORT_FORMATS[1]} --precision int8 only")
     out = export_bundle(args.run, args.out, precision=args.precision, opset=args.opset, fmt=args.fmt,
-                        calibration_samples=args.calibration_samples)
+                        calibration_samples=args.calibration_samples, clip_weights=args.clip_weights)
     what = f"{args.precision} bundle" if args.fmt == EXPORT_FORMATS[0] else f"{args.fmt} {args.precision} bundle"
     print(f"align3d-rt export: wrote {what} {out}", file=sys.stderr)
     if args.tensorrt:

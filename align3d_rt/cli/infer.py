@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="point-cloud files or folders (every point file below is scored)")
     add_detector_options(p)
     add_scoring_options(p)
-    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="empty an earlier infer output folder at --out first (only folders align3d-rt wrote)")
     p.add_argument("--dataset", default="", help="dataset the files come from (render point size/normals), e.g. mvtec3d, real3d")
     p.add_argument("--category", default="", help="category of the files (MVTec point size per class)")
     p.add_argument("--batch-size", type=int, default=1, help="samples scored per encoder batch (default 1)")
@@ -66,13 +68,21 @@ def sample_loader(dataset: str, category: str) -> Any:
 
 
 def run_infer(args: argparse.Namespace) -> int:
+    from align3d_rt.cli.out_folder import OutputFolder
+
+    folder = OutputFolder(args.out, "infer", overwrite=args.overwrite)
+    folder.check()  # before any work
+    files = collect_files(list(args.paths), exclude=args.out)
+    detector = apply_scoring(args, build_detector(args))
+    with folder:
+        return _infer_into(args, files, detector)
+
+
+def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detector: Any) -> int:
     from align3d_rt import progress
     from align3d_rt.io_utils import write_json_atomic
     from align3d_rt.runtime import outputs
 
-    files = collect_files(list(args.paths), exclude=args.out)
-    detector = apply_scoring(args, build_detector(args))
-    args.out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {
         "detector": detector.describe(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

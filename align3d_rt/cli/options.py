@@ -17,6 +17,7 @@ def add_detector_options(parser: argparse.ArgumentParser, required: bool = True)
     src.add_argument("--bundle", type=Path, help="exported bundle directory (backends: "
                      f"{', '.join(registry.list_backends('bundle'))})")
     add_backend_option(parser)
+    add_clip_weights_option(parser)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="auto (default): CUDA when a GPU is usable and the backend runs there, else cpu; "
                              "cpu forces the CPU (render, encoder, back-projection)")
@@ -75,11 +76,21 @@ def add_backend_option(parser: argparse.ArgumentParser, source: str | None = Non
                         help=f"encoder backend ({default}). {registry.describe()}")
 
 
+def add_clip_weights_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--clip-weights", type=Path, default=None,
+                        help="where the run's CLIP weights file is now (moved, or another format of the same "
+                             "weights: OpenAI .pt, safetensors, hub cache); must hold the tensors the run recorded")
+
+
 def build_detector(args: argparse.Namespace) -> Any:
     """The Detector the options describe."""
+    from align3d_rt.errors import Align3DError
     from align3d_rt.runtime.detector import Detector
 
     options = runner_options(args, args.backend)
+    weights = getattr(args, "clip_weights", None)
     if getattr(args, "run", None) is not None:
-        return Detector.from_run(args.run, backend=args.backend, device=args.device, **options)
+        return Detector.from_run(args.run, backend=args.backend, device=args.device, clip_weights=weights, **options)
+    if weights is not None:
+        raise Align3DError(f"--clip-weights {weights}: a bundle carries its encoder; the option applies to --run")
     return Detector.from_bundle(args.bundle, backend=args.backend, device=args.device, **options)

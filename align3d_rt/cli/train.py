@@ -55,8 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from align3d_rt.train.runner import TrainConfig, train_run
 
+    from pathlib import Path
+
+    from align3d_rt.cli.out_folder import check_writable_target
+
     if args.max_samples is not None and args.max_samples < 1:
         raise Align3DError(f"--max-samples {args.max_samples}: must be at least 1")
+    check_writable_target(Path(args.out), "run directory")  # before any work
     cfg = TrainConfig(
         dataset=args.dataset, root=args.root, category=args.category, out=args.out, clip=args.clip,
         clip_weights=args.clip_weights, stage=args.stage, resume=args.resume, epochs1=args.epochs1,

@@ -28,6 +28,7 @@ PLANE_ITERATIONS = 1000
 PLANE_REMOVE_DISTANCE = 0.005
 DBSCAN_EPS = 0.006
 DBSCAN_MIN_POINTS = 30
+FAST_PATH_DENSE_SHARE = 0.5  # share of points in self-sufficient voxels above which the grid DBSCAN runs
 
 #: counters for tests and profiling: how often the grid was computed vs. read from the cache
 STATS = {"computed": 0, "cache_hits": 0}
@@ -80,7 +81,21 @@ def remove_plane(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def largest_cluster(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Validity mask keeping only the largest DBSCAN cluster (noise never wins)."""
+    """Validity mask keeping only the largest DBSCAN cluster (noise never wins).
+
+    Dense scans (most points in voxels that alone make them core) take the organized-grid fast path
+    (``dbscan_grid``: the same labels as Open3D's ``cluster_dbscan`` without storing every
+    neighbourhood; measured 2.6 s / 113 MB vs 47 s / 1.1 GB on a 300x300 grid at 0.25 mm). Sparse
+    scans, whose neighbour lists are short, stay on Open3D (there it is ~2x faster than the fast path)."""
+    from align3d_rt.data.dbscan_grid import dense_fraction, largest_cluster_grid
+
+    if dense_fraction(xyz, valid, DBSCAN_EPS, DBSCAN_MIN_POINTS) >= FAST_PATH_DENSE_SHARE:
+        return largest_cluster_grid(xyz, valid, DBSCAN_EPS, DBSCAN_MIN_POINTS)
+    return largest_cluster_open3d(xyz, valid)
+
+
+def largest_cluster_open3d(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The reference: Open3D ``cluster_dbscan`` on the valid points, largest cluster kept."""
     import open3d as o3d
 
     pts = xyz[valid].astype(np.float64)

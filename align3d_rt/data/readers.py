@@ -147,6 +147,7 @@ def load_point_file(path: str | os.PathLike[str], num_points: int | None = None)
     """Load a loose point file: MVTec-style .tiff/.tif (preprocessed and cached like the dataset),
     .pcd/.ply (Open3D), .npy (N,3). ``num_points`` resamples unorganized clouds (e.g. 112,896 like
     Real3D-AD); None keeps them as they are."""
+    from align3d_rt.data.point_headers import check_min_points
     from align3d_rt.data.real3d import read_point_cloud, resample
 
     path = Path(path)
@@ -157,7 +158,9 @@ def load_point_file(path: str | os.PathLike[str], num_points: int | None = None)
         from align3d_rt.data.mvtec3d import grid_to_sample, preprocessed_grid
 
         grid, shape = preprocessed_grid(path)
-        return grid_to_sample(grid, None, None, source=str(path), meta={"original_shape": shape})
+        sample = grid_to_sample(grid, None, None, source=str(path), meta={"original_shape": shape})
+        check_min_points(path, sample.num_points)
+        return sample
     if suffix in (".pcd", ".ply"):
         points, colors = read_point_cloud(path)
     elif suffix == ".npy":
@@ -165,6 +168,7 @@ def load_point_file(path: str | os.PathLike[str], num_points: int | None = None)
     else:
         raise errors.input_error(path, f"unsupported point file type {suffix!r} (use .tiff, .pcd, .ply or .npy)")
     original = int(points.shape[0])
+    check_min_points(path, original)
     if num_points is not None:
         points, _, colors = resample(points, None, colors, num_points)
     return PointCloudSample(points=np.ascontiguousarray(points, np.float32), colors=colors, source=str(path),

@@ -25,6 +25,9 @@ def read_point_cloud(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
     path = Path(path)
     if not path.is_file():
         raise errors.input_error(path, "point cloud file not found")
+    from align3d_rt.data.point_headers import check_header_counts
+
+    check_header_counts(path)  # Open3D would fill a truncated file's missing points with zeros
     try:
         cloud = o3d.io.read_point_cloud(str(path), format="auto", print_progress=False)
     except Exception as err:

@@ -7,6 +7,7 @@ A few good and anomalous examples per class keep their renders for pictures.
 """
 from __future__ import annotations
 
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import numpy as np
 
 from align3d_rt.errors import Align3DError
 from align3d_rt.eval.pictures import Example
-from align3d_rt.eval.report import ClassResult
+from align3d_rt.eval.report import METRIC_KEYS, ClassResult
 from align3d_rt.scoring import BLUR_SIGMA
 
 PROTOCOLS = ("one-vs-rest", "cross-dataset")
@@ -153,22 +154,38 @@ def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str,
     def still_wanted(sample: Any) -> bool:
         return wanted[bool(sample.is_anomalous)] > 0
 
-    for _, res in detector.score_stream(refs, load=lambda r: r.load(), batch_size=batch_size,
+    failed: dict[str, str] = {}
+    for ref, res in detector.score_stream(refs, load=lambda r: r.load(), batch_size=batch_size,
                                           keep_render=still_wanted):
-        if isinstance(res, Exception):
-            raise res  # evaluation needs every test sample
+        bar.update(1)
+        if isinstance(res, Exception):  # one bad sample: recorded as failed, the class goes on
+            failed[str(ref.path)] = _problem(ref.path, res)
+            continue
         sample = res.sample
-        acc.add(sample, res.fused, res.object_score, res.reference)
+        try:
+            acc.add(sample, res.fused, res.object_score, res.reference)
+        except Align3DError as err:
+            failed[str(ref.path)] = _problem(ref.path, err)
+            continue
         anomalous = bool(sample.is_anomalous)
         if wanted[anomalous] > 0 and res.render is not None:
             wanted[anomalous] -= 1
             examples.append(_example(detector, sample, res))
         res.render = res.sample = None
-        bar.update(1)
     bar.close()
+    if failed and progress:
+        for msg in failed.values():
+            print(f"align3d-rt eval: failed {msg}", file=sys.stderr)
+    metrics = acc.compute() if acc.object_labels else dict.fromkeys(METRIC_KEYS)
     result = ClassResult(category=category, n_samples=len(acc.object_labels), n_anomalous=int(sum(acc.object_labels)),
-                         metrics=acc.compute(), seconds=time.perf_counter() - t0)
+                         metrics=metrics, seconds=time.perf_counter() - t0, failed=failed)
     return result, examples
+
+
+def _problem(path: Any, err: Exception) -> str:
+    """``PATH: problem`` on one line."""
+    msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return msg if msg.startswith(str(path)) else f"{path}: {msg}"
 
 
 def _example(detector: Any, sample: Any, res: Any) -> Example:
@@ -197,37 +214,70 @@ class EvalOutcome:
 
 def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, out_dir: str | Path,
                  categories: Sequence[str] | None = None, batch_size: int = 2, n_examples: int = 1,
-                 name: str = "results", progress: bool = True, extra_manifest: dict[str, Any] | None = None
-                 ) -> EvalOutcome:
-    """Evaluate every test class, then write tables (md/csv/json), example pictures and manifest.json."""
-    from align3d_rt.eval import pictures, report
+                 name: str = "results", progress: bool = True, extra_manifest: dict[str, Any] | None = None,
+                 resume: bool = False) -> EvalOutcome:
+    """Evaluate every test class; tables (md/csv/json), example pictures and manifest.json are rewritten as
+    each class finishes (its result also goes to NAME_classes/ so ``resume`` skips it next time). Samples that
+    cannot be scored are listed as failed (tables, manifest) and the evaluation goes on."""
+    from align3d_rt.eval import class_store, pictures, report
 
     out = Path(out_dir)
     classes, excluded = select_classes(protocol, dataset, root, detector.info, categories)
     train_ds, train_cat = training_origin(detector.info)
+    info = detector.describe()
+    identity = {"protocol": protocol, "dataset": dataset, "dataset_root": str(Path(root).resolve()),
+                "blur_sigma": BLUR_SIGMA, **{k: info.get(k) for k in _IDENTITY_KEYS}}
+    identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    store = class_store.class_dir(out, name)
+    store.mkdir(parents=True, exist_ok=True)
+    title = f"{protocol}: trained on {train_ds or '?'}/{train_cat or '?'}, tested on {dataset} ({detector.backend_name})"
+    manifest_path = out / (f"{name}_manifest.json" if name != "results" else "manifest.json")
+    pic_dir = out / f"{name}_examples"
     results: list[ClassResult] = []
     examples: list[Example] = []
+    paths: dict[str, Path] = {}
+    manifest: dict[str, Any] = {}
+
+    def publish(status: str) -> None:
+        nonlocal paths, manifest
+        paths = report.write_tables(out, results, name=name, title=title) if results else {}
+        if status == "complete":
+            sheet = pictures.save_contact_sheet(out / f"{name}_contact_sheet.png", examples)
+            if sheet is not None:
+                paths["contact_sheet"] = sheet
+        manifest = report.build_manifest(
+            info, protocol=protocol, dataset=dataset, dataset_root=identity["dataset_root"],
+            test_classes=classes, excluded_training_class=excluded, training_dataset=train_ds,
+            training_category=train_cat, blur_sigma=BLUR_SIGMA, batch_size=batch_size,
+            tables={k: str(v.name) for k, v in paths.items()}, status=status,
+            finished_classes=[r.category for r in results],
+            failed_samples={r.category: r.failed for r in results if r.failed},
+            **(extra_manifest or {}),
+        )
+        report.write_manifest(manifest_path, manifest)
+
+    publish("running")  # from the start the folder says what it holds
     with detector:
         for cat in classes:
-            res, ex = evaluate_class(detector, dataset, root, cat, batch_size=batch_size, n_examples=n_examples,
-                                     progress=progress)
+            done = class_store.load_class(store, cat, identity) if resume else None
+            if done is not None:
+                if progress:
+                    print(f"align3d-rt eval: {cat}: already evaluated (--resume), not rescored", file=sys.stderr)
+                res, ex = done
+            else:
+                res, ex = evaluate_class(detector, dataset, root, cat, batch_size=batch_size,
+                                         n_examples=n_examples, progress=progress)
+                for e in ex:
+                    pictures.save_example(pic_dir, e)
+                class_store.save_class(store, res, ex, identity)
             results.append(res)
             examples += ex
-    title = f"{protocol}: trained on {train_ds or '?'}/{train_cat or '?'}, tested on {dataset} ({detector.backend_name})"
-    paths = report.write_tables(out, results, name=name, title=title)
-    pic_dir = out / f"{name}_examples"
-    for ex in examples:
-        pictures.save_example(pic_dir, ex)
-    sheet = pictures.save_contact_sheet(out / f"{name}_contact_sheet.png", examples)
-    if sheet is not None:
-        paths["contact_sheet"] = sheet
-    manifest = report.build_manifest(
-        detector.describe(), protocol=protocol, dataset=dataset, dataset_root=str(Path(root).resolve()),
-        test_classes=classes, excluded_training_class=excluded, training_dataset=train_ds, training_category=train_cat,
-        blur_sigma=BLUR_SIGMA, batch_size=batch_size, tables={k: str(v.name) for k, v in paths.items()},
-        **(extra_manifest or {}),
-    )
-    manifest_path = out / (f"{name}_manifest.json" if name != "results" else "manifest.json")
-    report.write_manifest(manifest_path, manifest)
+            publish("running")
+    publish("complete")
     paths["manifest"] = manifest_path
     return EvalOutcome(results=results, examples=examples, excluded=excluded, manifest=manifest, paths=paths)
+
+
+# Detector settings an evaluation's results depend on; --resume refuses results made with others.
+_IDENTITY_KEYS = ("clip_name", "clip_weights_id", "bundle_hash", "backend", "precision", "fusion_weight",
+                  "render_settings", "seeds")

@@ -33,6 +33,7 @@ class ClassResult:
     n_anomalous: int
     metrics: dict[str, float | None] = field(default_factory=dict)
     seconds: float = 0.0
+    failed: dict[str, str] = field(default_factory=dict)  # sample file -> one-line problem (not scored)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,6 +71,17 @@ def markdown_table(results: Sequence[ClassResult], keys: Sequence[str] = METRIC_
     return "\n".join(lines) + "\n"
 
 
+def failures_markdown(results: Sequence[ClassResult]) -> str:
+    """A section listing the samples that could not be scored ('' when none failed)."""
+    rows = [(r.category, f, msg) for r in results for f, msg in sorted(r.failed.items())]
+    if not rows:
+        return ""
+    lines = ["", f"### Failed samples ({len(rows)}, not scored; the metrics above leave them out)", "",
+             "| class | file | problem |", "|---|---|---|"]
+    lines += [f"| {c} | {f} | {m.replace('|', '/')} |" for c, f, m in rows]
+    return "\n".join(lines) + "\n"
+
+
 def side_by_side_markdown(tables: dict[str, Sequence[ClassResult]], keys: Sequence[str] = ("O-R", "O-A", "P-R", "P-P")) -> str:
     """Several evaluations of the same classes side by side: one column per (metric, label)."""
     labels = list(tables)
@@ -90,13 +102,15 @@ def side_by_side_markdown(tables: dict[str, Sequence[ClassResult]], keys: Sequen
 def csv_table(results: Sequence[ClassResult], keys: Sequence[str] = METRIC_KEYS) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["class", "n_samples", "n_anomalous", *keys, "seconds"])
+    w.writerow(["class", "n_samples", "n_anomalous", *keys, "seconds", "n_failed"])
     fmt = lambda v: "" if _clean(v) is None else f"{float(v):.6f}"  # noqa: E731
     for r in results:
-        w.writerow([r.category, r.n_samples, r.n_anomalous, *(fmt(r.metrics.get(k)) for k in keys), f"{r.seconds:.2f}"])
+        w.writerow([r.category, r.n_samples, r.n_anomalous, *(fmt(r.metrics.get(k)) for k in keys), f"{r.seconds:.2f}",
+                    len(r.failed)])
     mean = mean_metrics(results, keys)
     w.writerow(["mean", sum(r.n_samples for r in results), sum(r.n_anomalous for r in results),
-                *(fmt(mean[k]) for k in keys), f"{sum(r.seconds for r in results):.2f}"])
+                *(fmt(mean[k]) for k in keys), f"{sum(r.seconds for r in results):.2f}",
+                sum(len(r.failed) for r in results)])
     return buf.getvalue()
 
 
@@ -106,7 +120,7 @@ def write_tables(out_dir: str | Path, results: Sequence[ClassResult], name: str 
     out = Path(out_dir)
     paths = {"md": out / f"{name}.md", "csv": out / f"{name}.csv", "json": out / f"{name}.json"}
     md = (f"## {title}\n\n" if title else "") + markdown_table(results, keys)
-    write_text_atomic(paths["md"], md)
+    write_text_atomic(paths["md"], md + failures_markdown(results))
     write_text_atomic(paths["csv"], csv_table(results, keys))
     write_json_atomic(paths["json"], {"classes": [r.to_dict() for r in results], "mean": mean_metrics(results, keys),
                                       "metric_keys": list(keys)})

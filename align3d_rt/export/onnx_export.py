@@ -141,7 +141,8 @@ def check_dynamic_batch(path: Path, graph: Any, image_size: int, precision: str,
 
 
 def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], precision: str = "fp32",
-                  opset: int = 17, fmt: str = "onnx", calibration_samples: int | None = None) -> Path:
+                  opset: int = 17, fmt: str = "onnx", calibration_samples: int | None = None,
+                  clip_weights: str | os.PathLike[str] | None = None) -> Path:
     """Export a training run to a bundle directory (created or replaced atomically); returns its path.
 
     ``fmt`` 'onnx' (default): encoder.onnx at ``precision`` (fp32/fp16/int8). ``fmt`` 'openvino': the fp32
@@ -159,7 +160,9 @@ def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     if with_ir:
         ovx.import_openvino()  # fail before the export when OpenVINO is missing
         ir_precision, precision = precision, "fp32"  # the ONNX graph beside the IR is the fp32 source
-    run = load_run(run_dir)
+    from align3d_rt.artifacts.run_dir import with_clip_weights
+
+    run = with_clip_weights(load_run(run_dir), clip_weights)  # weights moved: checked by their tensors
     graph = encoder_graph_from_run(run)
     image_size = int(graph.image_size)
     out = Path(out_dir)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from align3d_rt.errors import WeightsError
-from align3d_rt.io_utils import sha256_file
 
 if TYPE_CHECKING:  # pragma: no cover
     import open_clip
@@ -196,10 +195,19 @@ def _read_state_dict(path: Path) -> dict[str, Any]:
 
 def read_weights(path: Path) -> dict[str, Any]:
     """The state dict of a weights file, or a WeightsError naming it (read before building the model)."""
+    import pickle
+
     try:
         return _read_state_dict(path)
-    except Exception as exc:  # corrupt, truncated, unsafe pickle...
+    except pickle.UnpicklingError:
+        # torch's own text here advises loading the file unsafely; we never pass that advice on.
+        raise WeightsError(f"{path}: cannot read CLIP weights (the file holds pickled objects other than tensors; "
+                           f"it is refused because loading it could run code: use a safetensors or plain state-dict "
+                           f"file)") from None
+    except Exception as exc:  # corrupt, truncated...
         first = str(exc).splitlines()[0] if str(exc) else ""
+        if "weights_only" in first or "trust the source" in first:
+            first = "refused by the safe (weights-only) loader"
         raise WeightsError(f"{path}: cannot read CLIP weights ({type(exc).__name__}: {first[:200]})") from exc
 
 
@@ -246,8 +254,8 @@ def embed_dim_for(name: str) -> int:
 def weights_id_for(name: str, weights: str | None, seed: int = 0) -> str | None:
     """The ClipInfo.weights_id that load_clip would report, without building the model.
 
-    None when it depends on the user's cache (the pretrained default of a real model): load the
-    model and read ClipInfo.weights_id then.
+    None when it depends on the tensors of a weights file (a local file, or the pretrained default
+    from the user's cache): load the model and read ClipInfo.weights_id then.
     """
     if weights == "random" or (weights is None and name == TINY_NAME):
         return f"random:{seed}"
@@ -256,7 +264,7 @@ def weights_id_for(name: str, weights: str | None, seed: int = 0) -> str | None:
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsError(f"{path}: CLIP weights file not found")
-    return sha256_file(path)
+    return None
 
 
 def load_clip(name: str, weights: str | None = None, seed: int = 0) -> tuple["open_clip.CLIP", ClipInfo]:
@@ -287,9 +295,11 @@ def load_clip(name: str, weights: str | None = None, seed: int = 0) -> tuple["op
         shape_sensitive_init(model)
     weights_id = f"random:{seed}"
     if path is not None and state is not None:
+        from align3d_rt.model.weights_identity import tensor_digest
+
         _fit_weights(model, state, path)
         del state
-        weights_id = sha256_file(path)
+        weights_id = tensor_digest(model.state_dict())  # the tensors, not the file: survives moves/formats
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -304,6 +314,6 @@ def load_clip(name: str, weights: str | None = None, seed: int = 0) -> tuple["op
         grid_size=grid,
         dpam_start=dpam_start_for(len(visual.transformer.resblocks)),
         arch=arch,
-        weights_path=str(path) if path is not None else None,
+        weights_path=str(path.resolve()) if path is not None else None,
     )
     return model, info

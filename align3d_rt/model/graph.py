@@ -5,6 +5,8 @@ ONNX export traces (dynamic batch) and what the torch backend runs.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -98,12 +100,28 @@ def build_encoder_graph(
     return graph
 
 
-def encoder_graph_from_run(run: "RunArtifacts") -> EncoderGraph:
+def encoder_graph_from_run(run: "RunArtifacts", clip_weights: str | None = None) -> EncoderGraph:
     """The encoder graph of a finished run (the one rule: CLIP of the run, its init seed, its aligner
-    and text embeddings); refuses CLIP weights other than the ones the run was trained with."""
-    graph = build_encoder_graph(run.clip_name, run.clip_weights, run.aligner_state, run.text, seed=run.clip_seed)
-    got = graph.info.weights_id if graph.info is not None else None
+    and text embeddings); refuses CLIP weights other than the ones the run was trained with.
+
+    ``clip_weights`` points at the run's weights where they are now (moved, or in another format); their
+    tensors must be the ones the run recorded (``tensors-sha256:``; older runs: the file's sha256)."""
+    from align3d_rt.model.weights_identity import is_file_id
+
+    weights = clip_weights if clip_weights is not None else run.clip_weights
+    if weights not in (None, "random") and not Path(weights).expanduser().is_file():
+        from align3d_rt.errors import WeightsError
+
+        raise WeightsError(f"{weights}: CLIP weights file of run {run.path} not found; pass --clip-weights PATH "
+                           f"to where they are now")
+    graph = build_encoder_graph(run.clip_name, weights, run.aligner_state, run.text, seed=run.clip_seed)
+    info = graph.info
+    got = info.weights_id if info is not None else None
+    if is_file_id(run.clip_weights_id) and info is not None and info.weights_path:
+        from align3d_rt.io_utils import sha256_file
+
+        got = sha256_file(info.weights_path)  # a run made before tensor identities: compare file bytes
     if run.clip_weights_id and got != run.clip_weights_id:
-        raise RunDirError(f"{run.path}: trained with CLIP weights {run.clip_weights_id}, but {run.clip_name} "
-                          f"now loads {got}; pass the original weights file")
+        raise RunDirError(f"{run.path}: trained with CLIP weights {run.clip_weights_id}, but {weights or run.clip_name} "
+                          f"holds {got}; pass the original weights with --clip-weights PATH")
     return graph

@@ -143,14 +143,15 @@ class Detector:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_run(cls, run_dir: str | Path, backend: str | None = None, device: str = "auto",
-                 view_chunk: int = 36, **runner_options: Any) -> "Detector":
+                 view_chunk: int = 36, clip_weights: str | Path | None = None, **runner_options: Any) -> "Detector":
         """Detector over a training run directory (torch: the reference for parity).
 
+        ``clip_weights``: where the run's CLIP weights are now (checked against the run's tensor identity).
         ``runner_options`` go to the backend's runner (e.g. ``batch_size`` of the torch runner)."""
-        from align3d_rt.artifacts.run_dir import load_run
+        from align3d_rt.artifacts.run_dir import load_run, with_clip_weights
 
         name = _backend_for(backend, "run", run_dir)
-        run = load_run(run_dir)
+        run = with_clip_weights(load_run(run_dir), clip_weights)
         dev = resolve_device(device, registry.get(name).devices)
         info = {
             "source": "run",

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +120,12 @@ def _validate(cfg: TrainConfig) -> None:
         raise Align3DError(f"--fusion-weight {cfg.fusion_weight}: must be in [0, 1]")
     if cfg.max_samples is not None and cfg.max_samples < 1:
         raise Align3DError(f"--max-samples {cfg.max_samples}: must be at least 1")
+    if not (math.isfinite(cfg.lr) and cfg.lr > 0):
+        raise Align3DError(f"--lr {cfg.lr}: must be a finite number above 0")
+    for name in ("reweight_lambda", "dpca_scale"):
+        value = float(getattr(cfg, name))
+        if not (math.isfinite(value) and value >= 0):
+            raise Align3DError(f"--{name.replace('_', '-')} {value}: must be a finite number >= 0")
     if cfg.stage in ("1", "both") and cfg.dataset not in RGB_DATASETS:
         raise Align3DError(f"--dataset {cfg.dataset}: has no RGB, so stage 1 (RGB alignment) cannot run on it; "
                            f"train stage 1 on mvtec3d or eyecandies")
@@ -144,12 +154,19 @@ def _build_config(cfg: TrainConfig, settings: RenderSettings, weights_id: str, s
     return {
         "format": rd.RUN_FORMAT, "format_version": rd.RUN_FORMAT_VERSION, "version": __version__,
         "dataset": cfg.dataset, "category": cfg.category, "root": str(Path(cfg.root).resolve()),
-        "clip": {"name": cfg.clip, "weights": None if cfg.clip_weights is None else str(cfg.clip_weights),
+        "clip": {"name": cfg.clip, "weights": _weights_path(cfg.clip_weights),
                  "weights_id": weights_id, "init_seed": CLIP_SEED},
         "render_settings": settings.to_dict(), "training": training,
         "seeds": {"training": cfg.seed, "clip_init": CLIP_SEED}, "fusion_weight": cfg.fusion_weight,
         "libraries": library_versions(), "samples": samples,
     }
+
+
+def _weights_path(weights: str | None) -> str | None:
+    """The CLIP weights as the run records them: an absolute, resolved path (or None / 'random')."""
+    if weights is None or weights == "random":
+        return weights
+    return str(Path(weights).expanduser().resolve())
 
 
 def _open_run(cfg: TrainConfig, out: Path, config: dict) -> dict:
@@ -159,7 +176,7 @@ def _open_run(cfg: TrainConfig, out: Path, config: dict) -> dict:
         if cfg.stage == "2":
             raise RunDirError(f"{out}: stage 2 needs a finished stage-1 run here (no {rd.CONFIG}); "
                               f"run `align3d-rt train --stage 1 --out {out}` first")
-        if out.exists() and any(out.iterdir()):
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
             raise RunDirError(f"{out}: exists and is not an align3d_rt run directory; choose another --out")
         return config
     old = rd.read_config(out)
@@ -230,8 +247,12 @@ def train_run(cfg: TrainConfig) -> Path:
     if run2 and cfg.resume and all((out / f).is_file() for f in rd.FINAL_FILES):
         return out  # already finished
     _check_samples(cfg, refs, need_stage2=run2, need_rgb=run1)
-    rd.write_config(out, config)
-    entries = cache.prepare(refs, need_rgb=run1, progress=cfg.progress)
+    fresh = not (out / rd.CONFIG).is_file()
+    if not fresh:
+        rd.write_config(out, config)
+    entries = cache.prepare(refs, need_rgb=run1, progress=cfg.progress)  # loads CLIP: bad weights fail here
+    if fresh:
+        _create_run_dir(out, config)  # only now: a failed start-up leaves nothing that blocks the retry
 
     if run1:
         if not _run_stage1(cfg, out, entries, device):
@@ -239,6 +260,23 @@ def train_run(cfg: TrainConfig) -> Path:
     if run2:
         _run_stage2(cfg, out, entries, cache, device)
     return out
+
+
+def _create_run_dir(out: Path, config: dict) -> None:
+    """Create ``out`` holding config.json in one rename (a new path, or an empty folder replaced)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a run is an ordinary folder
+        rd.write_config(tmp, config)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        os.rename(tmp, out)  # fails (no replacement) if something appeared at ``out`` meanwhile
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RunDirError(f"{out}: cannot create the run directory ({err.strerror or err})") from None
 
 
 def _run_stage1(cfg: TrainConfig, out: Path, entries: list[Any], device: str) -> bool:

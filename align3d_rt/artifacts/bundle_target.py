@@ -1,0 +1,43 @@
+"""Where ``export`` may write a bundle: never over the run it exports, never over folders it did not write."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from align3d_rt.errors import BundleError
+
+
+def is_bundle_dir(path: Path) -> bool:
+    """True when ``path`` is a folder holding a manifest.json of this tool's bundle format."""
+    from align3d_rt.artifacts.bundle import FORMAT_NAME, MANIFEST_NAME
+
+    try:
+        manifest = json.loads((Path(path) / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME
+
+
+def replaceable(path: Path) -> bool:
+    """A path a bundle may be staged onto: absent, an empty folder, or a bundle."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return True
+    return path.is_dir() and not path.is_symlink() and (not any(path.iterdir()) or is_bundle_dir(path))
+
+
+def check_export_target(run: Path, out: Path, overwrite: bool) -> None:
+    """Refuse (one line) an ``--out`` that equals or lies inside/above ``--run``, is not a bundle, or is an
+    existing bundle without ``overwrite``."""
+    run_abs, out_abs = Path(run).resolve(), Path(out).resolve()
+    if out_abs == run_abs or run_abs in out_abs.parents:
+        raise BundleError(f"{out}: is or lies inside the run directory {run}; choose an --out outside it")
+    if out_abs in run_abs.parents:
+        raise BundleError(f"{out}: holds the run directory {run}; choose another --out")
+    if Path(out).is_symlink() or (Path(out).exists() and not Path(out).is_dir()):
+        raise BundleError(f"{out}: exists and is not a folder; choose another --out")
+    if not replaceable(Path(out)):
+        raise BundleError(f"{out}: exists and is not a bundle align3d-rt wrote (no bundle manifest.json); "
+                          f"it is never replaced: choose a new or empty --out")
+    if Path(out).is_dir() and is_bundle_dir(Path(out)) and not overwrite:
+        raise BundleError(f"{out}: already holds a bundle; pass --overwrite to replace it")
