@@ -39,10 +39,13 @@ struct RenderSettings {
 void check_settings(const RenderSettings& settings);
 
 /// §5.1: `base` with point_size and window replaced for dataset (mvtec3d, synthetic, eyecandies,
-/// real3d; category matters for mvtec3d/synthetic). An empty dataset returns `base` unchanged;
-/// an unknown one throws std::invalid_argument.
+/// real3d; category matters for mvtec3d/synthetic). An empty or unknown dataset returns `base`
+/// unchanged, as Python's Detector.settings_for_sample does (check is_known_dataset to refuse).
 RenderSettings settings_for_dataset(const RenderSettings& base, const std::string& dataset,
                                     const std::string& category);
+
+/// True for mvtec3d, synthetic, eyecandies and real3d.
+bool is_known_dataset(const std::string& dataset);
 
 /// One preset entry: rotation about `axis` ('x', 'y' or 'z') by `degrees`.
 struct ViewRotation {
