@@ -57,7 +57,7 @@ def clouds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     np.save(d / "sphere.npy", pts)
     box = (np.random.default_rng(4).uniform(-0.03, 0.03, size=(3000, 3)) * [1.0, 0.6, 0.3]).astype(np.float32)
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(box.astype(np.float64)))
-    o3d.io.write_point_cloud(str(d / "box_bin.ply"), cloud, write_ascii=False)
+    o3d.io.write_point_cloud(str(d / "box.ply"), cloud, write_ascii=False)
     o3d.io.write_point_cloud(str(d / "box_ascii.pcd"), cloud, write_ascii=True)
     o3d.io.write_point_cloud(str(d / "box_bin.pcd"), cloud, write_ascii=False)
     h, w = 180, 150
