@@ -162,6 +162,21 @@ def test_organized_grid_steps_match_python(build: Path, tmp_path: Path) -> None:
     assert np.array_equal(np.load(out / "grid_index.npy"), np.flatnonzero(ref_valid.ravel()))
 
 
+def test_evaluation_blur_matches_scipy(build: Path, tmp_path: Path) -> None:
+    """Spec §8's evaluation-only blur: scipy gaussian_filter(sigma=4, mode='reflect', truncate=4)."""
+    from align3d_rt.scoring import blur_grid
+
+    scores = np.random.default_rng(8).random((57, 40), dtype=np.float32)
+    scores[np.random.default_rng(9).random(scores.shape) < 0.5] = 0.0
+    np.save(tmp_path / "scores.npy", scores)
+    out = dump(build, tmp_path / "out", "--blur", str(tmp_path / "scores.npy"))
+    ref = blur_grid(scores)
+    got = np.load(out / "blurred.npy")
+    assert got.dtype == np.float32 and got.shape == scores.shape
+    assert np.abs(got - ref).max() <= 1e-6
+    assert np.array_equal(got, ref)  # same weights, reflection and summation order as scipy
+
+
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
 def test_npy_validity_filter_matches_python_reader(build: Path, tmp_path: Path) -> None:
     from align3d_rt.data.readers import load_point_file

@@ -137,9 +137,9 @@ void render_one_view(const float* xyz, std::size_t n, const RenderSettings& st, 
         const double qy = (r[3] * px + r[4] * py) + r[5] * pz;
         const double qz = (r[6] * px + r[7] * py) + r[8] * pz;
         const double xc = qx - cam.ccx, yc = -(qy - cam.ccy), zc = cam.eye_z - qz;
-        work.cam[3 * i] = static_cast<float>(xc);
-        work.cam[3 * i + 1] = static_cast<float>(yc);
-        work.cam[3 * i + 2] = static_cast<float>(zc);
+        work.cam[3 * i] = detail::to_f32(xc);
+        work.cam[3 * i + 1] = detail::to_f32(yc);
+        work.cam[3 * i + 2] = detail::to_f32(zc);
         const double inv = 1.0 / zc;
         const double u = f * xc * inv + c, w = f * yc * inv + c;
         double t = (zc - cam.z0) * cam.inv_span;
