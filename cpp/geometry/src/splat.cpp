@@ -45,19 +45,19 @@ Camera fit_camera(const float* xyz, std::size_t n, const Mat3& r) {
 
 // Pixel rule floor(u * scale) clamped to the image (NaN -> 0 as x86 converts it, §5.9).
 std::int32_t pixel_index(double u, int size, double scale) {
-    const std::int64_t p = detail::x86_to_i64(std::floor(u * scale));
+    const std::int64_t p = detail::floor_to_i64(u * scale);
     if (p < 0) return 0;
     if (p > size - 1) return size - 1;
     return static_cast<std::int32_t>(p);
 }
 
 // §5.5: first and last pixel of the splat, clipped to the image (may be empty: hi < lo).
-void splat_span(double u, double scale, double splat, int size, int& lo_out, int& hi_out) {
+inline void splat_span(double u, double scale, double splat, int size, int& lo_out, int& hi_out) {
     const double pos = (u + 0.5) * scale;
-    std::int64_t lo = detail::x86_to_i64(std::ceil(pos - 0.5 * splat - 0.5));
-    std::int64_t hi = detail::wrap_sub(detail::x86_to_i64(std::ceil(pos + 0.5 * splat - 0.5)), 1);
+    std::int64_t lo = detail::ceil_to_i64(pos - 0.5 * splat - 0.5);
+    std::int64_t hi = detail::wrap_sub(detail::ceil_to_i64(pos + 0.5 * splat - 0.5), 1);
     if (hi < lo) {
-        lo = detail::x86_to_i64(std::floor(pos));
+        lo = detail::floor_to_i64(pos);
         hi = lo;
     }
     // Clip as the reference does (max(lo, 0), min(hi, S-1)); values beyond the image are pinned to
