@@ -68,7 +68,9 @@ inline void splat_span(double u, double scale, double splat, int size, int& lo_o
 
 // Buffers of one view; reused by a worker across the views it renders.
 struct ViewWork {
-    std::vector<std::uint64_t> pz, sz;  // point and splat z-buffers [S][S]
+    // Point and splat z-buffers [S][S], interleaved: a point's own pixel is usually inside its splat,
+    // so both writes of a point mostly land in one cache line.
+    std::vector<std::uint64_t> zbuf;  // [S][S][2]: 0 = point buffer, 1 = splat buffer
     std::vector<float> pos;             // [S][S][3] f32 camera coordinates of the splat winner
     std::vector<float> cam;             // [N][3] f32 camera coordinates of every point
 };
@@ -118,8 +120,7 @@ void render_one_view(const float* xyz, std::size_t n, const RenderSettings& st, 
                      RenderedViews& out, ViewWork& work) {
     const int size = st.image_size;
     const std::size_t pixels_per_view = static_cast<std::size_t>(size) * size;
-    work.pz.assign(pixels_per_view, kEmpty);
-    work.sz.assign(pixels_per_view, kEmpty);
+    work.zbuf.assign(2 * pixels_per_view, kEmpty);
     work.pos.resize(pixels_per_view * 3);
     work.cam.resize(n * 3);
     const Camera cam = fit_camera(xyz, n, r);
@@ -150,7 +151,7 @@ void render_one_view(const float* xyz, std::size_t n, const RenderSettings& st, 
         const std::int32_t pxl = pixel_index(u, size, scale), pyl = pixel_index(w, size, scale);
         pixels[2 * i] = pxl;
         pixels[2 * i + 1] = pyl;
-        std::uint64_t& cell = work.pz[static_cast<std::size_t>(pyl) * size + pxl];
+        std::uint64_t& cell = work.zbuf[2 * (static_cast<std::size_t>(pyl) * size + pxl)];
         cell = std::min(cell, key);
         // A NaN u or w happens only for a cloud of coincident points (zc = 0, §5.9); the reference then
         // splats the whole image, but pos z = 0 leaves it blank either way, so skip the work.
@@ -159,15 +160,15 @@ void render_one_view(const float* xyz, std::size_t n, const RenderSettings& st, 
         splat_span(u, scale, splat, size, x0, x1);
         splat_span(w, scale, splat, size, y0, y1);
         for (int yy = y0; yy <= y1; ++yy) {
-            std::uint64_t* row = work.sz.data() + static_cast<std::size_t>(yy) * size;
-            for (int xx = x0; xx <= x1; ++xx) row[xx] = std::min(row[xx], key);
+            std::uint64_t* row = work.zbuf.data() + 2 * static_cast<std::size_t>(yy) * size + 1;
+            for (int xx = x0; xx <= x1; ++xx) row[2 * xx] = std::min(row[2 * xx], key);
         }
     }
 
     for (std::size_t k = 0; k < pixels_per_view; ++k) {  // resolve: visibility and position buffer
-        const std::uint64_t pk = work.pz[k];
+        const std::uint64_t pk = work.zbuf[2 * k];
         if (pk != kEmpty) visible[pk & kIndexMask] = 1;
-        const std::uint64_t sk = work.sz[k];
+        const std::uint64_t sk = work.zbuf[2 * k + 1];
         if (sk == kEmpty) {
             work.pos[3 * k] = 0.0f;
             work.pos[3 * k + 1] = 0.0f;
