@@ -135,14 +135,19 @@ def test_render_and_backprojection_match_python(build: Path, tmp_path: Path, clo
     ("mvtec9", "mvtec3d", "rope"),          # splat 1.64 px, step 2
     ("eyecandies9", "eyecandies", ""),      # W = 1036
     ("paper9", "real3d", ""),
+    ("paper9", "", ""),                     # point size 0 below: no splat holds a pixel centre
 ])
 def test_presets_and_dataset_overrides_match_python(build: Path, tmp_path: Path, preset: str, dataset: str,
                                                     category: str) -> None:
     points = sphere_cloud(3000)
-    st = settings_for(dataset, category, base=RenderSettings(preset=preset))
+    if dataset:
+        st = settings_for(dataset, category, base=RenderSettings(preset=preset))
+        extra = ["--dataset", dataset, "--category", category]
+    else:
+        st = RenderSettings(preset=preset, point_size=0, gray=0.55)
+        extra = ["--point-size", "0", "--gray", "0.55"]
     np.save(tmp_path / "cloud.npy", points)
-    out = dump(build, tmp_path / "out", "--cloud", str(tmp_path / "cloud.npy"), "--preset", preset,
-               "--dataset", dataset, "--category", category)
+    out = dump(build, tmp_path / "out", "--cloud", str(tmp_path / "cloud.npy"), "--preset", preset, *extra)
     compare_render(points, st, out)
 
 
