@@ -19,7 +19,7 @@ from align3d_rt.kernels import backproject
 from align3d_rt.render import RenderSettings, render_views, settings_for
 from align3d_rt.render.camera import view_rotations
 from align3d_rt.render.shapes import organized_object, unorganized_cloud
-from align3d_rt.scoring import object_score
+from align3d_rt.scoring import object_score, upsample_map
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "cpp" / "geometry"
@@ -35,7 +35,8 @@ def build() -> Path:
     if not (BUILD / "CMakeCache.txt").is_file():
         subprocess.run(["cmake", "-S", str(SOURCE), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=Release"],
                        check=True, capture_output=True, text=True, timeout=600)
-    done = subprocess.run(["cmake", "--build", str(BUILD), "-j2"], capture_output=True, text=True, timeout=900)
+    done = subprocess.run(["cmake", "--build", str(BUILD), "-j2"], check=False, capture_output=True, text=True,
+                          timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return BUILD
 
@@ -43,7 +44,7 @@ def build() -> Path:
 def dump(build: Path, out: Path, *args: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     done = subprocess.run([str(build / "align3d_geometry_dump"), "--out", str(out), *args],
-                          capture_output=True, text=True, timeout=600)
+                          check=False, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return out
 
@@ -53,8 +54,8 @@ def settings_args(st: RenderSettings) -> list[str]:
             "--window", str(st.window), "--gray", repr(st.gray)]
 
 
-def compare_render(points: np.ndarray, st: RenderSettings, out: Path) -> dict[str, float]:
-    """Assert the C++ render in `out` matches Python's within the issue's thresholds; return figures."""
+def compare_render(points: np.ndarray, st: RenderSettings, out: Path) -> None:
+    """Assert the C++ render in `out` matches Python's: the issue's thresholds, then spec §10.1's exactness."""
     ref = render_views(points, st)
     pixels, visible, images = (np.load(out / f"{k}.npy") for k in ("pixels", "visible", "images"))
     assert np.array_equal(np.load(out / "rotations.npy"), view_rotations(st))  # bit for bit
@@ -69,8 +70,6 @@ def compare_render(points: np.ndarray, st: RenderSettings, out: Path) -> dict[st
     # Spec §10.1 asks more than the issue's thresholds of a CPU implementation: exact equality.
     assert np.array_equal(pixels, ref.pixels) and np.array_equal(visible, ref.visible)
     assert np.array_equal(images, ref.images)
-    return {"points_identical": float(same_point.mean()), "pixels_equal": float((images == ref.images).mean()),
-            "max_gray_diff": int(gray_diff.max())}
 
 
 def sphere_cloud(n: int = 4000) -> np.ndarray:
@@ -80,8 +79,8 @@ def sphere_cloud(n: int = 4000) -> np.ndarray:
 
 
 def test_ctest_suite_passes(build: Path) -> None:
-    done = subprocess.run(["ctest", "--test-dir", str(build), "--output-on-failure"], capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(["ctest", "--test-dir", str(build), "--output-on-failure"], check=False,
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "100% tests passed" in done.stdout
 
@@ -110,7 +109,8 @@ def test_render_and_backprojection_match_python(build: Path, tmp_path: Path, clo
     compare_render(points, st, out)
     # Back-projection given the same maps and the same correspondences (Python's).
     ref = render_views(points, st)
-    same = (np.load(out / "pixels.npy") == ref.pixels).all(axis=(0, 2)) & (np.load(out / "visible.npy") == ref.visible).all(axis=0)
+    same = ((np.load(out / "pixels.npy") == ref.pixels).all(axis=(0, 2))
+            & (np.load(out / "visible.npy") == ref.visible).all(axis=0))
     scores = np.load(out / "point_scores.npy")
     ref_scores = backproject(maps[None], ref.pixels[None], ref.visible[None], st.image_size, weight)[0]
     assert scores.dtype == np.float32 and scores.shape == (len(points), 3)
@@ -122,8 +122,6 @@ def test_render_and_backprojection_match_python(build: Path, tmp_path: Path, clo
     # Per-point per-view values: the upsampled maps read at each point's pixel.
     values = np.load(out / "values.npy")
     pix = np.load(out / "pixels.npy")
-    from align3d_rt.scoring import upsample_map
-
     for v in (0, st.num_views - 1):
         for b in (0, 1):
             up = upsample_map(maps[v, b], st.image_size)
@@ -202,7 +200,8 @@ def test_real3d_resampling_matches_python(build: Path, tmp_path: Path, n: int) -
     """Midpoint upsampling (N < 112,896) and exact farthest-point sampling (N > 112,896), spec §4.3."""
     points = unorganized_cloud(n, seed=9)
     np.save(tmp_path / "cloud.npy", points)
-    out = dump(build, tmp_path / "out", "--cloud", str(tmp_path / "cloud.npy"), "--resample-real3d", "--image-size", "32")
+    out = dump(build, tmp_path / "out", "--cloud", str(tmp_path / "cloud.npy"), "--resample-real3d",
+               "--image-size", "32")
     ref, _, _ = resample(points, None)
     got = np.load(out / "points.npy")
     assert got.shape == (NUM_POINTS, 3)
@@ -215,7 +214,8 @@ def test_bad_cloud_is_one_line_exit_2(build: Path, tmp_path: Path) -> None:
     (tmp_path / "short.npy").write_bytes(data[:-5])
     (tmp_path / "out").mkdir()
     done = subprocess.run([str(build / "align3d_geometry_dump"), "--out", str(tmp_path / "out"),
-                           "--cloud", str(tmp_path / "short.npy")], capture_output=True, text=True, timeout=60)
+                           "--cloud", str(tmp_path / "short.npy")], check=False, capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{tmp_path / 'short.npy'}: unreadable .npy (truncated")
