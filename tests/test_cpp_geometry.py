@@ -33,8 +33,9 @@ def build() -> Path:
     if TOOLS_MISSING:
         pytest.skip(f"no C++ toolchain here: {', '.join(TOOLS_MISSING)} not on PATH")
     if not (BUILD / "CMakeCache.txt").is_file():
-        subprocess.run(["cmake", "-S", str(SOURCE), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=Release"],
-                       check=True, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(["cmake", "-S", str(SOURCE), "-B", str(BUILD), "-DCMAKE_BUILD_TYPE=Release"],
+                              check=False, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     done = subprocess.run(["cmake", "--build", str(BUILD), "-j2"], check=False, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
