@@ -1,8 +1,10 @@
 // align3d_geometry_bench: times the geometry stages on one cloud (after a warm-up run) and prints
 // one JSON object: per-repeat seconds of render_views with all threads and with one thread, and of
-// backproject with random maps. Usage: align3d_geometry_bench CLOUD.npy [REPEATS] [PRESET]
+// backproject with random maps. Usage: align3d_geometry_bench CLOUD.npy [REPEATS] [PRESET] [one-thread]
+// ("one-thread": time only single-threaded renders, e.g. to compare CPU time with another renderer).
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -45,13 +47,16 @@ int main(int argc, char** argv) {
         align3d::RenderSettings st;
         if (argc > 3) st.preset = argv[3];
         align3d::RenderedViews r;
-        const auto all = time_runs(repeats, [&]() { r = align3d::render_views(xyz.data(), n, st, 0); });
+        const bool only_one = argc > 4 && std::string(argv[4]) == "one-thread";
+        std::vector<double> all;
+        if (!only_one) all = time_runs(repeats, [&]() { r = align3d::render_views(xyz.data(), n, st, 0); });
         const auto one = time_runs(repeats, [&]() { r = align3d::render_views(xyz.data(), n, st, 1); });
         std::mt19937 rng(0);
         std::uniform_real_distribution<float> unit(0.0f, 1.0f);
         std::vector<float> maps(static_cast<std::size_t>(r.views) * 2 * 24 * 24);
         for (float& m : maps) m = unit(rng);
-        const auto bp = time_runs(repeats, [&]() {
+        std::vector<double> bp;
+        if (!only_one) bp = time_runs(repeats, [&]() {
             align3d::backproject(maps.data(), r.views, 24, r.pixels.data(), r.visible.data(), n, r.image_size, 0.5);
         });
         std::printf("{\n  \"points\": %zu,\n  \"views\": %d,\n", n, r.views);
