@@ -2,6 +2,8 @@
 #pragma once
 
 #include <algorithm>
+#include <cfloat>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -18,6 +20,31 @@ namespace detail {
 inline std::int64_t x86_to_i64(double d) {
     if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return std::numeric_limits<std::int64_t>::min();
     return static_cast<std::int64_t>(d);
+}
+
+/// x86_to_i64(std::floor(d)) without the floating-point floor (one truncating conversion).
+inline std::int64_t floor_to_i64(double d) {
+    if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return std::numeric_limits<std::int64_t>::min();
+    const std::int64_t i = static_cast<std::int64_t>(d);  // truncation toward zero, exact in range
+    return static_cast<double>(i) > d ? i - 1 : i;
+}
+
+/// x86_to_i64(std::ceil(d)) likewise (doubles near 2^63 are integers, so the result stays in range).
+inline std::int64_t ceil_to_i64(double d) {
+    if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return std::numeric_limits<std::int64_t>::min();
+    const std::int64_t i = static_cast<std::int64_t>(d);
+    return static_cast<double>(i) < d ? i + 1 : i;
+}
+
+/// double -> float rounded to nearest, with overflow to +-inf as IEEE hardware does (a plain cast of
+/// an out-of-range double is undefined behaviour in C++).
+inline float to_f32(double d) {
+    if (std::isfinite(d) && std::fabs(d) > static_cast<double>(FLT_MAX)) {
+        const bool to_inf = std::fabs(d) >= static_cast<double>(FLT_MAX) + std::ldexp(1.0, 103);  // + half an ulp
+        const float mag = to_inf ? std::numeric_limits<float>::infinity() : FLT_MAX;
+        return d < 0 ? -mag : mag;
+    }
+    return static_cast<float>(d);
 }
 
 /// a - b with two's-complement wrap-around (numba int64 arithmetic), without signed-overflow UB.

@@ -1,5 +1,6 @@
 // .npy reader and writer (hand-written; see npy.hpp).
 #include "align3d/npy.hpp"
+#include "internal.hpp"
 
 #include <cerrno>
 #include <cfloat>
@@ -211,16 +212,7 @@ std::string shape_text(const std::vector<std::size_t>& shape) {
     return o.str();
 }
 
-// numpy astype(float32) of a double: round to nearest, overflow to +-inf (no UB for large values).
-float double_to_float(double d) {
-    if (std::isfinite(d) && std::fabs(d) > static_cast<double>(FLT_MAX)) {
-        const double half_ulp = std::ldexp(1.0, 103);
-        const bool to_inf = std::fabs(d) >= static_cast<double>(FLT_MAX) + half_ulp;
-        const float mag = to_inf ? std::numeric_limits<float>::infinity() : FLT_MAX;
-        return d < 0 ? -mag : mag;
-    }
-    return static_cast<float>(d);
-}
+float double_to_float(double d) { return detail::to_f32(d); }  // numpy astype(float32)
 
 template <typename Out, typename Conv>
 std::vector<Out> convert(const NpyArray& a, Conv conv) {

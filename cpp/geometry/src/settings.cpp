@@ -10,7 +10,6 @@ void check_settings(const RenderSettings& s) {
     view_preset(s.preset);  // throws for an unknown preset
     if (s.image_size < 1) throw std::invalid_argument("image_size must be >= 1, got " + std::to_string(s.image_size));
     if (s.window < 1) throw std::invalid_argument("window must be >= 1, got " + std::to_string(s.window));
-    if (s.point_size < 1) throw std::invalid_argument("point_size must be >= 1, got " + std::to_string(s.point_size));
     if (!std::isfinite(s.gray)) throw std::invalid_argument("gray must be finite");
 }
 

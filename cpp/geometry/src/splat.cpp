@@ -45,19 +45,19 @@ Camera fit_camera(const float* xyz, std::size_t n, const Mat3& r) {
 
 // Pixel rule floor(u * scale) clamped to the image (NaN -> 0 as x86 converts it, §5.9).
 std::int32_t pixel_index(double u, int size, double scale) {
-    const std::int64_t p = detail::x86_to_i64(std::floor(u * scale));
+    const std::int64_t p = detail::floor_to_i64(u * scale);
     if (p < 0) return 0;
     if (p > size - 1) return size - 1;
     return static_cast<std::int32_t>(p);
 }
 
 // §5.5: first and last pixel of the splat, clipped to the image (may be empty: hi < lo).
-void splat_span(double u, double scale, double splat, int size, int& lo_out, int& hi_out) {
+inline void splat_span(double u, double scale, double splat, int size, int& lo_out, int& hi_out) {
     const double pos = (u + 0.5) * scale;
-    std::int64_t lo = detail::x86_to_i64(std::ceil(pos - 0.5 * splat - 0.5));
-    std::int64_t hi = detail::wrap_sub(detail::x86_to_i64(std::ceil(pos + 0.5 * splat - 0.5)), 1);
+    std::int64_t lo = detail::ceil_to_i64(pos - 0.5 * splat - 0.5);
+    std::int64_t hi = detail::wrap_sub(detail::ceil_to_i64(pos + 0.5 * splat - 0.5), 1);
     if (hi < lo) {
-        lo = detail::x86_to_i64(std::floor(pos));
+        lo = detail::floor_to_i64(pos);
         hi = lo;
     }
     // Clip as the reference does (max(lo, 0), min(hi, S-1)); values beyond the image are pinned to
@@ -68,7 +68,9 @@ void splat_span(double u, double scale, double splat, int size, int& lo_out, int
 
 // Buffers of one view; reused by a worker across the views it renders.
 struct ViewWork {
-    std::vector<std::uint64_t> pz, sz;  // point and splat z-buffers [S][S]
+    // Point and splat z-buffers [S][S], interleaved: a point's own pixel is usually inside its splat,
+    // so both writes of a point mostly land in one cache line.
+    std::vector<std::uint64_t> zbuf;  // [S][S][2]: 0 = point buffer, 1 = splat buffer
     std::vector<float> pos;             // [S][S][3] f32 camera coordinates of the splat winner
     std::vector<float> cam;             // [N][3] f32 camera coordinates of every point
 };
@@ -118,8 +120,7 @@ void render_one_view(const float* xyz, std::size_t n, const RenderSettings& st, 
                      RenderedViews& out, ViewWork& work) {
     const int size = st.image_size;
     const std::size_t pixels_per_view = static_cast<std::size_t>(size) * size;
-    work.pz.assign(pixels_per_view, kEmpty);
-    work.sz.assign(pixels_per_view, kEmpty);
+    work.zbuf.assign(2 * pixels_per_view, kEmpty);
     work.pos.resize(pixels_per_view * 3);
     work.cam.resize(n * 3);
     const Camera cam = fit_camera(xyz, n, r);
@@ -131,43 +132,58 @@ void render_one_view(const float* xyz, std::size_t n, const RenderSettings& st, 
     std::uint8_t* visible = out.visible.data() + static_cast<std::size_t>(v) * n;
     std::fill(visible, visible + n, std::uint8_t{0});
 
-    for (std::size_t i = 0; i < n; ++i) {  // projection into both z-buffers
-        const double px = xyz[3 * i], py = xyz[3 * i + 1], pz = xyz[3 * i + 2];
-        const double qx = (r[0] * px + r[1] * py) + r[2] * pz;
-        const double qy = (r[3] * px + r[4] * py) + r[5] * pz;
-        const double qz = (r[6] * px + r[7] * py) + r[8] * pz;
-        const double xc = qx - cam.ccx, yc = -(qy - cam.ccy), zc = cam.eye_z - qz;
-        work.cam[3 * i] = static_cast<float>(xc);
-        work.cam[3 * i + 1] = static_cast<float>(yc);
-        work.cam[3 * i + 2] = static_cast<float>(zc);
-        const double inv = 1.0 / zc;
-        const double u = f * xc * inv + c, w = f * yc * inv + c;
-        double t = (zc - cam.z0) * cam.inv_span;
-        if (t < 0.0) t = 0.0;
-        if (t > 1.0) t = 1.0;
-        const std::uint64_t key =
-            (static_cast<std::uint64_t>(detail::x86_to_i64(t * kDepthLevels)) << 32) | static_cast<std::uint64_t>(i);
-        const std::int32_t pxl = pixel_index(u, size, scale), pyl = pixel_index(w, size, scale);
-        pixels[2 * i] = pxl;
-        pixels[2 * i + 1] = pyl;
-        std::uint64_t& cell = work.pz[static_cast<std::size_t>(pyl) * size + pxl];
-        cell = std::min(cell, key);
-        // A NaN u or w happens only for a cloud of coincident points (zc = 0, §5.9); the reference then
-        // splats the whole image, but pos z = 0 leaves it blank either way, so skip the work.
-        if (!(std::isfinite(u) && std::isfinite(w))) continue;
-        int x0, x1, y0, y1;
-        splat_span(u, scale, splat, size, x0, x1);
-        splat_span(w, scale, splat, size, y0, y1);
-        for (int yy = y0; yy <= y1; ++yy) {
-            std::uint64_t* row = work.sz.data() + static_cast<std::size_t>(yy) * size;
-            for (int xx = x0; xx <= x1; ++xx) row[xx] = std::min(row[xx], key);
+    // Projection in blocks: first every key and pixel span of a block (no memory dependences, so
+    // the arithmetic pipelines), then the scattered z-buffer writes. Keys are unique, so the
+    // order of the min-writes does not matter.
+    constexpr std::size_t kBlock = 256;
+    std::uint64_t keys[kBlock];
+    int spans[kBlock][4];
+    for (std::size_t start = 0; start < n; start += kBlock) {
+        const std::size_t stop = std::min(n, start + kBlock);
+        for (std::size_t i = start; i < stop; ++i) {
+            const double px = xyz[3 * i], py = xyz[3 * i + 1], pz = xyz[3 * i + 2];
+            const double qx = (r[0] * px + r[1] * py) + r[2] * pz;
+            const double qy = (r[3] * px + r[4] * py) + r[5] * pz;
+            const double qz = (r[6] * px + r[7] * py) + r[8] * pz;
+            const double xc = qx - cam.ccx, yc = -(qy - cam.ccy), zc = cam.eye_z - qz;
+            work.cam[3 * i] = detail::to_f32(xc);
+            work.cam[3 * i + 1] = detail::to_f32(yc);
+            work.cam[3 * i + 2] = detail::to_f32(zc);
+            const double inv = 1.0 / zc;
+            const double u = f * xc * inv + c, w = f * yc * inv + c;
+            double t = (zc - cam.z0) * cam.inv_span;
+            if (t < 0.0) t = 0.0;
+            if (t > 1.0) t = 1.0;
+            const std::size_t j = i - start;
+            keys[j] = (static_cast<std::uint64_t>(detail::x86_to_i64(t * kDepthLevels)) << 32) |
+                      static_cast<std::uint64_t>(i);
+            pixels[2 * i] = pixel_index(u, size, scale);
+            pixels[2 * i + 1] = pixel_index(w, size, scale);
+            // A NaN u or w happens only for a cloud of coincident points (zc = 0, §5.9); the reference
+            // then splats the whole image, but pos z = 0 leaves it blank either way: no splat.
+            if (std::isfinite(u) && std::isfinite(w)) {
+                splat_span(u, scale, splat, size, spans[j][0], spans[j][1]);
+                splat_span(w, scale, splat, size, spans[j][2], spans[j][3]);
+            } else {
+                spans[j][0] = 0, spans[j][1] = -1, spans[j][2] = 0, spans[j][3] = -1;
+            }
+        }
+        for (std::size_t i = start; i < stop; ++i) {
+            const std::size_t j = i - start;
+            const std::uint64_t key = keys[j];
+            std::uint64_t& cell = work.zbuf[2 * (static_cast<std::size_t>(pixels[2 * i + 1]) * size + pixels[2 * i])];
+            cell = std::min(cell, key);
+            for (int yy = spans[j][2]; yy <= spans[j][3]; ++yy) {
+                std::uint64_t* row = work.zbuf.data() + 2 * static_cast<std::size_t>(yy) * size + 1;
+                for (int xx = spans[j][0]; xx <= spans[j][1]; ++xx) row[2 * xx] = std::min(row[2 * xx], key);
+            }
         }
     }
 
     for (std::size_t k = 0; k < pixels_per_view; ++k) {  // resolve: visibility and position buffer
-        const std::uint64_t pk = work.pz[k];
+        const std::uint64_t pk = work.zbuf[2 * k];
         if (pk != kEmpty) visible[pk & kIndexMask] = 1;
-        const std::uint64_t sk = work.sz[k];
+        const std::uint64_t sk = work.zbuf[2 * k + 1];
         if (sk == kEmpty) {
             work.pos[3 * k] = 0.0f;
             work.pos[3 * k + 1] = 0.0f;

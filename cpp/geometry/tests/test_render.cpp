@@ -137,6 +137,13 @@ void bad_input() {
     st = RenderSettings{};
     st.image_size = 0;
     CHECK_THROWS(align3d::render_views(xyz.data(), 1, st), "image_size");
+    st = RenderSettings{};
+    st.window = 0;
+    CHECK_THROWS(align3d::render_views(xyz.data(), 1, st), "window");
+    // Coordinates near the float32 limit: finite in f64, rendered without overflow or UB.
+    const std::vector<float> huge = {-3e38f, 1.0f, 2e38f, 3e38f, -1e38f, 0.5f, 1.0f, 3e38f, -3e38f};
+    const RenderedViews r = align3d::render_views(huge.data(), 3, RenderSettings{}, 1);
+    for (std::int32_t p : r.pixels) CHECK(p >= 0 && p < 336);
 }
 
 }  // namespace

@@ -6,12 +6,13 @@
 //       [--valid-only] [--resample-real3d]
 //       [--maps MAPS.npy [--global-probs PROBS.npy] [--fusion-weight W] [--grid-size G]]
 //   align3d_geometry_dump --grid GRID.npy --valid VALID.npy --out DIR     (organized steps 4-6)
+//   align3d_geometry_dump --blur SCORES.npy --out DIR                     (evaluation blur, §8)
 //
 // Writes into DIR (which must exist): rotations.npy (V,3,3) f64, images.npy (V,S,S,3) u8,
 // pixels.npy (V,N,2) i32, visible.npy (V,N) bool, points.npy (N,3) f32 (the rendered points);
 // with --maps (V,2,G,G) f32: values.npy (V,N,2) f64 and point_scores.npy (N,3) f32; with
 // --global-probs (V,2) f32: object_score.npy (f64 scalar). --grid mode writes points.npy and
-// grid_index.npy. Bad input: one line "PATH: problem" on stderr, exit 2.
+// grid_index.npy (and grid336.npy); --blur (H,W) f32 writes blurred.npy. Bad input: one line "PATH: problem" on stderr, exit 2.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -44,7 +45,7 @@ Options parse_args(int argc, char** argv) {
     Options o;
     const char* valued[] = {"--cloud", "--out", "--preset", "--image-size", "--point-size", "--window", "--gray",
                             "--dataset", "--category", "--threads", "--maps", "--global-probs", "--fusion-weight",
-                            "--grid-size", "--grid", "--valid"};
+                            "--grid-size", "--grid", "--valid", "--blur"};
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
         if (a == "--no-fallback") { o.fallback = false; continue; }
@@ -57,7 +58,7 @@ Options parse_args(int argc, char** argv) {
         o.values[a] = argv[++i];
     }
     if (!o.has("--out")) throw UsageError("--out DIR is required");
-    if (!o.has("--cloud") && !o.has("--grid")) throw UsageError("--cloud or --grid is required");
+    if (!o.has("--cloud") && !o.has("--grid") && !o.has("--blur")) throw UsageError("--cloud, --grid or --blur is required");
     return o;
 }
 
@@ -104,6 +105,15 @@ int dump_grid(const Options& o, const std::string& out) {
     align3d::write_npy(out + "/grid336.npy", NpyType::f32, {336, 336, 3}, resized.data());
     align3d::write_npy(out + "/points.npy", NpyType::f32, {pts.cloud.size(), 3}, pts.cloud.xyz.data());
     align3d::write_npy(out + "/grid_index.npy", NpyType::i64, {pts.grid_index.size()}, pts.grid_index.data());
+    return 0;
+}
+
+int dump_blur(const Options& o, const std::string& out) {
+    std::vector<std::size_t> shape;
+    const std::vector<float> grid = read_f32(o.get("--blur"), shape, 2);
+    const std::vector<float> blurred =
+        align3d::blur_grid(grid.data(), static_cast<int>(shape[0]), static_cast<int>(shape[1]));
+    align3d::write_npy(out + "/blurred.npy", NpyType::f32, shape, blurred.data());
     return 0;
 }
 
@@ -173,6 +183,7 @@ int main(int argc, char** argv) {
         const std::string out = o.get("--out");
         struct stat info {};
         if (::stat(out.c_str(), &info) != 0 || !S_ISDIR(info.st_mode)) throw align3d::NpyError(out, "output directory not found");
+        if (o.has("--blur")) return dump_blur(o, out);
         return o.has("--grid") ? dump_grid(o, out) : dump_cloud(o, out);
     } catch (const UsageError& e) {
         std::fprintf(stderr, "align3d_geometry_dump: error: %s\n", e.what());

@@ -34,8 +34,8 @@ struct RenderSettings {
     double gray = 0.7;              ///< base gray level
 };
 
-/// Throws std::invalid_argument unless preset is known, S >= 1, W >= 1, point_size >= 1 and
-/// gray finite.
+/// Throws std::invalid_argument unless preset is known, S >= 1, W >= 1 and gray is finite. Any
+/// point_size is accepted, as in Python (a splat without a pixel centre covers floor(pos), §5.5).
 void check_settings(const RenderSettings& settings);
 
 /// §5.1: `base` with point_size and window replaced for dataset (mvtec3d, synthetic, eyecandies,
