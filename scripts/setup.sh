@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
-# Install everything align3d_rt needs on a fresh Debian machine: Debian libs for Open3D, a venv, Python packages.
+# Install everything align3d_rt needs on a fresh Debian machine: Debian libs (Open3D, C++ inspector build), a venv, Python packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 need_apt=0
-for p in libusb-1.0-0 libgl1 libegl1 libgomp1; do
+# Debian libs for Open3D, and the C++ inspector's build (CMakeLists.txt): compiler, CMake, Ninja,
+# libtiff, nlohmann-json, OpenSSL (sha256), libpng. OpenVINO's C++ SDK comes with the openvino wheel.
+APT_PACKAGES="libusb-1.0-0 libgl1 libegl1 libgomp1 cmake g++ ninja-build libtiff-dev nlohmann-json3-dev libssl-dev libpng-dev"
+for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libusb-1.0-0 libgl1 libegl1 libgomp1 >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $APT_PACKAGES >/dev/null
 fi
 stamp="$VENV/.installed-$(sha1sum requirements.txt pyproject.toml | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then

@@ -1,0 +1,76 @@
+// align3d inspector: score point clouds with an exported align3d_rt bundle, no Python needed.
+//
+//   align3d::Inspector insp("BUNDLE");                 // verify bundle, compile the encoder once
+//   align3d::ScoreResult r = insp.score(points);       // points: N*3 floats (x,y,z), many times
+//
+// Thread safety: an Inspector is immutable after construction except for its encoder, whose
+// inference request is guarded by a mutex; score() may be called from several threads at once
+// (encoder calls are serialised, rendering and back-projection run concurrently). For parallel
+// encoder throughput create one Inspector per thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace align3d {
+
+/// Every user-facing failure: what() is one line "PATH: problem".
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct InspectorOptions {
+  std::string backend = "openvino";   // "openvino" (default), "onnxruntime" / "tensorrt" when built
+  std::string device = "CPU";         // OpenVINO device name
+  std::string precision_hint = "f32"; // OpenVINO INFERENCE_PRECISION_HINT: f32 (parity), bf16, f16
+  int threads = 0;                    // encoder threads (0: backend default)
+  std::string dataset;                // optional: mvtec3d, synthetic, eyecandies, real3d (spec 5.1)
+  std::string category;               // optional MVTec category (point size)
+};
+
+/// Seconds spent per stage of one score() call (read is filled by the caller that read the file).
+struct Timings {
+  double read = 0, render = 0, encode = 0, backproject = 0, score = 0;
+};
+
+struct ScoreResult {
+  std::vector<float> point_scores;  // N*3: render, aligned, fused (spec section 7)
+  std::vector<float> global_probs;  // V*2
+  double object_score = 0;          // spec section 8
+  float max_point_score = 0;        // max fused
+  std::vector<std::uint8_t> images; // V*S*S*3 renders (only when keep_images)
+  int num_views = 0, image_size = 0;
+  Timings timings;
+};
+
+class Inspector {
+ public:
+  /// Loads and verifies the bundle (manifest checksum, sha256 of every file) and compiles the
+  /// encoder. Throws align3d::Error with one line on any problem.
+  explicit Inspector(const std::string& bundle_dir, const InspectorOptions& options = {});
+  ~Inspector();
+  Inspector(Inspector&&) noexcept;
+  Inspector& operator=(Inspector&&) noexcept;
+  Inspector(const Inspector&) = delete;
+  Inspector& operator=(const Inspector&) = delete;
+
+  /// Scores one cloud of N valid points (x,y,z interleaved, N >= 1, finite).
+  ScoreResult score(const std::vector<float>& points, bool keep_images = false) const;
+
+  int num_views() const;
+  int image_size() const;
+  double fusion_weight() const;
+  const std::string& precision() const;     // model precision (IR's, else the ONNX graph's)
+  const std::string& model_file() const;    // the verified file the encoder was compiled from
+  const std::string& bundle_hash() const;   // sha256 of encoder.onnx (files[onnx.file])
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace align3d

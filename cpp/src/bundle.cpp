@@ -1,0 +1,189 @@
+// Bundle loading: same checks, order and messages as align3d_rt/artifacts/bundle.py:load_bundle.
+#include "bundle.hpp"
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+
+#include "align3d/inspector.hpp"
+
+namespace align3d {
+namespace fs = std::filesystem;
+namespace {
+
+const char* kFormat = "align3d_rt.bundle";
+const char* kRequired[] = {"files", "onnx", "precision", "image_size", "grid_size",
+                           "fusion_weight", "render_settings", "clip"};
+
+[[noreturn]] void fail(const std::string& path, const std::string& problem) {
+  throw Error(path + ": " + problem);
+}
+
+std::string join(const std::string& root, const std::string& rel) { return root + "/" + rel; }
+
+std::string repr(const nlohmann::json& v) {  // Python repr of a manifest scalar (for messages)
+  if (v.is_string()) return "'" + v.get<std::string>() + "'";
+  if (v.is_null()) return "None";
+  if (v.is_boolean()) return v.get<bool>() ? "True" : "False";
+  if (v.is_number_float()) return python_float_repr(v.get<double>());
+  return v.dump();
+}
+
+bool has_nonfinite(const nlohmann::json& v) {
+  if (v.is_number_float()) return !std::isfinite(v.get<double>());
+  if (v.is_structured())
+    for (const auto& x : v)
+      if (has_nonfinite(x)) return true;
+  return false;
+}
+
+nlohmann::json read_manifest(const std::string& root) {
+  if (!fs::is_directory(root)) fail(root, "bundle directory not found");
+  const std::string mpath = join(root, "manifest.json");
+  if (!fs::is_regular_file(mpath)) fail(root, "not a bundle (manifest.json missing)");
+  std::ifstream in(mpath, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in.good() && !in.eof()) fail(mpath, "unreadable manifest (OSError: read failed)");
+  nlohmann::json m;
+  try {
+    m = nlohmann::json::parse(text.str());
+  } catch (const nlohmann::json::exception& err) {
+    fail(mpath, std::string("unreadable manifest (JSONDecodeError: ") + err.what() + ")");
+  }
+  if (!m.is_object() || !m.contains("format") || m["format"] != kFormat)
+    fail(mpath, std::string("not an ") + kFormat + " manifest");
+  const nlohmann::json version = m.contains("format_version") ? m["format_version"] : nlohmann::json();
+  const bool is_v2 = version.is_number_integer() && version.get<std::int64_t>() == 2;
+  const bool is_v1 = version.is_number_integer() && version.get<std::int64_t>() == 1;
+  if (is_v2) {
+    if (has_nonfinite(m)) fail(mpath, "manifest holds NaN or infinite numbers; re-export the bundle");
+    std::string digest;
+    try {
+      digest = sha256_hex(canonical_manifest_text(m));
+    } catch (const std::domain_error&) {
+      fail(mpath, "manifest holds NaN or infinite numbers; re-export the bundle");
+    }
+    const auto rec = m.find("manifest_sha256");
+    if (rec == m.end() || !rec->is_string() || rec->get<std::string>() != digest)
+      fail(mpath, "manifest checksum mismatch (manifest.json was edited or is corrupt); "
+                  "re-export the bundle instead of editing it");
+  } else if (is_v1) {
+    m["manifest_sha256"] = nullptr;
+    m["format_version"] = 2;
+    std::cerr << "align3d_rt: " << mpath << ": bundle format 1 has no manifest checksum, its settings are not "
+              << "protected; re-export it to upgrade\n";
+  } else {
+    const bool newer = version.is_number_integer() && version.get<std::int64_t>() > 2;
+    fail(mpath, "bundle format version " + repr(version) + ", this align3d_rt reads version 2; " +
+                    (newer ? "upgrade align3d_rt, or " : "") + "re-export the bundle with this version");
+  }
+  for (const char* key : kRequired)
+    if (!m.contains(key)) fail(mpath, std::string("manifest lacks '") + key + "'");
+  return m;
+}
+
+void verify_files(const std::string& root, const nlohmann::json& m) {
+  const std::string mpath = join(root, "manifest.json");
+  const auto& files = m["files"];
+  if (!files.is_object() || files.empty()) fail(mpath, "manifest lists no files");
+  for (auto it = files.begin(); it != files.end(); ++it) {  // sorted by key, like Python
+    const std::string& rel = it.key();
+    bool escapes = rel.empty() || rel[0] == '/';
+    std::stringstream parts(rel);
+    for (std::string part; std::getline(parts, part, '/');) escapes = escapes || part == "..";
+    if (escapes) fail(mpath, "file path '" + rel + "' leaves the bundle directory");
+    const std::string fpath = join(root, rel);
+    if (!fs::is_regular_file(fpath)) fail(fpath, "missing from the bundle; re-export it");
+    if (!it.value().is_string() || sha256_file(fpath) != it.value().get<std::string>())
+      fail(fpath, "sha256 differs from the manifest (file altered or corrupt); re-export the bundle");
+  }
+}
+
+bool known_preset(const std::string& p) { return p == "paper9" || p == "mvtec9" || p == "eyecandies9"; }
+
+RenderSettings render_settings(const nlohmann::json& rs, const std::string& mpath, std::string& renderer) {
+  RenderSettings r;
+  try {
+    if (!rs.is_object()) throw std::invalid_argument("render_settings is not an object");
+    if (rs.contains("preset")) r.preset = rs["preset"].get<std::string>();
+    if (rs.contains("renderer")) renderer = rs["renderer"].get<std::string>();
+    if (rs.contains("image_size")) r.image_size = rs["image_size"].get<int>();
+    if (rs.contains("point_size")) r.point_size = rs["point_size"].get<int>();
+    if (rs.contains("window")) r.window = rs["window"].get<int>();
+    if (rs.contains("gray")) r.gray = rs["gray"].get<double>();
+  } catch (const std::exception& err) {
+    fail(mpath, std::string("bad render settings (") + err.what() + ")");
+  }
+  if (!known_preset(r.preset))
+    fail(mpath, "bad render settings (unknown view preset '" + r.preset + "'; known: paper9, mvtec9, eyecandies9)");
+  try {
+    check_settings(r);
+  } catch (const std::invalid_argument& err) {
+    fail(mpath, std::string("bad render settings (") + err.what() + ")");
+  }
+  return r;
+}
+
+}  // namespace
+
+BundleInfo load_bundle(const std::string& dir) {
+  std::string root = dir;
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  const std::string mpath = join(root, "manifest.json");
+  BundleInfo b;
+  b.path = root;
+  b.manifest = read_manifest(root);
+  const auto& m = b.manifest;
+  verify_files(root, m);
+  const auto& files = m["files"];
+  const auto& onnx = m["onnx"];
+  const std::string onnx_rel = onnx.is_object() && onnx.contains("file") && onnx["file"].is_string()
+                                   ? onnx["file"].get<std::string>() : "encoder.onnx";
+  if (!files.contains(onnx_rel)) fail(mpath, onnx_rel + " is not hash-listed in the manifest");
+  b.onnx_file = join(root, onnx_rel);
+  b.onnx_sha256 = files[onnx_rel].get<std::string>();
+  if (m.contains("openvino") && !m["openvino"].is_null()) {
+    const auto& ir = m["openvino"];
+    std::string unlisted;
+    for (const char* k : {"xml", "bin"}) {
+      const bool ok = ir.is_object() && ir.contains(k) && ir[k].is_string() && files.contains(ir[k].get<std::string>());
+      if (!ok) {
+        const std::string name = ir.is_object() && ir.contains(k) && ir[k].is_string() ? ir[k].get<std::string>() : "None";
+        unlisted += (unlisted.empty() ? "" : ", ") + name;
+      }
+      if (!ir.is_object()) break;
+    }
+    if (!unlisted.empty()) fail(mpath, "OpenVINO IR " + unlisted + " is not hash-listed in the manifest");
+    b.ir_xml = join(root, ir["xml"].get<std::string>());
+    b.ir_bin = join(root, ir["bin"].get<std::string>());
+    b.ir_precision = ir.contains("precision") && ir["precision"].is_string() ? ir["precision"].get<std::string>() : "fp32";
+  }
+  const auto& prec = m["precision"];
+  if (!prec.is_string() || (prec != "fp32" && prec != "fp16" && prec != "int8"))
+    fail(mpath, "unknown precision " + repr(prec));
+  b.precision = prec.get<std::string>();
+  b.render = render_settings(m["render_settings"], mpath, b.renderer);
+  if (!m["fusion_weight"].is_number() || !m["image_size"].is_number())
+    fail(mpath, "fusion_weight and image_size must be numbers");
+  b.fusion_weight = m["fusion_weight"].get<double>();
+  b.image_size = m["image_size"].get<int>();
+  if (!(b.fusion_weight >= 0.0 && b.fusion_weight <= 1.0))
+    fail(mpath, "fusion_weight " + repr(m["fusion_weight"]) + " is outside [0, 1]");
+  if (b.renderer != "splat" && b.renderer != "open3d")
+    fail(mpath, "unknown renderer '" + b.renderer + "' (known: splat, open3d)");
+  if (b.render.image_size != b.image_size)
+    fail(mpath, "render image size " + std::to_string(b.render.image_size) + " differs from the graph's input size " +
+                    std::to_string(b.image_size));
+  if (b.renderer != "splat")
+    fail(mpath, "renderer '" + b.renderer + "' is not part of the runtime contract; the C++ inspector renders "
+                "with 'splat' only (spec section 1)");
+  if (!m["grid_size"].is_number_integer()) fail(mpath, "grid_size must be an integer");
+  b.grid_size = m["grid_size"].get<int>();
+  return b;
+}
+
+}  // namespace align3d

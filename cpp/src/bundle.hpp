@@ -1,0 +1,41 @@
+// Bundle loading and verification (docs/runtime-spec.md section 2): manifest checksum over the
+// canonical JSON (2.3), sha256 of every listed file (2.4), refusal messages of 2.6.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "align3d/geometry.hpp"
+
+namespace align3d {
+
+
+struct BundleInfo {
+  std::string path;             // bundle directory as given
+  nlohmann::json manifest;
+  std::string onnx_file;        // absolute-ish path BUNDLE/onnx.file
+  std::string onnx_sha256;      // files[onnx.file]
+  std::string ir_xml, ir_bin;   // BUNDLE/openvino.xml/bin, empty when the bundle has no IR
+  std::string ir_precision;     // openvino.precision, empty without IR
+  std::string precision;        // manifest precision (the ONNX graph's)
+  int image_size = 336, grid_size = 24;
+  double fusion_weight = 0.5;
+  RenderSettings render;        // the bundle's render_settings (splat renderer)
+  std::string renderer = "splat";
+};
+
+/// Python's json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True) of the
+/// manifest without its top-level manifest_sha256. Throws std::domain_error on NaN/inf.
+std::string canonical_manifest_text(const nlohmann::json& manifest);
+std::string canonical_json(const nlohmann::json& value);
+/// Python repr(float) of a finite double.
+std::string python_float_repr(double value);
+
+/// Lowercase hex sha256 of bytes / of a file (throws align3d::Error "PATH: ..." when unreadable).
+std::string sha256_hex(const std::string& bytes);
+std::string sha256_file(const std::string& path);
+
+/// Reads, verifies (checksum + every file) and validates a bundle; throws align3d::Error.
+BundleInfo load_bundle(const std::string& dir);
+
+}  // namespace align3d

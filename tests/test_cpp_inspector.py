@@ -1,0 +1,173 @@
+"""C++ inspector (issue #11): CMake build, ctest (normal and ASan+UBSan), and the align3d-inspect CLI
+against Python's `align3d-rt infer --backend openvino` on the same fp32 bundle (tiny random CLIP)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cpp_build  # noqa: E402
+from export_support import make_run_dir  # noqa: E402
+
+pytest.importorskip("openvino")
+SCORE_TOL = 1e-4  # fp32 model, per-point and object scores (spec 10.3)
+
+if cpp_build.missing_tools():
+    pytest.skip(f"C++ toolchain missing ({', '.join(cpp_build.missing_tools())}); run scripts/setup.sh",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def build_dir() -> Path:
+    return cpp_build.build("cpp")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from align3d_rt.cli import main
+
+    root = tmp_path_factory.mktemp("cpp_bundle")
+    run = make_run_dir(root / "run", preset="mvtec9")
+    assert main(["export", "--run", str(run), "--out", str(root / "ov_fp32"), "--format", "openvino"]) == 0
+    return root / "ov_fp32"
+
+
+def _sphere(n: int, seed: int) -> np.ndarray:
+    p = np.random.default_rng(seed).normal(size=(n, 3))
+    return (0.05 * p / np.linalg.norm(p, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def clouds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Unorganized clouds in every format (PLY/PCD written by Open3D, which Python reads them with) and
+    one organized grid: a bumpy dome on an empty background (no plane for RANSAC, one DBSCAN cluster)."""
+    import open3d as o3d
+    import tifffile
+
+    d = tmp_path_factory.mktemp("cpp_clouds")
+    pts = _sphere(4000, 3)
+    pts[::97] = 0.0  # all-zero rows: dropped from .npy, kept in .ply/.pcd (spec 4.1)
+    pts[5] = np.nan
+    np.save(d / "sphere.npy", pts)
+    box = (np.random.default_rng(4).uniform(-0.03, 0.03, size=(3000, 3)) * [1.0, 0.6, 0.3]).astype(np.float32)
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(box.astype(np.float64)))
+    o3d.io.write_point_cloud(str(d / "box.ply"), cloud, write_ascii=False)
+    o3d.io.write_point_cloud(str(d / "box_ascii.pcd"), cloud, write_ascii=True)
+    o3d.io.write_point_cloud(str(d / "box_bin.pcd"), cloud, write_ascii=False)
+    h, w = 180, 150
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    x, y = (xx - w / 2) * 4e-4, (yy - h / 2) * 4e-4
+    r2 = (x * x + y * y) / 0.025**2
+    z = 0.4 - 0.02 * np.sqrt(np.clip(1 - r2, 0, None)) - 0.002 * np.exp(-((x - 0.01) ** 2 + y**2) / 2e-5)
+    grid = np.stack([x, y, z], -1).astype(np.float32)
+    grid[r2 >= 1] = 0.0
+    grid[60, 70] = np.nan
+    tifffile.imwrite(d / "dome.tiff", grid)
+    return {p.stem: p for p in sorted(d.iterdir())}
+
+
+def _inspect(build_dir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(build_dir / "cpp" / "align3d-inspect"), *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_ctest_suite_passes(build_dir: Path) -> None:
+    proc = cpp_build.ctest(build_dir)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    names = set(re.findall(r"Test\s+#\d+: (\S+)", proc.stdout))
+    assert {"inspector_test_readers", "inspector_test_bundle"} <= names, names
+
+
+def test_readers_and_bundle_checks_under_asan_ubsan() -> None:
+    """The untrusted-input code (readers, bundle verification, geometry) under AddressSanitizer + UBSan."""
+    out = cpp_build.build("cpp-asan", "-DALIGN3D_SANITIZE=ON", "-DALIGN3D_READERS_ONLY=ON",
+                          "-DCMAKE_BUILD_TYPE=Debug", "-DALIGN3D_GEOMETRY_TOOLS=OFF")
+    proc = cpp_build.ctest(out)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "inspector_test_readers" in proc.stdout and "inspector_test_bundle" in proc.stdout
+
+
+def test_cli_matches_python_openvino(build_dir: Path, bundle: Path, clouds: dict[str, Path], tmp_path: Path) -> None:
+    from align3d_rt.cli import main
+
+    files = [str(p) for p in clouds.values()]
+    proc = _inspect(build_dir, str(bundle), *files, "--out", str(tmp_path / "cpp"), "--png")
+    assert proc.returncode == 0, proc.stderr
+    rc = main(["infer", *files, "--bundle", str(bundle), "--backend", "openvino", "--precision-hint", "f32",
+               "--out", str(tmp_path / "py"), "--no-ply", "--no-png"])
+    assert rc == 0
+    cpp = json.loads((tmp_path / "cpp" / "scores.json").read_text())["samples"]
+    py = json.loads((tmp_path / "py" / "scores.json").read_text())["samples"]
+    assert set(cpp) == set(py) == set(clouds)
+    for key in py:
+        c_pts, p_pts = (np.load(tmp_path / side / f"{key}.points.npy") for side in ("cpp", "py"))
+        np.testing.assert_array_equal(c_pts, p_pts, err_msg=key)  # same scored points, same order
+        c, p = (np.load(tmp_path / side / f"{key}.scores.npy") for side in ("cpp", "py"))
+        assert c.shape == p.shape == (py[key]["num_points"], 3)
+        assert np.abs(c - p).max() <= SCORE_TOL, (key, np.abs(c - p).max())
+        assert abs(cpp[key]["object_score"] - py[key]["object_score"]) <= SCORE_TOL, key
+        assert set(cpp[key]["timings"]) >= {"read", "render", "encode", "backproject", "score"}
+    np.testing.assert_array_equal(np.load(tmp_path / "cpp" / "dome.grid_index.npy"),
+                                  np.load(tmp_path / "py" / "dome.grid_index.npy"))
+    assert cpp["sphere"]["num_points"] == 4000 - 1 - len(range(0, 4000, 97))
+    png = (tmp_path / "cpp" / "sphere.views.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((tmp_path / "cpp").glob(".*tmp*"))
+
+
+def _truncated_ply(d: Path) -> Path:
+    p = d / "short.ply"
+    head = b"ply\nformat binary_little_endian 1.0\nelement vertex 100\nproperty float x\nproperty float y\n" \
+           b"property float z\nend_header\n"
+    p.write_bytes(head + np.ones((10, 3), np.float32).tobytes())
+    return p
+
+
+def test_bad_input_one_line_exit_2_nothing_written(build_dir: Path, bundle: Path, clouds: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    import shutil
+
+    lie = tmp_path / "lie.pcd"
+    lie.write_bytes(b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 50\nHEIGHT 1\nPOINTS 50\nDATA binary\n"
+                    + np.ones((7, 3), np.float32).tobytes())
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle, tampered)
+    blob = bytearray((tampered / "encoder.bin").read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    (tampered / "encoder.bin").write_bytes(bytes(blob))
+    edited = tmp_path / "edited"
+    shutil.copytree(bundle, edited)
+    text = (edited / "manifest.json").read_text()
+    (edited / "manifest.json").write_text(text.replace('"fusion_weight": 0.5', '"fusion_weight": 0.25', 1))
+    good = str(clouds["sphere"])
+    cases = [
+        ([str(bundle), str(_truncated_ply(tmp_path))], str(tmp_path / "short.ply"), "header promises 100 vertex rows"),
+        ([str(bundle), str(lie)], str(lie), "header promises 50 points, the file holds 7"),
+        ([str(bundle), str(tmp_path / "nope.npy")], str(tmp_path / "nope.npy"), "point file not found"),
+        ([str(tampered), good], str(tampered / "encoder.bin"), "sha256 differs from the manifest"),
+        ([str(edited), good], str(edited / "manifest.json"), "manifest checksum mismatch"),
+        ([str(bundle), good, "--precision-hint", "fp8"], "--precision-hint", "unknown precision 'fp8'"),
+        ([str(bundle), good, str(_truncated_ply(tmp_path))], str(tmp_path / "short.ply"), "header promises"),
+    ]
+    for i, (args, path, problem) in enumerate(cases):
+        out = tmp_path / f"out{i}"
+        proc = _inspect(build_dir, *args, "--out", str(out))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, (args, proc.stderr)
+        assert lines[0].startswith(f"{path}: ") and problem in lines[0], (lines, path, problem)
+        assert not out.exists(), f"{out} was created for bad input {args}"
+
+
+def test_example_program_scores_a_generated_cloud(build_dir: Path, bundle: Path) -> None:
+    proc = subprocess.run([str(build_dir / "cpp" / "align3d_example"), str(bundle)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line.split() for line in proc.stdout.strip().splitlines()]
+    assert len(rows) == 2 and rows[0][:4] == rows[1][:4]  # same cloud twice: same scores
+    assert 0.0 < float(rows[0][1]) <= 2.0 and int(rows[0][5]) == 4000
