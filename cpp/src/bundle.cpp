@@ -15,6 +15,12 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* kFormat = "align3d_rt.bundle";
+constexpr std::int64_t kFormatVersion = 3;  // align3d_rt.artifacts.bundle.FORMAT_VERSION
+// align3d_rt.artifacts.migrate.ALIGNER_CHANGE: why formats 1 and 2 are refused.
+const char* kAlignerChange =
+    "feeds the aligner unnormalised CLIP features; since run format 2 / bundle format 3 the aligner "
+    "L2-normalises its inputs and outputs as the reference does, and old weights cannot be converted "
+    "numerically";
 const char* kRequired[] = {"files", "onnx", "precision", "image_size", "grid_size",
                            "fusion_weight", "render_settings", "clip"};
 
@@ -57,30 +63,26 @@ nlohmann::json read_manifest(const std::string& root) {
   if (!m.is_object() || !m.contains("format") || m["format"] != kFormat)
     fail(mpath, std::string("not an ") + kFormat + " manifest");
   const nlohmann::json version = m.contains("format_version") ? m["format_version"] : nlohmann::json();
-  const bool is_v2 = version.is_number_integer() && version.get<std::int64_t>() == 2;
-  const bool is_v1 = version.is_number_integer() && version.get<std::int64_t>() == 1;
-  if (is_v2) {
-    if (has_nonfinite(m)) fail(mpath, "manifest holds NaN or infinite numbers; re-export the bundle");
-    std::string digest;
-    try {
-      digest = sha256_hex(canonical_manifest_text(m));
-    } catch (const std::domain_error&) {
-      fail(mpath, "manifest holds NaN or infinite numbers; re-export the bundle");
-    }
-    const auto rec = m.find("manifest_sha256");
-    if (rec == m.end() || !rec->is_string() || rec->get<std::string>() != digest)
-      fail(mpath, "manifest checksum mismatch (manifest.json was edited or is corrupt); "
-                  "re-export the bundle instead of editing it");
-  } else if (is_v1) {
-    m["manifest_sha256"] = nullptr;
-    m["format_version"] = 2;
-    std::cerr << "align3d_rt: " << mpath << ": bundle format 1 has no manifest checksum, its settings are not "
-              << "protected; re-export it to upgrade\n";
-  } else {
-    const bool newer = version.is_number_integer() && version.get<std::int64_t>() > 2;
-    fail(mpath, "bundle format version " + repr(version) + ", this align3d_rt reads version 2; " +
-                    (newer ? "upgrade align3d_rt, or " : "") + "re-export the bundle with this version");
+  const bool is_int = version.is_number_integer();
+  const std::int64_t v = is_int ? version.get<std::int64_t>() : -1;
+  if (is_int && (v == 1 || v == 2))  // spec 2.6 row 6a: no numeric upgrade exists
+    fail(mpath, "bundle format version " + std::to_string(v) + " " + kAlignerChange +
+                    "; re-export the bundle with this version");
+  if (!is_int || v != kFormatVersion)
+    fail(mpath, "bundle format version " + repr(version) + ", this align3d_rt reads version " +
+                    std::to_string(kFormatVersion) + "; " + (is_int && v > kFormatVersion ? "upgrade align3d_rt, or " : "") +
+                    "re-export the bundle with this version");
+  if (has_nonfinite(m)) fail(mpath, "manifest holds NaN or infinite numbers; re-export the bundle");
+  std::string digest;
+  try {
+    digest = sha256_hex(canonical_manifest_text(m));
+  } catch (const std::domain_error&) {
+    fail(mpath, "manifest holds NaN or infinite numbers; re-export the bundle");
   }
+  const auto rec = m.find("manifest_sha256");
+  if (rec == m.end() || !rec->is_string() || rec->get<std::string>() != digest)
+    fail(mpath, "manifest checksum mismatch (manifest.json was edited or is corrupt); "
+                "re-export the bundle instead of editing it");
   for (const char* key : kRequired)
     if (!m.contains(key)) fail(mpath, std::string("manifest lacks '") + key + "'");
   return m;

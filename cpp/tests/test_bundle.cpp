@@ -156,10 +156,17 @@ int main(int argc, char** argv) {
     rewrite_signed(d, m);
     EXPECT_ERROR(load_bundle(d.string()), mp + ": manifest lacks 'clip'");
     m = base;
-    m["format_version"] = 3;
+    m["format_version"] = 4;
     rewrite_signed(d, m);
-    EXPECT_ERROR(load_bundle(d.string()), mp + ": bundle format version 3, this align3d_rt reads version 2; upgrade "
+    EXPECT_ERROR(load_bundle(d.string()), mp + ": bundle format version 4, this align3d_rt reads version 3; upgrade "
                                                "align3d_rt, or re-export the bundle with this version");
+    m = base;
+    m["format_version"] = 2;
+    rewrite_signed(d, m);
+    EXPECT_ERROR(load_bundle(d.string()),
+                 mp + ": bundle format version 2 feeds the aligner unnormalised CLIP features; since run format 2 / "
+                      "bundle format 3 the aligner L2-normalises its inputs and outputs as the reference does, and old "
+                      "weights cannot be converted numerically; re-export the bundle with this version");
     m = base;
     m["format"] = "something.else";
     rewrite_signed(d, m);
