@@ -96,7 +96,7 @@ def test_throughput_hint_splits_views_over_requests(ov: dict[str, Path]) -> None
         one = r.infer(views)
     with registry.create_runner("openvino", bundle, precision_hint="f32", performance_hint="THROUGHPUT",
                                 num_streams=2) as r:
-        assert r._requests == 2 and r._queue is not None
+        assert r._requests == 2 and r._pool is not None
         split = r.infer(views)
     assert split.patch_maps.shape == one.patch_maps.shape and split.global_probs.shape == one.global_probs.shape
     assert np.abs(split.patch_maps - one.patch_maps).max() <= 1e-5

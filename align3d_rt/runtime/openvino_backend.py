@@ -5,7 +5,7 @@ Written by ``align3d-rt export --format openvino`` (fp32, NNCF int8 or int8 weig
   report here is refused with one line (inputs and outputs stay host arrays either way);
 - ``performance_hint``: LATENCY (default: one sample at a time, one request over all cores) or
   THROUGHPUT (large batches: OpenVINO makes several streams, and each chunk of views is split over
-  ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` requests run at once through an ``AsyncInferQueue``);
+  ``OPTIMAL_NUMBER_OF_INFER_REQUESTS`` infer requests run at once);
 - ``precision_hint``: the compute precision (``INFERENCE_PRECISION_HINT``): ``auto`` (default) = bf16
   when the device reports BF16 in OPTIMIZATION_CAPABILITIES (AVX512-BF16 / AMX CPUs), else f32; or
   bf16 / f16 / f32. A hint the device cannot honour gives one notice line and falls back to f32.
@@ -86,7 +86,7 @@ class OpenVinoBackend(BaseRunner):
         self.threads = threads
         self.cache = cache
         self._compiled: Any = None
-        self._queue: Any = None  # THROUGHPUT: an AsyncInferQueue with one request per stream
+        self._pool: list[Any] | None = None  # THROUGHPUT: one infer request per stream
         self._requests = 1
 
     @classmethod
@@ -149,10 +149,11 @@ class OpenVinoBackend(BaseRunner):
         self.precision_hint = hint
         if self.performance_hint == "THROUGHPUT":
             self._requests = max(1, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-            self._queue = ov.AsyncInferQueue(self._compiled, self._requests) if self._requests > 1 else None
+            if self._requests > 1:
+                self._pool = [self._compiled.create_infer_request() for _ in range(self._requests)]
 
     def _deactivate_impl(self) -> None:
-        self._queue = None
+        self._pool = None
         self._compiled = None
 
     # -- inference ---------------------------------------------------------------------------------
@@ -162,30 +163,26 @@ class OpenVinoBackend(BaseRunner):
         host = np.ascontiguousarray(arrays.to_host(views))
         if host.shape[1:] != (s, s, 3):
             raise ValueError(f"views must be uint8 (V,{s},{s},3); got {host.dtype} {host.shape}")
-        if self._queue is None or host.shape[0] < 2:
+        if self._pool is None or host.shape[0] < 2:
             res = self._compiled(host)
             return EncoderOutput(patch_maps=np.array(res[0], np.float32, copy=True),
                                  global_probs=np.array(res[1], np.float32, copy=True))
         return self._infer_split(host)
 
     def _infer_split(self, host: np.ndarray) -> EncoderOutput:
-        maps, probs = infer_split(self._queue, self._requests, host)
+        maps, probs = infer_split(self._pool, host)
         return EncoderOutput(patch_maps=maps, global_probs=probs)
 
 
-def infer_split(queue: Any, requests: int, host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(maps, probs) of ``host`` views split into near-equal parts, one per request of ``queue``
-    (an ``AsyncInferQueue``), run at once; the results come back in view order."""
-    parts = np.array_split(np.arange(host.shape[0]), min(requests, host.shape[0]))
-    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+def infer_split(requests: list[Any], host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(maps, probs) of ``host`` views split into near-equal parts, one per infer request, run at once.
 
-    def done(request: Any, index: int) -> None:
-        results[index] = (np.array(request.get_output_tensor(0).data, np.float32, copy=True),
-                          np.array(request.get_output_tensor(1).data, np.float32, copy=True))
-
-    queue.set_callback(done)
-    for index, rows in enumerate(parts):
-        queue.start_async(np.ascontiguousarray(host[rows[0]:rows[-1] + 1]), index)
-    queue.wait_all()
-    return (np.concatenate([results[i][0] for i in range(len(parts))]),
-            np.concatenate([results[i][1] for i in range(len(parts))]))
+    Plain requests and ``wait()``, no ``AsyncInferQueue`` callback: a callback needs the GIL on
+    OpenVINO's thread, and freeing such a queue while holding the GIL deadlocked (seen in a test run)."""
+    parts = [rows for rows in np.array_split(np.arange(host.shape[0]), min(len(requests), host.shape[0]))]
+    for request, rows in zip(requests, parts):
+        request.start_async(np.ascontiguousarray(host[rows[0]:rows[-1] + 1]))
+    for request in requests[:len(parts)]:
+        request.wait()
+    return (np.concatenate([np.array(r.get_output_tensor(0).data, np.float32, copy=True) for r in requests[:len(parts)]]),
+            np.concatenate([np.array(r.get_output_tensor(1).data, np.float32, copy=True) for r in requests[:len(parts)]]))
