@@ -171,3 +171,13 @@ def test_example_program_scores_a_generated_cloud(build_dir: Path, bundle: Path)
     rows = [line.split() for line in proc.stdout.strip().splitlines()]
     assert len(rows) == 2 and rows[0][:4] == rows[1][:4]  # same cloud twice: same scores
     assert 0.0 < float(rows[0][1]) <= 2.0 and int(rows[0][5]) == 4000
+
+
+def test_tensorrt_option_builds_nothing_without_tensorrt(tmp_path: Path) -> None:
+    """-DALIGN3D_WITH_TENSORRT=ON on a machine without TensorRT configures, says so, and adds no backend."""
+    proc = subprocess.run(["cmake", "-S", str(cpp_build.ROOT), "-B", str(tmp_path / "b"), "-DALIGN3D_WITH_TENSORRT=ON",
+                           f"-DOpenVINO_DIR={cpp_build.openvino_cmake_dir()}"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "TensorRT (set TENSORRT_ROOT) or the CUDA toolkit not found; backend not built" in proc.stdout
+    cache = (tmp_path / "b" / "CMakeCache.txt").read_text()
+    assert "TRT_INCLUDE_DIR:PATH=TRT_INCLUDE_DIR-NOTFOUND" in cache

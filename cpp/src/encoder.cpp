@@ -10,6 +10,9 @@ std::vector<std::string> available_backends() {
 #ifdef ALIGN3D_WITH_ONNXRUNTIME
   out.push_back("onnxruntime");
 #endif
+#ifdef ALIGN3D_WITH_TENSORRT
+  out.push_back("tensorrt");
+#endif
   return out;
 }
 
@@ -19,6 +22,9 @@ std::unique_ptr<Encoder> make_encoder(const BundleInfo& bundle, const InspectorO
 #endif
 #ifdef ALIGN3D_WITH_ONNXRUNTIME
   if (options.backend == "onnxruntime") return make_onnxruntime_encoder(bundle, options);
+#endif
+#ifdef ALIGN3D_WITH_TENSORRT
+  if (options.backend == "tensorrt") return make_tensorrt_encoder(bundle, options);
 #endif
   std::string have;
   for (const auto& b : available_backends()) have += (have.empty() ? "" : ", ") + b;

@@ -26,7 +26,8 @@ class Encoder {
   virtual std::string precision() const = 0;
 };
 
-/// Backends compiled into this build ("openvino" and, when found at configure time, "onnxruntime").
+/// Backends compiled into this build ("openvino" and, when found at configure time, "onnxruntime",
+/// "tensorrt").
 std::vector<std::string> available_backends();
 
 /// Throws align3d::Error "PATH: problem" (unknown backend, device, precision hint, compile failure).
@@ -37,6 +38,9 @@ std::unique_ptr<Encoder> make_openvino_encoder(const BundleInfo& bundle, const I
 #endif
 #ifdef ALIGN3D_WITH_ONNXRUNTIME
 std::unique_ptr<Encoder> make_onnxruntime_encoder(const BundleInfo& bundle, const InspectorOptions& options);
+#endif
+#ifdef ALIGN3D_WITH_TENSORRT
+std::unique_ptr<Encoder> make_tensorrt_encoder(const BundleInfo& bundle, const InspectorOptions& options);
 #endif
 
 }  // namespace align3d
