@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "align3d_rt.cli.demo",
     "align3d_rt.cli.export",
     "align3d_rt.cli.parity",
+    "align3d_rt.cli.bench",
 )
 
 
