@@ -107,9 +107,10 @@ def from_dataset(kind: str, root: Path, category: str, n: int) -> CloudSet:
                     origin=f"{dataset} {root} ({category}, first {len(picked)} test samples)")
 
 
-def cloud_sets(workdir: Path, kinds: list[str], n: int, roots: dict[str, tuple[Path, str]] | None = None
-               ) -> list[CloudSet]:
-    """One CloudSet per kind: from ``roots[kind]`` (root, category) when given, else generated under workdir."""
+def cloud_sets(workdir: Path, kinds: list[str], n: int, roots: dict[str, tuple[Path, str]] | None = None,
+               scan_size: tuple[int, int] = MVTEC_SCAN_SIZE) -> list[CloudSet]:
+    """One CloudSet per kind: from ``roots[kind]`` (root, category) when given, else generated under workdir
+    (mvtec scans of ``scan_size``)."""
     out = []
     for kind in kinds:
         if kind not in KINDS:
@@ -117,7 +118,7 @@ def cloud_sets(workdir: Path, kinds: list[str], n: int, roots: dict[str, tuple[P
         if roots and kind in roots:
             out.append(from_dataset(kind, roots[kind][0], roots[kind][1], n))
         elif kind == "mvtec":
-            out.append(generate_mvtec(workdir / "clouds" / "mvtec", n))
+            out.append(generate_mvtec(workdir / "clouds" / f"mvtec_{scan_size[0]}x{scan_size[1]}", n, scan_size))
         else:
             out.append(generate_real3d(workdir / "clouds" / "real3d", n))
     return out

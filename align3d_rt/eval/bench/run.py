@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from align3d_rt.eval.bench import rows as rowlib
-from align3d_rt.eval.bench.inputs import cloud_sets
+from align3d_rt.eval.bench.inputs import MVTEC_SCAN_SIZE, cloud_sets
 from align3d_rt.eval.bench.machine import describe_machine
 from align3d_rt.eval.bench.measure import MeasureSettings, measure_detector, measure_loads
 from align3d_rt.eval.bench.report import write_outputs
@@ -49,6 +49,7 @@ class BenchConfig:
     inspector: Path | None = None
     inspector_precision: str = "fp32"
     note: str = ""
+    mvtec_scan_size: tuple[int, int] = MVTEC_SCAN_SIZE
 
     @property
     def work(self) -> Path:
@@ -66,6 +67,7 @@ class BenchConfig:
         d["kinds"] = tuple(d["kinds"])
         d["rows"] = tuple(d["rows"]) if d.get("rows") else None
         d["batch_sizes"] = tuple(d["batch_sizes"])
+        d["mvtec_scan_size"] = tuple(d.get("mvtec_scan_size") or MVTEC_SCAN_SIZE)
         d["roots"] = {k: (Path(v[0]), v[1]) for k, v in (d.get("roots") or {}).items()}
         return cls(**d)
 
@@ -92,7 +94,7 @@ def measure_row(row: rowlib.Row, config: BenchConfig, loads: dict[str, Any]) -> 
     t0 = time.perf_counter()
     out: dict[str, Any] = {**row.to_dict(), "status": "ok", "reason": ""}
     try:
-        sets = cloud_sets(config.work, list(config.kinds), config.samples, config.roots)
+        sets = cloud_sets(config.work, list(config.kinds), config.samples, config.roots, config.mvtec_scan_size)
         settings = MeasureSettings(batch_sizes=config.batch_sizes, warmup_each_batch=config.warmup_each_batch)
         scratch = config.work / "outputs" / row.row_id.replace(":", "_")
         if row.source == "inspector":
@@ -168,7 +170,7 @@ def run_bench(config: BenchConfig, progress: Any = None) -> dict[str, Any]:
     rows = plan(config)
     config.out.mkdir(parents=True, exist_ok=True)
     config.work.mkdir(parents=True, exist_ok=True)
-    sets = cloud_sets(config.work, list(config.kinds), config.samples, config.roots)  # generated once
+    sets = cloud_sets(config.work, list(config.kinds), config.samples, config.roots, config.mvtec_scan_size)  # generated once
     if progress:
         progress("align3d-rt bench: timing loading + preprocessing (uncached and cached) once per cloud ...")
     loads = measure_loads(sets)
