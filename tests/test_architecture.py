@@ -84,6 +84,7 @@ MODULE_NAME_USES = {
     "runtime/arrays.py": "recognises torch tensors by their module",
     "versions.py": "distribution names whose versions are recorded",
     "artifacts/bundle.py": "the manifest's OpenVINO IR section is named after the file format",
+    "eval/bench/memory.py": "reads the CUDA allocator's peaks only when the torch module is already imported",
 }
 
 

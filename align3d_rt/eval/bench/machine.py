@@ -45,7 +45,7 @@ def gpu_description() -> dict[str, Any]:
         import torch
 
         props = torch.cuda.get_device_properties(0)
-        return {"name": props.name, "memory_mb": props.total_memory / 2 ** 20, "source": "torch"}
+        return {"name": props.name, "memory_mb": props.total_memory / 2 ** 20, "source": "torch.cuda"}
     except Exception:  # noqa: BLE001
         return {"name": "CUDA GPU (name unknown)", "source": "numba"}
 
