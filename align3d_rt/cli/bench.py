@@ -42,6 +42,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--category", default=None, help="category under --mvtec-root / --real3d-root")
     p.add_argument("--inspector", type=Path, default=None,
                    help="the align3d-inspect binary (default: $ALIGN3D_INSPECT, else build/cpp)")
+    p.add_argument("--skip", action="append", default=[], metavar="ROW=REASON",
+                   help="do not measure ROW in this run; REASON is printed in the table (repeatable)")
+    p.add_argument("--inspector-precision", choices=("fp32", "int8"), default="fp32",
+                   help="precision of the ONNX bundle the C++ inspector reads (default fp32)")
     p.add_argument("--note", default="", help="a sentence printed under the table (e.g. that the machine was shared)")
     p.add_argument("--list", action="store_true", help="list the rows and whether each runs here, then exit")
     p.set_defaults(func=run_bench_cmd)
@@ -89,12 +93,18 @@ def config_from_args(args: argparse.Namespace) -> "BenchConfig":  # noqa: F821 -
     if inspector is not None and not inspector.is_file():
         raise input_error(inspector, "no such file (the align3d-inspect binary)")
     rows = tuple(r.strip() for r in args.rows.split(",") if r.strip()) if args.rows else None
+    skip = {}
+    for item in args.skip:
+        row_id, sep, reason = item.partition("=")
+        if not sep or not row_id.strip() or not reason.strip():
+            raise Align3DError(f"--skip {item!r}: give ROW=REASON, e.g. torch:compile='compiles too slowly here'")
+        skip[row_id.strip()] = reason.strip()
     return BenchConfig(out=args.out, clip=args.clip, run=args.run, workdir=args.workdir, kinds=kinds,
                        samples=args.samples, device=args.device, rows=rows,
                        batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
                        warmup_each_batch=not args.no_warmup_each_batch, isolate=not args.in_process,
                        row_timeout_s=args.row_timeout, roots=roots, inspector=inspector or find_inspector(),
-                       note=args.note)
+                       inspector_precision=args.inspector_precision, note=args.note, skip=skip)
 
 
 def run_bench_cmd(args: argparse.Namespace) -> int:

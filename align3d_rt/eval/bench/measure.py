@@ -139,24 +139,16 @@ def stream_pass(detector: Any, clouds: CloudSet, out_dir: Path, batch_size: int,
 
 
 def warm_up(detector: Any, sets: list[CloudSet], out_dir: Path) -> float:
-    """One cloud of the first kind end to end (kernels, encoder session/graph, writing) and one more
-    encoder call, then one render of each other kind (same encoder and kernels, other render settings)."""
+    """One cloud of the first kind end to end (kernels, encoder session/graph and its first call, writing),
+    then one render of each other kind (same encoder and kernels, other render settings)."""
     t0 = time.perf_counter()
     first = sets[0]
     sample = first.loader(use_cache=True)(first.files[0])
     result = detector.score([sample], keep_render=False)[0]
     write_result(out_dir, "warmup", result)
-    detector.runner.infer(result_views(detector, sample))  # a second encoder call: allocators settle
     for other in sets[1:]:
         detector.render(other.loader(use_cache=True)(other.files[0]))
     return time.perf_counter() - t0
-
-
-def result_views(detector: Any, sample: Any) -> Any:
-    render = detector.render(sample)
-    from align3d_rt.runtime import arrays
-
-    return render.images if detector.device == "cuda" else arrays.to_host(render.images)
 
 
 def measure_detector(detector: Any, sets: list[CloudSet], settings: MeasureSettings, out_dir: Path,

@@ -50,6 +50,7 @@ class BenchConfig:
     inspector_precision: str = "fp32"
     note: str = ""
     mvtec_scan_size: tuple[int, int] = MVTEC_SCAN_SIZE
+    skip: dict[str, str] = field(default_factory=dict)  # row id -> why it is not measured in this run
 
     @property
     def work(self) -> Path:
@@ -85,6 +86,14 @@ def plan(config: BenchConfig) -> list[rowlib.Row]:
     gpu = cuda_available()
     device = "cuda" if config.device == "cuda" or (config.device == "auto" and gpu) else "cpu"
     rows = rowlib.all_rows(device, gpu, config.inspector, config.inspector_precision)
+    unknown = sorted(set(config.skip) - {r.row_id for r in rows})
+    if unknown:
+        from align3d_rt.errors import Align3DError
+
+        raise Align3DError(f"--skip: unknown row(s) {', '.join(unknown)}; choose from {', '.join(r.row_id for r in rows)}")
+    for row in rows:
+        if row.row_id in config.skip and not row.skip_reason:
+            row.skip_reason = f"skipped in this run: {config.skip[row.row_id]}"
     return rowlib.select_rows(rows, list(config.rows) if config.rows else None)
 
 
