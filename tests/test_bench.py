@@ -118,6 +118,8 @@ def test_rows_come_from_the_registry(tmp_path: Path) -> None:
     (["--run", "{tmp}/no_run"], "no_run"),
     (["--mvtec-root", "{tmp}/no_data"], "no_data"),
     (["--inspector", "{tmp}/no_binary"], "no_binary"),
+    (["--skip", "nosuchrow=why"], "nosuchrow"),
+    (["--skip", "torch:compile"], "ROW=REASON"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                               argv: list[str], needle: str) -> None:
@@ -150,6 +152,8 @@ def test_cli_list_shows_every_row_and_why_it_is_skipped(capsys: pytest.CaptureFi
     assert any(ln.startswith(baseline_row_id()) and "runs here" in ln for ln in lines)
     assert any("cpp:inspector" in ln for ln in lines)
     assert not (tmp_path / "o").exists()
+    assert main(["bench", "--out", str(tmp_path / "o"), "--list", "--skip", f"{baseline_row_id()}=not today"]) == 0
+    assert any(ln.startswith(baseline_row_id()) and "not today" in ln for ln in capsys.readouterr().out.splitlines())
 
 
 def _has_gpu() -> bool:
@@ -194,3 +198,42 @@ def test_torch_backend_autocast_and_bad_hint(tmp_path: Path) -> None:
     assert 0 < diff < 0.1  # bf16 computes differently, but close
     with pytest.raises(BackendUnavailable, match="precision hint"):
         registry.create_runner(registry.default_backend("run"), run, precision_hint="int4")
+
+
+FAKE_INSPECTOR = """#!{python}
+import json, sys
+from pathlib import Path
+import numpy as np
+args = sys.argv[1:]
+out = Path(args[args.index("--out") + 1])
+clouds = [a for a in args[1:args.index("--out")]]
+out.mkdir(parents=True, exist_ok=True)
+samples = {{}}
+for c in clouds:
+    key = Path(c).stem
+    np.save(out / (key + ".scores.npy"), np.zeros((4, 3), np.float32))
+    samples[key] = {{"file": c, "object_score": 0.5, "timings": {{"read": 0.01, "render": 0.02, "encode": 0.1,
+                    "backproject": 0.003, "score": 0.001, "batch_size": 1}}}}
+(out / "scores.json").write_text(json.dumps({{"samples": samples, "failed": {{}}, "args": args}}))
+"""
+
+
+def test_inspector_row_times_the_binary_and_reads_its_timings(tmp_path: Path) -> None:
+    """A stand-in binary with the inspector's command line and scores.json: one process per cloud, one over all."""
+    import sys
+
+    from align3d_rt.eval.bench.inputs import CloudSet, generate_real3d
+    from align3d_rt.eval.bench.inspector import measure_inspector
+
+    binary = tmp_path / "align3d-inspect"
+    binary.write_text(FAKE_INSPECTOR.format(python=sys.executable))
+    binary.chmod(0o755)
+    clouds: CloudSet = generate_real3d(tmp_path / "clouds", 2)
+    res = measure_inspector(binary, tmp_path / "bundle", [clouds], tmp_path / "out")
+    k = res["by_kind"]["real3d"]
+    assert k["latency_uncached_s"]["n"] == 2 and k["fps_best"] > 0 and k["files"] == 2
+    assert k["stages_s"]["encode"] == pytest.approx(0.1) and k["stages_s"]["backproject"] == pytest.approx(0.004)
+    assert k["encoder_alone_fps"] == pytest.approx(10.0)
+    assert res["memory"]["host_peak_rss_mb"] > 0
+    args = json.loads((tmp_path / "out" / "real3d" / "all" / "scores.json").read_text())["args"]
+    assert args[:1] == [str(tmp_path / "bundle")] and args[-2:] == ["--dataset", "real3d"]
