@@ -84,8 +84,14 @@ step() {
   fi
 }
 
+# The run and the bundles live where `align3d-rt bench --workdir $WORK` looks for them, so step 4 reuses
+# the fp16 bundle and engine of step 3 instead of exporting again.
+WORK=$OUT/bench/work
+RUN=$WORK/run_ViT-L-14-336
+FP16=$WORK/bundles/ViT-L-14-336_onnx_fp16
+
 # 1 install: only what is missing; tensorrt only when pip can install its wheel here
-step install 150 "
+step install 120 "
   $PY -c 'import onnxruntime as o, sys; sys.exit(0 if \"CUDAExecutionProvider\" in o.get_available_providers() else 1)' \
     || $PY -m pip install --quiet onnxruntime-gpu
   $PY -c 'import pynvml' 2>/dev/null || $PY -m pip install --quiet nvidia-ml-py
@@ -93,18 +99,18 @@ step install 150 "
   $PY -c 'import onnxruntime as o; print(o.get_available_providers())'"
 
 # 2 kernels: CUDA vs CPU render and back-projection on full-size clouds
-step kernels 90 "$PY $REPO/bench/gpu_kernels_check.py --json $OUT/kernels.json"
+step kernels 60 "$PY $REPO/bench/gpu_kernels_check.py --json $OUT/kernels.json"
 
-# 3 tensorrt: fp16 bundle of a ViT-L random run, its engine, parity against the torch reference
-step tensorrt 200 "
+# 3 tensorrt: fp16 bundle of a ViT-L random run, its TensorRT fp16 engine, parity against the torch reference
+step tensorrt 170 "
   set -e
-  $PY -c 'from align3d_rt.train.random_run import random_run_dir as r; r(\"$OUT/run\", clip=\"ViT-L-14-336\", dataset=\"mvtec3d\", category=\"bagel\")'
+  $PY -c 'from align3d_rt.train.random_run import random_run_dir as r; r(\"$RUN\", clip=\"ViT-L-14-336\", dataset=\"mvtec3d\", category=\"bagel\")'
   $PY -c 'from align3d_rt.eval.bench.inputs import generate_real3d as g; from pathlib import Path; g(Path(\"$OUT/data\"), 2)'
-  [ -f $OUT/bundle_fp16/manifest.json ] || $A3 export --run $OUT/run --out $OUT/bundle_fp16 --precision fp16 --tensorrt
-  $A3 parity $OUT/data --run $OUT/run --bundle $OUT/bundle_fp16 --backend tensorrt --device cuda --out $OUT/parity.json"
+  [ -f $FP16/manifest.json ] || $A3 export --run $RUN --out $FP16 --precision fp16 --tensorrt
+  $A3 parity $OUT/data --run $RUN --bundle $FP16 --backend tensorrt --device cuda --out $OUT/parity.json"
 
-# 4 bench: the GPU rows of the table (bundles reused from OUT/work)
-step bench 240 "$A3 bench --out $OUT/bench --clip ViT-L-14-336 --samples 3 --device cuda \
+# 4 bench: the GPU rows of the table (run, bundles and engine reused from $WORK)
+step bench 240 "$A3 bench --out $OUT/bench --workdir $WORK --clip ViT-L-14-336 --samples 3 --device cuda \
   --rows torch:fp32,torch:fp16,onnxruntime:cuda-fp32,tensorrt:fp16 --row-timeout 200 \
   --note 'GPU check (bench/gpu_check.sh)'"
 
