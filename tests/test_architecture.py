@@ -85,6 +85,7 @@ MODULE_NAME_USES = {
     "versions.py": "distribution names whose versions are recorded",
     "artifacts/bundle.py": "the manifest's OpenVINO IR section is named after the file format",
     "export/openvino_worker.py": "the Python modules kept out of the NNCF child process",
+    "eval/bench/memory.py": "reads the CUDA allocator's peaks only when the torch module is already imported",
 }
 
 

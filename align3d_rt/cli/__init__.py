@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "align3d_rt.cli.export",
     "align3d_rt.cli.import_checkpoint",
     "align3d_rt.cli.parity",
+    "align3d_rt.cli.bench",
 )
 
 

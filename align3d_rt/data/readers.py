@@ -143,10 +143,11 @@ def _real3d_sort_key(path: Path) -> tuple[int, str]:
     return (int(head) if head.isdigit() else -1, path.name)
 
 
-def load_point_file(path: str | os.PathLike[str], num_points: int | None = None) -> PointCloudSample:
-    """Load a loose point file: MVTec-style .tiff/.tif (preprocessed and cached like the dataset),
-    .pcd/.ply (Open3D), .npy (N,3). ``num_points`` resamples unorganized clouds (e.g. 112,896 like
-    Real3D-AD); None keeps them as they are."""
+def load_point_file(path: str | os.PathLike[str], num_points: int | None = None,
+                    use_cache: bool = True) -> PointCloudSample:
+    """Load a loose point file: MVTec-style .tiff/.tif (preprocessed and cached like the dataset;
+    ``use_cache=False`` preprocesses again and writes no cache entry), .pcd/.ply (Open3D), .npy (N,3).
+    ``num_points`` resamples unorganized clouds (e.g. 112,896 like Real3D-AD); None keeps them as they are."""
     from align3d_rt.data.point_headers import check_min_points
     from align3d_rt.data.real3d import read_point_cloud, resample
 
@@ -157,7 +158,7 @@ def load_point_file(path: str | os.PathLike[str], num_points: int | None = None)
     if suffix in (".tiff", ".tif"):
         from align3d_rt.data.mvtec3d import grid_to_sample, preprocessed_grid
 
-        grid, shape = preprocessed_grid(path)
+        grid, shape = preprocessed_grid(path, use_cache=use_cache)
         sample = grid_to_sample(grid, None, None, source=str(path), meta={"original_shape": shape})
         check_min_points(path, sample.num_points)
         return sample

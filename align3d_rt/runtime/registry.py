@@ -16,6 +16,27 @@ SOURCES = ("run", "bundle")  # what a backend runs: a training run directory or 
 
 
 @dataclass(frozen=True)
+class Variant:
+    """One configuration of a backend that the benchmark measures (``align3d-rt bench`` rows).
+
+    ``key``: short id, unique within the backend (the row is ``backend:key``). ``precision``: the
+    precision of the bundle it runs (bundle backends: exported in the backend's first format) or the
+    compute precision (run backends). ``options``: runner options (keyword arguments of from_source).
+    ``export_options``: extra keyword arguments of the bundle export. ``needs_gpu``: runs only where a
+    CUDA GPU is usable. ``engine``: the bundle needs a GPU engine built for this machine first.
+    """
+
+    key: str
+    label: str
+    precision: str = "fp32"
+    options: tuple[tuple[str, Any], ...] = ()
+    export_options: tuple[tuple[str, Any], ...] = ()
+    needs_gpu: bool = False
+    engine: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class BackendSpec:
     """What a backend needs and offers."""
 
@@ -29,6 +50,11 @@ class BackendSpec:
     summary: str
     options: tuple[str, ...] = ()  # runner options the CLI may pass (keyword arguments of from_source)
     formats: tuple[str, ...] = ()  # bundle files it runs: export formats ('onnx', or the IR's --format name)
+    variants: tuple[Variant, ...] = ()  # what ``align3d-rt bench`` measures (default: one row per precision)
+
+    def bench_variants(self) -> tuple[Variant, ...]:
+        """The benchmarked configurations: ``variants``, or one plain row per precision."""
+        return self.variants or tuple(Variant(p, p, p) for p in self.precisions)
 
     def load(self) -> Any:
         """The runner class (imports the backend module)."""
@@ -104,17 +130,36 @@ def create_runner(name: str, source: Any, device: str = "cpu", **options: Any) -
                                  f"installed ({spec.install_hint})") from None
 
 
-register(BackendSpec("torch", "align3d_rt.runtime.torch_backend", "TorchBackend", "run", ("cpu", "cuda"), ("fp32",),
-                     "pip install torch open_clip_torch", "the reference: the run's EncoderGraph in eager torch"))
+_CPU_ORT = (("providers", ("cpu",)),)
+_OV_INT8_CALIBRATION = (("calibration_samples", 2),)  # timing does not depend on the calibration: the quick choice
+
+register(BackendSpec("torch", "align3d_rt.runtime.torch_backend", "TorchBackend", "run", ("cpu", "cuda"),
+                     ("fp32", "bf16", "fp16"), "pip install torch open_clip_torch",
+                     "the reference: the run's EncoderGraph in eager torch (bf16/fp16 autocast with --precision-hint)",
+                     ("precision_hint",), (),
+                     (Variant("fp32", "fp32 eager", "fp32", note="the paper's baseline"),
+                      Variant("bf16", "bf16 autocast", "bf16", (("precision_hint", "bf16"),)),
+                      Variant("fp16", "fp16 autocast", "fp16", (("precision_hint", "f16"),), needs_gpu=True),
+                      Variant("compile", "compiled (torch.compile) fp32", "fp32", (("compile", True),),
+                              note="compiled by the warm-up call"))))
 register(BackendSpec("onnxruntime", "align3d_rt.runtime.onnxruntime_backend", "OrtBackend", "bundle", ("cpu",),
                      ("fp32", "fp16", "int8"), "pip install onnxruntime (or onnxruntime-gpu)",
                      "the bundle's encoder.onnx; host buffers (CUDA execution provider when onnxruntime-gpu has one)",
-                     ("threads",), ("onnx",)))
+                     ("threads",), ("onnx",),
+                     (Variant("fp32", "fp32 (CPU EP)", "fp32", _CPU_ORT),
+                      Variant("int8", "int8 dynamic (CPU EP)", "int8", _CPU_ORT),
+                      Variant("cuda-fp32", "fp32 (CUDA EP)", "fp32", (("providers", ("cuda",)),), needs_gpu=True))))
 register(BackendSpec("tensorrt", "align3d_rt.runtime.tensorrt_backend", "TrtBackend", "bundle", ("cuda",), ("fp16",),
                      "pip install tensorrt (needs an NVIDIA GPU)", "the bundle's cached engine for this GPU",
-                     (), ("onnx",)))
+                     (), ("onnx",),
+                     (Variant("fp16", "fp16 engine", "fp16", needs_gpu=True, engine=True),)))
 register(BackendSpec("openvino", "align3d_rt.runtime.openvino_backend", "OpenVinoBackend", "bundle", ("cpu",),
                      ("fp32", "int8", "int8-weights"), "pip install openvino",
                      "the bundle's OpenVINO IR (export --format openvino); CPU device, bf16 compute where "
                      "the CPU has it",
-                     ("device_name", "precision_hint", "performance_hint", "num_streams", "threads"), ("openvino",)))
+                     ("device_name", "precision_hint", "performance_hint", "num_streams", "threads"), ("openvino",),
+                     (Variant("fp32", "fp32 IR, f32 compute", "fp32", (("precision_hint", "f32"),)),
+                      Variant("bf16-hint", "fp32 IR, bf16 hint", "fp32", (("precision_hint", "bf16"),),
+                              note="f32 where the CPU has no bf16"),
+                      Variant("int8", "int8 IR (NNCF), auto hint", "int8", (("precision_hint", "auto"),),
+                              _OV_INT8_CALIBRATION, note="calibrated on 2 generated clouds (18 views)"))))

@@ -1,4 +1,9 @@
-"""The torch reference backend: runs a run's EncoderGraph eagerly (CPU or CUDA)."""
+"""The torch reference backend: runs a run's EncoderGraph eagerly (CPU or CUDA).
+
+Options: ``precision_hint`` 'f32' (default, the reference; 'auto' is the same) or 'bf16' / 'f16' (the
+graph runs under ``torch.autocast`` in that dtype; outputs are float32 again); ``compile=True`` wraps
+the graph in ``torch.compile`` (compiled on the first call, so a warm-up pays for it).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +12,10 @@ from typing import Any
 from align3d_rt.errors import BackendUnavailable
 from align3d_rt.runtime.base import BaseRunner, EncoderOutput
 
+# precision hint -> torch.autocast dtype (None: no autocast, the fp32 reference)
+AUTOCAST_DTYPES: dict[str, str | None] = {"f32": None, "auto": None, "bf16": "bfloat16", "f16": "float16"}
+_HINT_ALIASES = {"fp32": "f32", "float32": "f32", "fp16": "f16", "float16": "f16", "bfloat16": "bf16"}
+
 
 class TorchBackend(BaseRunner):
     """Runner over a torch EncoderGraph. ``activate`` moves it to the device; views may be host
@@ -14,17 +23,32 @@ class TorchBackend(BaseRunner):
 
     name = "torch"
 
-    def __init__(self, graph: Any, device: str = "cpu", batch_size: int = 9) -> None:
+    def __init__(self, graph: Any, device: str = "cpu", batch_size: int = 9, precision_hint: str | None = None,
+                 compile: bool = False) -> None:
         super().__init__(max_batch=batch_size, device="cuda" if str(device).startswith("cuda") else "cpu")
         self.graph = graph
         self.torch_device = str(device)
+        hint = _HINT_ALIASES.get(str(precision_hint or "f32").lower(), str(precision_hint or "f32").lower())
+        if hint not in AUTOCAST_DTYPES:
+            raise BackendUnavailable(f"torch: precision hint {precision_hint!r} is not one of "
+                                     f"{', '.join(sorted(AUTOCAST_DTYPES))}")
+        self.precision_hint = hint
+        self.compile = bool(compile)
+        self._module: Any = graph
 
     @classmethod
-    def from_source(cls, run: Any, device: str = "cpu", batch_size: int = 9) -> "TorchBackend":
+    def from_source(cls, run: Any, device: str = "cpu", batch_size: int = 9, precision_hint: str | None = None,
+                    compile: bool = False) -> "TorchBackend":
         """Rebuild the encoder graph of a finished run (RunArtifacts); the CLIP weights must be the ones it used."""
         from align3d_rt.model.graph import encoder_graph_from_run
 
-        return cls(encoder_graph_from_run(run), device=device, batch_size=batch_size)
+        return cls(encoder_graph_from_run(run), device=device, batch_size=batch_size, precision_hint=precision_hint,
+                   compile=compile)
+
+    @property
+    def detector_info(self) -> dict[str, Any]:
+        """What the Detector records about this runner: the compute precision and whether it is compiled."""
+        return {"compute_precision": self.precision_hint, "torch_compile": self.compile}
 
     @classmethod
     def from_run(cls, run_dir: str | Path, device: str = "cpu", batch_size: int = 9) -> "TorchBackend":
@@ -51,10 +75,12 @@ class TorchBackend(BaseRunner):
         if self.device == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(f"torch backend: device '{self.torch_device}' requested but CUDA is not available here")
         self.graph.to(self.torch_device).eval()
+        self._module = torch.compile(self.graph) if self.compile else self.graph
 
     def _deactivate_impl(self) -> None:
         import torch
 
+        self._module = self.graph
         if self.device != "cpu":
             self.graph.to("cpu")
             if torch.cuda.is_available():
@@ -70,6 +96,8 @@ class TorchBackend(BaseRunner):
             x = torch.as_tensor(views, device=self.torch_device)  # no copy when already there
         else:
             x = torch.from_dlpack(views).to(self.torch_device)
-        with torch.inference_mode():
-            maps, probs = self.graph(x)
+        dtype = AUTOCAST_DTYPES[self.precision_hint]
+        with torch.inference_mode(), torch.autocast(self.device, dtype=getattr(torch, dtype or "float32"),
+                                                    enabled=dtype is not None):
+            maps, probs = self._module(x)
         return EncoderOutput(patch_maps=maps.float(), global_probs=probs.float())

@@ -1,0 +1,239 @@
+"""``align3d-rt bench`` (align3d_rt.eval.bench): end to end on align3d-tiny, a real memory column, rows from the
+registry, one-line CLI errors, and the GPU check's dry mode."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from align3d_rt.eval.bench import BenchConfig, plan, run_bench
+from align3d_rt.eval.bench.run import baseline_row_id
+from align3d_rt.runtime import registry
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL_SCAN = (180, 240)  # generated MVTec-style scans smaller than the benchmark's, so preprocessing is quick
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench") / "out"
+    config = BenchConfig(out=out, clip="align3d-tiny", kinds=("mvtec", "real3d"), samples=2,
+                         rows=(baseline_row_id(),), batch_sizes=(1, 2), warmup_each_batch=False, isolate=False,
+                         mvtec_scan_size=SMALL_SCAN, note="test run")
+    return run_bench(config), out
+
+
+def test_bench_runs_end_to_end_and_writes_table_json_png(tiny_bench: tuple[dict, Path]) -> None:
+    report, out = tiny_bench
+    measured = [r for r in report["rows"] if r["status"] == "ok"]
+    assert [r["row_id"] for r in measured] == [baseline_row_id()], report["rows"]
+    row = measured[0]
+    for kind in ("mvtec", "real3d"):
+        k = row["by_kind"][kind]
+        lat = k["latency_uncached_s"]
+        assert lat["n"] == 2 and 0 < lat["median"] <= lat["p95"]
+        # the uncached latency holds the preprocessing; the cached one reads the cache instead
+        assert k["latency_cached_s"]["median"] > 0
+        assert set(k["stream"]) == {"1", "2"} and all(s["samples"] == 2 and s["fps"] > 0 for s in k["stream"].values())
+        assert k["fps_best"] == max(s["fps"] for s in k["stream"].values())
+        assert all(k["stages_s"][s] > 0 for s in ("render", "encode", "backproject", "write"))
+        assert k["encoder_alone_fps"] == pytest.approx(1.0 / k["stages_s"]["encode"])
+    assert row["by_kind"]["real3d"]["points_mean"] == 112_896
+    assert row["memory"]["host_peak_rss_mb"] >= row["memory"]["host_rss_before_mb"] > 0
+    # files on disk -> written scores (and the blurred grid map for organized scans)
+    serial = out / "work" / "outputs" / baseline_row_id().replace(":", "_") / "mvtec" / "serial"
+    scores = np.load(serial / "mvtec_000.scores.npy")
+    assert scores.shape == np.load(serial / "mvtec_000.points.npy").shape and np.isfinite(scores).all()
+    assert np.load(serial / "mvtec_000.map.npy").shape == (336, 336)
+    md = (out / "bench.md").read_text()
+    assert "RTX 4090" in md and "0.19" in md and "5.30" in md and "2791" in md  # the paper's row, labelled
+    assert row["label"] in md and "encoder-alone FPS" in md
+    data = json.loads((out / "bench.json").read_text())
+    assert data["machine"]["cpu_model"] and data["machine"]["logical_cores"] >= 1
+    assert "numpy" in data["machine"]["libraries"] and data["best_cpu"]["row_id"] == baseline_row_id()
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # rows that cannot run here are listed with their reason, not measured
+    skipped = [r for r in data["rows"] if r["status"] == "skipped"]
+    assert all(r["reason"] for r in skipped)
+
+
+def test_memory_column_grows_with_the_batch(tmp_path: Path) -> None:
+    """The peak host RSS measured over a stream pass at batch 8 is above the one at batch 1 (same clouds)."""
+    from align3d_rt.eval.bench.inputs import generate_real3d
+    from align3d_rt.eval.bench.measure import stream_pass
+    from align3d_rt.eval.bench.memory import PeakMemory
+    from align3d_rt.runtime.detector import Detector
+    from align3d_rt.train.random_run import random_run_dir
+
+    run = random_run_dir(tmp_path / "run", clip="align3d-tiny", dataset="mvtec3d", category="bagel")
+    clouds = generate_real3d(tmp_path / "clouds", 8)
+    peaks = {}
+    with Detector.from_run(run, device="cpu") as detector:
+        stream_pass(detector, clouds, tmp_path / "warm", 1, depth=1)
+        for batch in (1, 8):
+            with PeakMemory() as mem:
+                res = stream_pass(detector, clouds, tmp_path / f"b{batch}", batch, depth=1)
+            assert res["samples"] == 8
+            peaks[batch] = mem.result()["host_peak_rss_mb"]
+    assert peaks[8] > peaks[1] + 20.0, peaks
+
+
+def test_peak_memory_sees_a_short_allocation() -> None:
+    from align3d_rt.eval.bench.memory import PeakMemory
+
+    with PeakMemory() as small:
+        np.ones(1 << 20, np.uint8).sum()
+    with PeakMemory() as big:
+        np.ones(200 << 20, np.uint8).sum()  # 200 MB, freed at once
+    assert big.result()["host_peak_rss_mb"] - big.result()["host_rss_before_mb"] > 150
+    assert small.result()["host_peak_rss_mb"] - small.result()["host_rss_before_mb"] < 100
+
+
+def test_rows_come_from_the_registry(tmp_path: Path) -> None:
+    spec = registry.BackendSpec("fakebench", "no_such_module_for_bench", "Fake", "bundle", ("cpu",), ("fp32",),
+                                "pip install nothing", "a test backend", (), ("onnx",),
+                                (registry.Variant("v1", "variant one"), registry.Variant("gpu", "on a GPU",
+                                                                                         needs_gpu=True)))
+    registry.register(spec)
+    try:
+        rows = {r.row_id: r for r in plan(BenchConfig(out=tmp_path, device="cpu"))}
+    finally:
+        registry.unregister("fakebench")
+    assert "not available here" in rows["fakebench:v1"].skip_reason  # its module is missing
+    assert "GPU" in rows["fakebench:gpu"].skip_reason
+    for name in registry.list_backends():
+        for v in registry.get(name).bench_variants():
+            assert f"{name}:{v.key}" in rows
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--samples", "0"], "--samples 0"),
+    (["--batch-sizes", "1,x"], "--batch-sizes"),
+    (["--kinds", "kitti"], "--kinds"),
+    (["--rows", "nosuchrow"], "nosuchrow"),
+    (["--run", "{tmp}/no_run"], "no_run"),
+    (["--mvtec-root", "{tmp}/no_data"], "no_data"),
+    (["--inspector", "{tmp}/no_binary"], "no_binary"),
+    (["--skip", "nosuchrow=why"], "nosuchrow"),
+    (["--skip", "torch:compile"], "ROW=REASON"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              argv: list[str], needle: str) -> None:
+    from align3d_rt.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["bench", "--out", str(out), "--clip", "align3d-tiny",
+               *[a.format(tmp=tmp_path) for a in argv]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("align3d-rt bench: error:") and needle in err[0] and "Traceback" not in err[0]
+    assert not out.exists()  # nothing partial left
+
+
+def test_cli_out_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from align3d_rt.cli import main
+
+    target = tmp_path / "taken"
+    target.write_text("keep me")
+    assert main(["bench", "--out", str(target)]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    assert target.read_text() == "keep me"
+
+
+def test_cli_list_shows_every_row_and_why_it_is_skipped(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from align3d_rt.cli import main
+
+    assert main(["bench", "--out", str(tmp_path / "o"), "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(ln.startswith(baseline_row_id()) and "runs here" in ln for ln in lines)
+    assert any("cpp:inspector" in ln for ln in lines)
+    assert not (tmp_path / "o").exists()
+    assert main(["bench", "--out", str(tmp_path / "o"), "--list", "--skip", f"{baseline_row_id()}=not today"]) == 0
+    assert any(ln.startswith(baseline_row_id()) and "not today" in ln for ln in capsys.readouterr().out.splitlines())
+
+
+def _has_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None and subprocess.run(
+        ["nvidia-smi", "-L"], capture_output=True, timeout=20).returncode == 0
+
+
+@pytest.mark.parametrize("dry", [True, False])
+def test_gpu_check_skips_cleanly_without_a_gpu(tmp_path: Path, dry: bool) -> None:
+    if _has_gpu():
+        pytest.skip("this machine has an NVIDIA GPU: the check would run for real")
+    out = tmp_path / "gpu"
+    res = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), *(["--dry-run"] if dry else []), str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    report = (out / "gpu_check.md").read_text()
+    steps = [ln for ln in report.splitlines() if ln.startswith("| ") and not ln.startswith("| step")]
+    assert [ln.split("|")[1].strip() for ln in steps] == ["install", "kernels", "tensorrt", "bench"]
+    assert all("skipped" in ln and "no NVIDIA GPU" in ln for ln in steps)
+    assert "GPU: none" in report
+    if dry:  # the dry run also writes what each step would run, with its time limit
+        plan_text = (out / "bench.plan").read_text()
+        assert plan_text.startswith("timeout ") and "tensorrt:fp16" in plan_text
+    assert not (out / "bench").exists()  # nothing ran
+
+
+def test_torch_backend_autocast_and_bad_hint(tmp_path: Path) -> None:
+    from align3d_rt.artifacts.run_dir import load_run
+    from align3d_rt.errors import BackendUnavailable
+    from align3d_rt.train.random_run import random_run_dir
+
+    run = load_run(random_run_dir(tmp_path / "run", clip="align3d-tiny"))
+    views = np.random.default_rng(0).integers(0, 256, (2, 336, 336, 3), dtype=np.uint8)
+    with registry.create_runner(registry.default_backend("run"), run) as ref:
+        a = ref.infer(views)
+    runner = registry.create_runner(registry.default_backend("run"), run, precision_hint="bf16")
+    with runner:
+        b = runner.infer(views)
+    assert runner.detector_info["compute_precision"] == "bf16"
+    assert b.patch_maps.dtype == np.float32 and b.patch_maps.shape == a.patch_maps.shape
+    diff = float(np.abs(a.patch_maps - b.patch_maps).max())
+    assert 0 < diff < 0.1  # bf16 computes differently, but close
+    with pytest.raises(BackendUnavailable, match="precision hint"):
+        registry.create_runner(registry.default_backend("run"), run, precision_hint="int4")
+
+
+FAKE_INSPECTOR = """#!{python}
+import json, sys
+from pathlib import Path
+import numpy as np
+args = sys.argv[1:]
+out = Path(args[args.index("--out") + 1])
+clouds = [a for a in args[1:args.index("--out")]]
+out.mkdir(parents=True, exist_ok=True)
+samples = {{}}
+for c in clouds:
+    key = Path(c).stem
+    np.save(out / (key + ".scores.npy"), np.zeros((4, 3), np.float32))
+    samples[key] = {{"file": c, "object_score": 0.5, "timings": {{"read": 0.01, "render": 0.02, "encode": 0.1,
+                    "backproject": 0.003, "score": 0.001, "batch_size": 1}}}}
+(out / "scores.json").write_text(json.dumps({{"samples": samples, "failed": {{}}, "args": args}}))
+"""
+
+
+def test_inspector_row_times_the_binary_and_reads_its_timings(tmp_path: Path) -> None:
+    """A stand-in binary with the inspector's command line and scores.json: one process per cloud, one over all."""
+    import sys
+
+    from align3d_rt.eval.bench.inputs import CloudSet, generate_real3d
+    from align3d_rt.eval.bench.inspector import measure_inspector
+
+    binary = tmp_path / "align3d-inspect"
+    binary.write_text(FAKE_INSPECTOR.format(python=sys.executable))
+    binary.chmod(0o755)
+    clouds: CloudSet = generate_real3d(tmp_path / "clouds", 2)
+    res = measure_inspector(binary, tmp_path / "bundle", [clouds], tmp_path / "out")
+    k = res["by_kind"]["real3d"]
+    assert k["latency_uncached_s"]["n"] == 2 and k["fps_best"] > 0 and k["files"] == 2
+    assert k["stages_s"]["encode"] == pytest.approx(0.1) and k["stages_s"]["backproject"] == pytest.approx(0.004)
+    assert k["encoder_alone_fps"] == pytest.approx(10.0)
+    assert res["memory"]["host_peak_rss_mb"] > 0
+    args = json.loads((tmp_path / "out" / "real3d" / "all" / "scores.json").read_text())["args"]
+    assert args[:1] == [str(tmp_path / "bundle")] and args[-2:] == ["--dataset", "real3d"]
