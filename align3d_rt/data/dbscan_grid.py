@@ -165,10 +165,14 @@ def dense_fraction(xyz: np.ndarray, valid: np.ndarray, eps: float, min_points: i
 
 def largest_cluster_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_points: int) -> np.ndarray:
     """Validity mask keeping only the largest cluster (ties: the first in Open3D's numbering)."""
-    labels = dbscan_labels_grid(xyz, valid, eps, min_points)
+    return largest_label_mask(valid, dbscan_labels_grid(xyz, valid, eps, min_points))
+
+
+def largest_label_mask(valid: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``valid`` narrowed to the most frequent non-negative label (ties: the lowest; noise never wins;
+    all noise: nothing). ``labels`` follow ``valid``'s cells in row-major order."""
     out = np.zeros_like(valid)
     if labels.size == 0 or labels.max() < 0:
         return out
-    best = np.bincount(labels[labels >= 0]).argmax()
-    out[valid] = labels == best
+    out[valid] = labels == np.bincount(labels[labels >= 0]).argmax()
     return out

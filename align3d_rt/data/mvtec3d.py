@@ -98,17 +98,14 @@ def largest_cluster_open3d(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """The reference: Open3D ``cluster_dbscan`` on the valid points, largest cluster kept."""
     import open3d as o3d
 
+    from align3d_rt.data.dbscan_grid import largest_label_mask
+
     pts = xyz[valid].astype(np.float64)
     if pts.shape[0] == 0:
         return valid
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
     labels = np.asarray(cloud.cluster_dbscan(eps=DBSCAN_EPS, min_points=DBSCAN_MIN_POINTS, print_progress=False))
-    out = np.zeros_like(valid)
-    if labels.size == 0 or labels.max() < 0:
-        return out
-    best = np.bincount(labels[labels >= 0]).argmax()
-    out[valid] = labels == best
-    return out
+    return largest_label_mask(valid, labels)
 
 
 def preprocess_xyz(xyz: np.ndarray, source: str | os.PathLike[str] = "<array>") -> np.ndarray:
