@@ -6,6 +6,7 @@ organized-grid steps and Real3D-AD resampling on generated clouds.
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -120,6 +121,10 @@ def test_render_and_backprojection_match_python(build: Path, tmp_path: Path, clo
     ref_object = object_score(ref_scores[:, 2], probs, weight)
     assert abs(float(np.load(out / "object_score.npy")) - ref_object) <= 1e-6
     assert float(np.load(out / "object_score.npy")) == ref_object
+    # Appendix A: SHA-256 of the bilinear tables (i0, i1 int32, lam1 float32; G = 24, S = 336).
+    tables = b"".join(np.load(out / f"bilinear_{k}.npy").astype(t).tobytes()
+                      for k, t in (("i0", "<i4"), ("i1", "<i4"), ("lam1", "<f4")))
+    assert hashlib.sha256(tables).hexdigest() == "7836d55e139b7b4c7d6530c04307cfc11cfbdbe3072e265072131f3acbfe550a"
     # Per-point per-view values: the upsampled maps read at each point's pixel.
     values = np.load(out / "values.npy")
     pix = np.load(out / "pixels.npy")

@@ -24,6 +24,23 @@ std::string join_path(const std::string& path, const std::string& problem) {
     return path.empty() ? problem : path + ": " + problem;
 }
 
+// Header text quoted in an error message: bytes outside printable ASCII become \xNN, so the
+// message stays one line of text whatever the file holds.
+std::string printable(const std::string& text) {
+    static const char hex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned char ch : text) {
+        if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+            out += static_cast<char>(ch);
+        } else {
+            out += "\\x";
+            out += hex[ch >> 4];
+            out += hex[ch & 15];
+        }
+    }
+    return out.size() > 80 ? out.substr(0, 80) + "..." : out;
+}
+
 std::size_t item_size(NpyType t) {
     switch (t) {
         case NpyType::f32: return 4;
@@ -93,7 +110,7 @@ public:
                 shape = tuple();
                 have_shape = true;
             } else {
-                fail("unexpected header key '" + key + "'");
+                fail("unexpected header key '" + printable(key) + "'");
             }
             skip();
             if (peek() == ',') { ++i_; continue; }
@@ -160,7 +177,7 @@ private:
 
 NpyType type_from_descr(const std::string& d) {
     if (d.size() >= 2 && d[0] == '>' && d.substr(1) != "u1" && d.substr(1) != "b1" && d.substr(1) != "i1")
-        throw HeaderError{"big-endian dtype '" + d + "' is not supported"};
+        throw HeaderError{"big-endian dtype '" + printable(d) + "' is not supported"};
     std::string body = (d.size() >= 1 && (d[0] == '<' || d[0] == '|' || d[0] == '=')) ? d.substr(1) : d;
     bool one_byte_order = d.size() >= 1 && (d[0] == '|' || d[0] == '<' || d[0] == '>' || d[0] == '=');
     if (d.size() >= 1 && d[0] == '<') {
@@ -173,7 +190,7 @@ NpyType type_from_descr(const std::string& d) {
         if (body == "u1") return NpyType::u8;
         if (body == "b1") return NpyType::boolean;
     }
-    throw HeaderError{"unsupported dtype '" + d + "' (float32, float64, int64, int32, uint8 or bool, little-endian)"};
+    throw HeaderError{"unsupported dtype '" + printable(d) + "' (float32, float64, int64, int32, uint8 or bool, little-endian)"};
 }
 
 template <typename T>

@@ -127,6 +127,15 @@ void malformed() {
     CHECK_THROWS(parse(raw_npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }", std::vector<std::uint8_t>(4))), "non-negative");
     CHECK_THROWS(parse(raw_npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,)", std::vector<std::uint8_t>(4))), "bad header");
     CHECK_THROWS(parse(raw_npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), } junk", std::vector<std::uint8_t>(4))), "trailing text");
+    // Header bytes quoted in a message are escaped: it stays one printable line.
+    try {
+        parse(raw_npy(1, "{'descr': '<f4', 'ke\ny\xcc': False, 'shape': (1,), }", std::vector<std::uint8_t>(4)));
+        CHECK(false);
+    } catch (const align3d::NpyError& e) {
+        const std::string what = e.what();
+        CHECK(what.find('\n') == std::string::npos);
+        CHECK(what.find("unexpected header key 'ke\\x0ay\\xcc'") != std::string::npos);
+    }
 }
 
 void files() {

@@ -164,6 +164,10 @@ int dump_cloud(const Options& o, const std::string& out) {
     const std::vector<float> scores =
         align3d::backproject(maps.data(), r.views, g, r.pixels.data(), r.visible.data(), n, r.image_size, w, threads);
     align3d::write_npy(out + "/values.npy", NpyType::f64, {v, n, 2}, values.data());
+    const align3d::BilinearTables tables = align3d::bilinear_tables(g, r.image_size);
+    align3d::write_npy(out + "/bilinear_i0.npy", NpyType::i32, {tables.i0.size()}, tables.i0.data());
+    align3d::write_npy(out + "/bilinear_i1.npy", NpyType::i32, {tables.i1.size()}, tables.i1.data());
+    align3d::write_npy(out + "/bilinear_lam1.npy", NpyType::f32, {tables.lam1.size()}, tables.lam1.data());
     align3d::write_npy(out + "/point_scores.npy", NpyType::f32, {n, 3}, scores.data());
     if (o.has("--global-probs")) {
         std::vector<std::size_t> gs;
