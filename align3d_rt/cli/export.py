@@ -1,5 +1,6 @@
 """``align3d-rt export``: a training run -> a bundle (ONNX encoder + manifest), optionally a TensorRT engine
-or (``--format openvino``) an OpenVINO IR beside the fp32 ONNX graph."""
+or (``--format openvino``) an OpenVINO IR beside the fp32 ONNX graph; ``--format triton``: a bundle -> a
+Triton Inference Server model repository (export/triton_repository.py)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 from align3d_rt.artifacts.bundle import PRECISIONS
+from align3d_rt.cli.export_triton import TRITON, add_triton_options, run_triton_export
 from align3d_rt.cli.options import add_clip_weights_option
 from align3d_rt.errors import Align3DError
 from align3d_rt.export.openvino_export import DEFAULT_CALIBRATION_SAMPLES, EXPORT_FORMATS, IR_PRECISIONS
@@ -14,14 +16,18 @@ from align3d_rt.export.openvino_export import DEFAULT_CALIBRATION_SAMPLES, EXPOR
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("export", help="export a training run to a bundle (ONNX encoder + manifest)")
-    p.add_argument("--run", type=Path, required=True, help="training run directory")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--run", type=Path, help="training run directory (--format onnx/openvino)")
+    src.add_argument("--bundle", type=Path, help=f"exported bundle directory (--format {TRITON})")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write (new, empty, or an earlier bundle with --overwrite; "
-                        "written atomically; never inside --run)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out (only a bundle)")
+                        "written atomically; never inside --run); with --format triton the model repository")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing bundle (or Triton repository) at --out (only one align3d-rt wrote)")
     add_clip_weights_option(p)
-    p.add_argument("--format", dest="fmt", choices=EXPORT_FORMATS, default=EXPORT_FORMATS[0],
+    p.add_argument("--format", dest="fmt", choices=(*EXPORT_FORMATS, TRITON), default=EXPORT_FORMATS[0],
                    help=f"{EXPORT_FORMATS[0]} (default): encoder.onnx at --precision; {EXPORT_FORMATS[1]}: the fp32 "
-                        f"encoder.onnx plus an OpenVINO IR (encoder.xml/.bin) at --precision")
+                        f"encoder.onnx plus an OpenVINO IR (encoder.xml/.bin) at --precision; {TRITON}: a Triton "
+                        f"model repository from --bundle (pipeline + encoder models; see --triton-*)")
     p.add_argument("--precision", choices=tuple(dict.fromkeys(PRECISIONS + IR_PRECISIONS)), default="fp32",
                    help="ONNX: fp32; fp16 (GPU/TensorRT source, LayerNorm/softmax in fp32); int8 (dynamic, CPU). "
                         "OpenVINO IR: fp32; int8 (NNCF post-training quantization, calibrated on the run's "
@@ -32,15 +38,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; the legacy exporter stops at 20)")
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (fp16 only; needs TensorRT + GPU)")
     p.add_argument("--min-batch", type=int, default=1, help="TensorRT profile: smallest view batch (default 1)")
-    p.add_argument("--opt-batch", type=int, default=9, help="TensorRT profile: tuned view batch (default 9)")
-    p.add_argument("--max-batch", type=int, default=18, help="TensorRT profile: largest view batch (default 18)")
+    p.add_argument("--opt-batch", type=int, default=9, help="TensorRT profile: tuned view batch (default 9); Triton: preferred encoder batch")
+    p.add_argument("--max-batch", type=int, default=18, help="TensorRT profile: largest view batch (default 18); Triton: the encoder max_batch_size (a TensorRT engine brings its own)")
     p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace in GiB (default 4)")
+    add_triton_options(p)
     p.set_defaults(func=run_export)
 
 
 
 def run_export(args: argparse.Namespace) -> int:
     from align3d_rt.artifacts.bundle_target import check_export_target
+
+    if args.fmt == TRITON:
+        return run_triton_export(args)
+    if args.run is None:
+        raise Align3DError(f"--bundle is the source of --format {TRITON}; export a bundle from a training run with --run")
     from align3d_rt.export.onnx_export import export_bundle
 
     check_export_target(args.run, args.out, args.overwrite)  # before any work; never deletes

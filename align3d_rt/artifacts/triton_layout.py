@@ -1,0 +1,40 @@
+"""The Triton model repository's contract shared by its writer (export) and its models/client (runtime).
+
+Layout written by ``align3d-rt export --format triton``::
+
+    REPO/align3d_triton.json        marker: format, version, model names, bundle digest
+    REPO/README.md                  how to start tritonserver on it
+    REPO/<name>/config.pbtxt        the pipeline (Python backend)
+    REPO/<name>/1/model.py
+    REPO/<name>/1/bundle/           the bundle, copied (hash-checked when the model loads)
+    REPO/<name>_encoder/config.pbtxt
+    REPO/<name>_encoder/1/...       model.onnx | model.xml+model.bin | model.plan | model.py+model.onnx
+
+Pipeline request: ``points`` (N,3) float32, optional ``dataset``/``category`` (one string each).
+Response: ``point_scores`` (N,3), ``object_score`` (1,), ``global_probs`` (V,2), and only when
+requested ``view_maps`` (V,2,G,G) and ``views`` (V,S,S,3) uint8.
+"""
+from __future__ import annotations
+
+MARKER_NAME = "align3d_triton.json"
+MARKER_FORMAT = "align3d_rt.triton_repository"
+MARKER_VERSION = 1
+DEFAULT_MODEL = "align3d"
+ENCODER_SUFFIX = "_encoder"
+VERSION = "1"
+BUNDLE_DIR = "bundle"
+
+POINTS = "points"
+DATASET = "dataset"
+CATEGORY = "category"
+POINT_SCORES = "point_scores"
+OBJECT_SCORE = "object_score"
+GLOBAL_PROBS = "global_probs"
+VIEW_MAPS = "view_maps"
+VIEWS = "views"
+ON_REQUEST = (VIEW_MAPS, VIEWS)  # outputs the pipeline computes only when a request names them
+
+
+def encoder_name(pipeline: str) -> str:
+    """The encoder model's name beside pipeline model ``pipeline``."""
+    return pipeline + ENCODER_SUFFIX
