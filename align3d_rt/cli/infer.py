@@ -10,7 +10,11 @@ Outputs under --out, per sample KEY (the file's stem, or its path below a given 
                   atomically after every sample)
 
 Exit codes: 0 all scored; 1 some files failed (each reported on one line, the others scored);
-2 nothing could start (bad run/bundle, missing backend, no input files).
+2 nothing could start (bad run/bundle, missing backend, no input files; with --triton: the server
+cannot be reached after bounded retries, or the model is missing or not ready).
+
+With --triton URL (http://HOST:8000 or grpc://HOST:8001) the files are read here and scored by the
+pipeline model of a Triton server (``align3d-rt export --format triton``); the outputs are the same.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_detector
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.data.files import collect_files
@@ -37,7 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="point-cloud files or folders (every point file below is scored)")
-    add_detector_options(p)
+    add_detector_options(p, required=False)
+    add_triton_client_options(p)
     add_scoring_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
@@ -70,10 +76,11 @@ def sample_loader(dataset: str, category: str) -> Any:
 def run_infer(args: argparse.Namespace) -> int:
     from align3d_rt.cli.out_folder import OutputFolder
 
+    check_triton_choice(args)
     folder = OutputFolder(args.out, "infer", overwrite=args.overwrite)
     folder.check()  # before any work
     files = collect_files(list(args.paths), exclude=args.out)
-    detector = apply_scoring(args, build_detector(args))
+    detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))
     with folder:
         return _infer_into(args, files, detector)
 
