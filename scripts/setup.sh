@@ -7,6 +7,7 @@ need_apt=0
 # Debian libs for Open3D, and the C++ inspector's build (CMakeLists.txt): compiler, CMake, Ninja,
 # libtiff, nlohmann-json, OpenSSL (sha256), libpng. OpenVINO's C++ SDK comes with the openvino wheel.
 APT_PACKAGES="libusb-1.0-0 libgl1 libegl1 libgomp1 cmake g++ ninja-build libtiff-dev nlohmann-json3-dev libssl-dev libpng-dev"
+APT_PACKAGES="$APT_PACKAGES python3-venv"  # Debian's python3 for .venv-triton (below)
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done
@@ -25,4 +26,16 @@ if [ ! -f "$stamp" ]; then
   "$VENV/bin/python" -c "import torch, open_clip, open3d, numba, onnxruntime" 
   "$VENV/bin/python" -m pip install -q --no-deps -e .
   rm -f "$VENV"/.installed-*; touch "$stamp"
+fi
+# The Triton loopback test's server venv: made from Debian's /usr/bin/python3, because the Python-backend
+# stub of the tritonserver that nvidia-pytriton bundles fails under pyenv builds (RLock._recursion_count).
+TRITON_VENV=${TRITON_VENV:-.venv-triton}
+tstamp="$TRITON_VENV/.installed-$(sha1sum requirements-triton.txt pyproject.toml | sha1sum | cut -c1-12)"
+if [ ! -f "$tstamp" ]; then
+  [ -x "$TRITON_VENV/bin/python" ] || /usr/bin/python3 -m venv "$TRITON_VENV"
+  "$TRITON_VENV/bin/python" -m pip install -q --upgrade pip
+  "$TRITON_VENV/bin/python" -m pip install -q -r requirements-triton.txt 2>&1 | grep -v "^WARNING: Location" || true
+  "$TRITON_VENV/bin/python" -c "import pytriton, numba, onnxruntime"
+  "$TRITON_VENV/bin/python" -m pip install -q --no-deps -e .
+  rm -f "$TRITON_VENV"/.installed-*; touch "$tstamp"
 fi

@@ -35,10 +35,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Server, dict[str, 
     tiny = session_tiny(tmp_path_factory.mktemp("tiny"))
     work = tmp_path_factory.mktemp("triton")
     repo = work / "repo"
-    # Preferred batch = two requests' views, and up to 0.2 s for a partner: concurrent requests merge.
+    # Preferred batch = two requests' views, and up to 1 s for a partner (about the time a pipeline instance
+    # spends around its encoder call here): requests of the two clients merge, and once merged the two
+    # clients stay in step. Without the wait, merging needs more requests in flight than pipeline instances.
     assert main(["export", "--format", "triton", "--bundle", str(tiny["fp32"]), "--out", str(repo),
                  "--triton-encoder", "python", "--opt-batch", str(2 * VIEWS), "--max-batch", str(2 * VIEWS),
-                 "--triton-queue-delay-us", "200000", "--triton-pipeline-instances", "2"]) == 0
+                 "--triton-queue-delay-us", "1000000", "--triton-pipeline-instances", "2"]) == 0
     t0 = time.perf_counter()
     server = start_server(repo, work, numba_cache=REPO / ".venv-triton" / "numba-cache")
     tiny["start_seconds"] = time.perf_counter() - t0  # type: ignore[assignment]
