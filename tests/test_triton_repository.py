@@ -212,3 +212,41 @@ def test_export_bad_choices_are_one_line(tiny: dict[str, Path], tmp_path: Path, 
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "repo").exists()
+
+
+def test_openvino_bundle_serves_its_ir_with_the_openvino_backend(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from align3d_rt.export.onnx_export import export_bundle
+
+    bundle = export_bundle(tiny["run"], tmp_path / "ov", fmt="openvino")
+    repo = tmp_path / "repo"
+    assert _export(bundle, repo) == 0  # auto: the IR
+    enc = _config(repo / "align3d_encoder" / "config.pbtxt")
+    assert enc.backend == "openvino" and not enc.platform and enc.default_model_filename == "model.xml"
+    assert [i.data_type for i in enc.input] == [model_config_pb2.TYPE_UINT8] and enc.max_batch_size == 18
+    assert sorted(p.name for p in (repo / "align3d_encoder" / "1").iterdir()) == ["model.bin", "model.xml"]
+    assert (repo / "align3d_encoder" / "1" / "model.xml").read_bytes() == (bundle / "encoder.xml").read_bytes()
+
+
+def test_tensorrt_engine_sets_the_plan_platform_gpu_instances_and_its_profile(tiny: dict[str, Path],
+                                                                              tmp_path: Path) -> None:
+    """Config only: the 'engine' is a placeholder file indexed like a real one (no TensorRT here)."""
+    import shutil
+
+    from align3d_rt.artifacts.bundle import load_bundle
+    from align3d_rt.artifacts.engine_index import record_engine
+
+    bundle_dir = tmp_path / "b"
+    shutil.copytree(tiny["fp32"], bundle_dir)
+    bundle = load_bundle(bundle_dir)
+    (bundle_dir / "engines").mkdir()
+    (bundle_dir / "engines" / "gpu.engine").write_bytes(b"placeholder plan")
+    record_engine(bundle, "gpu", {"file": "engines/gpu.engine", "gpu_name": "GPU", "tensorrt_version": "11",
+                                  "min_batch": 1, "opt_batch": 9, "max_batch": 36, "onnx_sha256": bundle.onnx_sha256},
+                  ["engines/gpu.engine"])
+    repo = tmp_path / "repo"
+    assert _export(bundle_dir, repo) == 0
+    enc = _config(repo / "align3d_encoder" / "config.pbtxt")
+    assert enc.platform == "tensorrt_plan" and enc.default_model_filename == "model.plan"
+    assert enc.max_batch_size == 36 and list(enc.dynamic_batching.preferred_batch_size) == [9, 36]
+    assert [g.kind for g in enc.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
+    assert (repo / "align3d_encoder" / "1" / "model.plan").read_bytes() == b"placeholder plan"

@@ -86,6 +86,8 @@ def _engine(bundle: Bundle, key: str | None) -> tuple[str, dict[str, Any]]:
     if key not in engines:
         raise BundleError(f"{bundle.path}: choose the engine with --triton-engine-key (one of: "
                           f"{', '.join(sorted(engines))})")
+    if engines[key].get("onnx_sha256") != bundle.onnx_sha256:
+        raise BundleError(f"{bundle.path}: engine {key} was built from another encoder.onnx; rebuild it")
     return key, engines[key]
 
 
