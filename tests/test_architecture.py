@@ -86,6 +86,8 @@ MODULE_NAME_USES = {
     "artifacts/bundle.py": "the manifest's OpenVINO IR section is named after the file format",
     "export/openvino_worker.py": "the Python modules kept out of the NNCF child process",
     "eval/bench/memory.py": "reads the CUDA allocator's peaks only when the torch module is already imported",
+    "export/triton_config.py": "the encoder kinds of a Triton repository: Triton's own backends/platforms",
+    "runtime/triton_encoder.py": "import_backend('onnxruntime'): the Python module",
 }
 
 
