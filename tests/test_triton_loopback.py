@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
@@ -29,7 +30,7 @@ VIEWS = 9  # paper9 preset: one request's views
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Server, dict[str, Path]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, Path], float]]:
     if pytriton_dir() is None:
         pytest.fail(f"{REPO / '.venv-triton'}: the Triton venv is missing; run scripts/setup.sh (it makes it)")
     tiny = session_tiny(tmp_path_factory.mktemp("tiny"))
@@ -43,8 +44,28 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Server, dict[str, 
                  "--triton-queue-delay-us", "1000000", "--triton-pipeline-instances", "2"]) == 0
     t0 = time.perf_counter()
     server = start_server(repo, work, numba_cache=REPO / ".venv-triton" / "numba-cache")
-    tiny["start_seconds"] = time.perf_counter() - t0  # type: ignore[assignment]
-    yield server, tiny
+    yield server, tiny, time.perf_counter() - t0
+    server.stop()
+    assert server.process.returncode is not None, "tritonserver still running after stop()"
+
+
+@pytest.fixture(scope="module")
+def tampered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose pipeline model failed to load: its bundle copy was altered after export."""
+    if pytriton_dir() is None:
+        pytest.fail(f"{REPO / '.venv-triton'}: the Triton venv is missing; run scripts/setup.sh (it makes it)")
+    tiny = session_tiny(tmp_path_factory.mktemp("tiny"))
+    work = tmp_path_factory.mktemp("triton_tampered")
+    repo = work / "repo"
+    assert main(["export", "--format", "triton", "--bundle", str(tiny["fp32"]), "--out", str(repo),
+                 "--triton-encoder", "python", "--triton-pipeline-instances", "1"]) == 0
+    graph = repo / "align3d" / "1" / "bundle" / "encoder.onnx"
+    data = graph.read_bytes()
+    graph.unlink()  # hard-linked to the encoder's model.onnx: replace the bundle's copy only
+    graph.write_bytes(data + b"\0")
+    server = start_server(repo, work, numba_cache=REPO / ".venv-triton" / "numba-cache",
+                          extra_args=("--exit-on-error=false",), wait_for="live")
+    yield server
     server.stop()
     assert server.process.returncode is not None, "tritonserver still running after stop()"
 
@@ -71,10 +92,10 @@ def _client(url: str, out: Path, files: list[Path]) -> subprocess.Popen[str]:
 
 
 def test_two_concurrent_clients_score_like_local_inference_and_the_encoder_batches(
-        served: tuple[Server, dict[str, Path]], tmp_path: Path) -> None:
+        served: tuple[Server, dict[str, Path], float], tmp_path: Path) -> None:
     import tritonclient.http as http
 
-    server, tiny = served
+    server, tiny, start_seconds = served
     files = _clouds(tmp_path)
     outs = [tmp_path / "out_http", tmp_path / "out_grpc"]
     t0 = time.perf_counter()
@@ -119,7 +140,7 @@ def test_two_concurrent_clients_score_like_local_inference_and_the_encoder_batch
                              "max": round(max(latencies), 3)},
         "server_pipeline_latency_s": round(pipe["inference_stats"]["success"]["ns"] / 1e9 / served_requests, 3),
         "clients_wall_s": round(wall, 2),
-        "server_start_s": round(float(tiny["start_seconds"]), 1),  # type: ignore[arg-type]
+        "server_start_s": round(start_seconds, 1),
     }
     print(f"\ntriton loopback figures: {json.dumps(figures)}", file=sys.__stdout__)
     assert served_requests == 2 * CLOUDS_PER_CLIENT
@@ -128,12 +149,12 @@ def test_two_concurrent_clients_score_like_local_inference_and_the_encoder_batch
     assert int(enc["execution_count"]) < 2 * CLOUDS_PER_CLIENT
 
 
-def test_a_cloud_the_server_rejects_is_that_files_failure(served: tuple[Server, dict[str, Path]]) -> None:
+def test_a_cloud_the_server_rejects_is_that_files_failure(served: tuple[Server, dict[str, Path], float]) -> None:
     from align3d_rt.data.sample import PointCloudSample
     from align3d_rt.errors import InputError
     from align3d_rt.runtime.triton_client import TritonDetector
 
-    server, _ = served
+    server = served[0]
     for url in (server.http_url, server.grpc_url):
         with TritonDetector(url, timeout=60) as detector:
             bad = PointCloudSample(points=np.array([[0, 0, np.nan], [1, 2, 3]], np.float32), source="bad.npy")
@@ -144,9 +165,9 @@ def test_a_cloud_the_server_rejects_is_that_files_failure(served: tuple[Server, 
             assert detector.score_sample(good).point_scores.shape == (500, 3)  # the server goes on
 
 
-def test_wrong_model_name_is_one_line_exit_2(served: tuple[Server, dict[str, Path]], tmp_path: Path,
+def test_wrong_model_name_is_one_line_exit_2(served: tuple[Server, dict[str, Path], float], tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    server, _ = served
+    server = served[0]
     cloud = tmp_path / "c.npy"
     np.save(cloud, np.random.default_rng(0).standard_normal((100, 3)).astype(np.float32))
     for url in (server.http_url, server.grpc_url):
@@ -155,3 +176,16 @@ def test_wrong_model_name_is_one_line_exit_2(served: tuple[Server, dict[str, Pat
         assert err == f"align3d-rt infer: error: {url}: no model 'nope' on the server (models: align3d, " \
                       f"align3d_encoder)"
         assert not (tmp_path / "o").exists()
+
+
+def test_altered_bundle_copy_fails_the_model_load_and_the_client_says_not_ready(
+        tampered: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The bundle copy is hash-checked when the server loads the pipeline model; the client names the state."""
+    cloud = tmp_path / "c.npy"
+    np.save(cloud, np.random.default_rng(0).standard_normal((100, 3)).astype(np.float32))
+    assert "sha256 differs from the manifest" in tampered.log()
+    assert main(["infer", "--triton", tampered.http_url, "--out", str(tmp_path / "o"), str(cloud)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"align3d-rt infer: error: {tampered.http_url}: model 'align3d' is not ready (state "
+                          f"UNAVAILABLE") and len(err.splitlines()) == 1, err
+    assert "sha256 differs" in err and not (tmp_path / "o").exists()

@@ -70,8 +70,9 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def start_server(repository: Path, work: Path, numba_cache: Path, ready_timeout: float = 240.0) -> Server:
-    """Start tritonserver on ``repository``; returns once /v2/health/ready answers 200 (or raises with the log)."""
+def start_server(repository: Path, work: Path, numba_cache: Path, ready_timeout: float = 240.0,
+                 extra_args: tuple[str, ...] = (), wait_for: str = "ready") -> Server:
+    """Start tritonserver on ``repository``; returns once /v2/health/<wait_for> answers 200 (or raises with the log)."""
     pkg = pytriton_dir()
     if pkg is None:
         raise FileNotFoundError(f"{TRITON_VENV}: no pytriton tritonserver (run scripts/setup.sh)")
@@ -91,7 +92,8 @@ def start_server(repository: Path, work: Path, numba_cache: Path, ready_timeout:
     cmd = [str(pkg / "tritonserver" / "bin" / "tritonserver"), f"--model-repository={repository}",
            f"--backend-directory={backends}", f"--http-port={http_port}", f"--grpc-port={grpc_port}",
            f"--metrics-port={metrics_port}", "--http-address=127.0.0.1", "--grpc-address=127.0.0.1",
-           "--allow-metrics=false", "--backend-config=python,stub-timeout-seconds=300", "--exit-timeout-secs=20"]
+           "--allow-metrics=false", "--backend-config=python,stub-timeout-seconds=300", "--exit-timeout-secs=20",
+           *extra_args]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work, start_new_session=True)
     server = Server(proc, http_port, grpc_port, log_path)
@@ -100,7 +102,7 @@ def start_server(repository: Path, work: Path, numba_cache: Path, ready_timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"tritonserver exited with {proc.returncode}:\n{server.log()[-4000:]}")
         try:
-            with urllib.request.urlopen(f"{server.http_url}/v2/health/ready", timeout=2) as resp:
+            with urllib.request.urlopen(f"{server.http_url}/v2/health/{wait_for}", timeout=2) as resp:
                 if resp.status == 200:
                     return server
         except OSError:

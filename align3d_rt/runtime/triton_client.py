@@ -130,7 +130,8 @@ class TritonDetector:
             return f"no model '{self.model}' on the server (models: {names})"
         entry = entries[self.model]
         state = entry.get("state") or "UNKNOWN"
-        reason = entry.get("reason") or ""
+        lines = str(entry.get("reason") or "").strip().splitlines()  # the Python stub appends a traceback
+        reason = lines[0] if lines else ""
         return f"model '{self.model}' is not ready (state {state}{': ' + reason if reason else ''})"
 
     @staticmethod
