@@ -58,3 +58,29 @@ def test_bad_triton_choices_are_one_line(argv: list[str], message: str, cloud: P
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_server_that_goes_away_mid_run_ends_it_after_bounded_retries() -> None:
+    """Refused connections while scoring: retried (bounded), then ServerUnavailable (the CLI's one line, exit 2)."""
+    import tritonclient.http as http
+
+    from align3d_rt.data.sample import PointCloudSample
+    from align3d_rt.runtime.triton_client import ServerUnavailable, TritonDetector
+
+    class Gone:
+        calls = 0
+
+        def infer(self, *args: object, **kwargs: object) -> None:
+            Gone.calls += 1
+            raise ConnectionRefusedError(111, "Connection refused")
+
+        def close(self) -> None:
+            pass
+
+    detector = TritonDetector("http://127.0.0.1:9", retries=2, backoff=0.01)
+    detector._client, detector._lib = Gone(), http  # as connect() leaves them
+    sample = PointCloudSample(points=np.zeros((10, 3), np.float32), source="a.npy")
+    with pytest.raises(ServerUnavailable, match=r"^http://127.0.0.1:9: no answer from the server after 3 tries "
+                                                r"with a 60s timeout \(\[Errno 111\] Connection refused\)$"):
+        detector.score_sample(sample)
+    assert Gone.calls == 3

@@ -220,9 +220,9 @@ Models:
 
 The Python-backend models import align3d_rt: install it into the Python the server's Python
 backend runs (inside the NGC container: `pip install 'align3d_rt[inspect]'` from the project, which brings numpy,
-numba and onnxruntime). Then
+numba and onnxruntime). Then, from this folder:
 
-    tritonserver --model-repository {'$PWD'} --backend-config=python,stub-timeout-seconds=300
+    tritonserver --model-repository . --backend-config=python,stub-timeout-seconds=300
 
 (the pipeline compiles its numba kernels while it loads; set NUMBA_CACHE_DIR to keep them between starts).
 {'This encoder needs only the Python backend, so the tritonserver bundled with nvidia-pytriton serves it too.' if python_only else
