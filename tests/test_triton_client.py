@@ -43,6 +43,24 @@ def test_unreachable_server_is_one_line_after_bounded_retries(scheme: str, cloud
     assert elapsed < 30  # 3 refused connections and 0.5 s + 1 s of backoff, not a hang
 
 
+@pytest.mark.parametrize("scheme, says", [("http", "timed out"), ("grpc", "Deadline Exceeded")])
+def test_a_server_that_never_answers_times_out_as_one_line(scheme: str, says: str, cloud: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A port that accepts connections and never answers: every wait ends at --timeout, retries are bounded."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"{scheme}://127.0.0.1:{silent.getsockname()[1]}"
+        t0 = time.perf_counter()
+        rc = main(["infer", "--triton", url, "--retries", "1", "--timeout", "1", "--out", str(tmp_path / "o"),
+                   str(cloud)])
+        elapsed = time.perf_counter() - t0
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == (f"align3d-rt infer: error: {url}: no answer from the server after 2 tries with a "
+                               f"1s timeout ({says})"), err
+    assert 1.5 < elapsed < 20 and not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--triton", "localhost:8000"], "localhost:8000: expected http://HOST:PORT or grpc://HOST:PORT"),
     (["--triton", "ftp://h:1"], "ftp://h:1: expected http://HOST:PORT"),

@@ -167,7 +167,8 @@ class TritonDetector:
         if isinstance(err, utils.InferenceServerException):
             status = str(err.status() or "")
             return status in _TRANSPORT_GRPC or (self.scheme == "http" and not status)
-        return True  # socket errors, gevent timeouts, connection resets
+        # refused, reset, timed out (socket.timeout is an OSError); anything else is a bug, not the network
+        return isinstance(err, OSError) or type(err).__module__.split(".")[0] in ("gevent", "geventhttpclient")
 
     # ---- the Detector interface ---------------------------------------------------------------
     @property
