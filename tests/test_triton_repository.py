@@ -114,10 +114,11 @@ def test_pipeline_model_scores_like_local_inference(in_process: tuple, tiny: dic
     _, pb, pipeline = in_process
     samples = session_samples(tmp_path_factory.mktemp("samples"), n=3)
     requests = [_request(s.points, s.dataset, s.category, ("view_maps", "views")) for s in samples]
+    calls_before = len(pb.bls_batches)  # other tests share the module's models
     responses = pipeline.execute(requests)
     with Detector.from_bundle(tiny["fp32"], backend="onnxruntime", device="cpu") as local:
         expected = local.score(samples, keep_render=True)
-    assert pb.bls_batches == [9, 9, 9]  # one BLS call per cloud, all 9 views
+    assert pb.bls_batches[calls_before:] == [9, 9, 9]  # one BLS call per cloud, all 9 views
     for resp, exp in zip(responses, expected):
         assert not resp.has_error()
         out = {t.name(): t.as_numpy() for t in resp.output_tensors}
@@ -204,6 +205,9 @@ def test_export_refuses_folders_it_did_not_write_and_replaces_its_own(tiny: dict
     (["--bundle", "BUNDLE", "--triton-encoder", "tensorrt"], "no TensorRT engine"),
     (["--bundle", "BUNDLE", "--precision", "int8"], "copies the bundle as it is"),
     (["--bundle", "BUNDLE", "--opt-batch", "20"], "1 <= opt <= max"),
+    (["--bundle", "BUNDLE", "--triton-name", "../x"], "--triton-name '../x': use letters"),
+    (["--bundle", "BUNDLE", "--triton-instances", "0"], "--triton-instances 0: need at least 1"),
+    (["--bundle", "BUNDLE", "--triton-queue-delay-us", "-1"], "must be >= 0"),
 ])
 def test_export_bad_choices_are_one_line(tiny: dict[str, Path], tmp_path: Path, argv: list[str], message: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -107,6 +108,10 @@ def write_triton_repository(bundle_dir: Path, out: Path, *, encoder: str = AUTO,
     """Write the repository for ``bundle_dir`` at ``out``; returns ``out``."""
     out = Path(out)
     check_target(out, overwrite)
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise BundleError(f"--triton-name {name!r}: use letters, digits, '_', '.', '-' (it names folders)")
+    if max_queue_delay_us < 0:
+        raise BundleError(f"--triton-queue-delay-us {max_queue_delay_us}: must be >= 0")
     bundle = load_bundle(bundle_dir)  # hash-checked
     kind = choose_encoder(bundle, encoder)
     if kind == TENSORRT:  # the engine's optimisation profile fixes the batch range
