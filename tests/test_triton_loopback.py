@@ -189,3 +189,46 @@ def test_altered_bundle_copy_fails_the_model_load_and_the_client_says_not_ready(
     assert err.startswith(f"align3d-rt infer: error: {tampered.http_url}: model 'align3d' is not ready (state "
                           f"UNAVAILABLE") and len(err.splitlines()) == 1, err
     assert "sha256 differs" in err and not (tmp_path / "o").exists()
+
+
+def test_native_encoder_configs_pass_the_real_servers_parsing_up_to_the_backend_lookup(
+        tmp_path_factory: pytest.TempPathFactory) -> None:
+    """What can be checked of the native encoders here: the bundled server (Python backend only) reads each
+    config.pbtxt, maps its platform/backend and stops only at the missing backend library; the pipelines load."""
+    import shutil
+
+    import tritonclient.http as http
+
+    from align3d_rt.artifacts.bundle import load_bundle
+    from align3d_rt.artifacts.engine_index import record_engine
+    from align3d_rt.export.onnx_export import export_bundle
+
+    tiny = session_tiny(tmp_path_factory.mktemp("tiny"))
+    work = tmp_path_factory.mktemp("triton_native")
+    trt = work / "b_trt"  # a placeholder plan indexed like a real engine: the config is what is checked
+    shutil.copytree(tiny["fp32"], trt)
+    (trt / "engines").mkdir()
+    (trt / "engines" / "e.engine").write_bytes(b"placeholder plan")
+    bundle = load_bundle(trt)
+    record_engine(bundle, "e", {"file": "engines/e.engine", "gpu_name": "GPU", "tensorrt_version": "11", "min_batch": 1,
+                                "opt_batch": 9, "max_batch": 18, "onnx_sha256": bundle.onnx_sha256}, ["engines/e.engine"])
+    sources = {"onnx": tiny["fp32"], "openvino": export_bundle(tiny["run"], work / "b_ov", fmt="openvino"), "trt": trt}
+    repos = []
+    for name, src in sources.items():
+        repos.append(work / f"repo_{name}")
+        assert main(["export", "--format", "triton", "--bundle", str(src), "--out", str(repos[-1]),
+                     "--triton-name", f"{name}_pipe", "--triton-pipeline-instances", "1"]) == 0
+    extra = tuple(f"--model-repository={r}" for r in repos[1:]) + ("--exit-on-error=false",)
+    server = start_server(repos[0], work, numba_cache=REPO / ".venv-triton" / "numba-cache", extra_args=extra,
+                          wait_for="live")
+    try:
+        with http.InferenceServerClient(f"127.0.0.1:{server.http_port}", network_timeout=30) as client:
+            index = {m["name"]: m for m in client.get_model_repository_index()}
+    finally:
+        server.stop()
+    for name, backend in (("onnx", "onnxruntime"), ("openvino", "openvino"), ("trt", "tensorrt")):
+        assert index[f"{name}_pipe"]["state"] == "READY", index
+        encoder = index[f"{name}_pipe_encoder"]
+        assert encoder["state"] == "UNAVAILABLE"
+        assert encoder["reason"].startswith(f"Invalid argument: unable to find backend library for backend "
+                                            f"'{backend}'"), encoder
