@@ -76,7 +76,8 @@ def _failure_line(err: BaseException) -> str:
     """One line for an unexpected error of one rank; a failed collective says another rank is the cause."""
     first = (str(err).strip().splitlines() or [""])[0][:300]
     dist = sys.modules.get("torch.distributed")
-    if dist is not None and isinstance(err, getattr(dist, "DistError", ())):
+    transport = any(word in first for word in ("gloo", "NCCL", "nccl", "Connection closed by peer", "Timed out"))
+    if dist is not None and (isinstance(err, getattr(dist, "DistError", ())) or transport):
         return f"stopped: a collective failed (another rank died, or timed out): {first}"
     return f"{type(err).__name__}: {first}"
 

@@ -128,6 +128,7 @@ def run_stage2_epoch(epoch: int, n: int, load_batch: Callable[[list[int]], Stage
         loss, parts = stage2_step_losses(batch, aligner, prompts, dpca, settings.dpca_scale)
         optimizer_step(optimizer, ddp.scaled(loss, part), ddp.global_parts(parts, part), sums)
         steps += 1
+        dist_util.fail_point("stage2")  # test hook: a rank that dies between two DDP steps
         if bar is not None:
             bar.set_postfix(loss=f"{sums['total'] / steps:.4f}", step=steps)
     return {"stage": 2, "epoch": epoch + 1, "dpca_on": dpca, **{k: val / max(steps, 1) for k, val in sums.items()}}

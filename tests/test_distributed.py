@@ -1,0 +1,243 @@
+"""torchrun: rank info, shards, DDP loss weighting, merged eval scores (in-process), and real 2-process runs.
+
+The 2-process tests start ``torchrun --standalone --nproc-per-node 2 -m align3d_rt -- ...`` (free ports:
+--standalone picks them) on the tiny random CLIP and a small generated category, one thread per rank.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from align3d_rt import distributed as dist_util  # noqa: E402
+from align3d_rt.errors import Align3DError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+TRAIN_ARGS = ["train", "--dataset", "synthetic", "--category", "dome", "--clip", "align3d-tiny", "--epochs1", "3",
+              "--reweight-epochs", "1", "--epochs2", "3", "--dpca-epochs", "1", "--image-size", "64",
+              "--batch-size", "3", "--no-progress"]  # 7 samples in global batches of 3, 3, 1
+
+
+def _env(cache: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")}
+    env.update(ALIGN3D_CACHE=str(cache), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), **extra)
+    return env
+
+
+def _single(args: list[str], cache: Path, timeout: int = 300, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "align3d_rt", *args], cwd=REPO, env=_env(cache, **extra),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _torchrun(args: list[str], cache: Path, timeout: int = 300, **extra: str) -> subprocess.CompletedProcess[str]:
+    cmd = [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "align3d_rt", "--", *args]
+    return subprocess.run(cmd, cwd=REPO, env=_env(cache, **extra), capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- in-process: helpers and merging
+
+
+def test_plain_run_is_rank_0_of_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(k, raising=False)
+    info = dist_util.env_rank_info()
+    assert (info.rank, info.world_size, info.distributed, info.is_main) == (0, 1, False, True)
+    with dist_util.session("cpu") as rank:  # no torchrun: no process group, nothing changes
+        assert rank == dist_util.RankInfo() and not torch.distributed.is_initialized()
+    assert dist_util.gather_objects("x") == ["x"] and dist_util.sum_floats({"a": 1.5}) == {"a": 1.5}
+
+
+def test_env_rank_info_and_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert dist_util.env_rank_info() == dist_util.RankInfo(3, 4, 1, 2)
+    monkeypatch.setenv("RANK", "4")
+    with pytest.raises(Align3DError, match="inconsistent"):
+        dist_util.env_rank_info()
+    monkeypatch.setenv(dist_util.TIMEOUT_ENV, "12.5")
+    assert dist_util.timeout_seconds() == 12.5
+    monkeypatch.setenv(dist_util.TIMEOUT_ENV, "0")
+    with pytest.raises(Align3DError, match=dist_util.TIMEOUT_ENV):
+        dist_util.timeout_seconds()
+
+
+def test_rank_slices_cover_each_global_batch_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from align3d_rt.train import ddp
+    from align3d_rt.train.batches import batches, epoch_order
+
+    for batch in batches(epoch_order(7, 0, 0), 3):
+        got = []
+        for rank in (0, 1):
+            monkeypatch.setattr(dist_util, "_CURRENT", dist_util.RankInfo(rank, 2, rank, 2, "cpu"))
+            got.append(ddp.rank_slice(batch))
+        real = [s for s in got if s.share > 0]
+        assert sorted(i for s in real for i in s.indices) == sorted(int(i) for i in batch)
+        assert sum(s.share for s in got) == pytest.approx(1.0)
+        for s in got:  # the share is the rank's fraction of the global batch; an empty rank runs 1 sample at 0
+            assert s.share == pytest.approx(len(s.indices) / len(batch) if s.share else 0.0)
+            assert len(s.indices) >= 1
+
+
+def test_fail_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(dist_util.FAIL_ENV, "1:train")
+    dist_util.fail_point("train")  # rank 0: not the failing rank
+    monkeypatch.setenv(dist_util.FAIL_ENV, "0:train")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        dist_util.fail_point("train")
+    dist_util.fail_point("eval")
+
+
+def test_merge_restores_split_order_and_examples() -> None:
+    """What rank 0 builds from the gathered shards equals what one process builds from the whole split."""
+    from align3d_rt.eval.pictures import Example
+    from align3d_rt.eval.protocols import ClassScores, SampleScores, _merge
+
+    class Ref:
+        def __init__(self, i: int) -> None:
+            self.path = Path(f"s{i}.tiff")
+
+    refs = [Ref(i) for i in range(5)]
+    recs = [SampleScores(object_score=0.1 * i, object_label=i % 2, point_scores=np.full(3, i, np.float32),
+                         point_labels=np.zeros(3, np.uint8)) for i in range(5)]
+    ex = {i: Example(sample_id=f"s{i}", category="c", is_anomalous=bool(i % 2), object_score=0.0,
+                     images=np.zeros((1, 2, 2, 3), np.uint8), maps=np.zeros((1, 2, 2), np.float32), gt_masks=None)
+          for i in range(5)}
+    shard0 = ([(0, recs[0]), (2, "s2.tiff: broken"), (4, recs[4])], [(0, ex[0]), (4, ex[4])])
+    shard1 = ([(1, recs[1]), (3, recs[3])], [(1, ex[1]), (3, ex[3])])
+    acc, failed, examples = _merge([shard0, shard1], refs, n_examples=1)
+    whole = ClassScores()
+    for i in (0, 1, 3, 4):
+        whole.append(recs[i])
+    assert acc.object_scores == whole.object_scores and acc.object_labels == whole.object_labels
+    assert [p[0] for p in acc.point_scores] == [0, 1, 3, 4]
+    assert failed == {"s2.tiff": "s2.tiff: broken"}
+    assert [e.sample_id for e in examples] == ["s0", "s1"]
+
+
+# ---------------------------------------------------------------- real torchrun jobs
+
+
+@pytest.fixture(scope="module")
+def dome_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from align3d_rt.data.synthetic import generate_mvtec_layout
+
+    root = tmp_path_factory.mktemp("ddp_data")
+    return generate_mvtec_layout(root, categories=["dome"], n_train=0, n_validation=0, n_test_good=2,
+                                 n_per_defect=1, seed=0)
+
+
+def _tensors(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(path))
+
+
+def test_two_process_training_equals_single_process(dome_root: Path, tmp_path: Path) -> None:
+    """Same global batch: weights, loss history and cached features of a 2-rank run equal one process's."""
+    from align3d_rt.artifacts import run_dir as rd
+
+    args = [*TRAIN_ARGS, "--root", str(dome_root)]
+    t0 = time.perf_counter()
+    one = _single([*args, "--out", str(tmp_path / "one")], tmp_path / "cache_one")
+    t1 = time.perf_counter()
+    two = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path / "cache_two")
+    t2 = time.perf_counter()
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    print(f"\ntraining wall time (cold feature cache, 1 thread per process): 1 process {t1 - t0:.1f} s, "
+          f"torchrun 2 processes {t2 - t1:.1f} s")
+    assert two.stdout.count("run directory:") == 1  # rank 0 alone reports (and writes)
+    a, b = tmp_path / "one", tmp_path / "two"
+    assert sorted(p.name for p in a.rglob("*")) == sorted(p.name for p in b.rglob("*"))
+    worst = 0.0
+    for f in (rd.ALIGNER, rd.PROMPTS_RENDER, rd.PROMPTS_ALIGNED, rd.TEXT):
+        ta, tb = _tensors(a / f), _tensors(b / f)
+        assert ta.keys() == tb.keys()
+        for k in ta:
+            worst = max(worst, float(np.abs(ta[k] - tb[k]).max()))
+            np.testing.assert_allclose(tb[k], ta[k], rtol=0, atol=1e-5, err_msg=f"{f}:{k}")
+    print(f"largest weight difference, 2 ranks vs 1 process: {worst:.2e}")
+    la = [json.loads(x) for x in (a / rd.LOSSES).read_text().splitlines()]
+    lb = [json.loads(x) for x in (b / rd.LOSSES).read_text().splitlines()]
+    assert [(r["stage"], r["epoch"]) for r in la] == [(r["stage"], r["epoch"]) for r in lb] and len(la) == 6
+    for ra, rb in zip(la, lb):  # the recorded losses are the global batch's, not rank 0's share
+        assert ra.keys() == rb.keys()
+        for k, v in ra.items():
+            if isinstance(v, float):
+                assert rb[k] == pytest.approx(v, rel=1e-5, abs=1e-6), k
+    cos_a = json.loads((a / "stage1_summary.json").read_text())["cosine"]
+    cos_b = json.loads((b / "stage1_summary.json").read_text())["cosine"]
+    for when in cos_a:
+        for part in cos_a[when]:
+            assert cos_b[when][part] == pytest.approx(cos_a[when][part], abs=1e-5)
+    # the sharded feature cache holds what one process computes (each rank wrote its own samples)
+    files_a = sorted((tmp_path / "cache_one").rglob("*.safetensors"))
+    files_b = sorted((tmp_path / "cache_two").rglob("*.safetensors"))
+    assert [p.name for p in files_a] == [p.name for p in files_b] and len(files_a) == 14
+    for fa, fb in zip(files_a, files_b):
+        ta, tb = _tensors(fa), _tensors(fb)
+        assert all(np.array_equal(ta[k], tb[k]) for k in ta), fa.name
+    assert not list((tmp_path / "cache_two").rglob(".*"))  # no temporary files left behind
+
+
+@pytest.mark.parametrize("point", ["train", "stage2"])
+def test_a_dying_rank_aborts_every_rank(dome_root: Path, tmp_path: Path, point: str) -> None:
+    """Rank 1 raises (before the first collective / between two DDP steps): torchrun ends, rank 1 named."""
+    args = [*TRAIN_ARGS, "--root", str(dome_root), "--out", str(tmp_path / "run"), "--max-samples", "2"]
+    t0 = time.perf_counter()
+    res = _torchrun(args, tmp_path / "cache", timeout=240, ALIGN3D_TEST_FAIL=f"1:{point}",
+                    ALIGN3D_DIST_TIMEOUT="60")
+    took = time.perf_counter() - t0
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("align3d-rt train: error: rank 1 of 2")]
+    assert len(lines) == 1 and "injected failure" in lines[0], res.stderr[-3000:]
+    assert not [ln for ln in res.stderr.splitlines() if 'File "' in ln and "align3d_rt" in ln]  # no rank traceback
+    assert took < 180, took  # well below the hang it would be without torchrun/timeouts (>= 60 s collective bound)
+    print(f"\nrank 1 died at '{point}': torchrun exited {res.returncode} after {took:.1f} s")
+
+
+@pytest.mark.heavy
+def test_a_stuck_rank_times_out(dome_root: Path, tmp_path: Path) -> None:
+    """Rank 1 hangs: rank 0's collective gives up after ALIGN3D_DIST_TIMEOUT, the job ends (no hang)."""
+    args = [*TRAIN_ARGS, "--root", str(dome_root), "--out", str(tmp_path / "run"), "--max-samples", "2"]
+    t0 = time.perf_counter()
+    res = _torchrun(args, tmp_path / "cache", timeout=240, ALIGN3D_TEST_FAIL="1:train:hang", ALIGN3D_DIST_TIMEOUT="8")
+    took = time.perf_counter() - t0
+    assert res.returncode != 0
+    assert "rank 0 of 2: stopped: a collective failed" in res.stderr, res.stderr[-3000:]
+    assert took < 120, took
+
+
+@pytest.mark.heavy
+def test_sharded_eval_equals_single_process(dome_root: Path, tmp_path: Path) -> None:
+    """2 ranks each score half of the class; rank 0's tables and example pictures equal one process's."""
+    from align3d_rt.train.random_run import random_run_dir
+
+    run = random_run_dir(tmp_path / "run", category="box")  # untrained tiny run: the scores are what matter
+    base = ["eval", "--protocol", "one-vs-rest", "--dataset", "synthetic", "--root", str(dome_root), "--run", str(run),
+            "--batch-size", "2", "--examples", "1"]
+    one = _single([*base, "--out", str(tmp_path / "one")], tmp_path / "cache")
+    two = _torchrun([*base, "--out", str(tmp_path / "two")], tmp_path / "cache")
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert two.returncode == 0, two.stderr[-2000:]
+    ra = json.loads((tmp_path / "one" / "results.json").read_text())
+    rb = json.loads((tmp_path / "two" / "results.json").read_text())
+    for ca, cb in zip(ra["classes"], rb["classes"], strict=True):
+        ca.pop("seconds")
+        cb.pop("seconds")
+        assert ca == cb
+    assert (tmp_path / "one" / "results.md").read_text() == (tmp_path / "two" / "results.md").read_text()
+    assert sorted(p.name for p in (tmp_path / "one" / "results_examples").iterdir()) == \
+        sorted(p.name for p in (tmp_path / "two" / "results_examples").iterdir())
+    assert two.stdout.count("| dome |") == 1
