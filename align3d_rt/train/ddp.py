@@ -48,7 +48,9 @@ def wrap(module: torch.nn.Module) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     on_gpu = (info.device or "").startswith("cuda")
-    return DistributedDataParallel(module, device_ids=[info.device] if on_gpu else None)
+    # the only buffers (prompt tokens) are constants: synced once at construction, not before every forward
+    return DistributedDataParallel(module, device_ids=[torch.device(info.device)] if on_gpu else None,
+                                   forward_sync_buffers=False)
 
 
 def scaled(loss: torch.Tensor, part: RankSlice) -> torch.Tensor:
