@@ -125,6 +125,52 @@ def test_merge_restores_split_order_and_examples() -> None:
     assert [e.sample_id for e in examples] == ["s0", "s1"]
 
 
+def _records(rng: np.random.Generator, n_points: list[int], v: int = 2, size: int = 32) -> list[dict[str, np.ndarray]]:
+    """Stage-2 cache records (feature_cache layout) with random features and labels, N points each."""
+    out = []
+    for i, n in enumerate(n_points):
+        labels = (rng.random(n) < 0.3).astype(np.uint8)
+        out.append({"global": rng.standard_normal((v, 128)).astype(np.float16),
+                    "patches": rng.standard_normal((v, 577, 128)).astype(np.float16),
+                    "pixels": rng.integers(0, size, (v, n, 2)).astype(np.int16),
+                    "visible": rng.random((v, n)) < 0.8, "point_labels": labels,
+                    "gt_masks": (rng.random((v, size, size)) < 0.2).astype(np.uint8),
+                    "label": np.array([i % 2], np.uint8)})
+    return out
+
+
+def test_share_weighted_shards_give_the_global_batch_gradient() -> None:
+    """The DDP weighting (train.ddp): sum over shards of share * grad(shard loss) == grad(global batch loss),
+    for unequal shards with different padding; the plain mean of shard means does not."""
+    from align3d_rt.model.clip_backbone import load_clip
+    from align3d_rt.train.batches import collate_stage2
+    from align3d_rt.train.stage1 import new_aligner
+    from align3d_rt.train.stage2 import new_prompt_learners, stage2_step_losses
+
+    clip, _ = load_clip("align3d-tiny")
+    recs = _records(np.random.default_rng(0), [10, 14, 7])
+    aligner = new_aligner(128, 0).eval()
+    prompts = new_prompt_learners(clip, 0)
+    params = [p for m in prompts.values() for p in m.parameters() if p.requires_grad]
+
+    def grads(batches: list[tuple[list[int], float]]) -> list[torch.Tensor]:
+        for p in params:
+            p.grad = None
+        for idx, weight in batches:
+            loss, _ = stage2_step_losses(collate_stage2([recs[i] for i in idx]), aligner, prompts, True, 0.05)
+            (loss * weight).backward()
+        return [p.grad.clone() for p in params]
+
+    whole = grads([([0, 1, 2], 1.0)])
+    sharded = grads([([0, 2], 2 / 3), ([1], 1 / 3)])   # rank 0 takes batch[0::2], rank 1 batch[1::2]
+    naive = grads([([0, 2], 0.5), ([1], 0.5)])          # mean of per-rank means
+    scale = max(float(g.abs().max()) for g in whole)
+    print(f"\nshard-weighted vs whole: {max(float((a - b).abs().max()) for a, b in zip(whole, sharded)) / scale:.1e}, "
+          f"mean of means vs whole: {max(float((a - b).abs().max()) for a, b in zip(whole, naive)) / scale:.1e} (relative)")
+    assert max(float((a - b).abs().max()) for a, b in zip(whole, sharded)) < 1e-5 * scale
+    assert max(float((a - b).abs().max()) for a, b in zip(whole, naive)) > 1e-3 * scale
+
+
 # ---------------------------------------------------------------- real torchrun jobs
 
 
