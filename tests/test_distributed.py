@@ -189,23 +189,20 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
     return load_file(str(path))
 
 
-def test_two_process_training_equals_single_process(dome_root: Path, tmp_path: Path) -> None:
-    """Same global batch: weights, loss history and cached features of a 2-rank run equal one process's."""
+@pytest.fixture(scope="module")
+def single_run(dome_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
+    """The one-process reference run: (run folder, its feature cache, wall seconds)."""
+    tmp = tmp_path_factory.mktemp("ddp_single")
+    t0 = time.perf_counter()
+    one = _single([*TRAIN_ARGS, "--root", str(dome_root), "--out", str(tmp / "one")], tmp / "cache_one")
+    assert one.returncode == 0, one.stderr[-2000:]
+    return tmp / "one", tmp / "cache_one", time.perf_counter() - t0
+
+
+def _assert_same_weights(a: Path, b: Path) -> float:
+    """Every trained tensor of run b equals run a's to 1e-5; returns the largest difference."""
     from align3d_rt.artifacts import run_dir as rd
 
-    args = [*TRAIN_ARGS, "--root", str(dome_root)]
-    t0 = time.perf_counter()
-    one = _single([*args, "--out", str(tmp_path / "one")], tmp_path / "cache_one")
-    t1 = time.perf_counter()
-    two = _torchrun([*args, "--out", str(tmp_path / "two")], tmp_path / "cache_two")
-    t2 = time.perf_counter()
-    assert one.returncode == 0, one.stderr[-2000:]
-    assert two.returncode == 0, two.stderr[-2000:]
-    print(f"\ntraining wall time (cold feature cache, 1 thread per process): 1 process {t1 - t0:.1f} s, "
-          f"torchrun 2 processes {t2 - t1:.1f} s")
-    assert two.stdout.count("run directory:") == 1  # rank 0 alone reports (and writes)
-    a, b = tmp_path / "one", tmp_path / "two"
-    assert sorted(p.name for p in a.rglob("*")) == sorted(p.name for p in b.rglob("*"))
     worst = 0.0
     for f in (rd.ALIGNER, rd.PROMPTS_RENDER, rd.PROMPTS_ALIGNED, rd.TEXT):
         ta, tb = _tensors(a / f), _tensors(b / f)
@@ -213,7 +210,25 @@ def test_two_process_training_equals_single_process(dome_root: Path, tmp_path: P
         for k in ta:
             worst = max(worst, float(np.abs(ta[k] - tb[k]).max()))
             np.testing.assert_allclose(tb[k], ta[k], rtol=0, atol=1e-5, err_msg=f"{f}:{k}")
-    print(f"largest weight difference, 2 ranks vs 1 process: {worst:.2e}")
+    return worst
+
+
+def test_two_process_training_equals_single_process(dome_root: Path, tmp_path: Path,
+                                                    single_run: tuple[Path, Path, float]) -> None:
+    """Same global batch: weights, loss history and cached features of a 2-rank run equal one process's."""
+    from align3d_rt.artifacts import run_dir as rd
+
+    a, cache_one, t_one = single_run
+    t0 = time.perf_counter()
+    two = _torchrun([*TRAIN_ARGS, "--root", str(dome_root), "--out", str(tmp_path / "two")], tmp_path / "cache_two")
+    t_two = time.perf_counter() - t0
+    assert two.returncode == 0, two.stderr[-2000:]
+    print(f"\ntraining wall time (cold feature cache, 1 thread per process): 1 process {t_one:.1f} s, "
+          f"torchrun 2 processes {t_two:.1f} s")
+    assert two.stdout.count("run directory:") == 1  # rank 0 alone reports (and writes)
+    b = tmp_path / "two"
+    assert sorted(p.name for p in a.rglob("*")) == sorted(p.name for p in b.rglob("*"))
+    print(f"largest weight difference, 2 ranks vs 1 process: {_assert_same_weights(a, b):.2e}")
     la = [json.loads(x) for x in (a / rd.LOSSES).read_text().splitlines()]
     lb = [json.loads(x) for x in (b / rd.LOSSES).read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in la] == [(r["stage"], r["epoch"]) for r in lb] and len(la) == 6
@@ -228,7 +243,7 @@ def test_two_process_training_equals_single_process(dome_root: Path, tmp_path: P
         for part in cos_a[when]:
             assert cos_b[when][part] == pytest.approx(cos_a[when][part], abs=1e-5)
     # the sharded feature cache holds what one process computes (each rank wrote its own samples)
-    files_a = sorted((tmp_path / "cache_one").rglob("*.safetensors"))
+    files_a = sorted(cache_one.rglob("*.safetensors"))
     files_b = sorted((tmp_path / "cache_two").rglob("*.safetensors"))
     assert [p.name for p in files_a] == [p.name for p in files_b] and len(files_a) == 14
     for fa, fb in zip(files_a, files_b):
@@ -237,7 +252,23 @@ def test_two_process_training_equals_single_process(dome_root: Path, tmp_path: P
     assert not list((tmp_path / "cache_two").rglob(".*"))  # no temporary files left behind
 
 
-@pytest.mark.parametrize("point", ["train", "stage2"])
+@pytest.mark.heavy
+def test_two_process_resume_equals_single_process(dome_root: Path, tmp_path: Path,
+                                                  single_run: tuple[Path, Path, float]) -> None:
+    """torchrun stopped after stage-2 epoch 1 (--stop-after), then resumed by torchrun: same weights as one
+    uninterrupted process (rank 0's checkpoint is what every rank restores)."""
+    a, cache_one, _ = single_run
+    args = [*TRAIN_ARGS, "--root", str(dome_root), "--out", str(tmp_path / "two")]
+    first = _torchrun([*args, "--stop-after", "2:1"], cache_one)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert not (tmp_path / "two" / "text_embeddings.safetensors").exists()
+    second = _torchrun([*args, "--resume"], cache_one)
+    assert second.returncode == 0, second.stderr[-2000:]
+    print(f"\nlargest weight difference, stopped + resumed 2-rank run vs 1 process: "
+          f"{_assert_same_weights(a, tmp_path / 'two'):.2e}")
+
+
+@pytest.mark.parametrize("point", [pytest.param("train", marks=pytest.mark.heavy), "stage2"])
 def test_a_dying_rank_aborts_every_rank(dome_root: Path, tmp_path: Path, point: str) -> None:
     """Rank 1 raises (before the first collective / between two DDP steps): torchrun ends, rank 1 named."""
     args = [*TRAIN_ARGS, "--root", str(dome_root), "--out", str(tmp_path / "run"), "--max-samples", "2"]
