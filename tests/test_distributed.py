@@ -318,3 +318,20 @@ def test_sharded_eval_equals_single_process(dome_root: Path, tmp_path: Path) -> 
     assert sorted(p.name for p in (tmp_path / "one" / "results_examples").iterdir()) == \
         sorted(p.name for p in (tmp_path / "two" / "results_examples").iterdir())
     assert two.stdout.count("| dome |") == 1
+
+
+@pytest.mark.heavy
+def test_a_dying_rank_aborts_a_sharded_eval(dome_root: Path, tmp_path: Path) -> None:
+    """Rank 1 dies after scoring its shard: the job ends non-zero naming rank 1; the manifest never says complete."""
+    from align3d_rt.train.random_run import random_run_dir
+
+    run = random_run_dir(tmp_path / "run", category="box")
+    out = tmp_path / "eval"
+    res = _torchrun(["eval", "--dataset", "synthetic", "--root", str(dome_root), "--run", str(run), "--out", str(out),
+                     "--examples", "0"], tmp_path / "cache", timeout=240, ALIGN3D_TEST_FAIL="1:eval",
+                    ALIGN3D_DIST_TIMEOUT="60")
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("align3d-rt eval: error: rank 1 of 2")]
+    assert len(lines) == 1 and "injected failure at 'eval'" in lines[0], res.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "running" and not (out / "results.json").exists()
