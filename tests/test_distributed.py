@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -280,7 +281,10 @@ def test_a_dying_rank_aborts_every_rank(dome_root: Path, tmp_path: Path, point: 
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("align3d-rt train: error: rank 1 of 2")]
     assert len(lines) == 1 and "injected failure" in lines[0], res.stderr[-3000:]
     package = str(REPO / "align3d_rt")
-    assert not [ln for ln in res.stderr.splitlines() if 'File "' in ln and package in ln]  # no rank traceback
+    own, _, summary = res.stderr.partition("ChildFailedError")  # the ranks' output, then torchrun's summary
+    assert not [ln for ln in own.splitlines() if 'File "' in ln and package in ln]  # no traceback from a rank
+    root_cause = summary.partition("Root Cause")[2]  # torchrun names rank 1 and shows its error (error file)
+    assert re.search(r"rank\s*:\s*1 \(local_rank: 1\)", root_cause) and "injected failure" in root_cause
     assert took < 180, took  # well below the hang it would be without torchrun/timeouts (>= 60 s collective bound)
     print(f"\nrank 1 died at '{point}': torchrun exited {res.returncode} after {took:.1f} s")
 
