@@ -46,12 +46,55 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = args.func(args)
     except Align3DError as err:
-        print(f"align3d-rt {args.command}: error: {err}", file=sys.stderr)
+        print(f"align3d-rt {args.command}: error: {_rank_prefix()}{err}", file=sys.stderr)
+        _tell_torchrun(err)
         return 2
+    except Exception as err:  # noqa: BLE001 - only under torchrun: one line naming the failing rank
+        if not _rank_prefix():
+            raise
+        print(f"align3d-rt {args.command}: error: {_rank_prefix()}{_failure_line(err)}", file=sys.stderr)
+        _tell_torchrun(err)
+        return 1
     except KeyboardInterrupt:
         print(f"align3d-rt {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _rank_prefix() -> str:
+    """'rank R of W: ' in a multi-process (torchrun) job, else ''."""
+    from align3d_rt.distributed import env_rank_info, launched_by_torchrun
+
+    if not launched_by_torchrun():
+        return ""
+    try:
+        info = env_rank_info()
+    except Exception:  # noqa: BLE001 - a broken environment is reported by the command itself
+        return "rank ?: "
+    return f"{info.label()}: " if info.distributed else ""
+
+
+def _tell_torchrun(err: BaseException) -> None:
+    """Under torchrun: the error (and its traceback) into the worker's error file, so torchrun's failure
+    summary shows this rank's message as the root cause instead of 'To enable traceback see ...'."""
+    if not _rank_prefix() or not os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        return
+    try:
+        from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
+
+        ErrorHandler().record_exception(err)
+    except Exception:  # noqa: BLE001 - the one-line message is already out; the summary is a bonus
+        pass
+
+
+def _failure_line(err: BaseException) -> str:
+    """One line for an unexpected error of one rank; a failed collective says another rank is the cause."""
+    first = (str(err).strip().splitlines() or [""])[0][:300]
+    dist = sys.modules.get("torch.distributed")
+    transport = any(word in first for word in ("gloo", "NCCL", "nccl", "Connection closed by peer", "Timed out"))
+    if dist is not None and (isinstance(err, getattr(dist, "DistError", ())) or transport):
+        return f"stopped: a collective failed (another rank died, or timed out): {first}"
+    return f"{type(err).__name__}: {first}"
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score the test split of every test class and write per-class tables (results.md/.csv/.json), "
                     "example pictures and manifest.json, rewritten as each class finishes. one-vs-rest leaves out "
                     "the run's training class; cross-dataset tests every class of another dataset root. A sample "
-                    "that cannot be scored is listed as failed and the evaluation goes on (exit code 1).",
+                    "that cannot be scored is listed as failed and the evaluation goes on (exit code 1). Under `torchrun "
+                    "--nproc-per-node N -m align3d_rt eval ...` every rank scores its share of each class and "
+                    "rank 0 merges the scores and writes the outputs.",
     )
     p.add_argument("--protocol", choices=("one-vs-rest", "cross-dataset"), default="one-vs-rest")
     p.add_argument("--dataset", choices=DATASETS, required=True, help="dataset layout of --root")
@@ -38,6 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from align3d_rt import distributed
+
+    with distributed.session(args.device) as rank:  # torchrun: each rank scores a shard, rank 0 writes
+        return _run_eval(args, rank.is_main)
+
+
+def _run_eval(args: argparse.Namespace, main: bool) -> int:
+    import contextlib
+
+    from align3d_rt import distributed
     from align3d_rt.eval.protocols import run_protocol
     from align3d_rt.eval.report import markdown_table
 
@@ -50,13 +62,16 @@ def run_eval(args: argparse.Namespace) -> int:
     if not args.root.is_dir():
         raise Align3DError(f"{args.root}: dataset root not found")
     detector = apply_scoring(args, build_detector(args))
-    with folder:
+    distributed.barrier()  # every rank has checked --out before rank 0 locks (and maybe empties) it
+    with folder if main else contextlib.nullcontext():
         outcome = run_protocol(detector, args.protocol, args.dataset, args.root, args.out, categories=args.categories,
                                batch_size=args.batch_size, n_examples=args.examples, resume=args.resume)
+    n_failed = sum(len(r.failed) for r in outcome.results)
+    if not main:
+        return 1 if n_failed else 0
     if outcome.excluded:
         print(f"align3d-rt eval: training class {outcome.excluded!r} left out (one-vs-rest)", file=sys.stderr)
     print(markdown_table(outcome.results))
-    n_failed = sum(len(r.failed) for r in outcome.results)
     if n_failed:
         print(f"align3d-rt eval: {n_failed} sample(s) could not be scored and are left out of the metrics "
               f"(listed in results.md and manifest.json)", file=sys.stderr)

@@ -21,7 +21,10 @@ def _stop_after(text: str) -> tuple[int, int]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("train", help="train the aligner (stage 1) and the prompt learners (stage 2)",
                               description="Train Align3D-AD on the test split of one auxiliary category "
-                                          "(it holds the anomalies and point labels).")
+                                          "(it holds the anomalies and point labels). Under `torchrun "
+                                          "--nproc-per-node N -m align3d_rt train ...` the samples of every "
+                                          "batch are split over the ranks (DistributedDataParallel; gloo on "
+                                          "CPU, nccl on GPUs); --batch-size stays the global batch.")
     p.add_argument("--dataset", required=True, choices=DATASETS)
     p.add_argument("--root", required=True, help="dataset root folder")
     p.add_argument("--category", required=True, help="auxiliary training category")
@@ -70,6 +73,10 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed, fusion_weight=args.fusion_weight, preset=args.preset, renderer=args.renderer, image_size=args.image_size,
         max_samples=args.max_samples, device=args.device, progress=not args.no_progress, stop_after=args.stop_after,
     )
-    out = train_run(cfg)
-    print(f"run directory: {out}")
+    from align3d_rt import distributed
+
+    with distributed.session(args.device) as rank:  # torchrun: process group, this rank's device
+        out = train_run(cfg)
+    if rank.is_main:
+        print(f"run directory: {out}")
     return 0

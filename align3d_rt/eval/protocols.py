@@ -25,6 +25,39 @@ PROTOCOLS = ("one-vs-rest", "cross-dataset")
 
 
 @dataclass
+class SampleScores:
+    """What one scored sample adds to its class's metrics (picklable: ranks send these to rank 0)."""
+
+    object_score: float
+    object_label: int
+    point_scores: np.ndarray | None = None    # None: anomalous without point labels (object metrics only)
+    point_labels: np.ndarray | None = None
+    grid_index: np.ndarray | None = None
+    grid_shape: tuple[int, int] | None = None
+    reference_map: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, sample: Any, fused: np.ndarray, object_score: float, reference: Any = None) -> "SampleScores":
+        anomalous = sample.is_anomalous
+        if anomalous is None:
+            raise Align3DError(f"{sample.source}: test sample without a label; evaluation needs ground truth")
+        rec = cls(object_score=float(object_score), object_label=int(anomalous))
+        labels = sample.point_labels
+        if labels is None:
+            if anomalous:
+                return rec
+            labels = np.zeros(sample.num_points, dtype=np.uint8)
+        rec.point_scores = np.asarray(fused, dtype=np.float32)
+        rec.point_labels = np.asarray(labels, dtype=np.uint8)
+        organized = sample.grid_index is not None and sample.grid_shape is not None
+        rec.grid_index = np.asarray(sample.grid_index, dtype=np.int32) if organized else None
+        rec.grid_shape = (int(sample.grid_shape[0]), int(sample.grid_shape[1])) if organized else None
+        if reference is not None and organized:
+            rec.reference_map = np.asarray(reference.point_map, dtype=np.float32)
+        return rec
+
+
+@dataclass
 class ClassScores:
     """The per-sample data one class's metrics need (float32 / uint8 / int32 only, no renders)."""
 
@@ -37,23 +70,19 @@ class ClassScores:
     reference_maps: list[np.ndarray] = field(default_factory=list)  # --scoring reference: (H,W) P-R/P-P maps
 
     def add(self, sample: Any, fused: np.ndarray, object_score: float, reference: Any = None) -> None:
-        anomalous = sample.is_anomalous
-        if anomalous is None:
-            raise Align3DError(f"{sample.source}: test sample without a label; evaluation needs ground truth")
-        self.object_scores.append(float(object_score))
-        self.object_labels.append(int(anomalous))
-        labels = sample.point_labels
-        if labels is None:
-            if anomalous:
-                return  # anomalous without point labels: object metrics only
-            labels = np.zeros(sample.num_points, dtype=np.uint8)
-        self.point_scores.append(np.asarray(fused, dtype=np.float32))
-        self.point_labels.append(np.asarray(labels, dtype=np.uint8))
-        organized = sample.grid_index is not None and sample.grid_shape is not None
-        self.grid_index.append(np.asarray(sample.grid_index, dtype=np.int32) if organized else None)
-        self.grid_shapes.append((int(sample.grid_shape[0]), int(sample.grid_shape[1])) if organized else None)
-        if reference is not None and organized:
-            self.reference_maps.append(np.asarray(reference.point_map, dtype=np.float32))
+        self.append(SampleScores.of(sample, fused, object_score, reference))
+
+    def append(self, rec: SampleScores) -> None:
+        self.object_scores.append(rec.object_score)
+        self.object_labels.append(rec.object_label)
+        if rec.point_scores is None:
+            return  # anomalous without point labels: object metrics only
+        self.point_scores.append(rec.point_scores)
+        self.point_labels.append(rec.point_labels)  # type: ignore[arg-type]
+        self.grid_index.append(rec.grid_index)
+        self.grid_shapes.append(rec.grid_shape)
+        if rec.reference_map is not None:
+            self.reference_maps.append(rec.reference_map)
 
     @property
     def organized(self) -> bool:
@@ -136,43 +165,51 @@ def select_classes(protocol: str, dataset: str, root: str | Path, info: dict[str
 def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str, batch_size: int = 2,
                    n_examples: int = 1, progress: bool = True, on_example: Callable[[Example], None] | None = None
                    ) -> tuple[ClassResult, list[Example]]:
-    """Score the test split of one class; returns its metrics and up to n_examples good + bad examples."""
+    """Score the test split of one class; returns its metrics and up to n_examples good + bad examples.
+
+    Under torchrun each rank scores ``refs[rank::world]``; the per-sample scores, failures and example
+    candidates are gathered (all_gather_object) and merged in the split's order, so the metrics and the
+    examples are those of a single-process run."""
     from tqdm import tqdm
 
+    from align3d_rt import distributed as dist_util
     from align3d_rt.data.readers import list_samples
 
     refs = list_samples(dataset, root, category, "test")
     if not refs:
         raise Align3DError(f"{root}: class {category!r} has no test samples")
-    acc = ClassScores()
-    examples: list[Example] = []
+    progress = progress and dist_util.is_main()
+    mine = dist_util.shard(list(enumerate(refs)))
+    scored: list[tuple[int, SampleScores | str]] = []   # (index in the split, scores or the failure line)
+    candidates: list[tuple[int, Example]] = []
     wanted = {True: n_examples, False: n_examples}
     t0 = time.perf_counter()
-    bar = tqdm(total=len(refs), desc=f"{category:>12s}", unit="sample", file=sys.stderr, disable=not progress,
+    bar = tqdm(total=len(mine), desc=f"{category:>12s}", unit="sample", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, leave=True)
 
     def still_wanted(sample: Any) -> bool:
         return wanted[bool(sample.is_anomalous)] > 0
 
-    failed: dict[str, str] = {}
-    for ref, res in detector.score_stream(refs, load=lambda r: r.load(), batch_size=batch_size,
-                                          keep_render=still_wanted):
+    for (index, ref), res in detector.score_stream(mine, load=lambda item: item[1].load(), batch_size=batch_size,
+                                                   keep_render=still_wanted):
         bar.update(1)
         if isinstance(res, Exception):  # one bad sample: recorded as failed, the class goes on
-            failed[str(ref.path)] = _problem(ref.path, res)
+            scored.append((index, _problem(ref.path, res)))
             continue
         sample = res.sample
         try:
-            acc.add(sample, res.fused, res.object_score, res.reference)
+            scored.append((index, SampleScores.of(sample, res.fused, res.object_score, res.reference)))
         except Align3DError as err:
-            failed[str(ref.path)] = _problem(ref.path, err)
+            scored.append((index, _problem(ref.path, err)))
             continue
         anomalous = bool(sample.is_anomalous)
         if wanted[anomalous] > 0 and res.render is not None:
             wanted[anomalous] -= 1
-            examples.append(_example(detector, sample, res))
+            candidates.append((index, _example(detector, sample, res)))
         res.render = res.sample = None
     bar.close()
+    dist_util.fail_point("eval")
+    acc, failed, examples = _merge(dist_util.gather_objects((scored, candidates)), refs, n_examples)
     if failed and progress:
         for msg in failed.values():
             print(f"align3d-rt eval: failed {msg}", file=sys.stderr)
@@ -180,6 +217,25 @@ def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str,
     result = ClassResult(category=category, n_samples=len(acc.object_labels), n_anomalous=int(sum(acc.object_labels)),
                          metrics=metrics, seconds=time.perf_counter() - t0, failed=failed)
     return result, examples
+
+
+def _merge(parts: list[Any], refs: list[Any], n_examples: int) -> tuple[ClassScores, dict[str, str], list[Example]]:
+    """Every rank's (scored, candidates) -> the class's scores, failures and examples in the split's order."""
+    scored = sorted((item for part in parts for item in part[0]), key=lambda item: item[0])
+    acc = ClassScores()
+    failed: dict[str, str] = {}
+    for index, rec in scored:
+        if isinstance(rec, str):
+            failed[str(refs[index].path)] = rec
+        else:
+            acc.append(rec)
+    wanted = {True: n_examples, False: n_examples}
+    examples: list[Example] = []
+    for _, ex in sorted((c for part in parts for c in part[1]), key=lambda c: c[0]):
+        if wanted[ex.is_anomalous] > 0:
+            wanted[ex.is_anomalous] -= 1
+            examples.append(ex)
+    return acc, failed, examples
 
 
 def _problem(path: Any, err: Exception) -> str:
@@ -228,8 +284,13 @@ def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, o
     identity = {"protocol": protocol, "dataset": dataset, "dataset_root": str(Path(root).resolve()),
                 "blur_sigma": BLUR_SIGMA, **{k: info.get(k) for k in _IDENTITY_KEYS}}
     identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    from align3d_rt import distributed as dist_util
+
+    main = dist_util.is_main()  # under torchrun only rank 0 writes; every rank scores its shard
+    progress = progress and main
     store = class_store.class_dir(out, name)
-    store.mkdir(parents=True, exist_ok=True)
+    if main:
+        store.mkdir(parents=True, exist_ok=True)
     title = f"{protocol}: trained on {train_ds or '?'}/{train_cat or '?'}, tested on {dataset} ({detector.backend_name})"
     manifest_path = out / (f"{name}_manifest.json" if name != "results" else "manifest.json")
     pic_dir = out / f"{name}_examples"
@@ -240,6 +301,8 @@ def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, o
 
     def publish(status: str) -> None:
         nonlocal paths, manifest
+        if not main:
+            return
         paths = report.write_tables(out, results, name=name, title=title) if results else {}
         if status == "complete":
             sheet = pictures.save_contact_sheet(out / f"{name}_contact_sheet.png", examples)
@@ -267,9 +330,10 @@ def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, o
             else:
                 res, ex = evaluate_class(detector, dataset, root, cat, batch_size=batch_size,
                                          n_examples=n_examples, progress=progress)
-                for e in ex:
-                    pictures.save_example(pic_dir, e)
-                class_store.save_class(store, res, ex, identity)
+                if main:
+                    for e in ex:
+                        pictures.save_example(pic_dir, e)
+                    class_store.save_class(store, res, ex, identity)
             results.append(res)
             examples += ex
             publish("running")

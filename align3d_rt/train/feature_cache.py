@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
+from align3d_rt import distributed as dist_util
 from align3d_rt.io_utils import sha256_json
 from align3d_rt.paths import cache_dir
 from align3d_rt.render.views import RenderSettings
@@ -226,27 +227,52 @@ class FeatureCache:
         })
 
     def prepare(self, refs: list[Any], need_rgb: bool, progress: bool = False) -> list[CacheEntry]:
-        """Entries for every ref, rendering + encoding only what is not cached yet."""
+        """Entries for every ref, rendering + encoding only what is not cached yet.
+
+        Under torchrun each rank first fills its shard (``refs[rank::world]``, atomic writes), then,
+        after a barrier, the node's ranks split what is still missing on this node (a cache folder that
+        is not shared between nodes); after a second barrier every rank reads every entry. No file is
+        written by two ranks of one node, and none is read before it is complete.
+        """
         from tqdm import tqdm
 
-        entries = []
-        for ref in tqdm(refs, desc="features", unit="sample", disable=not progress, leave=False):
-            key = self.key(ref)
-            gray_path = self.root / f"{key}.gray.safetensors"
-            rgb_path = self.root / f"{key}.rgb.safetensors"
-            need_gray_now = not _readable(gray_path, GRAY_KEYS)
-            need_rgb_now = need_rgb and not _readable(rgb_path, RGB_KEYS)
-            sample_id = str(ref.path)
-            if need_gray_now or need_rgb_now:
-                sample = ref.load()
-                sample_id = sample.sample_id
-                gray, rgb = render_and_encode(sample, self.settings, self.encoder, need_gray_now, need_rgb_now)
-                meta = {"sample": sample_id, "format": str(CACHE_FORMAT), "clip": self.clip_name}
-                if need_gray_now:
-                    save_tensors(gray_path, gray, meta)
-                if rgb is not None:
-                    save_tensors(rgb_path, rgb, meta)
-                self.encoded += 1
-            label = int(CacheEntry(sample_id, gray_path, None, 0).load(["label"])["label"][0])
-            entries.append(CacheEntry(sample_id, gray_path, rgb_path if need_rgb else None, label))
-        return entries
+        info = dist_util.current()
+        show = progress and info.is_main
+        if info.distributed:
+            for ref in tqdm(dist_util.shard(refs, info), desc="features", unit="sample", disable=not show, leave=False):
+                self._entry(ref, need_rgb)
+            dist_util.barrier()
+            missing = [ref for ref in refs if self._missing(ref, need_rgb)]
+            for ref in missing[info.local_rank::info.local_world_size]:
+                self._entry(ref, need_rgb)
+            dist_util.barrier()
+            show = False
+        return [self._entry(ref, need_rgb) for ref in tqdm(refs, desc="features", unit="sample", disable=not show,
+                                                             leave=False)]
+
+    def _paths(self, ref: Any) -> tuple[Path, Path]:
+        key = self.key(ref)
+        return self.root / f"{key}.gray.safetensors", self.root / f"{key}.rgb.safetensors"
+
+    def _missing(self, ref: Any, need_rgb: bool) -> bool:
+        gray_path, rgb_path = self._paths(ref)
+        return not _readable(gray_path, GRAY_KEYS) or (need_rgb and not _readable(rgb_path, RGB_KEYS))
+
+    def _entry(self, ref: Any, need_rgb: bool) -> CacheEntry:
+        """The entry of one ref, rendering + encoding it first when its files are missing."""
+        gray_path, rgb_path = self._paths(ref)
+        need_gray_now = not _readable(gray_path, GRAY_KEYS)
+        need_rgb_now = need_rgb and not _readable(rgb_path, RGB_KEYS)
+        sample_id = str(ref.path)
+        if need_gray_now or need_rgb_now:
+            sample = ref.load()
+            sample_id = sample.sample_id
+            gray, rgb = render_and_encode(sample, self.settings, self.encoder, need_gray_now, need_rgb_now)
+            meta = {"sample": sample_id, "format": str(CACHE_FORMAT), "clip": self.clip_name}
+            if need_gray_now:
+                save_tensors(gray_path, gray, meta)
+            if rgb is not None:
+                save_tensors(rgb_path, rgb, meta)
+            self.encoded += 1
+        label = int(CacheEntry(sample_id, gray_path, None, 0).load(["label"])["label"][0])
+        return CacheEntry(sample_id, gray_path, rgb_path if need_rgb else None, label)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from align3d_rt import distributed as dist_util
 from align3d_rt.errors import Align3DError, InputError, RunDirError
 from align3d_rt.render.views import RenderSettings
 from align3d_rt.artifacts import run_dir as rd
@@ -218,6 +219,9 @@ def _check_samples(cfg: TrainConfig, refs: list[Any], need_stage2: bool, need_rg
 
 
 def _device(name: str) -> str:
+    chosen = dist_util.current().device  # under torchrun: the session's 'cpu' / 'cuda:LOCAL_RANK'
+    if chosen is not None:
+        return chosen
     if name != "auto":
         return name
     import torch
@@ -226,7 +230,11 @@ def _device(name: str) -> str:
 
 
 def train_run(cfg: TrainConfig) -> Path:
-    """Train (or resume) a run into cfg.out and return its path. See DESIGN.md section 1."""
+    """Train (or resume) a run into cfg.out and return its path. See DESIGN.md section 1.
+
+    Under torchrun (an open ``distributed.session``) every rank runs this: the feature cache and the
+    global batches are sharded, DDP averages the gradients, and only rank 0 writes the run directory.
+    """
     _validate(cfg)
     from align3d_rt.data.readers import list_samples
     from align3d_rt.train.feature_cache import FeatureCache
@@ -247,15 +255,21 @@ def train_run(cfg: TrainConfig) -> Path:
     if run2 and cfg.resume and all((out / f).is_file() for f in rd.FINAL_FILES):
         return out  # already finished
     _check_samples(cfg, refs, need_stage2=run2, need_rgb=run1)
+    main = dist_util.is_main()
     fresh = not (out / rd.CONFIG).is_file()
-    if not fresh:
+    dist_util.barrier()  # every rank has checked the folder before rank 0 changes it
+    if not fresh and main:
         rd.write_config(out, config)
     entries = cache.prepare(refs, need_rgb=run1, progress=cfg.progress)  # loads CLIP: bad weights fail here
-    if fresh:
+    if fresh and main:
         _create_run_dir(out, config)  # only now: a failed start-up leaves nothing that blocks the retry
+    dist_util.fail_point("train")
+    dist_util.barrier()
 
     if run1:
-        if not _run_stage1(cfg, out, entries, device):
+        finished = _run_stage1(cfg, out, entries, device)
+        dist_util.barrier()  # rank 0 has written the aligner that stage 2 reads
+        if not finished:
             return out
     if run2:
         _run_stage2(cfg, out, entries, cache, device)
@@ -289,6 +303,8 @@ def _run_stage1(cfg: TrainConfig, out: Path, entries: list[Any], device: str) ->
     res = train_stage1(entries, dim, out, s1, resume=cfg.resume, stop_after=stop, progress=cfg.progress)
     if not res.finished:
         return False
+    if not dist_util.is_main():
+        return True
     rd.save_tensors(out / rd.ALIGNER, aligner_state_numpy(res.aligner), {"stage": "1"})
     from align3d_rt.io_utils import write_json_atomic
 
@@ -317,7 +333,7 @@ def _run_stage2(cfg: TrainConfig, out: Path, entries: list[Any], cache: Any, dev
         aligner.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()}, strict=True)
     except RuntimeError as err:
         raise RunDirError(f"{out / rd.ALIGNER}: does not fit Aligner({dim}) ({str(err).splitlines()[0]})") from None
-    if not cfg.resume:  # a fresh stage 2 replaces any earlier result: never leave a stale complete-looking run
+    if not cfg.resume and dist_util.is_main():  # a fresh stage 2 replaces any earlier result: never leave a stale complete-looking run
         for f in (rd.TEXT, rd.PROMPTS_RENDER, rd.PROMPTS_ALIGNED):
             (out / f).unlink(missing_ok=True)
     clip_model = cache.encoder.model
@@ -325,7 +341,7 @@ def _run_stage2(cfg: TrainConfig, out: Path, entries: list[Any], cache: Any, dev
                         batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, device=device)
     stop = cfg.stop_after[1] if cfg.stop_after and cfg.stop_after[0] == 2 else None
     res = train_stage2(entries, clip_model, aligner, out, s2, resume=cfg.resume, stop_after=stop, progress=cfg.progress)
-    if not res.finished:
+    if not res.finished or not dist_util.is_main():
         return
     for name, file in (("render", rd.PROMPTS_RENDER), ("aligned", rd.PROMPTS_ALIGNED)):
         rd.save_tensors(out / file, {k: v.cpu().numpy() for k, v in trainable_state(res.prompts[name]).items()})

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from align3d_rt import distributed as dist_util
 from align3d_rt.model.aligner import Aligner
+from align3d_rt.train import ddp
 from align3d_rt.train.batches import batches, epoch_order, load_stage1_batch, optimizer_step, seed_everything
 from align3d_rt.train.checkpoint import read_checkpoint, restore_checkpoint, rewrite_losses, save_checkpoint
 from align3d_rt.train.feature_cache import CacheEntry
@@ -54,23 +56,30 @@ def new_aligner(dim: int, seed: int) -> Aligner:
 def alignment_cosine(entries: list[CacheEntry], aligner: Aligner | None, device: str = "cpu") -> dict[str, float]:
     """Mean cosine between (aligned) rendering features and RGB features over all cached views.
 
-    aligner None = raw rendering features (no alignment).
+    aligner None = raw rendering features (no alignment). Under torchrun each rank sums its shard.
     """
     sums = {"global": 0.0, "patch": 0.0}
     views = 0
     with torch.no_grad():
-        for e in entries:
+        for e in dist_util.shard(entries):
             b = load_stage1_batch([e], device)
             g, p = (b.global_render, b.patches_render) if aligner is None else aligner(b.global_render, b.patches_render)
             sums["global"] += float(F.cosine_similarity(g, b.global_rgb, dim=-1).sum())
             sums["patch"] += float(F.cosine_similarity(p, b.patches_rgb, dim=-1).mean(dim=1).sum())
             views += g.shape[0]
+    if dist_util.current().distributed:
+        total = dist_util.sum_floats({**sums, "views": float(views)})
+        views = int(total.pop("views"))
+        sums = total
     return {k: v / max(views, 1) for k, v in sums.items()}
 
 
 def train_stage1(entries: list[CacheEntry], dim: int, run: Path, settings: Stage1Settings, resume: bool = False,
                  stop_after: int | None = None, progress: bool = True) -> Stage1Result:
-    """Train the aligner; checkpoint after every epoch. ``stop_after`` = stop once that many epochs are done."""
+    """Train the aligner; checkpoint after every epoch. ``stop_after`` = stop once that many epochs are done.
+
+    Under torchrun: DDP, each rank takes its slice of every global batch (train.ddp); rank 0 writes.
+    """
     from tqdm import tqdm
 
     seed_everything(settings.seed)
@@ -85,24 +94,29 @@ def train_stage1(entries: list[CacheEntry], dim: int, run: Path, settings: Stage
             restore_checkpoint(ckpt, {"aligner": aligner}, opt)
             start, history = ckpt.epoch, ckpt.history
     aligner.train()
+    model = ddp.wrap(aligner)
+    main = dist_util.is_main()
     end = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
-    bar = tqdm(range(start, end), desc="stage 1", unit="epoch", disable=not progress, initial=start, total=settings.epochs)
+    bar = tqdm(range(start, end), desc="stage 1", unit="epoch", disable=not (progress and main), initial=start,
+               total=settings.epochs)
     for epoch in bar:
         reweight = epoch >= settings.epochs - settings.reweight_epochs
         sums: dict[str, float] = {}
         steps = 0
         for idx in batches(epoch_order(len(entries), settings.seed, epoch), settings.batch_size):
-            b = load_stage1_batch([entries[i] for i in idx], settings.device)
-            g, p = aligner(b.global_render, b.patches_render)
+            part = ddp.rank_slice(idx)
+            b = load_stage1_batch([entries[i] for i in part.indices], settings.device)
+            g, p = model(b.global_render, b.patches_render)
             loss, parts = stage1_loss(g, b.global_rgb, p, b.patches_rgb, b.patches_render, reweight,
                                       settings.reweight_lambda)
-            optimizer_step(opt, loss, parts, sums)
+            optimizer_step(opt, ddp.scaled(loss, part), ddp.global_parts(parts, part), sums)
             steps += 1
         record = {"stage": 1, "epoch": epoch + 1, "reweight": reweight, **{k: v / max(steps, 1) for k, v in sums.items()}}
         history.append(record)
         bar.set_postfix(loss=f"{record.get('total', 0.0):.4f}")
-        save_checkpoint(run, 1, epoch + 1, {"aligner": aligner}, opt, history)
-        rewrite_losses(run)
+        if main:
+            save_checkpoint(run, 1, epoch + 1, {"aligner": aligner}, opt, history)
+            rewrite_losses(run)
     aligner.eval()
     finished = end >= settings.epochs
     cos = {"raw": cos_raw, "init": cos_init, "trained": alignment_cosine(entries, aligner, settings.device)}

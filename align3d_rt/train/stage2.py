@@ -14,7 +14,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from align3d_rt import distributed as dist_util
 from align3d_rt.model.head import state_logits
+from align3d_rt.train import ddp
 from align3d_rt.train.batches import (Stage2Batch, batches, epoch_order, load_stage2_batch, optimizer_step,
                                       seed_everything)
 from align3d_rt.train.checkpoint import read_checkpoint, restore_checkpoint, rewrite_losses, save_checkpoint
@@ -23,7 +25,7 @@ from align3d_rt.train.losses import BranchLosses, branch_losses, dpca_loss
 from align3d_rt.train.stage1 import OptimSettings
 
 __all__ = ["Stage2Settings", "Stage2Result", "new_prompt_learners", "stage2_step_losses", "train_stage2",
-           "run_stage2_epoch", "make_optimizer", "final_text", "LOSS_NAMES"]
+           "run_stage2_epoch", "make_optimizer", "final_text", "LOSS_NAMES", "PromptPair"]
 
 LOSS_NAMES = ("seg3d", "seg2d", "cls_view", "cls_sample")
 BRANCHES = ("render", "aligned")
@@ -64,7 +66,27 @@ def _branch_forward(g: torch.Tensor, patches: torch.Tensor, text: torch.Tensor, 
                          batch.point_mask, batch.gt_masks, batch.labels)
 
 
-def stage2_step_losses(batch: Stage2Batch, aligner: torch.nn.Module, prompts: dict[str, torch.nn.Module],
+class PromptPair(torch.nn.Module):
+    """Both prompt learners as one module (what DDP wraps): forward() -> {branch: (2,D) text}."""
+
+    def __init__(self, prompts: dict[str, torch.nn.Module]) -> None:
+        super().__init__()
+        self.branches = torch.nn.ModuleDict({name: prompts[name] for name in BRANCHES})
+
+    def forward(self) -> dict[str, torch.Tensor]:
+        return {name: self.branches[name]() for name in BRANCHES}
+
+
+Prompts = dict[str, torch.nn.Module] | torch.nn.Module   # the learners, or a (DDP-wrapped) PromptPair
+
+
+def _texts(prompts: Prompts) -> dict[str, torch.Tensor]:
+    if isinstance(prompts, dict):
+        return {name: prompts[name]() for name in BRANCHES}
+    return prompts()
+
+
+def stage2_step_losses(batch: Stage2Batch, aligner: torch.nn.Module, prompts: Prompts,
                        dpca: bool, dpca_scale: float) -> tuple[torch.Tensor, dict[str, float]]:
     """Total loss of one batch and its parts as floats (per branch, summed over branches, dpca, total)."""
     b, v = batch.global_feat.shape[:2]
@@ -72,7 +94,7 @@ def stage2_step_losses(batch: Stage2Batch, aligner: torch.nn.Module, prompts: di
     p = batch.patches.reshape(b * v, batch.patches.shape[2], -1)
     with torch.no_grad():
         ga, pa = aligner(g, p)
-    texts = {name: prompts[name]() for name in BRANCHES}
+    texts = _texts(prompts)
     feats = {"render": (g, p), "aligned": (ga, pa)}
     total = g.new_zeros((), dtype=torch.float32)
     parts: dict[str, float] = {}
@@ -92,17 +114,21 @@ def stage2_step_losses(batch: Stage2Batch, aligner: torch.nn.Module, prompts: di
 
 
 def run_stage2_epoch(epoch: int, n: int, load_batch: Callable[[list[int]], Stage2Batch], aligner: torch.nn.Module,
-                     prompts: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+                     prompts: Prompts, optimizer: torch.optim.Optimizer,
                      settings: Stage2Settings, bar: Any = None) -> dict[str, Any]:
-    """One epoch over n samples in the (seed, epoch) order; returns the epoch's mean losses."""
+    """One epoch over n samples in the (seed, epoch) order; returns the epoch's mean losses.
+
+    Under torchrun each rank loads only its slice of every global batch (train.ddp)."""
     dpca = epoch >= settings.epochs - settings.dpca_epochs
     sums: dict[str, float] = {}
     steps = 0
     for idx in batches(epoch_order(n, settings.seed, epoch), settings.batch_size):
-        batch = load_batch([int(i) for i in idx])
+        part = ddp.rank_slice(idx)
+        batch = load_batch(part.indices)
         loss, parts = stage2_step_losses(batch, aligner, prompts, dpca, settings.dpca_scale)
-        optimizer_step(optimizer, loss, parts, sums)
+        optimizer_step(optimizer, ddp.scaled(loss, part), ddp.global_parts(parts, part), sums)
         steps += 1
+        dist_util.fail_point("stage2")  # test hook: a rank that dies between two DDP steps
         if bar is not None:
             bar.set_postfix(loss=f"{sums['total'] / steps:.4f}", step=steps)
     return {"stage": 2, "epoch": epoch + 1, "dpca_on": dpca, **{k: val / max(steps, 1) for k, val in sums.items()}}
@@ -140,15 +166,18 @@ def train_stage2(entries: list[CacheEntry], clip_model: Any, aligner: torch.nn.M
             start, history = ckpt.epoch, ckpt.history
     for module in prompts.values():
         module.train()
+    main = dist_util.is_main()
+    learners: Prompts = ddp.wrap(PromptPair(prompts)) if dist_util.current().distributed else prompts
     end = settings.epochs if stop_after is None else min(settings.epochs, stop_after)
-    bar = tqdm(range(start, end), desc="stage 2", unit="epoch", disable=not progress, initial=start,
+    bar = tqdm(range(start, end), desc="stage 2", unit="epoch", disable=not (progress and main), initial=start,
                total=settings.epochs)
     for epoch in bar:
         record = run_stage2_epoch(epoch, len(entries), lambda idx: load_stage2_batch([entries[i] for i in idx], settings.device),
-                                  aligner, prompts, optimizer, settings, bar)
+                                  aligner, learners, optimizer, settings, bar)
         history.append(record)
-        save_checkpoint(run, 2, epoch + 1, prompts, optimizer, history)
-        rewrite_losses(run)
+        if main:
+            save_checkpoint(run, 2, epoch + 1, prompts, optimizer, history)
+            rewrite_losses(run)
     for module in prompts.values():
         module.eval()
     return Stage2Result(prompts=prompts, history=history, text=final_text(prompts), finished=end >= settings.epochs)
