@@ -74,13 +74,16 @@ def session_tiny(tmp_root: Path) -> dict[str, Path]:
 
 
 def session_samples(tmp_root: Path, n: int = 4) -> list:
-    """Labelled synthetic samples (good and defective, in turn), generated once per test session."""
-    if "samples" not in _CACHE:
+    """``n`` labelled synthetic samples (good and defective, in turn); the data is generated once per session."""
+    if "syn_root" not in _CACHE:
         from align3d_rt.data.synthetic import generate_mvtec_layout
+
+        _CACHE["syn_root"] = generate_mvtec_layout(tmp_root / "syn", categories=["dome"], n_train=0, n_validation=0,
+                                                   n_test_good=2, n_per_defect=1, defects=["bump", "hole"],
+                                                   size=(120, 120))
+    key = f"samples_{n}"
+    if key not in _CACHE:
         from align3d_rt.cli.parity import load_data
 
-        root = generate_mvtec_layout(tmp_root / "syn", categories=["dome"], n_train=0, n_validation=0,
-                                     n_test_good=2, n_per_defect=1, defects=["bump", "hole"], size=(120, 120))
-        _CACHE["syn_root"] = root
-        _CACHE["samples"] = load_data([root], dataset="synthetic", categories=["dome"], max_samples=n)
-    return _CACHE["samples"]  # type: ignore[return-value]
+        _CACHE[key] = load_data([_CACHE["syn_root"]], dataset="synthetic", categories=["dome"], max_samples=n)
+    return _CACHE[key]  # type: ignore[return-value]

@@ -29,19 +29,26 @@ CLOUDS_PER_CLIENT = 4
 VIEWS = 9  # paper9 preset: one request's views
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, Path], float]]:
+def _python_repository(factory: pytest.TempPathFactory, name: str, *options: str) -> tuple[dict[str, Path], Path, Path]:
+    """(tiny bundles, work folder, repository) exported with the python encoder and ``options``."""
     if pytriton_dir() is None:
         pytest.fail(f"{REPO / '.venv-triton'}: the Triton venv is missing; run scripts/setup.sh (it makes it)")
-    tiny = session_tiny(tmp_path_factory.mktemp("tiny"))
-    work = tmp_path_factory.mktemp("triton")
+    tiny = session_tiny(factory.mktemp("tiny"))
+    work = factory.mktemp(name)
     repo = work / "repo"
+    assert main(["export", "--format", "triton", "--bundle", str(tiny["fp32"]), "--out", str(repo),
+                 "--triton-encoder", "python", *options]) == 0
+    return tiny, work, repo
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, dict[str, Path], float]]:
     # Preferred batch = two requests' views, and up to 1 s for a partner (about the time a pipeline instance
     # spends around its encoder call here): requests of the two clients merge, and once merged the two
     # clients stay in step. Without the wait, merging needs more requests in flight than pipeline instances.
-    assert main(["export", "--format", "triton", "--bundle", str(tiny["fp32"]), "--out", str(repo),
-                 "--triton-encoder", "python", "--opt-batch", str(2 * VIEWS), "--max-batch", str(2 * VIEWS),
-                 "--triton-queue-delay-us", "1000000", "--triton-pipeline-instances", "2"]) == 0
+    tiny, work, repo = _python_repository(tmp_path_factory, "triton", "--opt-batch", str(2 * VIEWS),
+                                          "--max-batch", str(2 * VIEWS), "--triton-queue-delay-us", "1000000",
+                                          "--triton-pipeline-instances", "2")
     t0 = time.perf_counter()
     server = start_server(repo, work, numba_cache=REPO / ".venv-triton" / "numba-cache")
     yield server, tiny, time.perf_counter() - t0
@@ -52,13 +59,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, d
 @pytest.fixture(scope="module")
 def tampered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server whose pipeline model failed to load: its bundle copy was altered after export."""
-    if pytriton_dir() is None:
-        pytest.fail(f"{REPO / '.venv-triton'}: the Triton venv is missing; run scripts/setup.sh (it makes it)")
-    tiny = session_tiny(tmp_path_factory.mktemp("tiny"))
-    work = tmp_path_factory.mktemp("triton_tampered")
-    repo = work / "repo"
-    assert main(["export", "--format", "triton", "--bundle", str(tiny["fp32"]), "--out", str(repo),
-                 "--triton-encoder", "python", "--triton-pipeline-instances", "1"]) == 0
+    _, work, repo = _python_repository(tmp_path_factory, "triton_tampered", "--triton-pipeline-instances", "1")
     graph = repo / "align3d" / "1" / "bundle" / "encoder.onnx"
     data = graph.read_bytes()
     graph.unlink()  # hard-linked to the encoder's model.onnx: replace the bundle's copy only
