@@ -3,10 +3,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
 
 SHARED_TIRE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mvtec3d_tire_sample" / "tire"
+
+_FIGURES: list[tuple[str, str]] = []  # (test id, line): shown after the run, also under -q and capture
+
+
+@pytest.fixture
+def record_figure(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """``record_figure(line)``: a measured figure, printed in the run's summary (CI logs show it)."""
+    return lambda line: _FIGURES.append((request.node.nodeid, line))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURES:
+        terminalreporter.write_sep("-", "figures recorded by tests")
+        for nodeid, line in _FIGURES:
+            terminalreporter.write_line(f"{nodeid}: {line}")
 
 
 @pytest.fixture(scope="session", autouse=True)

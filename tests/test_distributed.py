@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -215,7 +216,8 @@ def _assert_same_weights(a: Path, b: Path) -> float:
 
 
 def test_two_process_training_equals_single_process(dome_root: Path, tmp_path: Path,
-                                                    single_run: tuple[Path, Path, float]) -> None:
+                                                    single_run: tuple[Path, Path, float],
+                                                    record_figure: Callable[[str], None]) -> None:
     """Same global batch: weights, loss history and cached features of a 2-rank run equal one process's."""
     from align3d_rt.artifacts import run_dir as rd
 
@@ -224,12 +226,12 @@ def test_two_process_training_equals_single_process(dome_root: Path, tmp_path: P
     two = _torchrun([*TRAIN_ARGS, "--root", str(dome_root), "--out", str(tmp_path / "two")], tmp_path / "cache_two")
     t_two = time.perf_counter() - t0
     assert two.returncode == 0, two.stderr[-2000:]
-    print(f"\ntraining wall time (cold feature cache, 1 thread per process): 1 process {t_one:.1f} s, "
-          f"torchrun 2 processes {t_two:.1f} s")
+    record_figure(f"training wall time (cold feature cache, 1 thread per process): 1 process {t_one:.1f} s, "
+                  f"torchrun 2 processes {t_two:.1f} s")
     assert two.stdout.count("run directory:") == 1  # rank 0 alone reports (and writes)
     b = tmp_path / "two"
     assert sorted(p.name for p in a.rglob("*")) == sorted(p.name for p in b.rglob("*"))
-    print(f"largest weight difference, 2 ranks vs 1 process: {_assert_same_weights(a, b):.2e}")
+    record_figure(f"largest weight difference, 2 ranks vs 1 process: {_assert_same_weights(a, b):.2e}")
     la = [json.loads(x) for x in (a / rd.LOSSES).read_text().splitlines()]
     lb = [json.loads(x) for x in (b / rd.LOSSES).read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in la] == [(r["stage"], r["epoch"]) for r in lb] and len(la) == 6

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -93,7 +93,7 @@ def _client(url: str, out: Path, files: list[Path]) -> subprocess.Popen[str]:
 
 
 def test_two_concurrent_clients_score_like_local_inference_and_the_encoder_batches(
-        served: tuple[Server, dict[str, Path], float], tmp_path: Path) -> None:
+        served: tuple[Server, dict[str, Path], float], tmp_path: Path, record_figure: Callable[[str], None]) -> None:
     import tritonclient.http as http
 
     server, tiny, start_seconds = served
@@ -143,7 +143,7 @@ def test_two_concurrent_clients_score_like_local_inference_and_the_encoder_batch
         "clients_wall_s": round(wall, 2),
         "server_start_s": round(start_seconds, 1),
     }
-    print(f"\ntriton loopback figures: {json.dumps(figures)}", file=sys.__stdout__)
+    record_figure(f"triton loopback figures: {json.dumps(figures)}")
     assert served_requests == 2 * CLOUDS_PER_CLIENT
     assert int(enc["inference_count"]) == 2 * CLOUDS_PER_CLIENT * VIEWS  # every view went through the encoder
     assert max(batches) > VIEWS, f"no encoder execution merged two requests: {batches}"
