@@ -119,25 +119,33 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
 
 def _write_sample(args: argparse.Namespace, outputs: Any, detector: Any, path: Path, key: str,
                   result: Any, summary: dict[str, Any]) -> None:
+    from align3d_rt.io_utils import write_json_atomic
     from align3d_rt.scoring import fuse_branches
 
     sample = result.sample
     written = {"scores": f"{key}.scores.npy", "points": f"{key}.points.npy"}
+    if sample.grid_index is not None:
+        written["grid_index"] = f"{key}.grid_index.npy"  # flat index into the 336x336 grid (organized input)
+    if not args.no_ply:
+        written["ply"] = f"{key}.ply"
+    if not args.no_png and result.render is not None:
+        written["png"] = f"{key}.png"
+    # Recorded before they are written: a later --overwrite knows them even if this run stops midway.
+    summary["pending"] = {key: {"file": str(path), "outputs": written}}
+    write_json_atomic(args.out / "scores.json", summary)
     outputs.save_point_scores(args.out / written["scores"], result.point_scores)
     # The scored points themselves (row i of the scores): after MVTec preprocessing or Real3D-AD
     # resampling they are not the rows of the input file.
     save_npy_atomic(args.out / written["points"], np.asarray(sample.points, dtype=np.float32))
-    if sample.grid_index is not None:
-        written["grid_index"] = f"{key}.grid_index.npy"  # flat index into the 336x336 grid (organized input)
+    if "grid_index" in written:
         save_npy_atomic(args.out / written["grid_index"], np.asarray(sample.grid_index, dtype=np.int64))
-    if not args.no_ply:
-        written["ply"] = f"{key}.ply"
+    if "ply" in written:
         outputs.save_heat_ply(args.out / written["ply"], sample.points, result.fused)
-    if not args.no_png and result.render is not None:
-        written["png"] = f"{key}.png"
+    if "png" in written:
         fused = fuse_branches(result.view_maps, detector.fusion_weight)
         outputs.save_view_overlay(args.out / written["png"], result.render.images, fused,
                                   title=f"{key}  object score {result.object_score:.3f}")
+    del summary["pending"]
     summary["samples"][key] = {
         "file": str(path),
         "object_score": float(result.object_score),

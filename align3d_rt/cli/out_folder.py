@@ -6,20 +6,24 @@ Rules (docs/usage.md "Output folders"):
 - ``infer``/``eval`` lock their folder (an OS lock, ``flock``, on the folder itself: no lock file;
   released when the process ends, even when it is killed): a second run into the same folder is
   refused while the first runs.
-- A folder that already holds files is refused unless ``--overwrite`` is given; ``--overwrite``
-  empties it first, and only when the same command wrote it (infer: its ``scores.json``; eval: its
-  ``manifest.json``, written when the evaluation starts): files of unknown origin are never deleted.
+- A folder that already holds files is refused unless ``--overwrite`` is given. ``--overwrite`` deletes
+  only the files the same command wrote there earlier (infer: ``scores.json`` and the files it lists,
+  also those of a sample being written when the run stopped; eval: ``manifest.json``, the ``results.*``
+  tables, ``results_contact_sheet.png``, ``results_classes/`` and ``results_examples/``) and refuses,
+  deleting nothing, when the folder holds anything else: files of unknown origin are never deleted.
+- A folder this run created is removed again when the run fails before writing anything into it.
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
-import shutil
 from pathlib import Path
 from types import TracebackType
 
 from align3d_rt.errors import Align3DError
+from align3d_rt.io_utils import foreign_entries, remove_owned
 
 # command -> (file, keys it must hold) that marks a folder as that command's output
 _SIGNATURES = {"infer": ("scores.json", ("detector", "samples", "failed")),
@@ -46,6 +50,38 @@ def _entries(path: Path) -> list[Path]:
     return sorted(path.iterdir()) if path.is_dir() else []
 
 
+_EVAL_TOP = ("manifest.json", "results.md", "results.csv", "results.json", "results_contact_sheet.png")
+_EVAL_SUBFOLDERS = {"results_classes": (".json", ".examples.npz"), "results_examples": (".png",)}
+
+
+def _plain_name(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def owned_files(path: Path, command: str) -> set[str]:
+    """Files (relative to ``path``) that an earlier ``command`` run wrote in ``path``, by its own record."""
+    path = Path(path)
+    if command == "eval":
+        owned = set(_EVAL_TOP)
+        for sub, suffixes in _EVAL_SUBFOLDERS.items():
+            folder = path / sub
+            if folder.is_dir() and not folder.is_symlink():
+                owned |= {f"{sub}/{f.name}" for f in folder.iterdir()
+                          if f.name.endswith(suffixes) and f.is_file() and not f.is_symlink()}
+        return owned
+    try:
+        data = json.loads((path / "scores.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return set()
+    owned = {"scores.json"}
+    entries = [*(data.get("samples") or {}).values(), *(data.get("pending") or {}).values()]
+    for entry in entries:
+        outputs = entry.get("outputs") if isinstance(entry, dict) else None
+        if isinstance(outputs, dict):
+            owned |= {name for name in outputs.values() if _plain_name(name)}
+    return owned
+
+
 def written_by(path: Path) -> str | None:
     """The align3d-rt command whose output ``path`` holds ('infer', 'eval') or None."""
     for command, (name, keys) in _SIGNATURES.items():
@@ -70,6 +106,7 @@ class OutputFolder:
         self.overwrite = overwrite
         self.resume = resume
         self._fd: int | None = None
+        self._created = False
 
     def check(self) -> None:
         """Every refusal that needs no lock (call before any expensive work)."""
@@ -85,6 +122,12 @@ class OutputFolder:
         if owner is not None and owner != self.command and (self.overwrite or self.resume):
             raise Align3DError(f"{self.path}: holds `align3d-rt {owner}` output, not `{self.command}`; "
                                f"choose another --out")
+        if self.overwrite and not self.resume:
+            foreign = foreign_entries(self.path, owned_files(self.path, self.command))
+            if foreign:
+                raise Align3DError(f"{self.path}: holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} "
+                                   f"align3d-rt {self.command} did not write (e.g. {foreign[0]}); --overwrite "
+                                   f"deletes only its own earlier output: move them, or choose a new or empty --out")
         if not (self.overwrite or self.resume):
             hint = "--overwrite to replace its contents" + (" or --resume to continue" if self.command == "eval" else "")
             raise Align3DError(f"{self.path}: output folder is not empty ({len(entries)} entries); pass {hint}, "
@@ -92,6 +135,7 @@ class OutputFolder:
 
     def __enter__(self) -> "OutputFolder":
         self.check()
+        self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
@@ -104,13 +148,10 @@ class OutputFolder:
         try:
             self.check()  # again under the lock: another run may have written here meanwhile
             if self.overwrite and not self.resume:
-                for entry in _entries(self.path):
-                    if entry.is_dir() and not entry.is_symlink():
-                        shutil.rmtree(entry)
-                    else:
-                        entry.unlink()
+                remove_owned(self.path, owned_files(self.path, self.command))
         except BaseException:
             self._unlock()
+            self._remove_if_created_and_empty()
             raise
         return self
 
@@ -123,3 +164,10 @@ class OutputFolder:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._unlock()
+        if exc_type is not None:
+            self._remove_if_created_and_empty()
+
+    def _remove_if_created_and_empty(self) -> None:
+        if self._created:
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # only when empty: nothing of a failed start is left

@@ -39,10 +39,20 @@ def _is_below(path: Path, folder: Path) -> bool:
 
 
 def _unique_keys(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    seen: dict[str, int] = {}
+    """Unique output keys (runtime-spec §9): a key already taken gets the first free ``_1``, ``_2``, ...,
+    counting every key given so far, suffixed ones included (``a``, ``a``, ``a_1`` -> ``a``, ``a_1``, ``a_1_1``)."""
+    return [(f, key) for f, key in zip((f for f, _ in found), unique_keys([key for _, key in found]))]
+
+
+def unique_keys(keys: list[str]) -> list[str]:
+    """Make ``keys`` unique in order: a repeat of a taken key becomes KEY_n with the smallest free n >= 1."""
+    taken: set[str] = set()
     out = []
-    for f, key in found:
-        n = seen.get(key, 0)
-        seen[key] = n + 1
-        out.append((f, key if n == 0 else f"{key}_{n}"))
+    for key in keys:
+        unique, n = key, 0
+        while unique in taken:
+            n += 1
+            unique = f"{key}_{n}"
+        taken.add(unique)
+        out.append(unique)
     return out

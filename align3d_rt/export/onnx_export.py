@@ -166,7 +166,10 @@ def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     graph = encoder_graph_from_run(run)
     image_size = int(graph.image_size)
     out = Path(out_dir)
-    with staged_directory(out) as stage, tempfile.TemporaryDirectory(prefix="align3d_export_") as work:
+    # Scratch files beside the target, not in /tmp: they are renamed into the bundle, and a rename cannot
+    # cross file systems (EXDEV).
+    with staged_directory(out) as stage, tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".work",
+                                                                     dir=stage.parent) as work:
         fp32_path = Path(work) / "encoder_fp32.onnx"
         export_onnx(graph, fp32_path, image_size, opset=opset)
         final = stage / ONNX_NAME
