@@ -77,7 +77,8 @@ def run_infer(args: argparse.Namespace) -> int:
     from align3d_rt.cli.out_folder import OutputFolder
 
     check_triton_choice(args)
-    folder = OutputFolder(args.out, "infer", overwrite=args.overwrite)
+    folder = OutputFolder(args.out, "infer", overwrite=args.overwrite,
+                          inputs=(getattr(args, "bundle", None), getattr(args, "run", None)))
     folder.check()  # before any work
     files = collect_files(list(args.paths), exclude=args.out)
     detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))

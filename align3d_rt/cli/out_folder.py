@@ -11,6 +11,7 @@ Rules (docs/usage.md "Output folders"):
   also those of a sample being written when the run stopped; eval: ``manifest.json``, the ``results.*``
   tables, ``results_contact_sheet.png``, ``results_classes/`` and ``results_examples/``) and refuses,
   deleting nothing, when the folder holds anything else: files of unknown origin are never deleted.
+- ``--out`` is never the run or bundle folder being read, nor a folder inside it.
 - A folder this run created is removed again when the run fails before writing anything into it.
 """
 from __future__ import annotations
@@ -100,8 +101,10 @@ class OutputFolder:
     ``resume`` accepts a non-empty folder this command wrote (``eval --resume``) and keeps its files.
     """
 
-    def __init__(self, path: Path, command: str, overwrite: bool = False, resume: bool = False) -> None:
+    def __init__(self, path: Path, command: str, overwrite: bool = False, resume: bool = False,
+                 inputs: tuple[Path | None, ...] = ()) -> None:
         self.path = Path(path)
+        self.inputs = tuple(Path(p) for p in inputs if p is not None)  # folders --out must not be or lie in
         self.command = command
         self.overwrite = overwrite
         self.resume = resume
@@ -111,6 +114,10 @@ class OutputFolder:
     def check(self) -> None:
         """Every refusal that needs no lock (call before any expensive work)."""
         check_writable_target(self.path)
+        for folder in self.inputs:
+            if folder.is_dir() and (self.path.resolve() == folder.resolve() or folder.resolve() in self.path.resolve().parents):
+                raise Align3DError(f"{self.path}: is or lies inside {folder}, an input of this run; choose an --out "
+                                   f"outside it")
         entries = _entries(self.path)
         if not entries:
             return

@@ -1,7 +1,13 @@
 #include "outputs.hpp"
 
+#include <fcntl.h>
 #include <png.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <nlohmann/json.hpp>
+#include <system_error>
 
 #include <algorithm>
 #include <csetjmp>
@@ -41,6 +47,141 @@ void StagedOutputs::commit() {
     if (std::rename(tmp.c_str(), final_path.c_str()) != 0)
       throw Error(final_path + ": cannot move into place (" + std::strerror(errno) + ")");
   staged_.clear();
+}
+
+std::vector<std::string> unique_keys(const std::vector<std::string>& keys) {
+  std::set<std::string> taken;
+  std::vector<std::string> out;
+  out.reserve(keys.size());
+  for (const auto& key : keys) {
+    std::string unique = key;
+    for (int n = 1; taken.count(unique); ++n) unique = key + "_" + std::to_string(n);
+    taken.insert(unique);
+    out.push_back(unique);
+  }
+  return out;
+}
+
+namespace {
+
+bool is_plain_name(const std::string& name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
+         name.find('\\') == std::string::npos;
+}
+
+// ".NAME.tmp-PID": a temporary StagedOutputs left when a run was killed.
+bool is_staged_leftover(const std::string& entry, const std::set<std::string>& owned) {
+  const auto at = entry.rfind(".tmp-");
+  if (entry.empty() || entry[0] != '.' || at == std::string::npos || at + 5 >= entry.size()) return false;
+  if (entry.find_first_not_of("0123456789", at + 5) != std::string::npos) return false;
+  return owned.count(entry.substr(1, at - 1)) > 0;
+}
+
+bool inside(const fs::path& path, const fs::path& folder) {
+  std::error_code ec;
+  const fs::path p = fs::weakly_canonical(path, ec), f = fs::weakly_canonical(folder, ec);
+  auto pi = p.begin(), fi = f.begin();
+  for (; fi != f.end(); ++fi, ++pi)
+    if (pi == p.end() || *pi != *fi) return false;
+  return true;
+}
+
+}  // namespace
+
+OutputFolder::OutputFolder(std::string dir, std::string bundle_dir, bool overwrite)
+    : dir_(std::move(dir)), bundle_(std::move(bundle_dir)), overwrite_(overwrite) {}
+
+OutputFolder::~OutputFolder() {
+  if (fd_ >= 0) {
+    ::flock(fd_, LOCK_UN);
+    ::close(fd_);
+  }
+  if (created_) {
+    std::error_code ec;
+    if (fs::is_empty(dir_, ec) && !ec) fs::remove(dir_, ec);  // only when empty: nothing of a failed start stays
+  }
+}
+
+std::set<std::string> OutputFolder::earlier_outputs() const {
+  std::ifstream in(dir_ + "/scores.json");
+  if (!in) return {};
+  const auto data = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!data.is_object() || !data.contains("inspector") || !data.contains("samples") || !data.contains("failed") ||
+      !data["samples"].is_object())
+    return {};
+  std::set<std::string> owned{"scores.json"};
+  for (const auto& [key, sample] : data["samples"].items()) {
+    if (!sample.is_object() || !sample.contains("outputs") || !sample["outputs"].is_object()) continue;
+    for (const auto& [what, name] : sample["outputs"].items())
+      if (name.is_string() && is_plain_name(name.get<std::string>())) owned.insert(name.get<std::string>());
+  }
+  return owned;
+}
+
+void OutputFolder::check() const {
+  std::error_code ec;
+  const auto status = fs::symlink_status(dir_, ec);
+  if (fs::exists(status) && !fs::is_directory(fs::status(dir_, ec)))
+    throw Error(dir_ + ": --out exists and is not a folder; choose another --out");
+  if (inside(dir_, bundle_))
+    throw Error(dir_ + ": is the bundle's folder or inside it; choose an --out outside the bundle");
+  fs::path probe = dir_;
+  while (!fs::exists(probe, ec) && probe.has_parent_path() && probe.parent_path() != probe) probe = probe.parent_path();
+  if (!fs::exists(probe, ec)) probe = ".";
+  if (!fs::is_directory(probe, ec))
+    throw Error(dir_ + ": cannot create the output folder (" + probe.string() + " is a file, not a folder)");
+  if (::access(probe.c_str(), W_OK | X_OK) != 0)
+    throw Error(dir_ + ": cannot write the output folder (" + probe.string() + " is not writable)");
+  if (!fs::is_directory(dir_, ec) || fs::is_empty(dir_, ec)) return;
+  size_t entries = 0;
+  for (auto it = fs::directory_iterator(dir_, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) ++entries;
+  if (!overwrite_)
+    throw Error(dir_ + ": output folder is not empty (" + std::to_string(entries) +
+                " entries); pass --overwrite to replace an earlier align3d-inspect output, or choose a new --out");
+  const auto owned = earlier_outputs();
+  if (owned.empty())
+    throw Error(dir_ + ": not an align3d-inspect output folder (no scores.json of ours); its " +
+                std::to_string(entries) + " entries are never deleted: choose a new or empty --out");
+  std::vector<std::string> foreign;
+  for (auto it = fs::directory_iterator(dir_, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const bool file = it->is_regular_file(ec) && !it->is_symlink(ec);
+    if (!file || !(owned.count(name) || is_staged_leftover(name, owned))) foreign.push_back(name);
+  }
+  if (!foreign.empty()) {
+    std::sort(foreign.begin(), foreign.end());
+    throw Error(dir_ + ": holds " + std::to_string(foreign.size()) + " entr" + (foreign.size() == 1 ? "y" : "ies") +
+                " align3d-inspect did not write (e.g. " + foreign[0] +
+                "); --overwrite deletes only its own earlier output: move them, or choose a new or empty --out");
+  }
+}
+
+void OutputFolder::open() {
+  check();
+  std::error_code ec;
+  if (!fs::exists(dir_, ec)) {
+    fs::create_directories(dir_, ec);
+    if (ec) throw Error(dir_ + ": cannot create the output folder (" + ec.message() + ")");
+    created_ = true;
+  }
+  fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd_ < 0) throw Error(dir_ + ": cannot open the output folder (" + std::strerror(errno) + ")");
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0)
+    throw Error(dir_ + ": another run is writing this output folder (it is locked); wait for it or choose another --out");
+  check();  // again under the lock: another run may have written here meanwhile
+}
+
+void OutputFolder::remove_earlier_outputs(const std::set<std::string>& earlier,
+                                          const std::set<std::string>& new_names) const {
+  if (!overwrite_) return;
+  std::error_code ec;
+  std::vector<fs::path> doomed;
+  for (auto it = fs::directory_iterator(dir_, ec); !ec && it != fs::directory_iterator(); it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const bool ours = earlier.count(name) || is_staged_leftover(name, earlier);
+    if (ours && !new_names.count(name) && it->is_regular_file(ec) && !it->is_symlink(ec)) doomed.push_back(it->path());
+  }
+  for (const auto& path : doomed) fs::remove(path, ec);
 }
 
 namespace {

@@ -2,15 +2,20 @@
 //
 // Writes per cloud KEY.scores.npy (N,3 f32: render, aligned, fused), KEY.points.npy (the scored
 // points), KEY.grid_index.npy (organized .tiff only), KEY.views.png (--png) and one scores.json
-// (object scores, timings). KEY is the file's stem (_1, _2... for repeats). All clouds are read
-// and scored before anything is written; files are written under temporary names and renamed at
-// the end, so bad input leaves nothing behind: one line "PATH: problem" on stderr, exit code 2.
+// (object scores, timings). KEY is the file's stem, made unique as Python does (a repeat of a taken
+// key gets the first free _1, _2...). --out is a new or empty folder, or with --overwrite an earlier
+// align3d-inspect output (only its own files are replaced; anything else there is refused), never the
+// bundle's folder; it is locked (flock) while written. A file that cannot be read or scored is one
+// line "PATH: problem" on stderr and listed under "failed"; the others are scored (exit code 1). A
+// bad bundle, option, --out or a missing file stops the run before anything is written (exit 2).
+// Files are written under temporary names and renamed into place at the end.
 #include <chrono>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -27,6 +32,7 @@ namespace {
 const char* kUsage =
     "usage: align3d-inspect BUNDLE CLOUD... --out DIR [--backend openvino] [--device CPU]\n"
     "                       [--precision-hint f32|bf16|f16] [--threads N] [--dataset D] [--category C] [--png]\n"
+    "                       [--overwrite]\n"
     "Score .ply/.pcd/.npy/.tiff point files with an exported align3d_rt bundle.\n";
 
 struct Args {
@@ -34,6 +40,7 @@ struct Args {
   std::vector<std::string> clouds;
   align3d::InspectorOptions options;
   bool png = false;
+  bool overwrite = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -55,6 +62,7 @@ Args parse(int argc, char** argv) {
     else if (arg == "--dataset") a.options.dataset = value("--dataset");
     else if (arg == "--category") a.options.category = value("--category");
     else if (arg == "--png") a.png = true;
+    else if (arg == "--overwrite") a.overwrite = true;
     else if (arg == "--threads") {
       const std::string v = value("--threads");
       try {
@@ -89,33 +97,43 @@ double round4(double v) { return std::round(v * 1e4) / 1e4; }
 
 int run(const Args& a) {
   const std::string started = now_local();
-  if (fs::exists(a.out) && !fs::is_directory(a.out)) throw align3d::Error(a.out + ": --out exists and is not a folder");
+  align3d::OutputFolder folder(a.out, a.bundle, a.overwrite);
+  folder.check();  // before any work
+  for (const auto& file : a.clouds)  // as Python: a missing input stops the run before anything is written
+    if (!fs::is_regular_file(file)) throw align3d::Error(file + ": point file not found");
   align3d::Inspector inspector(a.bundle, a.options);
+  folder.open();  // created and locked; removed again if nothing gets written
+  std::vector<std::string> stems;
+  for (const auto& file : a.clouds) stems.push_back(fs::path(file).stem().string());
+  const auto keys = align3d::unique_keys(stems);
   std::vector<Sample> samples;
-  std::map<std::string, int> seen;
-  for (const auto& file : a.clouds) {  // read everything first: a bad file stops the run before any output
+  std::vector<std::pair<std::string, std::string>> failed;  // (file, "file: problem"), in input order
+  for (size_t i = 0; i < a.clouds.size(); ++i) {  // a bad file is reported and skipped; the others are scored
     Sample s;
-    s.file = file;
-    std::string key = fs::path(file).stem().string();
-    const int rep = seen[key]++;
-    s.key = rep ? key + "_" + std::to_string(rep) : key;
-    const auto t0 = std::chrono::steady_clock::now();
-    s.points = align3d::read_point_file(file, a.options.dataset);
-    s.result.timings.read = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    s.file = a.clouds[i];
+    s.key = keys[i];
+    try {
+      const auto t0 = std::chrono::steady_clock::now();
+      s.points = align3d::read_point_file(s.file, a.options.dataset);
+      const double read = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      try {
+        s.result = inspector.score(s.points.cloud.xyz, a.png);
+      } catch (const align3d::Error& err) {
+        const std::string msg = err.what();
+        throw align3d::Error(s.file + ": " + (msg.rfind("points: ", 0) == 0 ? msg.substr(8) : msg));
+      }
+      s.result.timings.read = read;
+    } catch (const std::exception& err) {  // align3d::Error, NpyError: "PATH: problem"
+      std::string msg = err.what();
+      if (msg.rfind(s.file, 0) != 0) msg = s.file + ": " + msg;
+      std::cerr << msg << "\n";
+      failed.emplace_back(s.file, msg);
+      continue;
+    }
     samples.push_back(std::move(s));
   }
-  for (auto& s : samples) {
-    const double read = s.result.timings.read;
-    try {
-      s.result = inspector.score(s.points.cloud.xyz, a.png);
-    } catch (const align3d::Error& err) {
-      const std::string msg = err.what();
-      throw align3d::Error(s.file + ": " + (msg.rfind("points: ", 0) == 0 ? msg.substr(8) : msg));
-    }
-    s.result.timings.read = read;
-  }
-  fs::create_directories(a.out);
   align3d::StagedOutputs staged(a.out);
+  std::set<std::string> new_names{"scores.json"};
   nlohmann::json summary;
   summary["inspector"] = {{"source", "bundle"}, {"bundle_dir", a.bundle}, {"bundle_hash", inspector.bundle_hash()},
                           {"backend", a.options.backend}, {"device", a.options.device},
@@ -125,6 +143,7 @@ int run(const Args& a) {
   summary["started"] = started;
   summary["samples"] = nlohmann::json::object();
   summary["failed"] = nlohmann::json::object();
+  for (const auto& [file, msg] : failed) summary["failed"][file] = msg;
   for (const auto& s : samples) {
     const size_t n = s.points.cloud.size();
     nlohmann::json written = {{"scores", s.key + ".scores.npy"}, {"points", s.key + ".points.npy"}};
@@ -138,6 +157,7 @@ int run(const Args& a) {
       written["png"] = s.key + ".views.png";
       staged.add_bytes(s.key + ".views.png", align3d::views_png(s.result.images, s.result.num_views, s.result.image_size));
     }
+    for (const auto& [what, name] : written.items()) new_names.insert(name.get<std::string>());
     const auto& t = s.result.timings;
     summary["samples"][s.key] = {
         {"file", s.file}, {"object_score", s.result.object_score},
@@ -148,9 +168,12 @@ int run(const Args& a) {
   }
   summary["finished"] = now_local();
   staged.add_text("scores.json", summary.dump(2) + "\n");
+  const auto earlier = folder.earlier_outputs();
   staged.commit();
-  std::cerr << "align3d-inspect: scored " << samples.size() << " sample(s) -> " << a.out << "/scores.json\n";
-  return 0;
+  folder.remove_earlier_outputs(earlier, new_names);
+  std::cerr << "align3d-inspect: scored " << samples.size() << " sample(s), " << failed.size() << " failed -> "
+            << a.out << "/scores.json\n";
+  return failed.empty() ? 0 : 1;
 }
 
 }  // namespace
