@@ -30,6 +30,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             os.umask(umask)
             os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, final)
+    except OSError as err:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        if err.errno is None or (err.filename is not None and Path(err.filename) != tmp_path):
+            raise
+        raise OSError(err.errno, err.strerror, str(final)) from err  # name the file being written, not its temporary
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()

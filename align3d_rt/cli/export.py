@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-samples", type=int, default=None,
                    help=f"OpenVINO int8: samples whose rendered views calibrate the quantization "
                         f"(default {DEFAULT_CALIBRATION_SAMPLES}; recorded in the manifest)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; the legacy exporter stops at 20)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 to 23 (default 17)")
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (fp16 only; needs TensorRT + GPU)")
     p.add_argument("--min-batch", type=int, default=1, help="TensorRT profile: smallest view batch (default 1)")
     p.add_argument("--opt-batch", type=int, default=9, help="TensorRT profile: tuned view batch (default 9); Triton: preferred encoder batch")
@@ -55,6 +55,9 @@ def run_export(args: argparse.Namespace) -> int:
         raise Align3DError(f"--bundle is the source of --format {TRITON}; export a bundle from a training run with --run")
     from align3d_rt.export.onnx_export import export_bundle
 
+    from align3d_rt.export.onnx_export import check_opset
+
+    check_opset(args.opset)
     check_export_target(args.run, args.out, args.overwrite)  # before any work; never deletes
     if args.tensorrt:
         from align3d_rt.export.tensorrt_build import check_profile, import_tensorrt
