@@ -58,7 +58,7 @@ def _run_eval(args: argparse.Namespace, main: bool) -> int:
     if args.overwrite and args.resume:
         raise Align3DError("--overwrite and --resume: choose one (replace the folder, or continue in it)")
     folder = OutputFolder(args.out, "eval", overwrite=args.overwrite, resume=args.resume,
-                          inputs=(getattr(args, "bundle", None), getattr(args, "run", None)))
+                          inputs=(getattr(args, "bundle", None),))
     folder.check()  # before any work
     if not args.root.is_dir():
         raise Align3DError(f"{args.root}: dataset root not found")

@@ -78,7 +78,7 @@ def run_infer(args: argparse.Namespace) -> int:
 
     check_triton_choice(args)
     folder = OutputFolder(args.out, "infer", overwrite=args.overwrite,
-                          inputs=(getattr(args, "bundle", None), getattr(args, "run", None)))
+                          inputs=(getattr(args, "bundle", None),))
     folder.check()  # before any work
     files = collect_files(list(args.paths), exclude=args.out)
     detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))

@@ -11,7 +11,7 @@ Rules (docs/usage.md "Output folders"):
   also those of a sample being written when the run stopped; eval: ``manifest.json``, the ``results.*``
   tables, ``results_contact_sheet.png``, ``results_classes/`` and ``results_examples/``) and refuses,
   deleting nothing, when the folder holds anything else: files of unknown origin are never deleted.
-- ``--out`` is never the run or bundle folder being read, nor a folder inside it.
+- ``--out`` is never the bundle folder being read, nor a folder inside it.
 - A folder this run created is removed again when the run fails before writing anything into it.
 """
 from __future__ import annotations
