@@ -245,3 +245,18 @@ def test_colliding_names_give_one_result_each(tiny_run: Path, tmp_path: Path,
     assert len(samples) == 7 and sorted(samples) == sorted(keys)
     assert len({s["file"] for s in samples.values()}) == 7
     assert "scored 7 sample(s), 0 failed" in capsys.readouterr().err
+
+
+def test_infer_out_inside_the_bundle_is_refused(tiny_run: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Python refuses the bundle's folder (and a folder inside it) as --out, as align3d-inspect does."""
+    bundle = tmp_path / "bundle"
+    assert main(["export", "--run", str(tiny_run), "--out", str(bundle)]) == 0
+    a = tmp_path / "a.npy"
+    np.save(a, bump_cloud(10, seed=1).points)
+    before = _tree(bundle)
+    capsys.readouterr()
+    for out, extra in ((bundle, ("--overwrite",)), (bundle / "scores", ())):
+        assert main(["infer", str(a), "--bundle", str(bundle), "--out", str(out), *extra]) == 2
+        _one_line(capsys, str(out), "bundle's folder")
+    assert _tree(bundle) == before and not (bundle / "scores").exists()

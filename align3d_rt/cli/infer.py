@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scoring_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
-                   help="empty an earlier infer output folder at --out first (only folders align3d-rt wrote)")
+                   help="replace an earlier infer output at --out: only the files it wrote (a folder holding anything else is refused)")
     p.add_argument("--dataset", default="", help="dataset the files come from (render point size/normals), e.g. mvtec3d, real3d")
     p.add_argument("--category", default="", help="category of the files (MVTec point size per class)")
     p.add_argument("--batch-size", type=int, default=1, help="samples scored per encoder batch (default 1)")

@@ -104,7 +104,7 @@ class OutputFolder:
     def __init__(self, path: Path, command: str, overwrite: bool = False, resume: bool = False,
                  inputs: tuple[Path | None, ...] = ()) -> None:
         self.path = Path(path)
-        self.inputs = tuple(Path(p) for p in inputs if p is not None)  # folders --out must not be or lie in
+        self.inputs = tuple(Path(p) for p in inputs if p is not None)  # bundles --out must not be or lie in
         self.command = command
         self.overwrite = overwrite
         self.resume = resume
@@ -114,10 +114,13 @@ class OutputFolder:
     def check(self) -> None:
         """Every refusal that needs no lock (call before any expensive work)."""
         check_writable_target(self.path)
+        from align3d_rt.artifacts.bundle_target import is_bundle_dir
+
         for folder in self.inputs:
-            if folder.is_dir() and (self.path.resolve() == folder.resolve() or folder.resolve() in self.path.resolve().parents):
-                raise Align3DError(f"{self.path}: is or lies inside {folder}, an input of this run; choose an --out "
-                                   f"outside it")
+            if is_bundle_dir(folder) and (self.path.resolve() == folder.resolve()
+                                          or folder.resolve() in self.path.resolve().parents):
+                raise Align3DError(f"{self.path}: is the bundle's folder {folder} or lies inside it; choose an --out "
+                                   f"outside the bundle")
         entries = _entries(self.path)
         if not entries:
             return
