@@ -138,6 +138,7 @@ def write_triton_repository(bundle_dir: Path, out: Path, *, encoder: str = AUTO,
     """Write the repository for ``bundle_dir`` at ``out``; returns ``out``."""
     out = Path(out)
     check_target(out, overwrite)
+    replacing = out.is_dir() and any(out.iterdir())  # an earlier repository (--overwrite); else a free path
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise BundleError(f"--triton-name {name!r}: use letters, digits, '_', '.', '-' (it names folders)")
     if max_queue_delay_us < 0:
@@ -159,7 +160,7 @@ def write_triton_repository(bundle_dir: Path, out: Path, *, encoder: str = AUTO,
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         _write(stage, bundle, serving, name, pipeline_instances, threads, engine_key)
-        _swap_into_place(stage, out)
+        _swap_into_place(stage, out, replacing)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -214,11 +215,16 @@ def _write_model_py(version_dir: Path, what: str, module: str, cls: str) -> None
     write_text_atomic(version_dir / "model.py", _MODEL_PY.format(what=what, module=module, cls=cls))
 
 
-def _swap_into_place(stage: Path, out: Path) -> None:
-    """Rename the finished ``stage`` onto ``out`` (an earlier repository is removed only after the swap)."""
+def _swap_into_place(stage: Path, out: Path, replacing: bool) -> None:
+    """Rename the finished ``stage`` onto ``out`` (an earlier repository is removed only after the swap).
+
+    ``replacing`` False (``out`` was free at the start): a repository that appeared meanwhile (another
+    export into the same new ``--out``) is never replaced; this export fails with one line."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(stage, 0o777 & ~umask)
+    if out.exists() and any(out.iterdir()) and not replacing:
+        raise BundleError(f"{out}: was written by another run meanwhile; not replaced")
     if out.exists() and any(out.iterdir()):
         if not is_repository(out) or foreign_in_repository(out):  # checked again right before anything is moved
             raise BundleError(f"{out}: is not (only) a Triton repository align3d-rt wrote; not replaced")
