@@ -33,6 +33,7 @@ class PageRun:
     messages: list[str] = field(default_factory=list)  # every console / log entry (level: text)
     values: dict[str, Any] = field(default_factory=dict)
     screenshot: np.ndarray | None = None  # (H,W,3) uint8
+    after: np.ndarray | None = None  # screenshot after the ``then`` input events, when given
 
 
 class _Pipe:
@@ -104,10 +105,21 @@ def _errors_and_messages(events: list[dict[str, Any]]) -> tuple[list[str], list[
     return errors, messages
 
 
+def _screenshot(pipe: _Pipe, session: str) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    data = pipe.call("Page.captureScreenshot", {"format": "png"}, session=session)["data"]
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
 def open_page(path: Path, expressions: dict[str, str], width: int = 1280, height: int = 900,
-              ready: str = "true", timeout: float = 30.0) -> PageRun:
+              ready: str = "true", timeout: float = 30.0,
+              then: list[tuple[str, dict[str, Any]]] | None = None) -> PageRun:
     """Load file://PATH, wait until the JS expression ``ready`` is truthy, evaluate ``expressions``
-    (name -> JS expression, JSON-serialisable values) and take a screenshot of the viewport."""
+    (name -> JS expression, JSON-serialisable values) and take a screenshot of the viewport; with
+    ``then`` (DevTools input calls, e.g. Input.dispatchMouseEvent) a second screenshot after them."""
     binary = chromium_binary()
     if binary is None:
         raise RuntimeError("chromium is not installed (scripts/setup.sh installs Debian's chromium)")
@@ -156,11 +168,13 @@ def open_page(path: Path, expressions: dict[str, str], width: int = 1280, height
             res = pipe.call("Runtime.evaluate", {"expression": f"JSON.stringify({expr})", "returnByValue": True},
                             session=session)["result"]
             run.values[name] = json.loads(res["value"]) if res.get("type") == "string" else None
-        shot = pipe.call("Page.captureScreenshot", {"format": "png"}, session=session)["data"]
-        from PIL import Image
-        import io
-
-        run.screenshot = np.asarray(Image.open(io.BytesIO(base64.b64decode(shot))).convert("RGB"))
+        run.screenshot = _screenshot(pipe, session)
+        if then:
+            for method, params in then:
+                pipe.call(method, params, session=session)
+            pipe.call("Runtime.evaluate", {"expression": "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))",
+                                           "awaitPromise": True}, session=session)
+            run.after = _screenshot(pipe, session)
         run.errors, run.messages = _errors_and_messages(pipe.events)
     finally:
         try:
