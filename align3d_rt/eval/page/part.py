@@ -88,16 +88,18 @@ def _b64(array: np.ndarray, dtype: str) -> str:
 
 
 def _point_size(pts: np.ndarray) -> float:
-    """Drawn point size in cloud units: 2x the median nearest-neighbour spacing."""
+    """Drawn point size in cloud units: 1.5x the median distance to the 4th nearest neighbour
+    (the grid spacing on a regular grid; fills the gaps of an irregular scan too)."""
     from scipy.spatial import cKDTree
 
     unique = np.unique(pts, axis=0)
     if unique.shape[0] < 2:
         return 1.0
-    dist, _ = cKDTree(unique).query(unique, k=2)
-    spacing = float(np.median(dist[:, 1]))
+    k = min(5, unique.shape[0])
+    dist, _ = cKDTree(unique).query(unique, k=k)
+    spacing = float(np.median(dist[:, k - 1]))
     extent = float(np.ptp(unique, axis=0).max())
-    return 2.0 * spacing if spacing > 0 else max(extent * 0.01, 1e-6)
+    return 1.5 * spacing if spacing > 0 else max(extent * 0.01, 1e-6)
 
 
 def _colormap() -> list[list[int]]:
