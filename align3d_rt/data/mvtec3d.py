@@ -29,6 +29,7 @@ PLANE_ITERATIONS = 1000
 PLANE_REMOVE_DISTANCE = 0.005
 DBSCAN_EPS = 0.006
 DBSCAN_MIN_POINTS = 30
+MAX_COORDINATE = 1000.0  # metres; a valid cell beyond it is refused (spec §4.2)
 
 #: counters for tests and profiling: how often the grid was computed vs. read from the cache
 STATS = {"computed": 0, "cache_hits": 0}
@@ -130,6 +131,8 @@ def preprocess_xyz(xyz: np.ndarray, source: str | os.PathLike[str] = "<array>") 
     valid = gridlib.valid_mask(xyz)
     if not valid.any():
         raise errors.input_error(source, "point cloud has no valid point (all zero or NaN)")
+    if (np.abs(xyz[valid]) > MAX_COORDINATE).any():  # the DBSCAN voxel keys assume a metre-scale scan
+        raise errors.input_error(source, "xyz values beyond +-1000 m: not an organized scan in metres")
     valid = remove_plane(xyz, valid)
     valid = largest_cluster(xyz, valid)
     if not valid.any():
