@@ -115,9 +115,10 @@ def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_point
     sparse = np.flatnonzero(~core)
     if sparse.size:
         lo = tree.query_ball_point(pts[sparse], eps * (1.0 - MARGIN), return_length=True)
-        hi = tree.query_ball_point(pts[sparse], eps * (1.0 + MARGIN), return_length=True)
         core[sparse] = lo >= min_points
-        unsure = sparse[(lo < min_points) & (hi >= min_points)]
+        below = sparse[lo < min_points]
+        hi = tree.query_ball_point(pts[below], eps * (1.0 + MARGIN), return_length=True)
+        unsure = below[hi >= min_points]
         for i, near in zip(unsure, _exact_lists(tree, pts, unsure, eps)):
             core[i] = near.size >= min_points
     core_ids = np.flatnonzero(core)
