@@ -214,6 +214,10 @@ void tiff_tests() {
   for (size_t k = 0; k < flat.size(); k += 3) flat[k + 2] = 0.3f + 0.0005f * flat[k];
   const auto only_bg = write_tiff("only_background.tiff", h, w, flat);
   EXPECT_ERROR(read_point_file(only_bg), only_bg + ": no object left after background-plane removal and DBSCAN");
+  std::vector<float> far(scene);
+  far[(30 * static_cast<size_t>(w) + 20) * 3] = 2000.f;  // as Python: refused before RANSAC and DBSCAN
+  const auto far_path = write_tiff("far.tiff", h, w, far);
+  EXPECT_ERROR(read_point_file(far_path), far_path + ": xyz values beyond +-1000 m: not an organized scan in metres");
   std::string bytes;
   {
     std::ifstream in(path, std::ios::binary);
