@@ -107,6 +107,8 @@ def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_point
     # 1. core points. Voxels of side eps/sqrt(3): points sharing a voxel are within eps of each other, so a
     #    voxel with >= min_points points makes all of them core without any search.
     side = eps / np.sqrt(3.0) * (1.0 - 1e-9)
+    if np.abs(pts).max() * (1.0 / side) >= (1 << 20) - 4:
+        raise ValueError("dbscan_labels_grid: coordinates too large for the packed voxel keys (metres expected)")
     vkeys = np.floor(pts / side).astype(np.int64)
     uniq, voxel, vcount = np.unique(_pack(vkeys), return_inverse=True, return_counts=True)
     voxel = voxel.ravel()

@@ -111,6 +111,9 @@ struct Voxels {
         voxel_of.resize(n);
         std::vector<std::size_t> count;
         for (std::size_t i = 0; i < n; ++i) {
+            for (int a = 0; a < 3; ++a)
+                if (!(std::fabs(pts[3 * i + a] / side) < 4.0e15))
+                    throw std::invalid_argument("dbscan_labels: coordinates must be finite and metre-scale");
             const Key k{static_cast<std::int64_t>(std::floor(pts[3 * i] / side)),
                         static_cast<std::int64_t>(std::floor(pts[3 * i + 1] / side)),
                         static_cast<std::int64_t>(std::floor(pts[3 * i + 2] / side))};
