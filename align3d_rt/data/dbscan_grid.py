@@ -96,7 +96,7 @@ class _Roots:
 
 
 def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_points: int) -> np.ndarray:
-    """Open3D ``cluster_dbscan`` labels (-1 = noise) of the valid cells of ``xyz`` (H,W,3), in row-major order."""
+    """Spec §4.2 step 3 DBSCAN labels (-1 = noise; Open3D's numbering) of the valid cells of ``xyz`` (H,W,3), row-major."""
     from scipy.spatial import cKDTree
 
     pts = np.ascontiguousarray(xyz[valid], dtype=np.float64)
