@@ -43,7 +43,9 @@ def resolve_calibration(args: argparse.Namespace) -> Any:
 
 def attach(detector: Any, cal: Any, path: Path) -> Any:
     """The detector with the calibration attached (checked against its bundle/run)."""
-    return detector.calibrate_with(cal, path=path)
+    detector.calibrate_with(cal, path=path)
+    detector.check_calibration_scoring()  # --scoring is applied by now: refuse before any output
+    return detector
 
 
 def summary_field(cal: Any, path: Path) -> dict[str, Any]:

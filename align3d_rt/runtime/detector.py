@@ -230,7 +230,7 @@ class Detector:
         self.calibration, self.calibration_path = cal, path
         return self
 
-    def _check_calibration_scoring(self) -> None:
+    def check_calibration_scoring(self) -> None:
         if self.calibration is None:
             return
         from align3d_rt.artifacts.calibration import scoring_name
@@ -437,7 +437,7 @@ class Detector:
         A sample that cannot be rendered raises its InputError (``score_stream`` reports it instead)."""
         if not samples:
             return []
-        self._check_calibration_scoring()
+        self.check_calibration_scoring()
         self._activate()
         batch = self._prepare(samples, None)
         for err in batch.errors:
@@ -459,7 +459,7 @@ class Detector:
         pipeline and is raised here. ``keep_render`` may be a predicate on the sample (keep only the
         renders a caller will draw: on a GPU each kept render is copied to the host).
         """
-        self._check_calibration_scoring()
+        self.check_calibration_scoring()
         self._activate()
         stop = threading.Event()
         prepared: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))
