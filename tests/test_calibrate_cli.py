@@ -183,3 +183,31 @@ def test_out_is_never_an_unrelated_file(tiny_run: Path, good_folder: Path, tmp_p
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and str(out) in err[0]
     assert out.read_text() == "my notes"
+
+
+def test_f1_rule_with_bad_parts(tiny_run: Path, good_folder: Path, tmp_path: Path,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for i in range(2):
+        cloud = bump_cloud(16, seed=40 + i).points.copy()
+        cloud[:60, 2] += 0.02
+        np.save(bad / f"b{i}.npy", cloud)
+    out = tmp_path / "f1.json"
+    rc = main(["calibrate", "--run", str(tiny_run), "--good", str(good_folder), "--bad", str(bad), "--rule", "f1",
+               "--product", "w", "--target-false-reject", ALPHA, "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    cal = load_calibration(out)
+    assert cal.rule["name"] == "f1" and cal.n_bad == 2 and cal.object.rank is None
+    assert "bad parts rejected at this threshold" in text and "no false-reject guarantee" in text
+    # settings that cannot be fitted are refused before any scoring
+    for extra, expected in ((["--rule", "false-accept", "--bad", str(bad)], "needs --target-false-accept"),
+                            (["--rule", "f1"], "needs scored bad parts"),
+                            (["--confidence", "0.9"], "--confidence: only with --rule pac"),
+                            (["--min-region-points", "0"], "--min-region-points 0")):
+        rc = main(["calibrate", "--run", str(tiny_run), "--good", str(good_folder), "--product", "w",
+                   "--target-false-reject", ALPHA, "--out", str(tmp_path / "x.json"), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "x.json").exists()
