@@ -211,3 +211,47 @@ def test_f1_rule_with_bad_parts(tiny_run: Path, good_folder: Path, tmp_path: Pat
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and expected in err[0], err
     assert not (tmp_path / "x.json").exists()
+
+
+def test_bundle_calibration_is_tied_to_its_manifest(calibrated: tuple[Path, str], tiny_run: Path,
+                                                    good_folder: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """calibrate --bundle records the manifest_sha256; infer with that bundle decides, a run's calibration
+    is refused there, and the bundle's calibration is refused by another bundle."""
+    from align3d_rt.artifacts.bundle import load_bundle
+    from align3d_rt.export.onnx_export import export_bundle
+
+    bundle = export_bundle(tiny_run, tmp_path / "bundle", precision="fp32")
+    out = tmp_path / "b.json"
+    rc = main(["calibrate", "--bundle", str(bundle), "--good", str(good_folder), "--product", "w",
+               "--target-false-reject", ALPHA, "--out", str(out)])
+    capsys.readouterr()
+    assert rc == 0
+    cal = load_calibration(out)
+    digest = load_bundle(bundle).manifest["manifest_sha256"]
+    assert cal.source == {"kind": "bundle", "manifest_sha256": digest, "path": str(bundle.resolve())}
+    part = str(good_folder / "part1.npy")
+    rc = main(["infer", part, "--bundle", str(bundle), "--calibration", str(out), "--out", str(tmp_path / "o"),
+               "--no-ply", "--no-png"])
+    capsys.readouterr()
+    assert rc == 0
+    entry = json.loads((tmp_path / "o" / "scores.json").read_text())["samples"]["part1"]
+    assert entry["decision"] in ("ok", "reject") and "num_regions" in entry
+
+    run_cal, _ = calibrated
+    rc = main(["infer", part, "--bundle", str(bundle), "--calibration", str(run_cal), "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert f"calibration is for run {load_calibration(run_cal).source['run_id']}, this bundle is {digest}" in err[0]
+
+    import shutil
+
+    from align3d_rt.artifacts.bundle import write_manifest
+
+    other = tmp_path / "other"  # the same files under another (valid) manifest: another manifest_sha256
+    shutil.copytree(bundle, other)
+    write_manifest(other, dict(load_bundle(other).manifest, note="re-exported"))
+    rc = main(["infer", part, "--bundle", str(other), "--calibration", str(out), "--out", str(tmp_path / "o3")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"calibration is for bundle {digest}, this bundle is" in err[0]
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
