@@ -13,10 +13,11 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed.
 
     The temporary name keeps the final suffix so writers that dispatch on the extension still work.
+    ``replace=False``: the rename never replaces a file that appeared at ``path`` (FileExistsError).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -29,7 +30,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, final)
+        if replace:
+            os.replace(tmp_path, final)
+        else:
+            rename_noreplace(tmp_path, final)
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
     except OSError as err:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
@@ -42,13 +50,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, replace: bool = True) -> None:
+    with atomic_path(path, replace=replace) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: str | os.PathLike[str], text: str, replace: bool = True) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"), replace=replace)
 
 
 def _json_default(obj: Any) -> Any:

@@ -260,3 +260,20 @@ def test_infer_out_inside_the_bundle_is_refused(tiny_run: Path, tmp_path: Path,
         assert main(["infer", str(a), "--bundle", str(bundle), "--out", str(out), *extra]) == 2
         _one_line(capsys, str(out), "bundle's folder")
     assert _tree(bundle) == before and not (bundle / "scores").exists()
+
+
+def test_calibration_file_written_meanwhile_is_not_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two calibrate runs into one new --out: the one that finishes second fails; the first file stays."""
+    import align3d_rt.io_utils as io_utils
+
+    target = tmp_path / "cal.json"
+    real = io_utils.rename_noreplace
+
+    def other_run_first(src: object, dst: object) -> None:
+        Path(str(dst)).write_text("first")  # another run finished just before this one
+        real(src, dst)
+
+    monkeypatch.setattr(io_utils, "rename_noreplace", other_run_first)
+    with pytest.raises(FileExistsError):
+        io_utils.write_text_atomic(target, "second", replace=False)
+    assert target.read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["cal.json"]

@@ -6,8 +6,13 @@ Outputs under --out, per sample KEY (the file's stem, or its path below a given 
   KEY.grid_index.npy  (N,) flat index into the 336x336 grid (organized .tiff input only)
   KEY.ply         the cloud coloured by the fused score (unless --no-ply)
   KEY.png         the rendered views with the fused anomaly map over them (unless --no-png)
+  KEY.html        with --html: a self-contained result page (3D cloud by score, decision, regions, views)
+  index.html      with --html: the parts' pages, rejects first, then by object score
   scores.json     object scores of every finished sample + the files that failed (rewritten
                   atomically after every sample)
+With --calibration CAL (align3d-rt calibrate), also KEY.normalized.npy (<f4 normalised point
+scores), KEY.regions.npy (<i4 region id per point, 0 = none) and, per sample in scores.json,
+decision (ok/reject), object_score_normalized, regions, num_regions (docs/runtime-spec.md 13.5).
 
 Exit codes: 0 all scored; 1 some files failed (each reported on one line, the others scored);
 2 nothing could start (bad run/bundle, missing backend, no input files; with --triton: the server
@@ -26,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from align3d_rt.cli.infer_page import add_html_option, write_index, write_result_page
+from align3d_rt.cli import calibration_options
 from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_detector
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
@@ -48,11 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier infer output at --out: only the files it wrote (a folder holding anything else is refused)")
-    p.add_argument("--dataset", default="", help="dataset the files come from (render point size/normals), e.g. mvtec3d, real3d")
-    p.add_argument("--category", default="", help="category of the files (MVTec point size per class)")
+    p.add_argument("--dataset", default=None, help="dataset the files come from (render point size/normals), e.g. mvtec3d, real3d")
+    p.add_argument("--category", default=None, help="category of the files (MVTec point size per class)")
+    calibration_options.add_calibration_option(p)
     p.add_argument("--batch-size", type=int, default=1, help="samples scored per encoder batch (default 1)")
     p.add_argument("--no-ply", action="store_true", help="do not write heat-coloured .ply files")
     p.add_argument("--no-png", action="store_true", help="do not write view pictures")
+    add_html_option(p)
     p.set_defaults(func=run_infer)
 
 
@@ -80,8 +89,11 @@ def run_infer(args: argparse.Namespace) -> int:
     folder = OutputFolder(args.out, "infer", overwrite=args.overwrite,
                           inputs=(getattr(args, "bundle", None),))
     folder.check()  # before any work
+    cal = calibration_options.resolve_calibration(args)
     files = collect_files(list(args.paths), exclude=args.out)
     detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))
+    if cal is not None:
+        calibration_options.attach(detector, cal, args.calibration)
     with folder:
         return _infer_into(args, files, detector)
 
@@ -97,8 +109,12 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
         "samples": {},
         "failed": {},
     }
+    if getattr(detector, "calibration", None) is not None:
+        summary["calibration"] = calibration_options.summary_field(detector.calibration, args.calibration)
+    if args.html:
+        summary["index"] = "index.html"  # named before it is written: ours for a later --overwrite
     scores_json = args.out / "scores.json"
-    keep_render = not args.no_png
+    keep_render = not args.no_png or args.html
     with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
         stream = detector.score_stream(files, load=sample_loader(args.dataset, args.category),
                                        batch_size=args.batch_size, keep_render=keep_render)
@@ -111,6 +127,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
                 _write_sample(args, outputs, detector, path, key, result, summary)
             write_json_atomic(scores_json, summary)
             bar.update(1)
+    if args.html:
+        write_index(args.out, summary["samples"])
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json_atomic(scores_json, summary)
     n_fail = len(summary["failed"])
@@ -132,7 +150,10 @@ def _write_sample(args: argparse.Namespace, outputs: Any, detector: Any, path: P
     if not args.no_png and result.render is not None:
         written["png"] = f"{key}.png"
     # Recorded before they are written: a later --overwrite knows them even if this run stops midway.
-    summary["pending"] = {key: {"file": str(path), "outputs": written}}
+    later = {**({"normalized": f"{key}.normalized.npy", "regions": f"{key}.regions.npy"}
+                if getattr(result, "decision", None) is not None else {}),
+             **({"html": f"{key}.html"} if args.html else {})}
+    summary["pending"] = {key: {"file": str(path), "outputs": {**written, **later}}}
     write_json_atomic(args.out / "scores.json", summary)
     outputs.save_point_scores(args.out / written["scores"], result.point_scores)
     # The scored points themselves (row i of the scores): after MVTec preprocessing or Real3D-AD
@@ -146,7 +167,6 @@ def _write_sample(args: argparse.Namespace, outputs: Any, detector: Any, path: P
         fused = fuse_branches(result.view_maps, detector.fusion_weight)
         outputs.save_view_overlay(args.out / written["png"], result.render.images, fused,
                                   title=f"{key}  object score {result.object_score:.3f}")
-    del summary["pending"]
     summary["samples"][key] = {
         "file": str(path),
         "object_score": float(result.object_score),
@@ -155,3 +175,8 @@ def _write_sample(args: argparse.Namespace, outputs: Any, detector: Any, path: P
         "outputs": written,
         "timings": {k: round(float(v), 4) for k, v in result.timings.items()},
     }
+    if getattr(result, "decision", None) is not None:
+        calibration_options.write_decision(args.out, key, result.decision, written, summary["samples"][key])
+    if args.html:
+        written["html"] = write_result_page(args.out, key, result, summary["samples"][key], detector.fusion_weight)
+    del summary["pending"]

@@ -75,6 +75,8 @@ def owned_files(path: Path, command: str) -> set[str]:
     except (OSError, UnicodeDecodeError, ValueError):
         return set()
     owned = {"scores.json"}
+    if _plain_name(data.get("index")):
+        owned.add(data["index"])  # infer --html: index.html
     entries = [*(data.get("samples") or {}).values(), *(data.get("pending") or {}).values()]
     for entry in entries:
         outputs = entry.get("outputs") if isinstance(entry, dict) else None
