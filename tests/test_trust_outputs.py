@@ -277,3 +277,9 @@ def test_calibration_file_written_meanwhile_is_not_replaced(tmp_path: Path, monk
     with pytest.raises(FileExistsError):
         io_utils.write_text_atomic(target, "second", replace=False)
     assert target.read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["cal.json"]
+
+
+def test_reserved_keys_are_taken_from_the_start() -> None:
+    """infer --html writes index.html: a cloud called index.npy gets key index_1, never the index page's name."""
+    assert unique_keys(["index", "a", "index"], reserved=("index",)) == ["index_1", "a", "index_2"]
+    assert unique_keys(["index"]) == ["index"]

@@ -90,7 +90,8 @@ def run_infer(args: argparse.Namespace) -> int:
                           inputs=(getattr(args, "bundle", None),))
     folder.check()  # before any work
     cal = calibration_options.resolve_calibration(args)
-    files = collect_files(list(args.paths), exclude=args.out)
+    # with --html, a file called index.* would have its page overwritten by index.html
+    files = collect_files(list(args.paths), exclude=args.out, reserved=("index",) if args.html else ())
     detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))
     if cal is not None:
         calibration_options.attach(detector, cal, args.calibration)
