@@ -147,8 +147,12 @@ class OutputFolder:
 
     def __enter__(self) -> "OutputFolder":
         self.check()
-        self._created = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir()
+            self._created = True  # by this run (of two runs racing here, only one creates it)
+        except FileExistsError:
+            self._created = False
         fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -162,8 +166,8 @@ class OutputFolder:
             if self.overwrite and not self.resume:
                 remove_owned(self.path, owned_files(self.path, self.command))
         except BaseException:
+            self._remove_if_created_and_empty()  # still under the lock
             self._unlock()
-            self._remove_if_created_and_empty()
             raise
         return self
 
@@ -175,9 +179,9 @@ class OutputFolder:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self._unlock()
         if exc_type is not None:
-            self._remove_if_created_and_empty()
+            self._remove_if_created_and_empty()  # still under the lock
+        self._unlock()
 
     def _remove_if_created_and_empty(self) -> None:
         if self._created:

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <png.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -92,13 +93,13 @@ OutputFolder::OutputFolder(std::string dir, std::string bundle_dir, bool overwri
     : dir_(std::move(dir)), bundle_(std::move(bundle_dir)), overwrite_(overwrite) {}
 
 OutputFolder::~OutputFolder() {
+  if (created_) {  // still under the lock; only when empty: nothing of a failed start stays
+    std::error_code ec;
+    if (fs::is_empty(dir_, ec) && !ec) fs::remove(dir_, ec);
+  }
   if (fd_ >= 0) {
     ::flock(fd_, LOCK_UN);
     ::close(fd_);
-  }
-  if (created_) {
-    std::error_code ec;
-    if (fs::is_empty(dir_, ec) && !ec) fs::remove(dir_, ec);  // only when empty: nothing of a failed start stays
   }
 }
 
@@ -159,11 +160,12 @@ void OutputFolder::check() const {
 void OutputFolder::open() {
   check();
   std::error_code ec;
-  if (!fs::exists(dir_, ec)) {
-    fs::create_directories(dir_, ec);
-    if (ec) throw Error(dir_ + ": cannot create the output folder (" + ec.message() + ")");
-    created_ = true;
-  }
+  const fs::path parent = fs::path(dir_).parent_path();
+  if (!parent.empty()) fs::create_directories(parent, ec);
+  if (::mkdir(dir_.c_str(), 0777) == 0)
+    created_ = true;  // by this run: of two runs racing here only one creates it
+  else if (errno != EEXIST)
+    throw Error(dir_ + ": cannot create the output folder (" + std::strerror(errno) + ")");
   fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd_ < 0) throw Error(dir_ + ": cannot open the output folder (" + std::strerror(errno) + ")");
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0)
