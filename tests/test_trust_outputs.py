@@ -283,3 +283,32 @@ def test_reserved_keys_are_taken_from_the_start() -> None:
     """infer --html writes index.html: a cloud called index.npy gets key index_1, never the index page's name."""
     assert unique_keys(["index", "a", "index"], reserved=("index",)) == ["index_1", "a", "index_2"]
     assert unique_keys(["index"]) == ["index"]
+
+
+def test_render_and_synth_never_overwrite_user_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """render writes view_00.png...: into a folder holding the user's view_00.png it refuses; --overwrite
+    replaces only an earlier render; synth wants a new or empty folder."""
+    src = tmp_path / "c.npy"
+    np.save(src, bump_cloud(12, seed=1).points)
+    out = tmp_path / "views"
+    out.mkdir()
+    (out / "view_00.png").write_bytes(b"my holiday photo")
+    argv = ["render", str(src), "--preset", "mvtec9", "--image-size", "32", "--out", str(out)]
+    for extra in ((), ("--overwrite",)):
+        assert main([*argv, *extra]) == 2
+        _one_line(capsys, str(out))
+        assert (out / "view_00.png").read_bytes() == b"my holiday photo"
+    (out / "view_00.png").unlink()
+    assert main(argv) == 0 and (out / "correspondences.npz").is_file()
+    first = (out / "view_00.png").read_bytes()
+    assert main(argv) == 2  # an earlier render: only with --overwrite
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 0 and (out / "view_00.png").read_bytes() == first
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "dome").mkdir()
+    (data / "dome" / "mine.txt").write_text("x")
+    capsys.readouterr()
+    assert main(["synth", "--out", str(data), "--categories", "dome", "--n-train", "1"]) == 2
+    _one_line(capsys, str(data), "not empty")
+    assert sorted(p.name for p in (data / "dome").iterdir()) == ["mine.txt"]

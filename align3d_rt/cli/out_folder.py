@@ -1,4 +1,5 @@
-"""Output folders of ``infer``/``eval``/``train``: checked before any work, locked while written.
+"""Output folders of ``infer``/``eval``/``render``/``synth`` (and ``train``'s target check): checked before any
+work, locked while written.
 
 Rules (docs/usage.md "Output folders"):
 - ``--out`` must be a folder or a new path whose nearest existing parent is a writable folder;
@@ -20,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from pathlib import Path
 from types import TracebackType
 
@@ -51,6 +53,7 @@ def _entries(path: Path) -> list[Path]:
     return sorted(path.iterdir()) if path.is_dir() else []
 
 
+_OVERWRITABLE = ("infer", "eval", "render")  # commands with --overwrite (synth has none)
 _EVAL_TOP = ("manifest.json", "results.md", "results.csv", "results.json", "results_contact_sheet.png")
 _EVAL_SUBFOLDERS = {"results_classes": (".json", ".examples.npz"), "results_examples": (".png",)}
 
@@ -59,9 +62,15 @@ def _plain_name(name: object) -> bool:
     return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
+_RENDER_MARK = "correspondences.npz"
+_RENDER_FILE = re.compile(r"(?:(?:view|rgb|gt)_\d{2,}\.png|contact_sheet\.png|correspondences\.npz)")
+
+
 def owned_files(path: Path, command: str) -> set[str]:
     """Files (relative to ``path``) that an earlier ``command`` run wrote in ``path``, by its own record."""
     path = Path(path)
+    if command == "render":
+        return {f.name for f in path.iterdir() if _RENDER_FILE.fullmatch(f.name)} if path.is_dir() else set()
     if command == "eval":
         owned = set(_EVAL_TOP)
         for sub, suffixes in _EVAL_SUBFOLDERS.items():
@@ -86,7 +95,7 @@ def owned_files(path: Path, command: str) -> set[str]:
 
 
 def written_by(path: Path) -> str | None:
-    """The align3d-rt command whose output ``path`` holds ('infer', 'eval') or None."""
+    """The align3d-rt command whose output ``path`` holds ('infer', 'eval', 'render') or None."""
     for command, (name, keys) in _SIGNATURES.items():
         try:
             data = json.loads((Path(path) / name).read_text(encoding="utf-8"))
@@ -94,6 +103,8 @@ def written_by(path: Path) -> str | None:
             continue
         if isinstance(data, dict) and all(k in data for k in keys):
             return command
+    if (Path(path) / _RENDER_MARK).is_file() and not (Path(path) / _RENDER_MARK).is_symlink():
+        return "render"
     return None
 
 
@@ -141,6 +152,9 @@ class OutputFolder:
                                    f"align3d-rt {self.command} did not write (e.g. {foreign[0]}); --overwrite "
                                    f"deletes only its own earlier output: move them, or choose a new or empty --out")
         if not (self.overwrite or self.resume):
+            if self.command not in _OVERWRITABLE:
+                raise Align3DError(f"{self.path}: output folder is not empty ({len(entries)} entries); its files are "
+                                   f"never overwritten: choose a new or empty --out")
             hint = "--overwrite to replace its contents" + (" or --resume to continue" if self.command == "eval" else "")
             raise Align3DError(f"{self.path}: output folder is not empty ({len(entries)} entries); pass {hint}, "
                                f"or choose a new --out")
