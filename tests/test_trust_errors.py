@@ -201,3 +201,21 @@ def test_import_checkpoint_malformed_keys_and_values(case: str, problem: str, tm
     assert _import([str(rgb_path), "--out", str(run)]) == 2
     _one_line(capsys, problem, str(folder))
     assert not run.exists() and not list(tmp_path.glob(".run.*"))
+
+
+def test_safetensors_disk_full_is_an_os_error_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """safetensors reports a full disk as SafetensorError ("... (os error 28)"), not OSError: run files turn it
+    into ENOSPC naming the file, so the CLI prints one line (seen for real on a 200 KiB tmpfs)."""
+    import safetensors.numpy
+    from safetensors import SafetensorError
+
+    from align3d_rt.artifacts.run_dir import save_tensors
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(safetensors.numpy, "save_file", full)
+    with pytest.raises(OSError) as err:
+        save_tensors(tmp_path / "a.safetensors", {"x": np.zeros(3, np.float32)})
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "a.safetensors")
+    assert list(tmp_path.iterdir()) == []
