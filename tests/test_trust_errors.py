@@ -116,21 +116,24 @@ def test_triton_url_forms_that_work() -> None:
         parse_url("http://h:65536")
 
 
-def test_bundle_image_size_differing_from_its_graph_is_refused_at_load(tiny_run: Path, cloud: Path, tmp_path: Path,
+@pytest.mark.parametrize("backend, graph", [("onnxruntime", "encoder.onnx"), ("openvino", "encoder.xml")])
+def test_bundle_image_size_differing_from_its_graph_is_refused_at_load(backend: str, graph: str, tiny_run: Path,
+                                                                       cloud: Path, tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
-    """A (re-signed) manifest whose image_size is not the graph's: one line at load, never an ORT traceback."""
+    """A (re-signed) manifest whose image_size is not the graph's: one line at load, never a runtime traceback."""
     from align3d_rt.artifacts.bundle import write_manifest
 
     bundle = tmp_path / "b"
-    assert main(["export", "--run", str(tiny_run), "--out", str(bundle)]) == 0
+    fmt = ["--format", "openvino"] if backend == "openvino" else []
+    assert main(["export", "--run", str(tiny_run), "--out", str(bundle), *fmt]) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
     size = manifest["image_size"]
     manifest["image_size"] = manifest["render_settings"]["image_size"] = size - 28
     write_manifest(bundle, manifest)
     capsys.readouterr()
     out = tmp_path / "out"
-    assert main(["infer", str(cloud), "--bundle", str(bundle), "--backend", "onnxruntime", "--out", str(out)]) == 2
-    _one_line(capsys, "encoder.onnx", f"image_size is {size - 28}", str(size))
+    assert main(["infer", str(cloud), "--bundle", str(bundle), "--backend", backend, "--out", str(out)]) == 2
+    _one_line(capsys, graph, f"image_size is {size - 28}", str(size))
     assert not out.exists()
 
 

@@ -74,8 +74,13 @@ def run_export(args: argparse.Namespace) -> int:
         raise Align3DError(f"--tensorrt builds from the ONNX fp16 graph; leave out --format {args.fmt}")
     if args.calibration_samples is not None and not (args.fmt != EXPORT_FORMATS[0] and args.precision == "int8"):
         raise Align3DError(f"--calibration-samples applies to --format {EXPORT_FORMATS[1]} --precision int8 only")
-    out = export_bundle(args.run, args.out, precision=args.precision, opset=args.opset, fmt=args.fmt,
-                        calibration_samples=args.calibration_samples, clip_weights=args.clip_weights)
+    try:
+        out = export_bundle(args.run, args.out, precision=args.precision, opset=args.opset, fmt=args.fmt,
+                            calibration_samples=args.calibration_samples, clip_weights=args.clip_weights)
+    except OSError as err:  # e.g. the disk filled up inside a writer that does not name its file
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(args.out)) from err
     what = f"{args.precision} bundle" if args.fmt == EXPORT_FORMATS[0] else f"{args.fmt} {args.precision} bundle"
     print(f"align3d-rt export: wrote {what} {out}", file=sys.stderr)
     if args.tensorrt:
