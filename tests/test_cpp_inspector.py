@@ -201,26 +201,32 @@ def test_mixed_input_scores_the_good_files_exit_1(build_dir: Path, bundle: Path,
 
 def test_colliding_names_one_result_each_same_keys_as_python(build_dir: Path, bundle: Path, clouds: dict[str, Path],
                                                             tmp_path: Path) -> None:
-    """a.npy, a.ply, a_1.npy, dir1/a.npy, dir2/a.npy and a.npy again: N inputs, N results, Python's keys."""
+    """a.npy, a.ply, a_1.npy, dir1/a.npy, dir2/a.npy, a.npy again, and two folders called x (with a.npy,
+    a.ply, sub/b.npy, a hidden file): N inputs, N results, the keys Python gives."""
     import shutil
 
     from align3d_rt.data.files import collect_files
 
     files = []
     for rel, src in (("a.npy", "sphere"), ("a.ply", "box"), ("a_1.npy", "sphere"), ("dir1/a.npy", "sphere"),
-                     ("dir2/a.npy", "sphere")):
-        (tmp_path / rel).parent.mkdir(exist_ok=True)
+                     ("dir2/a.npy", "sphere"), ("p/x/a.npy", "sphere"), ("p/x/a.ply", "box"),
+                     ("p/x/sub/b.npy", "sphere"), ("p/x/.hidden/c.npy", "sphere"), ("q/x/a.npy", "sphere")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(clouds[src], tmp_path / rel)
         files.append(tmp_path / rel)
-    files.insert(2, tmp_path / "a.npy")  # the same file twice is two results too
-    keys = [k for _, k in collect_files(files)]
-    assert len(set(keys)) == len(files)
-    proc = _inspect(build_dir, str(bundle), *map(str, files), "--out", str(tmp_path / "out"))
+    inputs = [*files[:5], tmp_path / "a.npy", tmp_path / "p" / "x", tmp_path / "q" / "x"]  # a.npy twice: 2 results
+    expected = [(str(f), k) for f, k in collect_files(inputs, exclude=tmp_path / "out")]
+    assert len({k for _, k in expected}) == len(expected) == 10
+    proc = _inspect(build_dir, str(bundle), *map(str, inputs), "--out", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     samples = json.loads((tmp_path / "out" / "scores.json").read_text())["samples"]
-    assert list(samples) == sorted(keys) and [samples[k]["file"] for k in keys] == list(map(str, files))
-    for key in keys:
+    assert sorted((s["file"], k) for k, s in samples.items()) == sorted(expected)
+    for _, key in expected:
         assert (tmp_path / "out" / f"{key}.scores.npy").is_file(), key
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = _inspect(build_dir, str(bundle), str(empty), "--out", str(tmp_path / "out2"))
+    assert proc.returncode == 2 and "no point-cloud files" in proc.stderr and not (tmp_path / "out2").exists()
 
 
 def _tree(root: Path) -> dict[str, bytes]:

@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include <algorithm>
+#include <cctype>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -61,6 +62,74 @@ std::vector<std::string> unique_keys(const std::vector<std::string>& keys) {
     out.push_back(unique);
   }
   return out;
+}
+
+namespace {
+
+bool below(const fs::path& file, const fs::path& folder) {
+  std::error_code ec;
+  const fs::path f = fs::weakly_canonical(file, ec), d = fs::weakly_canonical(folder, ec);
+  auto fi = f.begin(), di = d.begin();
+  for (; di != d.end(); ++di, ++fi)
+    if (fi == f.end() || *fi != *di) return false;
+  return true;
+}
+
+bool is_point_suffix(std::string suffix) {
+  std::transform(suffix.begin(), suffix.end(), suffix.begin(), [](unsigned char c) { return std::tolower(c); });
+  return suffix == ".tiff" || suffix == ".tif" || suffix == ".pcd" || suffix == ".ply" || suffix == ".npy";
+}
+
+std::string folder_name(const std::string& given) {  // Python: Path(given).name or "input"
+  std::string s = fs::path(given).lexically_normal().string();
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  const std::string name = fs::path(s).filename().string();
+  return (name.empty() || name == "." || name == "/") ? "input" : name;
+}
+
+}  // namespace
+
+std::vector<InputFile> collect_inputs(const std::vector<std::string>& paths, const std::string& exclude) {
+  std::vector<InputFile> found;
+  std::error_code ec;
+  for (const auto& given : paths) {
+    if (fs::is_directory(given, ec)) {
+      std::vector<fs::path> files;
+      for (auto it = fs::recursive_directory_iterator(given, ec); !ec && it != fs::recursive_directory_iterator();
+           it.increment(ec)) {
+        const fs::path rel = it->path().lexically_relative(given);
+        bool hidden = false;
+        for (const auto& part : rel) hidden = hidden || part.string().rfind(".", 0) == 0;
+        if (hidden) {
+          if (it->is_directory(ec)) it.disable_recursion_pending();
+          continue;
+        }
+        if (it->is_regular_file(ec) && is_point_suffix(it->path().extension().string()) &&
+            !(!exclude.empty() && below(it->path(), exclude)))
+          files.push_back(it->path());
+      }
+      if (ec) throw Error(given + ": cannot list this folder (" + ec.message() + ")");
+      if (files.empty()) throw Error(given + ": no point-cloud files (.tiff, .tif, .pcd, .ply, .npy) in this folder");
+      std::sort(files.begin(), files.end());
+      const std::string base = folder_name(given);
+      for (const auto& f : files) {
+        fs::path rel = f.lexically_relative(given);
+        rel.replace_extension();
+        std::string key = base;
+        for (const auto& part : rel) key += "__" + part.string();
+        found.push_back({f.string(), key});
+      }
+    } else if (fs::is_regular_file(given, ec)) {
+      found.push_back({given, fs::path(given).stem().string()});
+    } else {
+      throw Error(given + ": point file not found");
+    }
+  }
+  std::vector<std::string> keys;
+  for (const auto& f : found) keys.push_back(f.key);
+  keys = unique_keys(keys);
+  for (size_t i = 0; i < found.size(); ++i) found[i].key = keys[i];
+  return found;
 }
 
 namespace {

@@ -27,6 +27,17 @@ class StagedOutputs {
 /// becomes KEY_n with the smallest free n >= 1, counting every key given so far (a, a, a_1 -> a, a_1, a_1_1).
 std::vector<std::string> unique_keys(const std::vector<std::string>& keys);
 
+/// One input of a run: the point file and its output key.
+struct InputFile {
+  std::string file, key;
+};
+
+/// Python's data/files.py collect_files (runtime-spec §9): every given file (key = its stem) and every
+/// point file below every given folder D (sorted, recursive, hidden paths and files below `exclude`
+/// skipped; key = D's name + "__" + the relative path without its suffix, parts joined by "__"), keys
+/// then made unique by unique_keys. A missing path or a folder without point files throws "PATH: problem".
+std::vector<InputFile> collect_inputs(const std::vector<std::string>& paths, const std::string& exclude);
+
 /// The --out folder of align3d-inspect (the rules of Python's cli/out_folder.py): a new or empty folder,
 /// or with `overwrite` a folder holding only an earlier align3d-inspect output (its scores.json and
 /// the files it lists); never the bundle's folder or a folder inside it; locked (flock on the folder

@@ -2,8 +2,9 @@
 //
 // Writes per cloud KEY.scores.npy (N,3 f32: render, aligned, fused), KEY.points.npy (the scored
 // points), KEY.grid_index.npy (organized .tiff only), KEY.views.png (--png) and one scores.json
-// (object scores, timings). KEY is the file's stem, made unique as Python does (a repeat of a taken
-// key gets the first free _1, _2...). --out is a new or empty folder, or with --overwrite an earlier
+// (object scores, timings). CLOUD is a point file or a folder of them; KEY is the file's stem (below a
+// folder D: D's name + "__" + the relative path), made unique as Python does (a repeat of a taken key
+// gets the first free _1, _2...). --out is a new or empty folder, or with --overwrite an earlier
 // align3d-inspect output (only its own files are replaced; anything else there is refused), never the
 // bundle's folder; it is locked (flock) while written. A file that cannot be read or scored is one
 // line "PATH: problem" on stderr and listed under "failed"; the others are scored (exit code 1). A
@@ -30,10 +31,10 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* kUsage =
-    "usage: align3d-inspect BUNDLE CLOUD... --out DIR [--backend openvino] [--device CPU]\n"
+    "usage: align3d-inspect BUNDLE CLOUD|FOLDER... --out DIR [--backend openvino] [--device CPU]\n"
     "                       [--precision-hint f32|bf16|f16] [--threads N] [--dataset D] [--category C] [--png]\n"
     "                       [--overwrite]\n"
-    "Score .ply/.pcd/.npy/.tiff point files with an exported align3d_rt bundle.\n";
+    "Score .ply/.pcd/.npy/.tiff point files (or every one below a folder) with an exported align3d_rt bundle.\n";
 
 struct Args {
   std::string bundle, out;
@@ -99,19 +100,16 @@ int run(const Args& a) {
   const std::string started = now_local();
   align3d::OutputFolder folder(a.out, a.bundle, a.overwrite);
   folder.check();  // before any work
-  for (const auto& file : a.clouds)  // as Python: a missing input stops the run before anything is written
-    if (!fs::is_regular_file(file)) throw align3d::Error(file + ": point file not found");
+  // Files and folders as Python's infer takes them (same keys); a missing input stops the run here.
+  const auto inputs = align3d::collect_inputs(a.clouds, a.out);
   align3d::Inspector inspector(a.bundle, a.options);
   folder.open();  // created and locked; removed again if nothing gets written
-  std::vector<std::string> stems;
-  for (const auto& file : a.clouds) stems.push_back(fs::path(file).stem().string());
-  const auto keys = align3d::unique_keys(stems);
   std::vector<Sample> samples;
   std::vector<std::pair<std::string, std::string>> failed;  // (file, "file: problem"), in input order
-  for (size_t i = 0; i < a.clouds.size(); ++i) {  // a bad file is reported and skipped; the others are scored
+  for (const auto& input : inputs) {  // a bad file is reported and skipped; the others are scored
     Sample s;
-    s.file = a.clouds[i];
-    s.key = keys[i];
+    s.file = input.file;
+    s.key = input.key;
     try {
       const auto t0 = std::chrono::steady_clock::now();
       s.points = align3d::read_point_file(s.file, a.options.dataset);
