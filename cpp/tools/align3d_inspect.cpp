@@ -27,6 +27,7 @@ namespace {
 const char* kUsage =
     "usage: align3d-inspect BUNDLE CLOUD... --out DIR [--backend openvino] [--device CPU]\n"
     "                       [--precision-hint f32|bf16|f16] [--threads N] [--dataset D] [--category C] [--png]\n"
+    "                       [--calibration CAL]\n"
     "Score .ply/.pcd/.npy/.tiff point files with an exported align3d_rt bundle.\n";
 
 struct Args {
@@ -54,6 +55,7 @@ Args parse(int argc, char** argv) {
     else if (arg == "--precision-hint") a.options.precision_hint = value("--precision-hint");
     else if (arg == "--dataset") a.options.dataset = value("--dataset");
     else if (arg == "--category") a.options.category = value("--category");
+    else if (arg == "--calibration") a.options.calibration = value("--calibration");
     else if (arg == "--png") a.png = true;
     else if (arg == "--threads") {
       const std::string v = value("--threads");
@@ -138,6 +140,13 @@ int run(const Args& a) {
       written["png"] = s.key + ".views.png";
       staged.add_bytes(s.key + ".views.png", align3d::views_png(s.result.images, s.result.num_views, s.result.image_size));
     }
+    if (s.result.decided) {  // spec 13.5
+      const auto& d = s.result.decision;
+      written["normalized"] = s.key + ".normalized.npy";
+      written["regions"] = s.key + ".regions.npy";
+      staged.add_bytes(s.key + ".normalized.npy", align3d::encode_npy(align3d::NpyType::f32, {n}, d.normalized.data()));
+      staged.add_bytes(s.key + ".regions.npy", align3d::encode_npy(align3d::NpyType::i32, {n}, d.labels.data()));
+    }
     const auto& t = s.result.timings;
     summary["samples"][s.key] = {
         {"file", s.file}, {"object_score", s.result.object_score},
@@ -145,7 +154,9 @@ int run(const Args& a) {
         {"global_probs", s.result.global_probs},
         {"timings", {{"read", round4(t.read)}, {"render", round4(t.render)}, {"encode", round4(t.encode)},
                      {"backproject", round4(t.backproject)}, {"score", round4(t.score)}, {"batch_size", 1}}}};
+    if (s.result.decided) align3d::add_decision_json(summary["samples"][s.key], s.result.decision);
   }
+  if (inspector.calibration()) summary["calibration"] = align3d::calibration_json(*inspector.calibration());
   summary["finished"] = now_local();
   staged.add_text("scores.json", summary.dump(2) + "\n");
   staged.commit();
