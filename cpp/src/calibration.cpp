@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <tuple>
 
 #include "align3d/decisions.hpp"
 #include "align3d/inspector.hpp"
@@ -91,7 +92,45 @@ const nlohmann::json& member(const nlohmann::json& obj, const char* key) {  // o
   return it == obj.end() ? kNone : *it;
 }
 
-nlohmann::json read_json(const std::string& path) {
+/// Python's json module reads NaN, Infinity and -Infinity; nlohmann does not. Outside strings they
+/// become null here and `nonfinite` is set, so the file is refused at the digest step as in Python.
+std::string replace_nonfinite(const std::string& text, bool& nonfinite) {
+  std::string out;
+  out.reserve(text.size());
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      out += c;
+      if (c == '\\' && i + 1 < text.size()) out += text[++i];
+      else if (c == '"') in_string = false;
+      continue;
+    }
+    bool replaced = false;
+    for (const char* token : {"-Infinity", "Infinity", "NaN"}) {
+      const size_t len = std::strlen(token);
+      if (!replaced && text.compare(i, len, token) == 0) {
+        out += "null";
+        i += len - 1;
+        replaced = nonfinite = true;
+      }
+    }
+    if (replaced) continue;
+    if (c == '"') in_string = true;
+    out += c;
+  }
+  return out;
+}
+
+bool has_nonfinite(const nlohmann::json& v) {
+  if (v.is_number_float()) return !std::isfinite(v.get<double>());
+  if (v.is_structured())
+    for (const auto& x : v)
+      if (has_nonfinite(x)) return true;
+  return false;
+}
+
+nlohmann::json read_json(const std::string& path, bool& nonfinite) {
   auto fail = [&](const std::string& detail) { throw Error(path + ": unreadable calibration (" + detail + ")"); };
   std::ifstream in(path, std::ios::binary);
   if (!in) {
@@ -107,7 +146,7 @@ nlohmann::json read_json(const std::string& path) {
   if (s.rfind("\xEF\xBB\xBF", 0) == 0)
     fail("JSONDecodeError: Unexpected UTF-8 BOM (decode using utf-8-sig): line 1 column 1 (char 0)");
   try {
-    return nlohmann::json::parse(s);
+    return nlohmann::json::parse(replace_nonfinite(s, nonfinite));
   } catch (const nlohmann::json::exception& err) {
     fail(std::string("JSONDecodeError: ") + err.what());
   }
@@ -180,7 +219,8 @@ void check_other_fields(const nlohmann::json& data, const std::string& path) {
 Calibration load_calibration(const std::string& given) {
   const std::string path = posix_path_str(given);
   if (fs::is_directory(path)) throw Error(path + ": unreadable calibration (a folder, not a calibration file)");
-  const nlohmann::json data = read_json(path);
+  bool nonfinite = false;
+  const nlohmann::json data = read_json(path, nonfinite);
   if (!data.is_object() || member(data, "format") != kFormat)
     throw Error(path + ": not an " + kFormat + " file");
   const nlohmann::json& version = member(data, "format_version");
@@ -189,6 +229,8 @@ Calibration load_calibration(const std::string& given) {
     throw Error(path + ": calibration format version " + py_repr(version) + ", this align3d_rt reads version 1; " +
                 (newer ? "upgrade align3d_rt, or " : "") + kRerun);
   }
+  if (nonfinite || has_nonfinite(data))
+    throw Error(path + ": calibration holds NaN or infinite numbers (the file was edited or is corrupt); " + kRerun);
   nlohmann::json body = data;
   body.erase(kDigestKey);
   std::string digest;
@@ -223,6 +265,22 @@ Calibration load_calibration(const std::string& given) {
   cal.min_points = mp.is_number_unsigned() && mp.get<std::uint64_t>() > INT64_MAX ? INT64_MAX : mp.get<std::int64_t>();
   cal.spacing_factor = data["regions"]["spacing_factor"].get<double>();
   return cal;
+}
+
+void apply_calibration_choices(const Calibration& cal, std::string& dataset, std::string& category) {
+  for (auto [flag, given, recorded] : {std::make_tuple("--dataset", &dataset, &cal.dataset),
+                                       std::make_tuple("--category", &category, &cal.category)}) {
+    if (!given->empty() && *given != *recorded)
+      throw Error(cal.path + ": calibration was made with " + flag + " " + py_str_repr(*recorded) + "; " + flag + " " +
+                  py_str_repr(*given) + " differs (leave " + flag + " out to use the calibration's)");
+    *given = *recorded;
+  }
+}
+
+void check_calibration_scoring(const Calibration& cal) {
+  if (cal.scoring != "default")
+    throw Error(cal.path + ": calibration was made with " + cal.scoring + " scoring, this inspector uses default "
+                "(it has no reference scoring, spec 12); calibrate again with --scoring ours");
 }
 
 void check_calibration_source(const Calibration& cal, const std::string& manifest_sha256) {

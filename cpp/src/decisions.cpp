@@ -201,9 +201,12 @@ std::vector<Region> find_regions(const float* xyz, const float* fused, std::size
 }
 
 Decision decide(const Calibration& cal, const float* xyz, const float* fused, std::size_t n, double object_score) {
-  if (!std::isfinite(object_score)) throw Error("scores: the object score is not finite");
-  for (std::size_t i = 0; i < n; ++i)
-    if (!std::isfinite(fused[i])) throw Error("scores: a fused point score is not finite");
+  if (!std::isfinite(object_score))
+    throw Error(std::string("object score is not finite (") + (std::isnan(object_score) ? "nan" : object_score > 0 ? "inf" : "-inf") +
+                "); no decision");
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < n; ++i) bad += !std::isfinite(fused[i]);
+  if (bad) throw Error(std::to_string(bad) + " point score(s) are not finite; no decision");
   Decision d;
   d.reject = object_score > cal.object_threshold;
   d.object_score_normalized = normalize_score(object_score, cal.object_threshold, cal.object_lo, cal.object_hi);

@@ -162,9 +162,11 @@ void decision() {
   CHECK(decide(c, pts.data(), s.data(), 100, 5.0).object_score_normalized == 1.0);
   CHECK(decide(c, pts.data(), s.data(), 100, -5.0).object_score_normalized == 0.0);
   CHECK(at.normalized[0] == 0.25f && at.normalized[3] == 1.0f && at.spacing == 1.0 && at.regions.empty());
-  EXPECT_ERROR(decide(c, pts.data(), s.data(), 100, NAN), "scores: the object score is not finite");
+  EXPECT_ERROR(decide(c, pts.data(), s.data(), 100, NAN), "object score is not finite (nan); no decision");
+  EXPECT_ERROR(decide(c, pts.data(), s.data(), 100, -INFINITY), "object score is not finite (-inf); no decision");
   s[7] = INFINITY;
-  EXPECT_ERROR(decide(c, pts.data(), s.data(), 100, 0.2), "scores: a fused point score is not finite");
+  s[9] = NAN;
+  EXPECT_ERROR(decide(c, pts.data(), s.data(), 100, 0.2), "2 point score(s) are not finite; no decision");
 }
 
 // ---- calibration files ----------------------------------------------------------------------------
@@ -250,6 +252,18 @@ void calibration_files() {
   doc["format_version"] = 1.0;  // Python: 1.0 == 1
   CHECK(load_calibration(write_signed("v10.json", doc)).product == "bagel");
 
+  // NaN / Infinity (read by Python's json): refused before the digest; the words inside strings are text
+  std::string text = valid_calibration().dump(2);
+  const std::string nan = write("nan.json", text.replace(text.find("0.25"), 4, "NaN"));
+  EXPECT_ERROR(load_calibration(nan), nan + ": calibration holds NaN or infinite numbers (the file was edited or is "
+                                            "corrupt); re-run align3d-rt calibrate");
+  text = valid_calibration().dump(2);
+  const std::string inf = write("inf.json", text.replace(text.find("0.75"), 4, "-Infinity"));
+  EXPECT_ERROR_HAS(load_calibration(inf), inf + ": calibration holds NaN or infinite numbers");
+  doc = valid_calibration();
+  doc["product"] = "NaN \"Infinity\" NaN";
+  CHECK(load_calibration(write_signed("nan_text.json", doc)).product == "NaN \"Infinity\" NaN");
+
   // edited after signing: checksum mismatch (also before any field check)
   doc = valid_calibration();
   doc["calibration_sha256"] = sha256_hex(canonical_json(doc));
@@ -293,6 +307,23 @@ void calibration_files() {
   expect_field_refused("/n_bad", -1, "bad calibration field 'n_bad' (an integer >= 0)");
   expect_field_refused("/point/rank", 1.5, "bad calibration field 'point.rank' (an integer or null)");
   expect_field_refused("/good_object_scores", {1, "x"}, "bad calibration field 'good_object_scores' (a list of finite numbers)");
+
+  // --dataset / --category: the calibration's are the defaults, another value is refused
+  doc = valid_calibration();
+  doc["dataset"] = "mvtec3d";
+  doc["category"] = "bagel";
+  const Calibration mv = load_calibration(write_signed("mvtec.json", doc));
+  std::string dataset, category = "bagel";
+  apply_calibration_choices(mv, dataset, category);
+  CHECK(dataset == "mvtec3d" && category == "bagel");
+  dataset = "real3d";
+  EXPECT_ERROR(apply_calibration_choices(mv, dataset, category),
+               mv.path + ": calibration was made with --dataset 'mvtec3d'; --dataset 'real3d' differs (leave "
+                         "--dataset out to use the calibration's)");
+  check_calibration_scoring(mv);
+  doc["scoring"] = "reference";
+  EXPECT_ERROR_HAS(check_calibration_scoring(load_calibration(write_signed("ref.json", doc))),
+                   "calibration was made with reference scoring, this inspector uses default");
 
   // a run's calibration is not this bundle's
   doc = valid_calibration();

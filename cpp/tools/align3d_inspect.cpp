@@ -102,7 +102,7 @@ int run(const Args& a) {
     const int rep = seen[key]++;
     s.key = rep ? key + "_" + std::to_string(rep) : key;
     const auto t0 = std::chrono::steady_clock::now();
-    s.points = align3d::read_point_file(file, a.options.dataset);
+    s.points = align3d::read_point_file(file, inspector.dataset());
     s.result.timings.read = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     samples.push_back(std::move(s));
   }
@@ -123,7 +123,7 @@ int run(const Args& a) {
                           {"backend", a.options.backend}, {"device", a.options.device},
                           {"precision", inspector.precision()}, {"compute_precision", a.options.precision_hint},
                           {"model_file", inspector.model_file()}, {"fusion_weight", inspector.fusion_weight()},
-                          {"dataset", a.options.dataset}, {"category", a.options.category}};
+                          {"dataset", inspector.dataset()}, {"category", inspector.category()}};
   summary["started"] = started;
   summary["samples"] = nlohmann::json::object();
   summary["failed"] = nlohmann::json::object();

@@ -31,6 +31,11 @@ struct Calibration {
 /// Reads and validates a calibration file: every refusal of 13.2 in the spec's order, as
 /// align3d::Error "PATH: problem" (same text as align3d_rt.artifacts.calibration.load_calibration).
 Calibration load_calibration(const std::string& path);
+/// --dataset/--category with a calibration: an empty value takes the calibration's, another one is
+/// refused (align3d::Error, as align3d_rt.cli.calibration_options.resolve_calibration).
+void apply_calibration_choices(const Calibration& cal, std::string& dataset, std::string& category);
+/// Refuses a calibration made with the reference scoring (spec 12): the inspector scores by spec 8.
+void check_calibration_scoring(const Calibration& cal);
 /// Refuses (align3d::Error) a calibration that was not made for the bundle with this manifest_sha256.
 void check_calibration_source(const Calibration& cal, const std::string& manifest_sha256);
 
@@ -72,8 +77,8 @@ struct Decision {
   const char* name() const { return reject ? "reject" : "ok"; }
 };
 
-/// Decides one scored part: xyz N*3 points, fused N scores. Throws align3d::Error
-/// ("scores: ...") on a non-finite object or point score.
+/// Decides one scored part: xyz N*3 points, fused N scores. Throws align3d::Error (the problem
+/// without a path, as Python's InputError) on a non-finite object or point score.
 Decision decide(const Calibration& cal, const float* xyz, const float* fused, std::size_t n, double object_score);
 
 /// scores.json fields (spec 13.5): a region object, the per-sample fields (decision,

@@ -32,7 +32,8 @@ struct InspectorOptions {
   int threads = 0;                    // encoder threads (0: backend default)
   std::string dataset;                // optional: mvtec3d, synthetic, eyecandies, real3d (spec 5.1)
   std::string category;               // optional MVTec category (point size)
-  std::string calibration;            // optional calibration file (spec 13.2): score() then decides
+  std::string calibration;            // optional calibration file (spec 13.2): score() then decides;
+                                      // its dataset/category are the defaults (another one is refused)
 };
 
 /// Seconds spent per stage of one score() call (read is filled by the caller that read the file).
@@ -74,6 +75,8 @@ class Inspector {
   const std::string& model_file() const;    // the verified file the encoder was compiled from
   const std::string& bundle_hash() const;   // sha256 of encoder.onnx (files[onnx.file])
   const Calibration* calibration() const;   // the attached calibration, nullptr without one
+  const std::string& dataset() const;       // options.dataset, or the calibration's when that is empty
+  const std::string& category() const;      // likewise
 
  private:
   struct Impl;
