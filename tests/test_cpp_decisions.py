@@ -225,3 +225,9 @@ def test_foreign_edited_and_conflicting_calibrations_refused_like_python(
                                    str(cal), "--out", str(out_p), "--no-ply", "--no-png", *extra], capsys)
         assert lines[0] == py_line and lines[0].startswith(expected), (lines[0], py_line)
         assert not out_c.exists() and not out_p.exists()
+    # the embedding example with a calibration: the Inspector decides on every score()
+    proc = subprocess.run([str(build_dir / "cpp" / "align3d_example"), str(bundle), str(mine)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    for row in (line.split() for line in proc.stdout.strip().splitlines()):
+        assert row[8] == "decision" and row[9] == ("reject" if float(row[1]) > 0.5 else "ok") and row[10] == "regions"

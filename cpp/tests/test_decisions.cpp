@@ -67,6 +67,8 @@ void spacing() {
   const float one[6] = {1, 2, 3, 1, 2, 3};
   CHECK(point_spacing(one, 2) == 0.0);  // one distinct location
   CHECK(point_spacing(one, 1) == 0.0);
+  const float signed_zero[9] = {0.0f, 0.0f, 0.0f, -0.0f, 0.0f, 0.0f, 1.0f, 0.0f, 0.0f};
+  CHECK(point_spacing(signed_zero, 3) == 1.0);  // rows compared by value (numpy's unique): -0.0 == 0.0
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.f, 1.f);
   std::vector<float> cloud(3 * 1500);

@@ -2,8 +2,9 @@
 //
 // Writes per cloud KEY.scores.npy (N,3 f32: render, aligned, fused), KEY.points.npy (the scored
 // points), KEY.grid_index.npy (organized .tiff only), KEY.views.png (--png) and one scores.json
-// (object scores, timings). KEY is the file's stem (_1, _2... for repeats). All clouds are read
-// and scored before anything is written; files are written under temporary names and renamed at
+// (object scores, timings); with --calibration CAL also KEY.normalized.npy, KEY.regions.npy and the
+// decision fields of docs/runtime-spec.md 13.5. KEY is the file's stem (_1, _2... for repeats).
+// All clouds are read and scored before anything is written; files are written under temporary names and renamed at
 // the end, so bad input leaves nothing behind: one line "PATH: problem" on stderr, exit code 2.
 #include <chrono>
 #include <cstdio>
