@@ -153,10 +153,24 @@ std::vector<Region> find_regions(const float* xyz, const float* fused, std::size
     if (static_cast<double>(fused[i]) > settings.point_threshold) hot.push_back(i);
   std::vector<Region> regions;
   if (hot.empty()) return regions;
-  const KdTree tree(widen(xyz, hot));
+  // Identical hot locations are always linked (distance 0): join them first and search from one
+  // representative each, so a cloud of repeated points (real3d N = 1) stays O(N log N).
   DisjointSets sets(hot.size());
-  for (std::size_t i = 0; i < hot.size(); ++i)
-    tree.within(tree.point(i), r2, [&](std::size_t j) { sets.join(i, j); });
+  std::vector<std::size_t> order(hot.size()), reps;
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  const auto row = [&](std::size_t k) { return xyz + 3 * hot[k]; };
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return std::lexicographical_compare(row(a), row(a) + 3, row(b), row(b) + 3);
+  });
+  for (std::size_t k = 0; k < order.size(); ++k) {
+    if (k > 0 && std::equal(row(order[k]), row(order[k]) + 3, row(order[k - 1]))) sets.join(order[k], order[k - 1]);
+    else reps.push_back(order[k]);
+  }
+  std::vector<std::size_t> rep_rows(reps.size());
+  for (std::size_t k = 0; k < reps.size(); ++k) rep_rows[k] = hot[reps[k]];
+  const KdTree tree(widen(xyz, rep_rows));
+  for (std::size_t k = 0; k < reps.size(); ++k)
+    tree.within(tree.point(k), r2, [&](std::size_t j) { sets.join(reps[k], reps[j]); });
   std::vector<std::vector<std::int64_t>> members(hot.size());
   for (std::size_t i = 0; i < hot.size(); ++i) members[sets.find(i)].push_back(static_cast<std::int64_t>(hot[i]));
   for (auto& idx : members) {  // hot is ascending, so each member list is too

@@ -132,6 +132,28 @@ void merging_and_filter() {
   CHECK(find_regions(pts.data(), v.data(), w * h, settings(1), labels).empty());
 }
 
+void repeated_points() {
+  // one location 112,896 times (real3d's N = 1 case), all hot: h = 0, one region, no quadratic blow-up
+  const size_t n = 112896;
+  std::vector<float> pts(3 * n);
+  for (size_t i = 0; i < n; ++i) pts[3 * i] = 0.25f, pts[3 * i + 1] = -1.0f, pts[3 * i + 2] = 2.0f;
+  std::vector<float> s(n, 0.9f);
+  s[77] = 0.95f;
+  std::vector<int32_t> labels;
+  const auto r = find_regions(pts.data(), s.data(), n, settings(), labels);
+  CHECK(r.size() == 1 && r[0].indices.size() == n && r[0].seed_index == 77 && r[0].area == 0.0);
+  CHECK(r.size() == 1 && r[0].centroid[0] == 0.25 && r[0].extent[2] == 0.0);
+  // duplicates inside a grid: a doubled hot block is one region of twice the points
+  auto g = grid(20, 20, 1.0f);
+  const auto copy = g;
+  g.insert(g.end(), copy.begin(), copy.end());
+  std::vector<float> t(800, 0.0f);
+  plant(t, 20, 3, 3, 3, 3, 0.9f);
+  for (int i = 0; i < 400; ++i) t[400 + i] = t[i];
+  const auto d = find_regions(g.data(), t.data(), 800, settings(), labels);
+  CHECK(d.size() == 1 && d[0].indices.size() == 18 && d[0].area == 18.0);
+}
+
 void ordering() {
   const int w = 40, h = 10;
   const auto pts = grid(w, h, 1.0f);
@@ -344,6 +366,7 @@ int main() {
   planted_regions();
   merging_and_filter();
   ordering();
+  repeated_points();
   decision();
   calibration_files();
   return finish("test_decisions");
