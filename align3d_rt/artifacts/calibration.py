@@ -322,8 +322,7 @@ def check_source(cal: Calibration, source: dict[str, Any], path: str | os.PathLi
     if cal.source.get("kind") == kind and cal.source_hash == mine:
         return
     theirs_kind = str(cal.source.get("kind"))
-    raise _fail(path, f"calibration is for {theirs_kind} {cal.source_hash}, this {kind} is {mine}; "
-                      "calibrate again with this one")
+    raise _fail(path, f"calibration is for {theirs_kind} {cal.source_hash}, this {kind} is {mine}")
 
 
 def scoring_name(reference_scoring: Any) -> str:

@@ -286,7 +286,7 @@ void check_calibration_scoring(const Calibration& cal) {
 void check_calibration_source(const Calibration& cal, const std::string& manifest_sha256) {
   if (cal.source_kind == "bundle" && cal.source_hash == manifest_sha256) return;
   throw Error(cal.path + ": calibration is for " + cal.source_kind + " " + cal.source_hash + ", this bundle is " +
-              manifest_sha256 + "; calibrate again with this one");
+              manifest_sha256);
 }
 
 }  // namespace align3d
