@@ -59,7 +59,10 @@ def clouds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, lis
     d = tmp_path_factory.mktemp("cpp_dec_clouds")
     np.save(d / "sphere.npy", _bumpy_sphere(5000, 1))
     box = (np.random.default_rng(2).uniform(-0.03, 0.03, size=(4000, 3)) * [1.0, 0.6, 0.3]).astype(np.float32)
-    o3d.io.write_point_cloud(str(d / "box.ply"), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(box.astype(np.float64))))
+    def pcd(pts: np.ndarray) -> Any:
+        return o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts.astype(np.float64)))
+
+    o3d.io.write_point_cloud(str(d / "box.ply"), pcd(box))
     h, w = 180, 150
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     x, y = (xx - w / 2) * 4e-4, (yy - h / 2) * 4e-4
@@ -70,9 +73,8 @@ def clouds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, lis
     tifffile.imwrite(d / "dome.tiff", grid)
     real3d = []
     for i, seed in enumerate((3, 4)):
-        pts = _bumpy_sphere(20000, seed).astype(np.float64)
-        path = d / f"part{i}.pcd"
-        o3d.io.write_point_cloud(str(path), o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts)), write_ascii=(i == 0))
+        path = d / f"part{i}.pcd"  # one ascii, one binary
+        o3d.io.write_point_cloud(str(path), pcd(_bumpy_sphere(20000, seed)), write_ascii=(i == 0))
         real3d.append(path)
     return {"loose": ("", [d / "sphere.npy", d / "box.ply", d / "dome.tiff"]), "real3d": ("real3d", real3d)}
 

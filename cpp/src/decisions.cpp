@@ -198,7 +198,8 @@ std::vector<Region> find_regions(const float* xyz, const float* fused, std::size
     g.area = count * h * h;
     g.max_score = fused[g.seed_index];
     g.mean_score = score_sum / count;
-    g.max_score_normalized = normalize_score(g.max_score, settings.point_threshold, settings.point_lo, settings.point_hi);
+    g.max_score_normalized =
+        normalize_score(g.max_score, settings.point_threshold, settings.point_lo, settings.point_hi);
     g.indices = std::move(idx);
     regions.push_back(std::move(g));
   }
@@ -215,9 +216,10 @@ std::vector<Region> find_regions(const float* xyz, const float* fused, std::size
 }
 
 Decision decide(const Calibration& cal, const float* xyz, const float* fused, std::size_t n, double object_score) {
-  if (!std::isfinite(object_score))
-    throw Error(std::string("object score is not finite (") + (std::isnan(object_score) ? "nan" : object_score > 0 ? "inf" : "-inf") +
-                "); no decision");
+  if (!std::isfinite(object_score)) {  // Python: f"object score is not finite ({score}); no decision"
+    const char* text = std::isnan(object_score) ? "nan" : object_score > 0 ? "inf" : "-inf";
+    throw Error(std::string("object score is not finite (") + text + "); no decision");
+  }
   std::size_t bad = 0;
   for (std::size_t i = 0; i < n; ++i) bad += !std::isfinite(fused[i]);
   if (bad) throw Error(std::to_string(bad) + " point score(s) are not finite; no decision");
