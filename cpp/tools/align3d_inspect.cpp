@@ -56,7 +56,10 @@ Args parse(int argc, char** argv) {
     else if (arg == "--precision-hint") a.options.precision_hint = value("--precision-hint");
     else if (arg == "--dataset") a.options.dataset = value("--dataset");
     else if (arg == "--category") a.options.category = value("--category");
-    else if (arg == "--calibration") a.options.calibration = value("--calibration");
+    else if (arg == "--calibration") {
+      a.options.calibration = value("--calibration");
+      if (a.options.calibration.empty()) a.options.calibration = ".";  // pathlib's Path(""), refused as a folder
+    }
     else if (arg == "--png") a.png = true;
     else if (arg == "--threads") {
       const std::string v = value("--threads");
