@@ -255,3 +255,13 @@ def test_bundle_calibration_is_tied_to_its_manifest(calibrated: tuple[Path, str]
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and f"calibration is for bundle {digest}, this bundle is" in err[0]
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+    # the line-side install (no scipy) refuses --calibration in one line, before any output
+    from blocking import run_blocked
+
+    proc = run_blocked("from align3d_rt.cli import main\nsys.exit(main(sys.argv[1:]))", "scipy", "torch",
+                       args=("infer", part, "--bundle", str(bundle), "--calibration", str(out), "--out",
+                             str(tmp_path / "o4"), "--no-ply", "--no-png"))
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1 and "decisions need scipy" in err[0], proc.stderr[-2000:]
+    assert not (tmp_path / "o4").exists()

@@ -225,6 +225,12 @@ class Detector:
         if path is None:
             path = "calibration" if isinstance(calibration, Calibration) else calibration
         path = str(path)
+        try:
+            import scipy.sparse.csgraph  # noqa: F401
+            import scipy.spatial  # noqa: F401
+        except ImportError as err:  # the line-side install has no scipy
+            raise Align3DError(f"{path}: decisions need scipy (its k-d tree finds the defect regions; {err}); "
+                               "pip install scipy") from None
         cal = calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
         check_source(cal, self.calibration_source(), path)
         self.calibration, self.calibration_path = cal, path
