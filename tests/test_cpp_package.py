@@ -54,10 +54,11 @@ def example(prefix: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from align3d_rt.cli import main
 
+    """An fp32 ONNX-only bundle (OpenVINO compiles encoder.onnx; test_cpp_inspector covers the IR)."""
     root = tmp_path_factory.mktemp("pkg_bundle")
     run = make_run_dir(root / "run", preset="mvtec9")
-    assert main(["export", "--run", str(run), "--out", str(root / "ov_fp32"), "--format", "openvino"]) == 0
-    return root / "ov_fp32"
+    assert main(["export", "--run", str(run), "--out", str(root / "onnx_fp32"), "--format", "onnx"]) == 0
+    return root / "onnx_fp32"
 
 
 def test_install_holds_public_headers_and_package_files_only(prefix: Path) -> None:
@@ -81,6 +82,9 @@ def test_install_holds_public_headers_and_package_files_only(prefix: Path) -> No
 
 def test_outside_project_builds_against_prefix_and_scores_like_the_cli(prefix: Path, example: Path, bundle: Path,
                                                                        tmp_path: Path) -> None:
+    cache = (example / "CMakeCache.txt").read_text()
+    assert f"align3d_DIR:PATH={prefix}/lib/cmake/align3d" in cache  # the install, not the build tree
+    assert f"OpenVINO_DIR:PATH={cpp_build.openvino_cmake_dir()}" in cache  # found through the recorded hint
     commands = json.loads((example / "compile_commands.json").read_text())
     assert len(commands) == 1 and f"-isystem {prefix}/include" in commands[0]["command"]
     assert "cpp/src" not in commands[0]["command"] and "cpp/include" not in commands[0]["command"]
