@@ -82,7 +82,7 @@ class OpenVinoEncoder final : public Encoder {
     std::string have;
     for (const auto& p : ports) {
       if (p.get_names().count(name)) return p;
-      have += (have.empty() ? "" : ", ") + p.get_any_name();
+      have += (have.empty() ? "" : ", ") + (p.get_names().empty() ? std::string("(unnamed)") : p.get_any_name());
     }
     throw Error(model_ + ": the encoder graph has no " + kind + " '" + name + "' (it has: " + have +
                 "); re-export the bundle with align3d-rt export");
