@@ -8,8 +8,10 @@
 #include <unistd.h>
 
 #include "align3d/decisions.hpp"
+#include "align3d/inspector.hpp"
 #include "bundle.hpp"
-#include "check.hpp"
+#define CHECK_ERROR_TYPE align3d::Error  // what EXPECT_ERROR expects
+#include "check.hpp"  // cpp/geometry/tests/check.hpp, shared with the geometry tests
 
 namespace fs = std::filesystem;
 using namespace align3d;
@@ -367,5 +369,5 @@ int main() {
   repeated_points();
   decision();
   calibration_files();
-  return finish("test_decisions");
+  return check::finish("test_decisions");
 }

@@ -26,7 +26,7 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* kUsage =
-    "usage: align3d-inspect BUNDLE CLOUD... --out DIR [--backend openvino] [--device CPU]\n"
+    "usage: align3d-inspect BUNDLE CLOUD... --out DIR [--backend openvino] [--device-name CPU]\n"
     "                       [--precision-hint f32|bf16|f16] [--threads N] [--dataset D] [--category C] [--png]\n"
     "                       [--calibration CAL]\n"
     "Score .ply/.pcd/.npy/.tiff point files with an exported align3d_rt bundle.\n";
@@ -52,7 +52,11 @@ Args parse(int argc, char** argv) {
       std::exit(0);
     } else if (arg == "--out") a.out = value("--out");
     else if (arg == "--backend") a.options.backend = value("--backend");
-    else if (arg == "--device") a.options.device = value("--device");
+    else if (arg == "--device-name") a.options.device = value("--device-name");  // Python's spelling
+    else if (arg == "--device") {  // deprecated alias (Python's --device is auto|cpu|cuda)
+      a.options.device = value("--device");
+      std::cerr << "align3d-inspect: --device is deprecated, use --device-name (as align3d-rt infer)\n";
+    }
     else if (arg == "--precision-hint") a.options.precision_hint = value("--precision-hint");
     else if (arg == "--dataset") a.options.dataset = value("--dataset");
     else if (arg == "--category") a.options.category = value("--category");
