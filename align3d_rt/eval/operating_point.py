@@ -132,11 +132,24 @@ def part_region_hits(points: np.ndarray, fused: np.ndarray, point_labels: np.nda
     from align3d_rt.runtime.decisions import find_regions
 
     pts = np.asarray(points, dtype=np.float32)
-    rs = calibration.regions
-    found = find_regions(pts, np.asarray(fused, dtype=np.float32), calibration.point.threshold, rs.min_points,
-                         rs.spacing_factor, calibration.point.lo, calibration.point.hi)
+    cal = calibration
+    found = find_regions(pts, np.asarray(fused, dtype=np.float32), cal.point.threshold, cal.min_points,
+                         cal.spacing_factor, cal.point.lo, cal.point.hi)
     labels = np.zeros(pts.shape[0], dtype=np.uint8) if point_labels is None else point_labels
-    return region_hits(found.labels, defect_groups(pts, labels, rs.spacing_factor))
+    return region_hits(found.labels, defect_groups(pts, labels, cal.spacing_factor))
+
+
+def at_operating_point(object_scores: Sequence[float], labels: Sequence[int], hits: RegionHits,
+                       calibration: Any) -> OperatingPoint:
+    """A class's figures at a calibration's object threshold; for the conformal rule also the 90 % range
+    the number of rejected good parts falls into (``conformal_false_reject_range``)."""
+    rule = calibration.rule  # {"name", "target_false_reject", ...} (§13.2)
+    op = object_operating_point(object_scores, labels, calibration.object.threshold,
+                                target_false_reject=rule.get("target_false_reject"), hits=hits)
+    rank = calibration.object.rank
+    if rule.get("name") == "conformal" and rank is not None and op.n_good > 0:
+        op.false_reject_range = conformal_false_reject_range(calibration.n_good, int(rank), op.n_good)
+    return op
 
 
 def conformal_false_reject_range(n_calibration: int, rank: int, n_test: int, level: float = 0.9) -> tuple[int, int]:
@@ -155,8 +168,8 @@ def conformal_false_reject_range(n_calibration: int, rank: int, n_test: int, lev
 
 
 def conformal_rank(n: int, alpha: float) -> int:
-    """k = ceil((n+1)(1-alpha)) (§13.1)."""
-    return int(math.ceil((n + 1) * (1 - alpha)))
+    """k = ceil((n+1)(1-alpha)) (§13.1; the product rounded to 1e-9 first: 20 * 0.95 is 19)."""
+    return int(math.ceil(round((n + 1) * (1 - alpha), 9)))
 
 
 def operating_markdown(rows: Sequence[tuple[str, OperatingPoint]]) -> str:
