@@ -18,11 +18,12 @@ falls into with the stated probability over calibration sets and test sets.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+
+from align3d_rt.eval.calibration import conformal_rank  # noqa: F401  (re-exported for callers)
 
 OPERATING_KEYS = ("false_reject", "false_accept", "f1", "defects_covered", "regions_on_defect")
 
@@ -165,11 +166,6 @@ def conformal_false_reject_range(n_calibration: int, rank: int, n_test: int, lev
     dist = stats.betabinom(n_test, n_calibration + 1 - rank, rank)
     lo, hi = dist.ppf((1 - level) / 2), dist.ppf((1 + level) / 2)
     return int(lo), int(hi)
-
-
-def conformal_rank(n: int, alpha: float) -> int:
-    """k = ceil((n+1)(1-alpha)) (§13.1; the product rounded to 1e-9 first: 20 * 0.95 is 19)."""
-    return int(math.ceil(round((n + 1) * (1 - alpha), 9)))
 
 
 def operating_markdown(rows: Sequence[tuple[str, OperatingPoint]]) -> str:
