@@ -251,17 +251,31 @@ def is_calibration_file(path: str | os.PathLike[str]) -> bool:
     return isinstance(data, dict) and data.get("format") == CALIBRATION_FORMAT
 
 
+def check_target(path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+    """Refuse (one line) a path ``save_calibration`` must not write: a folder, an existing file without
+    ``overwrite``, an existing file that is not a calibration, a parent that is a file or read-only."""
+    p = Path(path)
+    if p.is_dir():
+        raise _fail(p, "is a folder; --out names the calibration file to write")
+    if p.exists() or p.is_symlink():
+        if not overwrite:
+            raise _fail(p, "exists; pass --overwrite to replace it, or choose another --out")
+        if p.is_symlink() or not is_calibration_file(p):
+            raise _fail(p, f"exists and is not an {CALIBRATION_FORMAT} file; never replaced")
+    probe = p.parent
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise _fail(p, f"cannot create the calibration file ({probe} is not a folder)")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise _fail(p, f"cannot write the calibration file ({probe} is not writable)")
+    return p
+
+
 def save_calibration(cal: Calibration, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
     """Write ``cal`` (sealed with its digest) atomically; an existing file is replaced only with
     ``overwrite=True`` and only when it is a calibration file. Returns the path."""
-    p = Path(path)
-    if p.exists() or p.is_symlink():
-        if p.is_dir():
-            raise _fail(p, "is a folder; --out names the calibration file to write")
-        if not overwrite:
-            raise _fail(p, "exists; pass --overwrite to replace it, or choose another --out")
-        if not is_calibration_file(p):
-            raise _fail(p, f"exists and is not an {CALIBRATION_FORMAT} file; never replaced")
+    p = check_target(path, overwrite)
     sealed = cal.sealed()
     data = sealed.to_dict()
     Calibration.from_dict(data, p)  # never write what load_calibration would refuse

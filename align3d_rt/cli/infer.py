@@ -8,6 +8,9 @@ Outputs under --out, per sample KEY (the file's stem, or its path below a given 
   KEY.png         the rendered views with the fused anomaly map over them (unless --no-png)
   scores.json     object scores of every finished sample + the files that failed (rewritten
                   atomically after every sample)
+With --calibration CAL (align3d-rt calibrate), also KEY.normalized.npy (<f4 normalised point
+scores), KEY.regions.npy (<i4 region id per point, 0 = none) and, per sample in scores.json,
+decision (ok/reject), object_score_normalized, regions, num_regions (docs/runtime-spec.md 13.5).
 
 Exit codes: 0 all scored; 1 some files failed (each reported on one line, the others scored);
 2 nothing could start (bad run/bundle, missing backend, no input files; with --triton: the server
@@ -26,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from align3d_rt.cli import calibration_options
 from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_detector
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
@@ -48,8 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
                    help="empty an earlier infer output folder at --out first (only folders align3d-rt wrote)")
-    p.add_argument("--dataset", default="", help="dataset the files come from (render point size/normals), e.g. mvtec3d, real3d")
-    p.add_argument("--category", default="", help="category of the files (MVTec point size per class)")
+    p.add_argument("--dataset", default=None, help="dataset the files come from (render point size/normals), e.g. mvtec3d, real3d")
+    p.add_argument("--category", default=None, help="category of the files (MVTec point size per class)")
+    calibration_options.add_calibration_option(p)
     p.add_argument("--batch-size", type=int, default=1, help="samples scored per encoder batch (default 1)")
     p.add_argument("--no-ply", action="store_true", help="do not write heat-coloured .ply files")
     p.add_argument("--no-png", action="store_true", help="do not write view pictures")
@@ -79,8 +84,11 @@ def run_infer(args: argparse.Namespace) -> int:
     check_triton_choice(args)
     folder = OutputFolder(args.out, "infer", overwrite=args.overwrite)
     folder.check()  # before any work
+    cal = calibration_options.resolve_calibration(args)
     files = collect_files(list(args.paths), exclude=args.out)
     detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))
+    if cal is not None:
+        calibration_options.attach(detector, cal, args.calibration)
     with folder:
         return _infer_into(args, files, detector)
 
@@ -96,6 +104,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
         "samples": {},
         "failed": {},
     }
+    if getattr(detector, "calibration", None) is not None:
+        summary["calibration"] = calibration_options.summary_field(detector.calibration, args.calibration)
     scores_json = args.out / "scores.json"
     keep_render = not args.no_png
     with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -146,3 +156,5 @@ def _write_sample(args: argparse.Namespace, outputs: Any, detector: Any, path: P
         "outputs": written,
         "timings": {k: round(float(v), 4) for k, v in result.timings.items()},
     }
+    if getattr(result, "decision", None) is not None:
+        calibration_options.write_decision(args.out, key, result.decision, written, summary["samples"][key])

@@ -61,8 +61,13 @@ def _upper(n: int, k: int) -> float:
     return float(beta.ppf(UPPER_QUANTILE, n + 1 - k, k))
 
 
-def _check_settings(rule: str, alpha: float, confidence: float | None, beta_fa: float | None,
-                    n_bad: int) -> None:
+def check_settings(rule: str, alpha: float, confidence: float | None, beta_fa: float | None, n_bad: int,
+                   min_points: int = DEFAULT_MIN_POINTS, spacing_factor: float = DEFAULT_SPACING_FACTOR) -> None:
+    """Refuse (one line) rule and region settings that cannot be fitted, before any scoring."""
+    if isinstance(min_points, bool) or int(min_points) != min_points or min_points < 1:
+        raise Align3DError(f"--min-region-points {min_points}: must be an integer >= 1")
+    if not (math.isfinite(spacing_factor) and spacing_factor > 0):
+        raise Align3DError(f"--region-spacing-factor {spacing_factor}: must be a finite number > 0")
     if rule not in RULES:
         raise Align3DError(f"--rule {rule}: unknown (known: {', '.join(RULES)})")
     if not 0.0 < alpha < 1.0:  # also refuses nan
@@ -98,7 +103,7 @@ def fit_threshold(good: Sequence[float] | np.ndarray, bad: Sequence[float] | np.
     x = np.sort(_finite(good, "good parts"))
     b = np.sort(_finite(bad if bad is not None else [], "bad parts"))
     n = len(x)
-    _check_settings(rule, target_false_reject, confidence, target_false_accept, len(b))
+    check_settings(rule, target_false_reject, confidence, target_false_accept, len(b))
     if rule in ("conformal", "pac"):
         ts = _good_rule(x, rule, target_false_reject, confidence)
         if x[0] == x[-1]:
@@ -179,12 +184,9 @@ def fit_calibration(
         raise Align3DError("--product: needs a non-empty product name")
     if len(good_point_scores) != len(good_object_scores):
         raise Align3DError(f"{len(good_object_scores)} object scores but {len(good_point_scores)} point score arrays")
-    if isinstance(min_points, bool) or int(min_points) != min_points or min_points < 1:
-        raise Align3DError(f"--min-region-points {min_points}: must be an integer >= 1")
-    if not (math.isfinite(spacing_factor) and spacing_factor > 0):
-        raise Align3DError(f"--region-spacing-factor {spacing_factor}: must be a finite number > 0")
     good = _finite(good_object_scores, "good parts")
     bad = _finite(bad_object_scores if bad_object_scores is not None else [], "bad parts")
+    check_settings(rule, target_false_reject, confidence, target_false_accept, len(bad), min_points, spacing_factor)
     obj = fit_threshold(good, bad, rule, target_false_reject, confidence, target_false_accept)
     parts = [_finite(s, "good parts' point scores") for s in good_point_scores]
     if any(len(s) == 0 for s in parts):
