@@ -8,6 +8,7 @@ need_apt=0
 # libtiff, nlohmann-json, OpenSSL (sha256), libpng. OpenVINO's C++ SDK comes with the openvino wheel.
 APT_PACKAGES="libusb-1.0-0 libgl1 libegl1 libgomp1 cmake g++ ninja-build libtiff-dev nlohmann-json3-dev libssl-dev libpng-dev"
 APT_PACKAGES="$APT_PACKAGES python3-venv"  # Debian's python3 for .venv-triton (below)
+APT_PACKAGES="$APT_PACKAGES chromium"  # headless browser for tests/test_result_page_browser.py (result page, WebGL on SwiftShader)
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done

@@ -6,6 +6,8 @@ Outputs under --out, per sample KEY (the file's stem, or its path below a given 
   KEY.grid_index.npy  (N,) flat index into the 336x336 grid (organized .tiff input only)
   KEY.ply         the cloud coloured by the fused score (unless --no-ply)
   KEY.png         the rendered views with the fused anomaly map over them (unless --no-png)
+  KEY.html        with --html: a self-contained result page (3D cloud by score, decision, regions, views)
+  index.html      with --html: the parts' pages, rejects first, then by object score
   scores.json     object scores of every finished sample + the files that failed (rewritten
                   atomically after every sample)
 With --calibration CAL (align3d-rt calibrate), also KEY.normalized.npy (<f4 normalised point
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from align3d_rt.cli import calibration_options
+from align3d_rt.cli.infer_page import add_html_option, write_index, write_result_page
 from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_detector
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
@@ -58,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=1, help="samples scored per encoder batch (default 1)")
     p.add_argument("--no-ply", action="store_true", help="do not write heat-coloured .ply files")
     p.add_argument("--no-png", action="store_true", help="do not write view pictures")
+    add_html_option(p)
     p.set_defaults(func=run_infer)
 
 
@@ -107,7 +111,7 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
     if getattr(detector, "calibration", None) is not None:
         summary["calibration"] = calibration_options.summary_field(detector.calibration, args.calibration)
     scores_json = args.out / "scores.json"
-    keep_render = not args.no_png
+    keep_render = not args.no_png or args.html
     with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
         stream = detector.score_stream(files, load=sample_loader(args.dataset, args.category),
                                        batch_size=args.batch_size, keep_render=keep_render)
@@ -120,6 +124,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
                 _write_sample(args, outputs, detector, path, key, result, summary)
             write_json_atomic(scores_json, summary)
             bar.update(1)
+    if args.html:
+        write_index(args.out, summary["samples"])
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json_atomic(scores_json, summary)
     n_fail = len(summary["failed"])
@@ -158,3 +164,5 @@ def _write_sample(args: argparse.Namespace, outputs: Any, detector: Any, path: P
     }
     if getattr(result, "decision", None) is not None:
         calibration_options.write_decision(args.out, key, result.decision, written, summary["samples"][key])
+    if args.html:
+        written["html"] = write_result_page(args.out, key, result, summary["samples"][key], detector.fusion_weight)
