@@ -95,10 +95,14 @@ def _run_eval(args: argparse.Namespace, main: bool) -> int:
 
 
 def _load_calibration(args: argparse.Namespace, detector: object) -> object:
-    """The --calibration file, refused (one line) when it was made for another run or bundle."""
-    from align3d_rt.artifacts.calibration import check_source, load_calibration
-    from align3d_rt.eval.split_calibration import detector_source
+    """The --calibration file, refused (one line) when it was made for another run or bundle or with
+    another scoring mode."""
+    from align3d_rt.artifacts.calibration import check_source, load_calibration, scoring_name
 
     cal = load_calibration(args.calibration)
-    check_source(cal, detector_source(detector.info), args.calibration)  # type: ignore[attr-defined]
+    check_source(cal, detector.calibration_source(), args.calibration)  # type: ignore[attr-defined]
+    mine = scoring_name(detector.reference_scoring)  # type: ignore[attr-defined]
+    if cal.scoring != mine:
+        raise Align3DError(f"{args.calibration}: calibration was made with {cal.scoring} scoring, this evaluation "
+                           f"uses {mine}; evaluate with the same --scoring or calibrate again")
     return cal

@@ -15,17 +15,6 @@ from align3d_rt.errors import Align3DError
 CALIBRATION_SPLITS = ("train", "validation")
 
 
-def detector_source(info: dict[str, Any]) -> dict[str, Any]:
-    """The calibration ``source`` (§13.2) of the detector described by ``info``."""
-    from align3d_rt.artifacts.calibration import bundle_source, run_source
-
-    if info.get("source") == "bundle" or info.get("bundle_manifest") is not None:
-        return bundle_source(info["bundle_manifest"], info.get("bundle_dir"))
-    if info.get("run_dir"):
-        return run_source(info["run_dir"], str(info.get("clip_weights_id")))
-    raise Align3DError("calibration: the detector is neither a bundle nor a run; nothing to tie a calibration to")
-
-
 def fit_on_split(detector: Any, dataset: str, root: str | Path, category: str, split: str,
                  target_false_reject: float | None = None, batch_size: int = 2, progress: bool = True) -> Any:
     """Score the good parts of ``category``/``split`` and fit a Calibration with the default rule."""
@@ -51,7 +40,7 @@ def fit_on_split(detector: Any, dataset: str, root: str | Path, category: str, s
         raise Align3DError(f"{Path(root) / category / split}: no good parts to calibrate on")
     options = {} if target_false_reject is None else {"target_false_reject": float(target_false_reject)}
     try:
-        return fit_calibration(objects, points, product=category, source=detector_source(detector.info),
+        return fit_calibration(objects, points, product=category, source=detector.calibration_source(),
                                scoring=scoring_name(detector.reference_scoring), dataset=dataset, category=category,
                                **options)
     except Align3DError as err:  # e.g. too few good parts for the rule: say which split
