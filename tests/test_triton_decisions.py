@@ -101,3 +101,111 @@ def test_export_refuses_a_calibration_of_another_bundle(tiny: dict[str, Path], t
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "calibration is for bundle" in err[0]
     assert not repo.exists()
+
+
+class _Input:
+    def __init__(self, name: str, shape: list[int], dtype: str) -> None:
+        self.name, self.data = name, None
+
+    def set_data_from_numpy(self, array: np.ndarray) -> None:
+        self.data = array
+
+
+class _Output:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _Answer:
+    def __init__(self, tensors: dict[str, np.ndarray]) -> None:
+        self.tensors = tensors
+
+    def as_numpy(self, name: str) -> np.ndarray | None:
+        return self.tensors.get(name)
+
+
+class _InProcessClient:
+    """tritonclient's InferenceServerClient.infer, answered by the pipeline model in this process."""
+
+    def __init__(self, pipeline: object) -> None:
+        self.pipeline = pipeline
+
+    def infer(self, model: str, inputs: list[_Input], outputs: list[_Output] | None = None) -> _Answer:
+        from tritonclient.utils import InferenceServerException
+
+        request = Request([Tensor(i.name, i.data) for i in inputs], [o.name for o in outputs or []])
+        (response,) = self.pipeline.execute([request])  # type: ignore[attr-defined]
+        if response.has_error():
+            raise InferenceServerException(response.error().message())
+        wanted = {o.name for o in outputs or []}
+        return _Answer({t.name(): t.as_numpy() for t in response.output_tensors if t.name() in wanted})
+
+    def close(self) -> None:
+        pass
+
+
+def test_infer_triton_writes_what_local_infer_calibration_writes(tiny: dict[str, Path], tmp_path: Path,
+                                                                tmp_path_factory: pytest.TempPathFactory,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """``infer --triton`` against a calibrated repository (the client's requests answered in-process by the
+    pipeline model) writes the files and scores.json fields of local ``infer --bundle --calibration``."""
+    from types import SimpleNamespace
+
+    from align3d_rt.cli import infer as infer_cli
+    from align3d_rt.runtime.triton_client import TritonDetector
+    from align3d_rt.runtime.triton_encoder import EncoderModel
+    from align3d_rt.runtime.triton_pipeline import PipelineModel, model_parameters
+
+    cal_path = _calibration(tiny["fp32"], tmp_path / "cal.json")
+    repo = tmp_path / "repo"
+    assert main(["export", "--format", "triton", "--bundle", str(tiny["fp32"]), "--out", str(repo),
+                 "--triton-encoder", "python", "--calibration", str(cal_path)]) == 0
+    pb = FakePbUtils()
+    _load(repo, "align3d_encoder", EncoderModel, pb)
+    pipeline = _load(repo, "align3d", PipelineModel, pb)
+    files = []
+    for i, s in enumerate(session_samples(tmp_path_factory.mktemp("samples"), n=3)):
+        files.append(tmp_path / f"cloud{i}.npy")
+        np.save(files[-1], s.points)
+    local = tmp_path / "local"
+    assert main(["infer", "--bundle", str(tiny["fp32"]), "--backend", "onnxruntime", "--device", "cpu",
+                 "--calibration", str(cal_path), "--out", str(local), "--no-ply", "--no-png",
+                 *map(str, files)]) == 0
+
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    config = json_format.MessageToDict(text_format.Parse((repo / "align3d" / "config.pbtxt").read_text(),
+                                                         model_config_pb2.ModelConfig()),
+                                       preserving_proto_field_name=True)
+    remote = TritonDetector("http://127.0.0.1:8000")
+    remote._lib = SimpleNamespace(InferInput=_Input, InferRequestedOutput=_Output)
+    remote._client = _InProcessClient(pipeline)
+    remote.params = model_parameters(config)
+    monkeypatch.setattr(infer_cli, "triton_detector", lambda args: remote)
+    served = tmp_path / "served"
+    assert main(["infer", "--triton", "http://127.0.0.1:8000", "--out", str(served), "--no-ply", "--no-png",
+                 *map(str, files)]) == 0
+
+    a = json.loads((local / "scores.json").read_text())
+    b = json.loads((served / "scores.json").read_text())
+    drop = ("file",)
+    assert {k: v for k, v in a["calibration"].items() if k not in drop} == \
+           {k: v for k, v in b["calibration"].items() if k not in drop}
+    assert a["samples"].keys() == b["samples"].keys() and len(a["samples"]) == 3
+    n_regions = 0
+    for key, la in a["samples"].items():
+        lb = b["samples"][key]
+        assert set(la["outputs"]) == set(lb["outputs"]) and {"normalized", "regions"} <= set(la["outputs"])
+        assert la["decision"] == lb["decision"] and la["num_regions"] == lb["num_regions"]
+        assert la["object_score_normalized"] == pytest.approx(lb["object_score_normalized"], abs=1e-5)
+        for ra, rb in zip(la["regions"], lb["regions"]):
+            assert ra.keys() == rb.keys()
+            assert (ra["id"], ra["num_points"], ra["seed_index"]) == (rb["id"], rb["num_points"], rb["seed_index"])
+            assert ra["max_score"] == pytest.approx(rb["max_score"], abs=1e-5)
+        np.testing.assert_allclose(np.load(local / la["outputs"]["normalized"]),
+                                   np.load(served / lb["outputs"]["normalized"]), atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(np.load(local / la["outputs"]["regions"]),
+                                      np.load(served / lb["outputs"]["regions"]))
+        n_regions += la["num_regions"]
+    assert n_regions > 0

@@ -110,6 +110,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
     }
     if getattr(detector, "calibration", None) is not None:
         summary["calibration"] = calibration_options.summary_field(detector.calibration, args.calibration)
+    elif getattr(detector, "calibration_summary", None) is not None:  # --triton: the served calibration
+        summary["calibration"] = detector.calibration_summary
     scores_json = args.out / "scores.json"
     keep_render = not args.no_png or args.html
     with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:

@@ -166,8 +166,14 @@ def _write(root: Path, bundle: Bundle, serving: EncoderServing, name: str, pipel
                    "fusion_weight": copy.fusion_weight, "precision": copy.precision, "image_size": copy.image_size,
                    "grid_size": copy.grid_size, "views": len(copy.render_settings.views), "clip_name": copy.clip_name}
     if calibration is not None:
+        from align3d_rt.artifacts.calibration import load_calibration
+
         shutil.copy2(calibration, pipe_dir / layout.CALIBRATION_FILE)
-        pipe_params["calibration_file"] = layout.CALIBRATION_FILE
+        cal = load_calibration(pipe_dir / layout.CALIBRATION_FILE)
+        pipe_params.update({"calibration_file": layout.CALIBRATION_FILE, "calibration_sha256": cal.sha256,
+                            "calibration_product": cal.product, "calibration_rule": json.dumps(cal.rule, sort_keys=True),
+                            "object_threshold": repr(float(cal.object.threshold)),
+                            "point_threshold": repr(float(cal.point.threshold))})
     write_text_atomic(root / name / "config.pbtxt", to_pbtxt(
         pipeline_config(name, pipeline_instances, copy.image_size, copy.grid_size, pipe_params,
                         calibrated=calibration is not None)))
