@@ -209,3 +209,15 @@ def test_infer_triton_writes_what_local_infer_calibration_writes(tiny: dict[str,
                                       np.load(served / lb["outputs"]["regions"]))
         n_regions += la["num_regions"]
     assert n_regions > 0
+
+
+def test_infer_triton_with_a_calibration_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With --triton the calibration is the served repository's: a local --calibration is refused before any
+    connection or output."""
+    cloud = tmp_path / "c.npy"
+    np.save(cloud, np.zeros((10, 3), np.float32))
+    rc = main(["infer", "--triton", "http://127.0.0.1:1", "--calibration", str(tmp_path / "cal.json"),
+               "--out", str(tmp_path / "o"), str(cloud)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "served repository carries the calibration" in err[0]
+    assert not (tmp_path / "o").exists()
