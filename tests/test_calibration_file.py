@@ -276,3 +276,22 @@ def test_conformal_false_reject_rate_statistically(record_figure: Callable[[str]
     assert abs(mean - bound) < 4 * se + 0.002
     over = float(np.mean(np.array(rates) > np.array(uppers)))
     assert 0.05 < over < 0.16
+
+
+def test_f1_calibration_needs_the_point_thresholds_good_parts() -> None:
+    with pytest.raises(Align3DError, match=r"10 good part\(s\) scored; --rule f1 at --target-false-reject 0.05 "
+                                           r"needs at least 19 good parts"):
+        fit_calibration(np.arange(10.0), [np.arange(3.0)] * 10, product="p", source=BUNDLE_A, rule="f1",
+                        bad_object_scores=[20.0])
+    cal = fit_calibration(np.arange(19.0), [np.arange(3.0) + i for i in range(19)], product="p", source=BUNDLE_A,
+                          rule="f1", bad_object_scores=[20.0, 30.0])
+    assert cal.object.threshold == 18.0 and cal.point.rank == 19
+
+
+def test_modules_import_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; import align3d_rt.artifacts.calibration, "
+            "align3d_rt.runtime.decisions, align3d_rt.eval.calibration, align3d_rt.cli.calibrate")
+    subprocess.run([sys.executable, "-c", code], check=True)

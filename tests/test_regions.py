@@ -229,3 +229,17 @@ def test_decide_refuses_non_finite(bad: str) -> None:
         s[7] = np.nan
     with pytest.raises(InputError, match="not finite"):
         decide(pts, s, obj, _cal())
+
+
+def test_repeated_points_are_one_location() -> None:
+    """Many copies of the same hot point link (distance 0) without pairing every copy with every other."""
+    pts = grid_plane(20, 20, 1.0)
+    scores = np.full(len(pts), 0.1, np.float32)
+    copies = np.repeat(pts[210:211], 20000, axis=0)
+    cloud = np.concatenate([pts, copies])
+    hot = np.concatenate([scores, np.full(len(copies), 0.9, np.float32)])
+    found = find_regions(cloud, hot, T, 10, 2.5, 0.0, 1.0)
+    assert found.spacing == 1.0
+    assert [r.num_points for r in found.regions] == [20000]
+    assert found.regions[0].indices.tolist() == list(range(400, 20400))
+    assert found.regions[0].area == 20000.0  # num_points * h^2, copies included

@@ -129,6 +129,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     print(f"  object threshold {o.threshold:.6g}{rank}; good object scores span [{o.lo:.6g}, {o.hi:.6g}]")
     print(f"  point threshold {p.threshold:.6g} = x_({p.rank}) of the parts' max point scores; "
           f"regions: >= {cal.min_points} points within {cal.spacing_factor:g} x spacing")
+    if bad:
+        caught = sum(b > o.threshold for b in bad)
+        print(f"  bad parts rejected at this threshold: {caught} of {len(bad)}")
     print(f"  guarantee: {guarantee_line(cal)}")
     print(f"  -> {args.out}")
     return 1 if good_failed or bad_failed else 0

@@ -40,7 +40,8 @@ def pac_rank(n: int, alpha: float, confidence: float) -> int | None:
 
 
 def good_parts_needed(rule: str, alpha: float, confidence: float | None = None) -> int:
-    """The fewest good parts the rule needs (conformal: k <= n; pac: (1-α)^n <= 1-c; else 1)."""
+    """The fewest good parts the rule needs (conformal: k <= n; pac: (1-α)^n <= 1-c). f1 and
+    false-accept need what conformal needs: the point threshold is always a good-part rule."""
     if rule == "conformal":
         n = max(1, math.floor((1.0 - alpha) / alpha) - 1)
         while conformal_rank(n, alpha) > n:
@@ -52,7 +53,7 @@ def good_parts_needed(rule: str, alpha: float, confidence: float | None = None) 
         while pac_rank(n, alpha, c) is None:
             n += 1
         return n
-    return 1
+    return good_parts_needed("conformal", alpha)
 
 
 def _upper(n: int, k: int) -> float:
@@ -109,7 +110,8 @@ def fit_threshold(good: Sequence[float] | np.ndarray, bad: Sequence[float] | np.
         if x[0] == x[-1]:
             raise Align3DError(f"all {n} good parts have the same score {x[0]!r}; cannot normalise (needs lo < hi)")
         return ts
-    _need(n, rule, target_false_reject, confidence)
+    if n < 1:
+        raise Align3DError(f"no good part scored; --rule {rule} needs good parts")
     lo, hi = float(x[0]), float(x[-1])
     t = _f1_threshold(x, b) if rule == "f1" else _false_accept_threshold(x, b, float(target_false_accept))
     if min(lo, t) == max(hi, t):
@@ -187,6 +189,7 @@ def fit_calibration(
     good = _finite(good_object_scores, "good parts")
     bad = _finite(bad_object_scores if bad_object_scores is not None else [], "bad parts")
     check_settings(rule, target_false_reject, confidence, target_false_accept, len(bad), min_points, spacing_factor)
+    _need(len(good), rule, target_false_reject, confidence)  # f1/false-accept: the point threshold's n
     obj = fit_threshold(good, bad, rule, target_false_reject, confidence, target_false_accept)
     parts = [_finite(s, "good parts' point scores") for s in good_point_scores]
     if any(len(s) == 0 for s in parts):

@@ -106,8 +106,10 @@ def find_regions(points: np.ndarray, fused: np.ndarray, threshold: float, min_po
     hot = np.flatnonzero(scores.astype(np.float64) > float(threshold))
     if len(hot) == 0:
         return RegionSet(labels, [], h)
-    xyz = pts[hot].astype(np.float64)
-    comp = _components(xyz, r)
+    # identical locations always link (distance 0), so components are found over the distinct hot
+    # locations (a cloud with many repeated points stays linear in memory) and mapped back
+    locations, which = np.unique(pts[hot].astype(np.float64), axis=0, return_inverse=True)
+    comp = _components(locations, r)[which.reshape(-1)]
     order = np.argsort(comp, kind="stable")  # hot indices grouped by component, ascending inside each
     splits = np.flatnonzero(np.diff(comp[order])) + 1
     regions = []
