@@ -62,7 +62,8 @@ def test_page_is_self_contained(tmp_path: Path) -> None:
     assert all("src" not in s for s in refs.scripts), "every script inline"
     assert "<link" not in text.lower()
     assert read_asset(THREE_JS) in text  # three.js inlined whole
-    assert "REVISION" in read_asset(THREE_JS) and '"187"' in read_asset(THREE_JS)
+    revision = read_asset("THREE_VERSION").strip().split(".")[1]  # npm 0.R.x is three.js rR
+    assert f'three.js r{revision} ' in read_asset(THREE_JS) and f'"{revision}"' in read_asset(THREE_JS)
     assert len(re.findall(r'<img alt="view \d"', text)) == 9
     assert not list(tmp_path.glob(".*")), "no temporary file left"
 
@@ -135,7 +136,17 @@ def test_views_as_png_bytes(tmp_path: Path) -> None:
     assert len(re.findall(r'<img alt="view \d"', text)) == 2
 
 
-@pytest.mark.parametrize("bad", ["nan_score", "short_labels", "not_png"])
+def test_key_cannot_break_out_of_the_page(tmp_path: Path) -> None:
+    planted = planted_part()
+    key = 'x</script><script>alert(1)</script>&"'
+    text = write_part_page(tmp_path / "k.html", key=key, points=planted.points, scores=planted.raw,
+                           region_labels=None, part={"object_score": 0.5}, views=None).read_text(encoding="utf-8")
+    assert embedded_data(text)["key"] == key
+    assert text.count("<script") == text.count("</script>") == 3  # the data, three.js, ours: the key opens none
+    assert "<h1>x&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;&amp;&quot;</h1>" in text
+
+
+@pytest.mark.parametrize("bad", ["nan_score", "short_labels", "not_png", "region_field"])
 def test_bad_inputs_refused_nothing_written(tmp_path: Path, bad: str) -> None:
     planted = planted_part()
     scores, labels, views = planted.normalized.copy(), planted.labels, None
@@ -143,8 +154,10 @@ def test_bad_inputs_refused_nothing_written(tmp_path: Path, bad: str) -> None:
         scores[3] = np.nan
     elif bad == "short_labels":
         labels = labels[:-1]
-    else:
+    elif bad == "not_png":
         views = [b"GIF89a"]
+    else:
+        planted.part["regions"][0].pop("bbox_max")
     with pytest.raises(Align3DError, match=r"^" + re.escape(str(tmp_path / "part.html")) + ": cannot write the result page"):
         _write(tmp_path, planted.part, scores=scores, labels=labels, views=views)
     assert not list(tmp_path.iterdir())

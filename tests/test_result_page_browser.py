@@ -86,6 +86,6 @@ def test_the_harness_sees_script_errors(tmp_path: Path) -> None:
                            region_labels=None, part={"object_score": 0.7}, views=None)
     text = page.read_text(encoding="utf-8").replace('id="part-data">{', 'id="part-data">{,', 1)
     page.write_text(text, encoding="utf-8")
-    run = open_page(page, {"drawn": READY}, ready=READY, timeout=3.0)
+    run = open_page(page, {"drawn": READY}, ready="true")  # the exception is thrown during the load
     assert run.values["drawn"] is None
     assert any("exception" in e and "JSON" in e for e in run.errors), run.errors

@@ -15,8 +15,9 @@ def read_asset(name: str) -> str:
 
 
 def inline_script(name: str) -> str:
-    """``<script>`` element holding the asset's source (refuses a source that would end it early)."""
+    """``<script>`` element holding the asset's source (refuses a source that could end it early:
+    '</script', or '<!--' which with '<script' changes how the HTML parser reads the rest)."""
     source = read_asset(name)
-    if "</script" in source.lower():
-        raise ValueError(f"asset {name} contains '</script' and cannot be inlined")
+    if "</script" in source.lower() or "<!--" in source:
+        raise ValueError(f"asset {name} contains '</script' or '<!--' and cannot be inlined")
     return f"<script>\n{source}\n</script>"

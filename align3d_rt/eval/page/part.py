@@ -43,6 +43,7 @@ def write_part_page(
     path = Path(path)
     try:
         pts, sc, labels = _checked_arrays(points, scores, region_labels)
+        _check_regions(part)
         pngs = views_as_png(views)
         drawn = _drawn_rows(labels, len(sc), max_draw_points)
         data = _page_data(key, pts, sc, labels, part, drawn)
@@ -69,6 +70,17 @@ def _checked_arrays(points: np.ndarray, scores: np.ndarray,
     if lab.shape != sc.shape or not np.issubdtype(lab.dtype, np.integer) or (lab < 0).any():
         raise ValueError(f"region_labels must be ({pts.shape[0]},) non-negative ints")
     return pts, sc, lab.astype(np.int32)
+
+
+REGION_FIELDS = ("id", "num_points", "centroid", "bbox_min", "bbox_max", "extent", "area", "max_score")
+
+
+def _check_regions(part: dict[str, Any]) -> None:
+    """The region fields the page draws and lists (runtime-spec 13.3) must be there."""
+    for i, region in enumerate(part.get("regions") or []):
+        missing = [k for k in REGION_FIELDS if k not in region]
+        if missing:
+            raise ValueError(f"region {i + 1} lacks {', '.join(missing)}")
 
 
 def _drawn_rows(labels: np.ndarray | None, n: int, max_draw: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 // align3d_rt result page: draws the scored cloud with three.js (global THREE, inlined before this
-// script). Data: the JSON in <script id="part-data">. Mouse: drag = rotate, wheel = zoom,
+// script). Data: the JSON in the part-data script element. Mouse: drag = rotate, wheel = zoom,
 // right-drag or shift-drag = pan, double-click = reset.
 (function () {
   "use strict";
