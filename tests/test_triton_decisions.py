@@ -221,3 +221,19 @@ def test_infer_triton_with_a_calibration_file_is_one_line(tmp_path: Path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "served repository carries the calibration" in err[0]
     assert not (tmp_path / "o").exists()
+
+
+def test_pipeline_refuses_an_edited_calibration_copy_at_load(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from align3d_rt.errors import Align3DError
+    from align3d_rt.runtime.triton_pipeline import PipelineModel
+
+    cal_path = _calibration(tiny["fp32"], tmp_path / "cal.json")
+    repo = tmp_path / "repo"
+    assert main(["export", "--format", "triton", "--bundle", str(tiny["fp32"]), "--out", str(repo),
+                 "--triton-encoder", "python", "--calibration", str(cal_path)]) == 0
+    copy = repo / "align3d" / "1" / "calibration.json"
+    data = json.loads(copy.read_text())
+    data["object"]["threshold"] = data["object"]["lo"]  # still valid numbers, but not what was sealed
+    copy.write_text(json.dumps(data, indent=2, sort_keys=True))
+    with pytest.raises(Align3DError, match="checksum mismatch"):
+        _load(repo, "align3d", PipelineModel, FakePbUtils())

@@ -25,8 +25,6 @@ import numpy as np
 
 from align3d_rt.eval.calibration import conformal_rank  # noqa: F401  (re-exported for callers)
 
-OPERATING_KEYS = ("false_reject", "false_accept", "f1", "defects_covered", "regions_on_defect")
-
 
 @dataclass(frozen=True)
 class RegionHits:
