@@ -265,3 +265,43 @@ def test_bundle_calibration_is_tied_to_its_manifest(calibrated: tuple[Path, str]
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1 and "decisions need scipy" in err[0], proc.stderr[-2000:]
     assert not (tmp_path / "o4").exists()
+
+
+def test_infer_calibration_html_page_carries_the_decision(calibrated: tuple[Path, str], tiny_run: Path,
+                                                           tmp_path: Path) -> None:
+    """End to end: calibrate -> infer --calibration --html; each page holds the part's decision, its
+    normalised point scores and region labels exactly as written beside it, and index.html lists
+    the rejects first."""
+    import re
+
+    from result_page_support import decode, embedded_data
+
+    fitted, _ = calibrated
+    low = load_calibration(fitted).to_dict()  # a low point threshold, so at least one part has regions
+    low["point"]["threshold"] = low["point"]["lo"] + 0.3 * (low["point"]["hi"] - low["point"]["lo"])
+    # parts p0, p1 are the calibration parts seeds 10, 11: the lower of their scores as the object
+    # threshold makes that one ok (not strictly above) and the other a reject
+    low["object"]["threshold"] = min(low["good_object_scores"][:2])
+    low["calibration_sha256"] = calibration_digest(low)
+    cal_path = tmp_path / "low.json"
+    cal_path.write_text(json.dumps(low))
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    for i, seed in enumerate((10, 11, 99)):
+        np.save(parts / f"p{i}.npy", bump_cloud(16, seed=seed).points)
+    out = tmp_path / "out"
+    assert main(["infer", str(parts), "--run", str(tiny_run), "--calibration", str(cal_path), "--out", str(out),
+                 "--html", "--no-ply", "--no-png"]) == 0
+    summary = json.loads((out / "scores.json").read_text())
+    assert sum(e["num_regions"] for e in summary["samples"].values()) >= 1
+    for key, entry in summary["samples"].items():
+        data = embedded_data((out / entry["outputs"]["html"]).read_text(encoding="utf-8"))
+        assert data["part"]["decision"] == entry["decision"]
+        assert data["part"]["regions"] == entry["regions"]
+        np.testing.assert_array_equal(decode(data["cloud"]["scores"], "<f4"), np.load(out / entry["outputs"]["normalized"]))
+        np.testing.assert_array_equal(decode(data["cloud"]["labels"], "<i4"), np.load(out / entry["outputs"]["regions"]))
+    index = (out / "index.html").read_text(encoding="utf-8")
+    order = [m for m in re.findall(r'href="([^"]+\.html)"', index)]
+    decisions = [summary["samples"][h[:-5]]["decision"] for h in order]
+    assert decisions == sorted(decisions, key=lambda d: d != "reject")
+    assert {"ok", "reject"} == set(decisions)

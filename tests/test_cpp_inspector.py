@@ -86,7 +86,7 @@ def test_ctest_suite_passes(build_dir: Path) -> None:
     proc = cpp_build.ctest(build_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     names = set(re.findall(r"Test\s+#\d+: (\S+)", proc.stdout))
-    assert {"inspector_test_readers", "inspector_test_bundle"} <= names, names
+    assert {"inspector_test_readers", "inspector_test_bundle", "inspector_test_decisions"} <= names, names
 
 
 def test_readers_and_bundle_checks_under_asan_ubsan() -> None:
@@ -96,6 +96,7 @@ def test_readers_and_bundle_checks_under_asan_ubsan() -> None:
     proc = cpp_build.ctest(out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "inspector_test_readers" in proc.stdout and "inspector_test_bundle" in proc.stdout
+    assert "inspector_test_decisions" in proc.stdout
 
 
 def test_cli_matches_python_openvino(build_dir: Path, bundle: Path, clouds: dict[str, Path], tmp_path: Path) -> None:

@@ -55,7 +55,8 @@ def _entries(path: Path) -> list[Path]:
 
 _OVERWRITABLE = ("infer", "eval", "render")  # commands with --overwrite (synth has none)
 _EVAL_TOP = ("manifest.json", "results.md", "results.csv", "results.json", "results_contact_sheet.png")
-_EVAL_SUBFOLDERS = {"results_classes": (".json", ".examples.npz"), "results_examples": (".png",)}
+_EVAL_SUBFOLDERS = {"results_classes": (".json", ".examples.npz"), "results_examples": (".png",),
+                    "results_calibrations": (".json",)}
 
 
 def _plain_name(name: object) -> bool:

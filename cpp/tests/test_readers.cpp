@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "align3d/npy.hpp"
-#include "check.hpp"
+#include "align3d/inspector.hpp"
+#define CHECK_ERROR_TYPE align3d::Error  // what EXPECT_ERROR expects
+#include "check.hpp"  // cpp/geometry/tests/check.hpp, shared with the geometry tests
 #include "readers.hpp"
 
 namespace fs = std::filesystem;
@@ -261,5 +263,5 @@ int main() {
   tiff_tests();
   dispatch_tests();
   fs::remove_all(kDir);
-  return finish("test_readers");
+  return check::finish("test_readers");
 }
