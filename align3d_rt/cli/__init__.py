@@ -23,7 +23,9 @@ _COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="align3d-rt", description="Align3D-AD zero-shot 3D anomaly detection")
+    from align3d_rt.cli.numbers import OneLineParser  # usage errors: one line, exit 2
+
+    parser = OneLineParser(prog="align3d-rt", description="Align3D-AD zero-shot 3D anomaly detection")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for mod_name in _COMMAND_MODULES:
