@@ -238,6 +238,7 @@ def write_cases(folder: Path, compressed_good: bytes) -> list[Path]:
     """Every case as a file under ``folder``, sorted by name."""
     out = []
     for suffix, cases in ((".npy", npy_cases()), (".pcd", pcd_cases(compressed_good)), (".ply", ply_cases())):
+        cases = {**cases, "empty": b"", "bom": b"\xef\xbb\xbf" + next(iter(cases.values())), "text": b"hello\n"}
         for name, data in cases.items():
             path = folder / f"{name}{suffix}"
             path.write_bytes(data)

@@ -157,7 +157,8 @@ _GOOD = ("dtype_lt_f4.npy", "fortran.npy", "ascii_good.pcd", "binary_good.pcd", 
          "ascii_faces_before.ply", "ascii_count2.pcd")
 
 
-_EDITS = (b"", b" ", b"\n", b"x", b"-", b"9", b"\x00", b"\xff", b"nan", b"e", b".", b"99999999999999")
+_EDITS = (b"", b" ", b"\n", b"x", b"-", b"9", b"\x00", b"\xff", b"nan", b"e", b".", b"99999999999999", b"_", b"0x1",
+          b"\r\n", b"\x0c", b"inf")
 
 
 def test_mutated_files_read_alike(reader_tool: Path, case_files: list[Path], tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ import struct
 
 import numpy as np
 
-from align3d_rt.data.point_files import Lines, all_numbers, fail, finite_points, is_number, parse_count, printable
+from align3d_rt.data.point_files import (Lines, all_numbers, ascii_table, fail, finite_points, is_number,
+                                         parse_count, printable)
 
 LZF_MAX_RATIO = 88  # one 3-byte LZF back reference yields at most 264 bytes
 
@@ -179,6 +180,9 @@ def read_pcd(path: str | os.PathLike[str], data: bytes) -> np.ndarray:
 def _ascii_rows(path: str | os.PathLike[str], data: bytes, pos: int, points: int, n_values: int,
                 columns: list[int], promise: str) -> np.ndarray:
     """x, y, z (f64) of the first ``points`` non-blank rows; each row holds exactly n_values numbers."""
+    table = ascii_table(data[pos:], points, n_values)
+    if table is not None:  # every row well formed: the vectorised path
+        return table[:, columns]
     rows: list[list[bytes]] = []
     if points:
         for raw in data[pos:].split(b"\n"):

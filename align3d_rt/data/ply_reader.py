@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from align3d_rt.data.point_files import Lines, fail, finite_points, is_number, parse_count, printable
+from align3d_rt.data.point_files import Lines, ascii_table, fail, finite_points, is_number, parse_count, printable
 
 _SCALARS = {b"char": "i1", b"int8": "i1", b"uchar": "u1", b"uint8": "u1", b"short": "i2", b"int16": "i2",
             b"ushort": "u2", b"uint16": "u2", b"int": "i4", b"int32": "i4", b"uint": "u4", b"uint32": "u4",
@@ -89,6 +89,10 @@ def read_ply(path: str | os.PathLike[str], data: bytes) -> np.ndarray:
     xyz_cols = [cols[b"x"], cols[b"y"], cols[b"z"]]
     pos = lines.pos
     xyz = np.zeros((0, 3))
+    simple = vertex == 0 and all(p.count_kind is None for p in elements[0].props)
+    table = ascii_table(data[pos:], elements[0].count, len(elements[0].props)) if fmt == "ascii" and simple else None
+    if table is not None:  # ascii vertices first, every row well formed: the vectorised path
+        return finite_points(path, table[:, xyz_cols], elements[0].count)
     for e in elements[:vertex + 1]:
         want = e is elements[vertex]
         if fmt == "ascii":
