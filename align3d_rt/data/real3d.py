@@ -40,9 +40,10 @@ def _colors(path: Path, n: int) -> np.ndarray | None:
     cloud = o3d.io.read_point_cloud(str(path), format="auto", print_progress=False)
     if not cloud.has_colors():
         return None
-    points = np.asarray(cloud.points, dtype=np.float32)
-    keep = np.isfinite(points).all(axis=1)
-    colors = np.asarray(cloud.colors, dtype=np.float32)[keep]
+    with np.errstate(over="ignore", invalid="ignore"):
+        points = np.asarray(cloud.points, dtype=np.float32)
+        keep = np.isfinite(points).all(axis=1)
+        colors = np.asarray(cloud.colors, dtype=np.float32)[keep]
     return colors if colors.shape[0] == n else None
 
 
