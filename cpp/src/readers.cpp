@@ -271,7 +271,7 @@ Cloud read_ply(const std::string& path) {
     const bool want = e == vit;
     const std::string name = printable(e->name);
     const std::string short_rows = "header promises " + std::to_string(e->count) + " " + name + " rows, the file holds ";
-    if (want) cloud.xyz.reserve(3 * std::min<std::uint64_t>(e->count, data.size() / 2));
+    if (want) cloud.xyz.reserve(3 * std::min<std::uint64_t>(e->count, data.size() / 6));  // <= 2x the file
     if (format != ascii && e->props.empty()) continue;  // rows of no bytes: nothing to walk
     std::vector<double> vals(e->props.size());
     for (std::uint64_t i = 0; i < e->count; ++i) {
@@ -444,7 +444,7 @@ Cloud read_pcd(const std::string& path) {
   const std::string promise = "header promises " + std::to_string(points) + " points, the file holds ";
   if (mode == "ascii") {
     size_t pos = lines.pos;
-    cloud.xyz.reserve(3 * std::min<std::uint64_t>(points, data.size() / 2));
+    cloud.xyz.reserve(3 * std::min<std::uint64_t>(points, data.size() / 6));  // rows are counted as read
     for (std::uint64_t i = 0; i < points; ++i) {
       std::string row;
       Lines rest{data, pos};
