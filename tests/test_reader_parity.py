@@ -161,13 +161,13 @@ _EDITS = (b"", b" ", b"\n", b"x", b"-", b"9", b"\x00", b"\xff", b"nan", b"e", b"
           b"\r\n", b"\x0c", b"inf")
 
 
-def test_mutated_files_read_alike(reader_tool: Path, case_files: list[Path], tmp_path: Path) -> None:
-    """300 good files truncated and with bytes replaced anywhere (header or body), seeded: both readers agree."""
+def _mutations(case_files: list[Path], folder: Path, count: int = 300) -> list[Path]:
+    """``count`` good files truncated and with bytes replaced anywhere (header or body), seeded."""
     rng = np.random.default_rng(21)
     sources = {p.name: p.read_bytes() for p in case_files if p.name in _GOOD}
     assert len(sources) == len(_GOOD)
     paths = []
-    for k in range(300):
+    for k in range(count):
         name = _GOOD[k % len(_GOOD)]
         data = bytearray(sources[name])
         for _ in range(int(rng.integers(0, 4))):
@@ -175,13 +175,38 @@ def test_mutated_files_read_alike(reader_tool: Path, case_files: list[Path], tmp
             data[at:at + 1] = _EDITS[int(rng.integers(0, len(_EDITS)))]
         if rng.random() < 0.4:
             data = data[: int(rng.integers(1, len(data) + 1))]
-        path = tmp_path / f"m{k:03d}_{name}"
+        path = folder / f"m{k:03d}_{name}"
         path.write_bytes(bytes(data))
         paths.append(path)
+    return paths
+
+
+def test_mutated_files_read_alike(reader_tool: Path, case_files: list[Path], tmp_path: Path) -> None:
+    """300 mutated good files: both readers agree on each."""
+    paths = _mutations(case_files, tmp_path)
     cpp = cpp_read(reader_tool, paths, tmp_path / "out")
     for path, c in zip(paths, cpp):
         assert_same(path, python_read(path), c)
     assert {c[0] for c in cpp} == {"ok", "error"}
+
+
+def test_readers_clean_under_asan_ubsan(reader_tool: Path, case_files: list[Path], tmp_path: Path) -> None:
+    """Every table case and mutation through the sanitizer build: no memory or UB report, same verdicts."""
+    import os
+
+    build = cpp_build.build("cpp-asan", "-DALIGN3D_SANITIZE=ON", "-DALIGN3D_READERS_ONLY=ON",
+                            "-DCMAKE_BUILD_TYPE=Debug", "-DALIGN3D_GEOMETRY_TOOLS=OFF")
+    paths = case_files + _mutations(case_files, tmp_path)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
+               UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
+    (tmp_path / "asan").mkdir()
+    proc = subprocess.run([str(build / "cpp" / "align3d_read_points"), "--out", str(tmp_path / "asan"), *map(str, paths)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0 and "runtime error" not in proc.stderr and "Sanitizer" not in proc.stderr, \
+        proc.stderr[-3000:]
+    plain = cpp_read(reader_tool, paths, tmp_path / "plain")
+    assert [line.split(" ", 2)[1:] for line in proc.stdout.splitlines()] == \
+        [["ok", str(len(c[1]))] if c[0] == "ok" else ["error", c[1]] for c in plain]
 
 
 def _tiff_claiming(path: Path, height: int, width: int) -> Path:
