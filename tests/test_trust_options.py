@@ -46,10 +46,9 @@ BAD_NUMBERS = [
 
 @pytest.mark.parametrize("argv, flag", BAD_NUMBERS, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_NUMBERS])
 def test_bad_numbers_refused_on_one_line(argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
+    rc = main(argv)
     err = capsys.readouterr().err.strip().splitlines()
-    assert exit_.value.code == 2 and len(err) == 1, err
+    assert rc == 2 and len(err) == 1, err
     assert f"argument {flag}" in err[0] and "must be" in err[0], err
 
 
@@ -62,11 +61,8 @@ def test_bad_numbers_refused_on_one_line(argv: list[str], flag: str, capsys: pyt
 def test_infer_refuses_unknown_dataset_and_category(extra: list[str], problem: str, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     np.save(tmp_path / "c.npy", bump_cloud(12).points)
-    try:
-        rc = main(["infer", str(tmp_path / "c.npy"), "--bundle", str(tmp_path / "nobundle"), "--out",
-                   str(tmp_path / "out"), *extra])
-    except SystemExit as exit_:
-        rc = exit_.code
+    rc = main(["infer", str(tmp_path / "c.npy"), "--bundle", str(tmp_path / "nobundle"), "--out",
+               str(tmp_path / "out"), *extra])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and problem in err[0], err
     assert not (tmp_path / "out").exists()

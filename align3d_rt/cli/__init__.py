@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on hub retries; weights come from the cache
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # a usage error (one line, 2) or --help/--version (0): returned like any other
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
     try:
         rc = args.func(args)
     except Align3DError as err:
