@@ -179,3 +179,25 @@ def test_grid_size_rule_is_the_same_on_both_sides(grid: object, ov_bundle: Path,
     proc = subprocess.run([str(tool), str(b), str(tmp_path / "c.npy"), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == expected, proc.stderr
+
+
+def test_eval_counts_non_finite_samples_as_failed(synthetic_root: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """eval with an encoder that gives NaN: every sample is failed (exit 1), no metric is made of NaN scores."""
+    from align3d_rt.cli import eval as eval_cli
+
+    backend = NanBackend()
+    det = Detector(lambda: backend, RenderSettings(preset="mvtec9", point_size=8), 0.5, "fake",
+                   {"backend": "fake", "run_config": {"dataset": "synthetic", "category": "ring"}})
+    monkeypatch.setattr(eval_cli, "build_detector", lambda args: det)
+    out = tmp_path / "eval"
+    rc = main(["eval", "--protocol", "cross-dataset", "--dataset", "synthetic", "--root", str(synthetic_root),
+               "--run", str(tmp_path), "--out", str(out), "--categories", "dome", "--examples", "0"])
+    assert rc == 1
+    data = _strict_json(out / "results.json")
+    (dome,) = data["classes"]
+    n_total = len(list((synthetic_root / "dome" / "test").glob("*/xyz/*.tiff")))
+    assert dome["n_samples"] == 0 and len(dome["failed"]) == n_total > 0
+    assert all("scores are not finite" in msg for msg in dome["failed"].values())
+    _strict_json(out / "manifest.json")
