@@ -1,11 +1,12 @@
-"""MVTec preprocessing's DBSCAN step: the organized-grid path (data/dbscan_grid.py) vs Open3D, in one run.
+"""MVTec preprocessing's DBSCAN step: our exact organized-grid path (data/dbscan_grid.py, the default for
+every scan since PREPROCESS_VERSION 2) vs Open3D's cluster_dbscan (the previous route), in one run.
 
 Each measurement runs in a fresh child process (this script with ``--child``), so the peak memory of
 one path does not hide the other's: the child reports its wall time for the largest-cluster mask and
 its peak RSS above its RSS after the imports (both children import numpy and Open3D). Rounds are
 round-robin (grid, Open3D, grid, Open3D, ...), and each round's ratio compares two back-to-back calls.
-Cases: a dense scan (300x300 grid, 0.25 mm pixels: the fast path's case) and a sparse one (200x200,
-1.5 mm: Open3D's case). The two masks must be equal.
+Cases: a dense scan (300x300 grid, 0.25 mm pixels) and a sparse one (200x200, 1.5 mm, where Open3D's
+short neighbour lists made it the faster route before). The two masks must be equal.
 
     .venv/bin/python bench/bench_dbscan.py [--rounds 3] [--json out.json]
 """

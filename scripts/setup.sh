@@ -7,7 +7,9 @@ need_apt=0
 # Debian libs for Open3D, and the C++ inspector's build (CMakeLists.txt): compiler, CMake, Ninja,
 # libtiff, nlohmann-json, OpenSSL (sha256), libpng. OpenVINO's C++ SDK comes with the openvino wheel.
 APT_PACKAGES="libusb-1.0-0 libgl1 libegl1 libgomp1 cmake g++ ninja-build libtiff-dev nlohmann-json3-dev libssl-dev libpng-dev"
+APT_PACKAGES="$APT_PACKAGES clang-format"  # scripts/format_cpp.sh, tests/test_cpp_format.py
 APT_PACKAGES="$APT_PACKAGES python3-venv"  # Debian's python3 for .venv-triton (below)
+APT_PACKAGES="$APT_PACKAGES chromium"  # headless browser for tests/test_result_page_browser.py (result page, WebGL on SwiftShader)
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || need_apt=1
 done

@@ -62,7 +62,7 @@ def test_a_registered_backend_appears_in_every_cli(tmp_path: Path, capsys: pytes
                                 "nothing to install", "a test backend")
     registry.register(spec)
     try:
-        for command in ("infer", "eval", "parity"):
+        for command in ("infer", "eval", "parity", "calibrate"):
             with pytest.raises(SystemExit):
                 build_parser().parse_args([command, "--help"])
             assert "fakebackend" in capsys.readouterr().out, command

@@ -46,7 +46,8 @@ def _sphere(n: int, seed: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def clouds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Unorganized clouds in every format (PLY/PCD written by Open3D, which Python reads them with) and
-    one organized grid: a bumpy dome on an empty background (no plane for RANSAC, one DBSCAN cluster)."""
+    two organized grids: a bumpy dome on an empty background (no plane for RANSAC, one DBSCAN cluster) and a
+    generated scan with a tilted background plane, debris and dropouts (RANSAC + DBSCAN, spec 4.2)."""
     import open3d as o3d
     import tifffile
 
@@ -69,6 +70,10 @@ def clouds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     grid[r2 >= 1] = 0.0
     grid[60, 70] = np.nan
     tifffile.imwrite(d / "dome.tiff", grid)
+    from align3d_rt.data.synthetic import render_mvtec_sample
+
+    scene, _, _ = render_mvtec_sample("ring", "hole", (160, 200), np.random.default_rng(8))
+    tifffile.imwrite(d / "scene.tiff", scene)
     return {p.stem: p for p in sorted(d.iterdir())}
 
 
@@ -81,7 +86,7 @@ def test_ctest_suite_passes(build_dir: Path) -> None:
     proc = cpp_build.ctest(build_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     names = set(re.findall(r"Test\s+#\d+: (\S+)", proc.stdout))
-    assert {"inspector_test_readers", "inspector_test_bundle"} <= names, names
+    assert {"inspector_test_readers", "inspector_test_bundle", "inspector_test_decisions"} <= names, names
 
 
 def test_readers_and_bundle_checks_under_asan_ubsan() -> None:
@@ -91,6 +96,7 @@ def test_readers_and_bundle_checks_under_asan_ubsan() -> None:
     proc = cpp_build.ctest(out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "inspector_test_readers" in proc.stdout and "inspector_test_bundle" in proc.stdout
+    assert "inspector_test_decisions" in proc.stdout
 
 
 def test_cli_matches_python_openvino(build_dir: Path, bundle: Path, clouds: dict[str, Path], tmp_path: Path) -> None:
@@ -113,8 +119,10 @@ def test_cli_matches_python_openvino(build_dir: Path, bundle: Path, clouds: dict
         assert np.abs(c - p).max() <= SCORE_TOL, (key, np.abs(c - p).max())
         assert abs(cpp[key]["object_score"] - py[key]["object_score"]) <= SCORE_TOL, key
         assert set(cpp[key]["timings"]) >= {"read", "render", "encode", "backproject", "score"}
-    np.testing.assert_array_equal(np.load(tmp_path / "cpp" / "dome.grid_index.npy"),
-                                  np.load(tmp_path / "py" / "dome.grid_index.npy"))
+    for key in ("dome", "scene"):
+        np.testing.assert_array_equal(np.load(tmp_path / "cpp" / f"{key}.grid_index.npy"),
+                                      np.load(tmp_path / "py" / f"{key}.grid_index.npy"))
+    assert cpp["scene"]["num_points"] < 0.6 * 336 * 336  # the background plane was removed, not scored
     assert cpp["sphere"]["num_points"] == 4000 - 1 - len(range(0, 4000, 97))
     png = (tmp_path / "cpp" / "sphere.views.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,7 @@ import pytest
 
 from align3d_rt.data import grid as gridlib
 from align3d_rt.data import mvtec3d
-from align3d_rt.data.dbscan_grid import dbscan_labels_grid, dense_fraction
+from align3d_rt.data.dbscan_grid import dbscan_labels_grid
 
 EPS, MIN = mvtec3d.DBSCAN_EPS, mvtec3d.DBSCAN_MIN_POINTS
 
@@ -47,7 +47,7 @@ def test_labels_equal_open3d_on_generated_grids(n: int, pixel: float, seed: int)
 def test_labels_equal_open3d_on_generated_scans(synthetic_root: Path) -> None:
     for tiff in sorted(synthetic_root.glob("*/test/*/xyz/*.tiff"))[:3]:
         xyz = mvtec3d.read_xyz_tiff(tiff)
-        valid = mvtec3d.remove_plane(xyz, gridlib.valid_mask(xyz))
+        valid = mvtec3d.remove_plane_open3d(xyz, gridlib.valid_mask(xyz))
         np.testing.assert_array_equal(dbscan_labels_grid(xyz, valid, EPS, MIN), _open3d_labels(xyz, valid))
 
 
@@ -66,13 +66,16 @@ def test_labels_equal_open3d_on_real_tire_grids(label: str, shared_tire_root: Pa
     np.testing.assert_array_equal(dbscan_labels_grid(xyz, valid, EPS, MIN), _open3d_labels(xyz, valid))
 
 
-def test_dense_scans_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    xyz, valid = _patches(120, 0.0004, 1)
+@pytest.mark.parametrize("n, pixel, seed", [(120, 0.0004, 1), (100, 0.0015, 2)])
+def test_dense_and_sparse_scans_avoid_open3d(n: int, pixel: float, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue #21: every scan (dense or sparse) gets the exact, reproducible labels, never Open3D's."""
+    xyz, valid = _patches(n, pixel, seed)
     expected = mvtec3d.largest_cluster_open3d(xyz, valid)
-    assert dense_fraction(xyz, valid, EPS, MIN) >= mvtec3d.FAST_PATH_DENSE_SHARE
 
     def no_open3d(*a: object) -> None:
-        raise AssertionError("a dense scan must not go through Open3D's DBSCAN")
+        raise AssertionError("step 3 must not go through Open3D's DBSCAN")
 
     monkeypatch.setattr(mvtec3d, "largest_cluster_open3d", no_open3d)
-    np.testing.assert_array_equal(mvtec3d.largest_cluster(xyz, valid), expected)
+    got = mvtec3d.largest_cluster(xyz, valid)
+    assert 0 < got.sum() < valid.sum()
+    np.testing.assert_array_equal(got, expected)

@@ -95,11 +95,17 @@ class Bundle:
         return self.manifest["files"].get(self.onnx_path.relative_to(self.path).as_posix())
 
 
-def manifest_digest(manifest: dict[str, Any]) -> str:
-    """sha256 of the manifest's canonical JSON (sorted keys, no spaces, ASCII) without ``manifest_sha256``."""
-    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+def canonical_digest(obj: dict[str, Any], digest_key: str) -> str:
+    """sha256 of ``obj``'s canonical JSON (sorted keys, no spaces, ASCII; docs/runtime-spec.md 2.3)
+    without its top-level ``digest_key``. Raises ValueError on NaN or infinite numbers."""
+    body = {k: v for k, v in obj.items() if k != digest_key}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON without ``manifest_sha256``."""
+    return canonical_digest(manifest, DIGEST_KEY)
 
 
 def _fail(path: Path | str, problem: str) -> BundleError:

@@ -13,6 +13,7 @@ _COMMAND_MODULES = (
     "align3d_rt.cli.render",
     "align3d_rt.cli.train",
     "align3d_rt.cli.infer",
+    "align3d_rt.cli.calibrate",
     "align3d_rt.cli.eval",
     "align3d_rt.cli.demo",
     "align3d_rt.cli.export",

@@ -6,8 +6,13 @@ Outputs under --out, per sample KEY (the file's stem, or its path below a given 
   KEY.grid_index.npy  (N,) flat index into the 336x336 grid (organized .tiff input only)
   KEY.ply         the cloud coloured by the fused score (unless --no-ply)
   KEY.png         the rendered views with the fused anomaly map over them (unless --no-png)
+  KEY.html        with --html: a self-contained result page (3D cloud by score, decision, regions, views)
+  index.html      with --html: the parts' pages, rejects first, then by object score
   scores.json     object scores of every finished sample + the files that failed (rewritten
                   atomically after every sample)
+With --calibration CAL (align3d-rt calibrate), also KEY.normalized.npy (<f4 normalised point
+scores), KEY.regions.npy (<i4 region id per point, 0 = none) and, per sample in scores.json,
+decision (ok/reject), object_score_normalized, regions, num_regions (docs/runtime-spec.md 13.5).
 
 Exit codes: 0 all scored; 1 some files failed (each reported on one line, the others scored);
 2 nothing could start (bad run/bundle, missing backend, no input files; with --triton: the server
@@ -26,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from align3d_rt.cli.infer_page import add_html_option, write_index, write_result_page
+from align3d_rt.cli import calibration_options
 from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_detector
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
@@ -35,7 +42,7 @@ from align3d_rt.errors import Align3DError, InputError, input_error
 from align3d_rt.io_utils import save_npy_atomic
 from align3d_rt.render.views import DATASET_CATEGORIES
 
-DATASET_CHOICES = ("", *DATASET_CATEGORIES)
+DATASET_CHOICES = tuple(DATASET_CATEGORIES)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,13 +59,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
                    help="empty an earlier infer output folder at --out first (only folders align3d-rt wrote)")
-    p.add_argument("--dataset", default="", choices=DATASET_CHOICES,
+    p.add_argument("--dataset", default=None, choices=DATASET_CHOICES,
                    help="dataset the files come from (render point size/normals; real3d: resampled to 112,896 points)")
-    p.add_argument("--category", default="", help="category of the files (MVTec point size per class); needs "
+    p.add_argument("--category", default=None, help="category of the files (MVTec point size per class); needs "
                    "--dataset and one of its categories")
+    calibration_options.add_calibration_option(p)
     p.add_argument("--batch-size", type=positive_int, default=1, help="samples scored per encoder batch (default 1)")
     p.add_argument("--no-ply", action="store_true", help="do not write heat-coloured .ply files")
     p.add_argument("--no-png", action="store_true", help="do not write view pictures")
+    add_html_option(p)
     p.set_defaults(func=run_infer)
 
 
@@ -82,15 +91,18 @@ def sample_loader(dataset: str, category: str) -> Any:
 def run_infer(args: argparse.Namespace) -> int:
     from align3d_rt.cli.out_folder import OutputFolder
 
-    check_triton_choice(args)
     from align3d_rt.render.views import category_problem
 
-    if (problem := category_problem(args.dataset, args.category)) is not None:
-        raise Align3DError(problem)
+    check_triton_choice(args)
     folder = OutputFolder(args.out, "infer", overwrite=args.overwrite)
     folder.check()  # before any work
+    cal = calibration_options.resolve_calibration(args)
+    if (problem := category_problem(args.dataset, args.category)) is not None:  # settled by now (str)
+        raise Align3DError(problem)
     files = collect_files(list(args.paths), exclude=args.out)
     detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))
+    if cal is not None:
+        calibration_options.attach(detector, cal, args.calibration)
     with folder:
         return _infer_into(args, files, detector)
 
@@ -106,8 +118,10 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
         "samples": {},
         "failed": {},
     }
+    if getattr(detector, "calibration", None) is not None:
+        summary["calibration"] = calibration_options.summary_field(detector.calibration, args.calibration)
     scores_json = args.out / "scores.json"
-    keep_render = not args.no_png
+    keep_render = not args.no_png or args.html
     with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
         stream = detector.score_stream(files, load=sample_loader(args.dataset, args.category),
                                        batch_size=args.batch_size, keep_render=keep_render)
@@ -120,6 +134,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
                 _write_sample(args, outputs, detector, path, key, result, summary)
             write_json_atomic(scores_json, summary)
             bar.update(1)
+    if args.html:
+        write_index(args.out, summary["samples"])
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json_atomic(scores_json, summary)
     n_fail = len(summary["failed"])
@@ -156,3 +172,7 @@ def _write_sample(args: argparse.Namespace, outputs: Any, detector: Any, path: P
         "outputs": written,
         "timings": {k: round(float(v), 4) for k, v in result.timings.items()},
     }
+    if getattr(result, "decision", None) is not None:
+        calibration_options.write_decision(args.out, key, result.decision, written, summary["samples"][key])
+    if args.html:
+        written["html"] = write_result_page(args.out, key, result, summary["samples"][key], detector.fusion_weight)

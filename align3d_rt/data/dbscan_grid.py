@@ -1,11 +1,17 @@
-"""Largest DBSCAN cluster of an organized scan without materialising every neighbourhood.
+"""Largest DBSCAN cluster of an organized scan without materialising every neighbourhood (spec §4.2 step 3).
+
+The neighbour predicate is exact and specified: points p, q (f64 from f32) are neighbours when
+``((px-qx)² + (py-qy)²) + (pz-qz)² <= eps·eps`` (each a separate f64 operation), so the labels are a
+function of the input alone (no tree-order or thread effects) and the C++ inspector reproduces them.
+Candidate searches (cKDTree, voxels) only ever propose supersets, filtered by that predicate.
 
 Open3D's ``cluster_dbscan`` first stores the eps-neighbour list of every point (for a full-resolution
 MVTec scan, hundreds of neighbours x hundreds of thousands of points: GBs and tens of seconds), then
 expands clusters in point order. This computes the same labels from counts and a few short lists:
 
-1. core points: neighbour *counts* only (``cKDTree.query_ball_point(return_length=True)``; the point
-   itself counts, as in Open3D); core = count >= min_points.
+1. core points: neighbour *counts* only (``cKDTree.query_ball_point(return_length=True)`` at radii
+   eps·(1∓1e-6): a point whose two counts straddle min_points gets its exact list); the point itself
+   counts, as in Open3D; core = count >= min_points.
 2. clusters of core points: components of the graph "core-core within eps". Start from the edges
    between 8-adjacent grid cells (the organized grid gives most edges for free), then check every core
    point's count of core neighbours against its count inside its own component; where they differ an
@@ -16,11 +22,29 @@ expands clusters in point order. This computes the same labels from counts and a
    loop), and a border (non-core) point joins the first cluster, in that order, that has a core point
    within eps. Border points have fewer than min_points neighbours, so their lists are short.
 
-The result equals Open3D's (tests: generated scans and grids built from the real tire masks).
+The result equals Open3D's on generated scans and grids built from the real tire masks (tests/test_dbscan_grid.py).
 """
 from __future__ import annotations
 
 import numpy as np
+
+
+MARGIN = 1e-6  # relative radius margin of candidate searches (far above f64 rounding, far below any spacing)
+
+
+def within(p: np.ndarray, q: np.ndarray, eps: float) -> np.ndarray:
+    """The exact neighbour predicate, elementwise over (..., 3) f64 arrays."""
+    dx, dy, dz = p[..., 0] - q[..., 0], p[..., 1] - q[..., 1], p[..., 2] - q[..., 2]
+    return ((dx * dx + dy * dy) + dz * dz) <= eps * eps
+
+
+def _exact_lists(tree: object, pts: np.ndarray, queries: np.ndarray, eps: float) -> list[np.ndarray]:
+    """Per query index, the indices of tree points within eps by the exact predicate (sorted)."""
+    out = []
+    for q, near in zip(queries, tree.query_ball_point(pts[queries], eps * (1.0 + MARGIN))):  # type: ignore[attr-defined]
+        near = np.asarray(near, np.int64)
+        out.append(np.sort(near[within(pts[q][None, :], tree.data[near], eps)]))  # type: ignore[attr-defined]
+    return out
 
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -40,7 +64,7 @@ def _grid_edges(index: np.ndarray, pts_of: np.ndarray, eps: float) -> tuple[np.n
         b = index[dy: h, max(0, dx): w - max(0, -dx)]
         both = (a >= 0) & (b >= 0)
         ia, ib = a[both], b[both]
-        close = np.sum((pts_of[ia] - pts_of[ib]) ** 2, axis=1) <= eps * eps
+        close = within(pts_of[ia], pts_of[ib], eps)
         out_a.append(ia[close])
         out_b.append(ib[close])
     return np.concatenate(out_a), np.concatenate(out_b)
@@ -72,7 +96,7 @@ class _Roots:
 
 
 def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_points: int) -> np.ndarray:
-    """Open3D ``cluster_dbscan`` labels (-1 = noise) of the valid cells of ``xyz`` (H,W,3), in row-major order."""
+    """Spec §4.2 step 3 DBSCAN labels (-1 = noise; Open3D's numbering) of the valid cells of ``xyz`` (H,W,3), row-major."""
     from scipy.spatial import cKDTree
 
     pts = np.ascontiguousarray(xyz[valid], dtype=np.float64)
@@ -83,6 +107,8 @@ def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_point
     # 1. core points. Voxels of side eps/sqrt(3): points sharing a voxel are within eps of each other, so a
     #    voxel with >= min_points points makes all of them core without any search.
     side = eps / np.sqrt(3.0) * (1.0 - 1e-9)
+    if np.abs(pts).max() * (1.0 / side) >= (1 << 20) - 4:
+        raise ValueError("dbscan_labels_grid: coordinates too large for the packed voxel keys (metres expected)")
     vkeys = np.floor(pts / side).astype(np.int64)
     uniq, voxel, vcount = np.unique(_pack(vkeys), return_inverse=True, return_counts=True)
     voxel = voxel.ravel()
@@ -90,7 +116,13 @@ def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_point
     tree = cKDTree(pts)
     sparse = np.flatnonzero(~core)
     if sparse.size:
-        core[sparse] = tree.query_ball_point(pts[sparse], eps, return_length=True) >= min_points
+        lo = tree.query_ball_point(pts[sparse], eps * (1.0 - MARGIN), return_length=True)
+        core[sparse] = lo >= min_points
+        below = sparse[lo < min_points]
+        hi = tree.query_ball_point(pts[below], eps * (1.0 + MARGIN), return_length=True)
+        unsure = below[hi >= min_points]
+        for i, near in zip(unsure, _exact_lists(tree, pts, unsure, eps)):
+            core[i] = near.size >= min_points
     core_ids = np.flatnonzero(core)
     if core_ids.size == 0:
         return labels
@@ -122,8 +154,7 @@ def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_point
             if roots.find(int(vcomp[i])) == roots.find(int(vcomp[j])):
                 continue
             p, q = core_pts[members[i]], core_pts[members[j]]
-            d2 = np.min(np.sum((p[:, None, :] - q[None, :, :]) ** 2, axis=2))
-            if d2 <= eps * eps:
+            if within(p[:, None, :], q[None, :, :], eps).any():
                 roots.union(int(vcomp[i]), int(vcomp[j]))
     if roots.parent:
         lut = np.arange(comp.max() + 1)
@@ -139,28 +170,16 @@ def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_point
     labels[core_ids] = rank[comp]
     border = np.flatnonzero(~core)
     if border.size:
-        core_tree = cKDTree(core_pts)
-        for i, near in zip(border, core_tree.query_ball_point(pts[border], eps)):
-            if near:
-                labels[i] = int(rank[comp[np.asarray(near, np.int64)]].min())
+        for i, near in zip(border, _exact_lists(tree, pts, border, eps)):
+            near = near[core[near]]
+            if near.size:
+                labels[i] = int(rank[comp[np.searchsorted(core_ids, near)]].min())
     # renumber densely (merged components leave gaps)
     used = np.unique(labels[labels >= 0])
     remap = np.full(int(used.max()) + 1 if used.size else 1, -1, np.int64)
     remap[used] = np.arange(used.size)
     labels[labels >= 0] = remap[labels[labels >= 0]]
     return labels
-
-
-def dense_fraction(xyz: np.ndarray, valid: np.ndarray, eps: float, min_points: int) -> float:
-    """Share of the valid points that sit in a voxel (side eps/sqrt(3)) holding >= min_points points: where it
-    is high, Open3D's neighbour lists are long (slow, GBs) and this module's search-free core test pays off."""
-    pts = np.asarray(xyz[valid], dtype=np.float64)
-    if pts.shape[0] == 0:
-        return 0.0
-    side = eps / np.sqrt(3.0) * (1.0 - 1e-9)
-    _, inverse, counts = np.unique(_pack(np.floor(pts / side).astype(np.int64)), return_inverse=True,
-                                   return_counts=True)
-    return float(np.mean(counts[inverse.ravel()] >= min_points))
 
 
 def largest_cluster_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_points: int) -> np.ndarray:

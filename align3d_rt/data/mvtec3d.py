@@ -1,13 +1,14 @@
 """MVTec 3D-AD: organized xyz tiff -> preprocessed 336x336 grid (cached) -> PointCloudSample.
 
-Preprocessing (DESIGN.md, after BTF/M3DM): RANSAC plane fit (Open3D ``segment_plane``,
-threshold 0.004, 50 points per hypothesis, 1000 iterations, seeded) on the valid points of the
-10-pixel image border; points within 0.005 of that plane are zeroed; the largest DBSCAN cluster
-(eps 0.006, min 30 points) is kept; the grid is zero-padded to a square (sides rounded up to a
+Preprocessing (DESIGN.md, after BTF/M3DM): RANSAC plane fit (threshold 0.004, 50 points per
+hypothesis, 1000 iterations; our seeded, bit-reproducible ``plane_ransac`` since PREPROCESS_VERSION 2,
+Open3D's ``segment_plane`` before) on the valid points of the 10-pixel image border; points within 0.005 of that plane are zeroed; the largest DBSCAN cluster
+(eps 0.006, min 30 points, exact predicate: ``dbscan_grid``) is kept; the grid is zero-padded to a square (sides rounded up to a
 multiple of 100) and nearest-resized to 336x336. Padding adds only empty cells, so DBSCAN runs on
 the unpadded grid and padding + resizing is a single index lookup shared with rgb and gt.
 A cell is invalid when it is non-finite or all-zero. With fewer than 50 valid border points there is
-no background to fit and the plane step is skipped.
+no background to fit and the plane step is skipped. The result depends on the input alone (not on
+thread counts or library versions); the C++ inspector reproduces it bit for bit (spec §4.2).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from align3d_rt import errors
 from align3d_rt.data import grid as gridlib
 from align3d_rt.data.sample import PointCloudSample
 
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 2: own seeded RANSAC + exact DBSCAN for every scan (1: Open3D)
 BORDER = 10
 PLANE_FIT_THRESHOLD = 0.004
 PLANE_RANSAC_N = 50
@@ -28,7 +29,7 @@ PLANE_ITERATIONS = 1000
 PLANE_REMOVE_DISTANCE = 0.005
 DBSCAN_EPS = 0.006
 DBSCAN_MIN_POINTS = 30
-FAST_PATH_DENSE_SHARE = 0.5  # share of points in self-sufficient voxels above which the grid DBSCAN runs
+MAX_COORDINATE = 1000.0  # metres; a valid cell beyond it is refused (spec §4.2)
 
 #: counters for tests and profiling: how often the grid was computed vs. read from the cache
 STATS = {"computed": 0, "cache_hits": 0}
@@ -66,7 +67,29 @@ def _border_points(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def remove_plane(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Updated validity mask with the background plane (fitted on the border) removed."""
+    """Updated validity mask with the background plane (fitted on the border) removed (spec §4.2 step 2)."""
+    from align3d_rt.data.plane_ransac import fit_plane
+
+    border = _border_points(xyz, valid)
+    plane = fit_plane(border, PLANE_FIT_THRESHOLD, PLANE_RANSAC_N, PLANE_ITERATIONS)
+    return valid if plane is None else remove_plane_cells(xyz, valid, plane)
+
+
+def remove_plane_cells(xyz: np.ndarray, valid: np.ndarray, plane: np.ndarray) -> np.ndarray:
+    """``valid`` without the cells closer than PLANE_REMOVE_DISTANCE to ``plane`` (a,b,c,d), in f64:
+    ``|((a·x + b·y) + c·z) + d| / max(sqrt((a·a + b·b) + c·c), 1e-12)``."""
+    a, b, c, d = (float(v) for v in plane)
+    pts = xyz[valid].astype(np.float64)
+    norm = max(float(np.sqrt((a * a + b * b) + c * c)), 1e-12)
+    dist = np.abs(((a * pts[:, 0] + b * pts[:, 1]) + c * pts[:, 2]) + d) / norm
+    out = valid.copy()
+    out[valid] = dist >= PLANE_REMOVE_DISTANCE
+    return out
+
+
+def remove_plane_open3d(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The previous route (PREPROCESS_VERSION 1), kept for comparison tests: Open3D's multi-threaded
+    ``segment_plane`` after ``o3d.utility.random.seed(0)``; not reproducible across runs."""
     import open3d as o3d
 
     border = _border_points(xyz, valid)
@@ -76,30 +99,19 @@ def remove_plane(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(border))
     plane, _ = cloud.segment_plane(distance_threshold=PLANE_FIT_THRESHOLD, ransac_n=PLANE_RANSAC_N,
                                    num_iterations=PLANE_ITERATIONS)
-    a, b, c, d = (float(v) for v in plane)
-    pts = xyz[valid].astype(np.float64)
-    dist = np.abs(pts @ np.array([a, b, c]) + d) / max(np.sqrt(a * a + b * b + c * c), 1e-12)
-    out = valid.copy()
-    out[valid] = dist >= PLANE_REMOVE_DISTANCE
-    return out
+    return remove_plane_cells(xyz, valid, np.asarray(plane, np.float64))
 
 
 def largest_cluster(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Validity mask keeping only the largest DBSCAN cluster (noise never wins).
+    """Validity mask keeping only the largest DBSCAN cluster (noise never wins), by ``dbscan_grid``'s exact
+    labels for every scan (bench/bench_dbscan.py compares it with Open3D)."""
+    from align3d_rt.data.dbscan_grid import largest_cluster_grid
 
-    Dense scans (most points in voxels that alone make them core) take the organized-grid fast path
-    (``dbscan_grid``: the same labels as Open3D's ``cluster_dbscan`` without storing every
-    neighbourhood; bench/bench_dbscan.py, 300x300 grid at 0.25 mm: 13x faster, 11x less peak memory).
-    Sparse scans, whose neighbour lists are short, stay on Open3D (5x faster there, same benchmark)."""
-    from align3d_rt.data.dbscan_grid import dense_fraction, largest_cluster_grid
-
-    if dense_fraction(xyz, valid, DBSCAN_EPS, DBSCAN_MIN_POINTS) >= FAST_PATH_DENSE_SHARE:
-        return largest_cluster_grid(xyz, valid, DBSCAN_EPS, DBSCAN_MIN_POINTS)
-    return largest_cluster_open3d(xyz, valid)
+    return largest_cluster_grid(xyz, valid, DBSCAN_EPS, DBSCAN_MIN_POINTS)
 
 
 def largest_cluster_open3d(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """The reference: Open3D ``cluster_dbscan`` on the valid points, largest cluster kept."""
+    """The previous route for sparse scans, kept as a reference: Open3D ``cluster_dbscan``, largest cluster kept."""
     import open3d as o3d
 
     from align3d_rt.data.dbscan_grid import largest_label_mask
@@ -123,6 +135,8 @@ def preprocess_xyz(xyz: np.ndarray, source: str | os.PathLike[str] = "<array>") 
     valid = gridlib.valid_mask(xyz)
     if not valid.any():
         raise errors.input_error(source, "point cloud has no valid point (all zero or NaN)")
+    if (np.abs(xyz[valid]) > MAX_COORDINATE).any():  # the DBSCAN voxel keys assume a metre-scale scan
+        raise errors.input_error(source, "xyz values beyond +-1000 m: not an organized scan in metres")
     valid = remove_plane(xyz, valid)
     valid = largest_cluster(xyz, valid)
     if not valid.any():

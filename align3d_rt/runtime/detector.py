@@ -63,6 +63,7 @@ class ScoreResult:
     timings: dict[str, float] = field(default_factory=dict)
     sample: PointCloudSample | None = None
     reference: Any = None  # scoring_reference.ReferenceScores in reference mode (object score and fused channel from it)
+    decision: Any = None  # runtime.decisions.PartDecision when the detector has a calibration (spec 13)
 
     @property
     def view_maps(self) -> np.ndarray:
@@ -139,14 +140,18 @@ class Detector:
         self._runner: BaseRunner | None = None
         # None = our scoring (docs/runtime-spec.md section 8); a ReferenceSettings = the reference's (section 12)
         self.reference_scoring: Any = None
+        self.calibration: Any = None  # artifacts.calibration.Calibration: per-part decisions (section 13)
+        self.calibration_path: str = ""
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_run(cls, run_dir: str | Path, backend: str | None = None, device: str = "auto",
-                 view_chunk: int = 36, clip_weights: str | Path | None = None, **runner_options: Any) -> "Detector":
+                 view_chunk: int = 36, clip_weights: str | Path | None = None, calibration: Any = None,
+                 **runner_options: Any) -> "Detector":
         """Detector over a training run directory (torch: the reference for parity).
 
         ``clip_weights``: where the run's CLIP weights are now (checked against the run's tensor identity).
+        ``calibration``: a calibration file or Calibration for this run (``calibrate_with``).
         ``runner_options`` go to the backend's runner (e.g. ``batch_size`` of the torch runner)."""
         from align3d_rt.artifacts.run_dir import load_run, with_clip_weights
 
@@ -164,13 +169,16 @@ class Detector:
             "seeds": run.config.get("seeds", run.config.get("seed")),
             "run_config": run.config,
         }
-        return cls(lambda: registry.create_runner(name, run, device=dev, **runner_options), run.render_settings,
-                   run.fusion_weight, name, info, view_chunk, dev)
+        det = cls(lambda: registry.create_runner(name, run, device=dev, **runner_options), run.render_settings,
+                  run.fusion_weight, name, info, view_chunk, dev)
+        return det.calibrate_with(calibration) if calibration is not None else det
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, backend: str | None = None, device: str = "auto",
-                    view_chunk: int = 36, **runner_options: Any) -> "Detector":
+                    view_chunk: int = 36, calibration: Any = None, **runner_options: Any) -> "Detector":
         """Detector over an exported bundle (hash-verified on load).
+
+        ``calibration``: a calibration file or Calibration for this bundle (``calibrate_with``).
 
         ``runner_options`` go to the backend's runner (e.g. ``threads`` or ``providers`` of onnxruntime)."""
         from align3d_rt.artifacts.bundle import load_bundle
@@ -192,8 +200,64 @@ class Detector:
             "seeds": manifest.get("seeds"),
             "bundle_manifest": manifest,
         }
-        return cls(lambda: registry.create_runner(name, bundle, device=dev, **runner_options), bundle.render_settings,
-                   bundle.fusion_weight, name, info, view_chunk, dev)
+        det = cls(lambda: registry.create_runner(name, bundle, device=dev, **runner_options), bundle.render_settings,
+                  bundle.fusion_weight, name, info, view_chunk, dev)
+        return det.calibrate_with(calibration) if calibration is not None else det
+
+    # ---- calibration (docs/runtime-spec.md section 13) ------------------------------------------
+    def calibration_source(self) -> dict[str, Any]:
+        """This detector's identity for a calibration: the bundle's manifest_sha256 or the run's run_id."""
+        from align3d_rt.artifacts.calibration import bundle_source, run_source
+
+        if self.info.get("source") == "bundle":
+            return bundle_source(self.info.get("bundle_manifest") or {}, self.info.get("bundle_dir"))
+        if self.info.get("source") == "run":
+            if "run_id" not in self.info:
+                self.info["run_id"] = run_source(self.info["run_dir"], str(self.info.get("clip_weights_id")))["run_id"]
+            return {"kind": "run", "run_id": self.info["run_id"], "path": self.info["run_dir"]}
+        raise Align3DError(f"a {self.backend_name} detector has no bundle or run to calibrate against")
+
+    def calibrate_with(self, calibration: Any, path: str | Path | None = None) -> "Detector":
+        """Attach a calibration (a file path or a Calibration; ``path`` names it in errors) after checking
+        it is for this bundle/run; its scoring mode is checked when scoring starts. Returns the detector."""
+        from align3d_rt.artifacts.calibration import Calibration, check_source, load_calibration
+
+        if path is None:
+            path = "calibration" if isinstance(calibration, Calibration) else calibration
+        path = str(path)
+        try:
+            import scipy.sparse.csgraph  # noqa: F401
+            import scipy.spatial  # noqa: F401
+        except ImportError as err:  # the line-side install has no scipy
+            raise Align3DError(f"{path}: decisions need scipy (its k-d tree finds the defect regions; {err}); "
+                               "pip install scipy") from None
+        cal = calibration if isinstance(calibration, Calibration) else load_calibration(calibration)
+        check_source(cal, self.calibration_source(), path)
+        self.calibration, self.calibration_path = cal, path
+        return self
+
+    def check_calibration_scoring(self) -> None:
+        if self.calibration is None:
+            return
+        from align3d_rt.artifacts.calibration import scoring_name
+
+        mine = scoring_name(self.reference_scoring)
+        if self.calibration.scoring != mine:
+            flag = "--scoring reference" if self.calibration.scoring == "reference" else "--scoring ours"
+            raise Align3DError(f"{self.calibration_path}: calibration was made with {self.calibration.scoring} "
+                               f"scoring, this detector uses {mine}; score with {flag} or calibrate again")
+
+    def _decide(self, res: ScoreResult) -> "ScoreResult | InputError":
+        """Attach the calibration's decision; a non-finite score fails the part."""
+        from align3d_rt.runtime.decisions import decide
+
+        sample = res.sample
+        assert sample is not None
+        try:
+            res.decision = decide(sample.points, res.fused, res.object_score, self.calibration)
+        except InputError as err:
+            return input_error(sample.source or sample.sample_id, str(err))
+        return res
 
     # ---- runner lifetime ----------------------------------------------------------------------
     def __enter__(self) -> "Detector":
@@ -316,6 +380,8 @@ class Detector:
             if self.reference_scoring is not None:
                 out[i] = self._to_reference(out[i])
             out[i] = _finite_or_failed(out[i], sample)
+            if self.calibration is not None and isinstance(out[i], ScoreResult):
+                out[i] = self._decide(out[i])
         return out
 
     def _to_reference(self, res: ScoreResult) -> "ScoreResult | InputError":
@@ -378,6 +444,7 @@ class Detector:
         A sample that cannot be rendered raises its InputError (``score_stream`` reports it instead)."""
         if not samples:
             return []
+        self.check_calibration_scoring()
         self._activate()
         batch = self._prepare(samples, None)
         for err in batch.errors:
@@ -403,6 +470,7 @@ class Detector:
         pipeline and is raised here. ``keep_render`` may be a predicate on the sample (keep only the
         renders a caller will draw: on a GPU each kept render is copied to the host).
         """
+        self.check_calibration_scoring()
         self._activate()
         stop = threading.Event()
         prepared: queue.Queue[Any] = queue.Queue(maxsize=max(1, depth))

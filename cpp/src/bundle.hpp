@@ -9,6 +9,12 @@
 
 namespace align3d {
 
+/// Encoder graph I/O names (spec §3; Python: artifacts/bundle.py INPUT_NAME, OUTPUT_NAMES). The
+/// manifest does not record them: they are part of the bundle format. Backends look them up in the
+/// model and refuse a graph without them.
+inline constexpr const char* kViewsTensor = "views";
+inline constexpr const char* kPatchMapsTensor = "patch_maps";
+inline constexpr const char* kGlobalProbsTensor = "global_probs";
 
 struct BundleInfo {
   std::string path;             // bundle directory as given

@@ -23,15 +23,28 @@ struct Inspector::Impl {
   RenderSettings settings;  // the bundle's, with the dataset's point size / window (spec 5.1)
   std::unique_ptr<Encoder> encoder;
   std::string precision, model_file;
+  std::string dataset, category;             // options' or, when empty, the calibration's
+  std::unique_ptr<Calibration> calibration;  // spec 13.2, checked against this bundle
   mutable std::mutex encoder_mutex;  // one OpenVINO infer request: calls are serialised
 };
 
 Inspector::Inspector(const std::string& bundle_dir, const InspectorOptions& options) : impl_(std::make_unique<Impl>()) {
+  std::string dataset = options.dataset, category = options.category;
+  if (!options.calibration.empty()) {  // as Python's infer: the calibration first, its source once the bundle is known
+    impl_->calibration = std::make_unique<Calibration>(load_calibration(options.calibration));
+    apply_calibration_choices(*impl_->calibration, dataset, category);
+  }
+  impl_->dataset = dataset;
+  impl_->category = category;
   impl_->bundle = load_bundle(bundle_dir);
   try {
-    impl_->settings = settings_for_dataset(impl_->bundle.render, options.dataset, options.category);
+    impl_->settings = settings_for_dataset(impl_->bundle.render, dataset, category);
   } catch (const std::invalid_argument& err) {
     throw Error("--dataset: " + std::string(err.what()));
+  }
+  if (impl_->calibration) {
+    check_calibration_source(*impl_->calibration, impl_->bundle.manifest.value("manifest_sha256", ""));
+    check_calibration_scoring(*impl_->calibration);
   }
   impl_->encoder = make_encoder(impl_->bundle, options);
   impl_->precision = impl_->encoder->precision();
@@ -48,6 +61,9 @@ double Inspector::fusion_weight() const { return impl_->bundle.fusion_weight; }
 const std::string& Inspector::precision() const { return impl_->precision; }
 const std::string& Inspector::model_file() const { return impl_->model_file; }
 const std::string& Inspector::bundle_hash() const { return impl_->bundle.onnx_sha256; }
+const std::string& Inspector::dataset() const { return impl_->dataset; }
+const std::string& Inspector::category() const { return impl_->category; }
+const Calibration* Inspector::calibration() const { return impl_->calibration.get(); }
 
 ScoreResult Inspector::score(const std::vector<float>& points, bool keep_images) const {
   const size_t n = points.size() / 3;
@@ -81,6 +97,12 @@ ScoreResult Inspector::score(const std::vector<float>& points, bool keep_images)
   float peak = r.point_scores[2];
   for (size_t i = 1; i < n; ++i) peak = std::max(peak, r.point_scores[3 * i + 2]);
   r.max_point_score = peak;
+  if (im.calibration) {
+    std::vector<float> fused(n);
+    for (size_t i = 0; i < n; ++i) fused[i] = r.point_scores[3 * i + 2];
+    r.decision = decide(*im.calibration, points.data(), fused.data(), n, r.object_score);
+    r.decided = true;
+  }
   r.timings.score = seconds_since(t0);
   r.global_probs = std::move(enc.global_probs);
   r.num_views = views.views;

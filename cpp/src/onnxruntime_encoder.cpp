@@ -34,8 +34,8 @@ class OnnxRuntimeEncoder final : public Encoder {
     const size_t count = static_cast<size_t>(v) * s * s * 3;
     auto mem = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
     Ort::Value input = Ort::Value::CreateTensor<std::uint8_t>(mem, const_cast<std::uint8_t*>(views), count, shape, 4);
-    const char* in_names[] = {"views"};
-    const char* out_names[] = {"patch_maps", "global_probs"};
+    const char* in_names[] = {kViewsTensor};
+    const char* out_names[] = {kPatchMapsTensor, kGlobalProbsTensor};
     std::vector<Ort::Value> outs;
     try {
       outs = session_.Run(Ort::RunOptions{nullptr}, in_names, &input, 1, out_names, 2);

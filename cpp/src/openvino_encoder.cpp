@@ -23,9 +23,7 @@ class OpenVinoEncoder final : public Encoder {
       throw Error("--precision-hint: unknown precision '" + o.precision_hint + "' (choose f32, bf16 or f16)");
     model_ = b.ir_xml.empty() ? b.onnx_file : b.ir_xml;
     precision_ = b.ir_xml.empty() ? b.precision : b.ir_precision;
-    if (precision_ == "fp16" && b.ir_xml.empty()) {
-      // An fp16 ONNX graph runs, but only f32 compute of an fp32 graph is held to the 1e-4 contract.
-    }
+    // An fp16 graph runs too, but only f32 compute of an fp32 graph is held to the 1e-4 contract.
     device_ = o.device;
     std::transform(device_.begin(), device_.end(), device_.begin(), ::toupper);
     try {
@@ -47,6 +45,9 @@ class OpenVinoEncoder final : public Encoder {
                          hint == "f32" ? ov::element::f32 : hint == "bf16" ? ov::element::bf16 : ov::element::f16}};
       if (o.threads > 0) config.emplace(ov::inference_num_threads.name(), o.threads);
       compiled_ = core.compile_model(model_, device_, config);
+      views_ = port(compiled_.inputs(), kViewsTensor, "input");
+      maps_ = port(compiled_.outputs(), kPatchMapsTensor, "output");
+      probs_ = port(compiled_.outputs(), kGlobalProbsTensor, "output");
       request_ = compiled_.create_infer_request();
     } catch (const Error&) {
       throw;
@@ -61,10 +62,10 @@ class OpenVinoEncoder final : public Encoder {
     if (v == 0) return out;
     ov::Tensor input(ov::element::u8, ov::Shape{static_cast<size_t>(v), static_cast<size_t>(s), static_cast<size_t>(s), 3},
                      const_cast<std::uint8_t*>(views));  // read only: OpenVINO does not write inputs
-    request_.set_tensor("views", input);
+    request_.set_tensor(views_, input);
     request_.infer();
-    const ov::Tensor maps = request_.get_tensor("patch_maps");
-    const ov::Tensor probs = request_.get_tensor("global_probs");
+    const ov::Tensor maps = request_.get_tensor(maps_);
+    const ov::Tensor probs = request_.get_tensor(probs_);
     const size_t want_maps = static_cast<size_t>(v) * 2 * g * g, want_probs = static_cast<size_t>(v) * 2;
     if (maps.get_element_type() != ov::element::f32 || maps.get_size() != want_maps ||
         probs.get_element_type() != ov::element::f32 || probs.get_size() != want_probs)
@@ -75,6 +76,18 @@ class OpenVinoEncoder final : public Encoder {
     return out;
   }
 
+  // The model's port named `name` (spec §3); "MODEL: the encoder graph has no input 'views' ..." otherwise.
+  ov::Output<const ov::Node> port(const std::vector<ov::Output<const ov::Node>>& ports, const char* name,
+                                  const char* kind) const {
+    std::string have;
+    for (const auto& p : ports) {
+      if (p.get_names().count(name)) return p;
+      have += (have.empty() ? "" : ", ") + (p.get_names().empty() ? std::string("(unnamed)") : p.get_any_name());
+    }
+    throw Error(model_ + ": the encoder graph has no " + kind + " '" + name + "' (it has: " + have +
+                "); re-export the bundle with align3d-rt export");
+  }
+
   std::string describe() const override { return "openvino " + device_ + " " + hint_; }
   std::string model_file() const override { return model_; }
   std::string precision() const override { return precision_; }
@@ -83,6 +96,7 @@ class OpenVinoEncoder final : public Encoder {
   std::string model_, precision_, device_, hint_;
   ov::CompiledModel compiled_;
   ov::InferRequest request_;
+  ov::Output<const ov::Node> views_, maps_, probs_;
 };
 
 }  // namespace

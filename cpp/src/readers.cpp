@@ -560,12 +560,8 @@ std::vector<float> read_xyz_tiff(const std::string& path, int& h, int& w) {
 
 PointFile preprocess_grid(const std::vector<float>& xyz, int h, int w, const std::string& path) {
   auto valid = grid_valid_mask(xyz.data(), h, w);
-  const auto border = grid_border_points(xyz.data(), valid.data(), h, w);
-  const size_t n_border = border.size() / 3;
-  if (n_border >= 50)
-    fail(path, "organized grid has " + std::to_string(n_border) + " valid border cells (a background to remove); the "
-               "C++ inspector does not run Open3D's RANSAC plane + DBSCAN (spec 4.2 steps 2-3): score Python's "
-               "preprocessed KEY.points.npy, or a grid cleaned of its background");
+  const std::string problem = mvtec_remove_background(xyz.data(), valid.data(), h, w);  // steps 1-3
+  if (!problem.empty()) fail(path, problem);
   const auto grid = grid_clean_pad_resize(xyz.data(), valid.data(), h, w);
   GridPoints gp = grid_points(grid.data());
   if (gp.cloud.size() == 0) fail(path, "point cloud has no valid point (all zero or NaN)");

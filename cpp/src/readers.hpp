@@ -32,14 +32,12 @@ Cloud read_pcd(const std::string& path);
 std::vector<float> read_xyz_tiff(const std::string& path, int& h, int& w);
 
 /// Dispatch on the suffix (.ply .pcd .npy .tiff .tif), validity rules of spec 4.1/4.2, then the
-/// organized-grid preprocessing (steps 1,4,5,6; see preprocess_grid) and, for dataset "real3d",
+/// organized-grid preprocessing (steps 1-6; see preprocess_grid) and, for dataset "real3d",
 /// the resampling of 4.3.
 PointFile read_point_file(const std::string& path, const std::string& dataset = "");
 
-/// Organized grid -> scored points (spec 4.2). Steps 2-3 (Open3D RANSAC plane + DBSCAN) are not
-/// re-implemented: a grid whose 10-pixel border holds >= 50 valid cells (where Python fits a
-/// background plane) is refused; other grids go through steps 4-6 unchanged, which equals
-/// Python when its DBSCAN keeps every valid cell (one dense object).
+/// Organized grid -> scored points (spec 4.2 steps 1-6, bit-equal to Python's preprocess_xyz): the
+/// seeded RANSAC background plane, the largest exact-DBSCAN cluster, then clean, pad and resize.
 PointFile preprocess_grid(const std::vector<float>& xyz, int h, int w, const std::string& path);
 
 }  // namespace align3d

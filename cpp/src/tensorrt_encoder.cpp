@@ -149,9 +149,9 @@ class TensorRtEncoder final : public Encoder {
       for (int pad = n; pad < rows; ++pad)  // repeat the last view up to min_batch
         check_cuda(cudaMemcpyAsync(dst + pad * view_bytes, views + (start + n - 1) * view_bytes, view_bytes,
                                    cudaMemcpyHostToDevice, stream_), model_ + ": copy views");
-      if (!context_->setInputShape("views", nvinfer1::Dims4{rows, s, s, 3}) ||
-          !context_->setTensorAddress("views", input_.ptr) || !context_->setTensorAddress("patch_maps", maps_.ptr) ||
-          !context_->setTensorAddress("global_probs", probs_.ptr))
+      if (!context_->setInputShape(kViewsTensor, nvinfer1::Dims4{rows, s, s, 3}) ||
+          !context_->setTensorAddress(kViewsTensor, input_.ptr) || !context_->setTensorAddress(kPatchMapsTensor, maps_.ptr) ||
+          !context_->setTensorAddress(kGlobalProbsTensor, probs_.ptr))
         throw Error(model_ + ": the engine does not take views (" + std::to_string(rows) + "," + std::to_string(s) +
                     "," + std::to_string(s) + ",3) with outputs patch_maps and global_probs");
       if (!context_->enqueueV3(stream_)) throw Error(model_ + ": TensorRT inference failed");

@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include "bundle.hpp"
-#include "check.hpp"
+#include "align3d/inspector.hpp"
+#define CHECK_ERROR_TYPE align3d::Error  // what EXPECT_ERROR expects
+#include "check.hpp"  // cpp/geometry/tests/check.hpp, shared with the geometry tests
 
 namespace fs = std::filesystem;
 using align3d::load_bundle;
@@ -179,5 +181,5 @@ int main(int argc, char** argv) {
     EXPECT_ERROR(load_bundle(d.string()), mp + ": manifest lists no files");
     fs::remove_all(d);
   }
-  return finish("test_bundle");
+  return check::finish("test_bundle");
 }

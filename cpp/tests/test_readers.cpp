@@ -10,7 +10,9 @@
 #include <vector>
 
 #include "align3d/npy.hpp"
-#include "check.hpp"
+#include "align3d/inspector.hpp"
+#define CHECK_ERROR_TYPE align3d::Error  // what EXPECT_ERROR expects
+#include "check.hpp"  // cpp/geometry/tests/check.hpp, shared with the geometry tests
 #include "readers.hpp"
 
 namespace fs = std::filesystem;
@@ -198,9 +200,26 @@ void tiff_tests() {
   zeros[5] = kNaN;
   const auto empty = write_tiff("zeros.tiff", 4, 4, zeros);
   EXPECT_ERROR(read_xyz_tiff(empty, gh, gw), empty + ": point cloud has no valid point (all zero or NaN)");
-  std::vector<float> full(static_cast<size_t>(h) * w * 3, 0.5f);  // valid border: a background plane
-  const auto bg = write_tiff("background.tiff", h, w, full);
-  EXPECT_ERROR_HAS(read_point_file(bg), bg + ": organized grid has ");
+  // a background plane (valid border) around a raised box: the plane goes, the box stays (spec 4.2 steps 2-3)
+  std::vector<float> scene(static_cast<size_t>(h) * w * 3);
+  for (int r = 0; r < h; ++r)
+    for (int c = 0; c < w; ++c) {
+      float* p = &scene[(static_cast<size_t>(r) * w + c) * 3];
+      const bool box = r >= 15 && r < 45 && c >= 12 && c < 28;
+      p[0] = 0.001f * c, p[1] = 0.001f * r, p[2] = 0.3f + 0.0005f * c - (box ? 0.02f : 0.f);
+    }
+  const auto bg = write_tiff("background.tiff", h, w, scene);
+  const PointFile kept = read_point_file(bg);
+  CHECK(kept.cloud.size() > 0);
+  for (size_t i = 0; i < kept.cloud.size(); ++i) CHECK(kept.cloud.xyz[3 * i + 1] >= 0.015f && kept.cloud.xyz[3 * i + 1] < 0.045f);
+  std::vector<float> flat(scene);
+  for (size_t k = 0; k < flat.size(); k += 3) flat[k + 2] = 0.3f + 0.0005f * flat[k];
+  const auto only_bg = write_tiff("only_background.tiff", h, w, flat);
+  EXPECT_ERROR(read_point_file(only_bg), only_bg + ": no object left after background-plane removal and DBSCAN");
+  std::vector<float> far(scene);
+  far[(30 * static_cast<size_t>(w) + 20) * 3] = 2000.f;  // as Python: refused before RANSAC and DBSCAN
+  const auto far_path = write_tiff("far.tiff", h, w, far);
+  EXPECT_ERROR(read_point_file(far_path), far_path + ": xyz values beyond +-1000 m: not an organized scan in metres");
   std::string bytes;
   {
     std::ifstream in(path, std::ios::binary);
@@ -257,5 +276,5 @@ int main() {
   tiff_tests();
   dispatch_tests();
   fs::remove_all(kDir);
-  return finish("test_readers");
+  return check::finish("test_readers");
 }

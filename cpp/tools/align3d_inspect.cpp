@@ -2,8 +2,9 @@
 //
 // Writes per cloud KEY.scores.npy (N,3 f32: render, aligned, fused), KEY.points.npy (the scored
 // points), KEY.grid_index.npy (organized .tiff only), KEY.views.png (--png) and one scores.json
-// (object scores, timings). KEY is the file's stem (_1, _2... for repeats). All clouds are read
-// and scored before anything is written; files are written under temporary names and renamed at
+// (object scores, timings); with --calibration CAL also KEY.normalized.npy, KEY.regions.npy and the
+// decision fields of docs/runtime-spec.md 13.5. KEY is the file's stem (_1, _2... for repeats).
+// All clouds are read and scored before anything is written; files are written under temporary names and renamed at
 // the end, so bad input leaves nothing behind: one line "PATH: problem" on stderr, exit code 2.
 #include <algorithm>
 #include <chrono>
@@ -27,8 +28,9 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* kUsage =
-    "usage: align3d-inspect BUNDLE CLOUD... --out DIR [--backend openvino] [--device CPU]\n"
+    "usage: align3d-inspect BUNDLE CLOUD... --out DIR [--backend openvino] [--device-name CPU]\n"
     "                       [--precision-hint f32|bf16|f16] [--threads N] [--dataset D] [--category C] [--png]\n"
+    "                       [--calibration CAL]\n"
     "Score .ply/.pcd/.npy/.tiff point files with an exported align3d_rt bundle.\n";
 
 // The datasets and categories the inspector accepts (Python: render/views.DATASET_CATEGORIES).
@@ -89,10 +91,18 @@ Args parse(int argc, char** argv) {
       std::exit(0);
     } else if (arg == "--out") a.out = value("--out");
     else if (arg == "--backend") a.options.backend = value("--backend");
-    else if (arg == "--device") a.options.device = value("--device");
+    else if (arg == "--device-name") a.options.device = value("--device-name");  // Python's spelling
+    else if (arg == "--device") {  // deprecated alias (Python's --device is auto|cpu|cuda)
+      a.options.device = value("--device");
+      std::cerr << "align3d-inspect: --device is deprecated, use --device-name (as align3d-rt infer)\n";
+    }
     else if (arg == "--precision-hint") a.options.precision_hint = value("--precision-hint");
     else if (arg == "--dataset") a.options.dataset = value("--dataset");
     else if (arg == "--category") a.options.category = value("--category");
+    else if (arg == "--calibration") {
+      a.options.calibration = value("--calibration");
+      if (a.options.calibration.empty()) a.options.calibration = ".";  // pathlib's Path(""), refused as a folder
+    }
     else if (arg == "--png") a.png = true;
     else if (arg == "--threads") {
       const std::string v = value("--threads");  // a positive integer, all digits (Python: cli/numbers.positive_int)
@@ -138,7 +148,7 @@ int run(const Args& a) {
     const int rep = seen[key]++;
     s.key = rep ? key + "_" + std::to_string(rep) : key;
     const auto t0 = std::chrono::steady_clock::now();
-    s.points = align3d::read_point_file(file, a.options.dataset);
+    s.points = align3d::read_point_file(file, inspector.dataset());
     s.result.timings.read = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     samples.push_back(std::move(s));
   }
@@ -166,7 +176,7 @@ int run(const Args& a) {
                           {"backend", a.options.backend}, {"device", a.options.device},
                           {"precision", inspector.precision()}, {"compute_precision", a.options.precision_hint},
                           {"model_file", inspector.model_file()}, {"fusion_weight", inspector.fusion_weight()},
-                          {"dataset", a.options.dataset}, {"category", a.options.category}};
+                          {"dataset", inspector.dataset()}, {"category", inspector.category()}};
   summary["started"] = started;
   summary["samples"] = nlohmann::json::object();
   summary["failed"] = nlohmann::json::object();
@@ -183,6 +193,13 @@ int run(const Args& a) {
       written["png"] = s.key + ".views.png";
       staged.add_bytes(s.key + ".views.png", align3d::views_png(s.result.images, s.result.num_views, s.result.image_size));
     }
+    if (s.result.decided) {  // spec 13.5
+      const auto& d = s.result.decision;
+      written["normalized"] = s.key + ".normalized.npy";
+      written["regions"] = s.key + ".regions.npy";
+      staged.add_bytes(s.key + ".normalized.npy", align3d::encode_npy(align3d::NpyType::f32, {n}, d.normalized.data()));
+      staged.add_bytes(s.key + ".regions.npy", align3d::encode_npy(align3d::NpyType::i32, {n}, d.labels.data()));
+    }
     const auto& t = s.result.timings;
     summary["samples"][s.key] = {
         {"file", s.file}, {"object_score", s.result.object_score},
@@ -190,7 +207,9 @@ int run(const Args& a) {
         {"global_probs", s.result.global_probs},
         {"timings", {{"read", round4(t.read)}, {"render", round4(t.render)}, {"encode", round4(t.encode)},
                      {"backproject", round4(t.backproject)}, {"score", round4(t.score)}, {"batch_size", 1}}}};
+    if (s.result.decided) align3d::add_decision_json(summary["samples"][s.key], s.result.decision);
   }
+  if (inspector.calibration()) summary["calibration"] = align3d::calibration_json(*inspector.calibration());
   summary["finished"] = now_local();
   staged.add_text("scores.json", summary.dump(2) + "\n");
   staged.commit();

@@ -1,10 +1,20 @@
-// A tiny assertion helper for the geometry ctest programs: CHECK(cond) and CHECK_THROWS(expr, text)
-// record failures; finish() prints a summary and returns the exit status.
+// The one assertion helper of the C++ ctest programs (geometry and inspector; no test framework
+// needed). CHECK(cond), CHECK_THROWS(expr, text) and EXPECT_ERROR / EXPECT_ERROR_HAS record
+// failures; check::finish() prints a summary and returns the exit status.
+//
+// EXPECT_ERROR(stmt, msg) expects an exception of type CHECK_ERROR_TYPE (define it before including
+// this header, e.g. align3d::Error; default std::exception) whose one-line what() equals msg;
+// EXPECT_ERROR_HAS only needs what() to contain msg.
 #pragma once
 
 #include <cstdio>
 #include <exception>
+#include <functional>
 #include <string>
+
+#ifndef CHECK_ERROR_TYPE
+#define CHECK_ERROR_TYPE std::exception
+#endif
 
 namespace check {
 
@@ -25,6 +35,25 @@ inline int finish(const char* name) {
     }
     std::printf("%s: all checks passed\n", name);
     return 0;
+}
+
+/// Runs fn, expects an E whose message equals `expected` (or, when `contains`, includes it) and is
+/// one line. Reports what was thrown otherwise.
+template <class E>
+void expect_error(const std::function<void()>& fn, const std::string& expected, bool contains, const char* file,
+                  int line) {
+    try {
+        fn();
+        fail(file, line, "expected error '" + expected + "', nothing thrown");
+    } catch (const E& err) {
+        const std::string msg = err.what();
+        const bool ok = contains ? msg.find(expected) != std::string::npos : msg == expected;
+        if (!ok || msg.find('\n') != std::string::npos)
+            fail(file, line, "expected error '" + expected + "', got '" + msg + "'");
+    } catch (const std::exception& err) {
+        fail(file, line, "expected error '" + expected + "' of the library's type, got other exception '" +
+                             err.what() + "'");
+    }
 }
 
 }  // namespace check
@@ -48,3 +77,8 @@ inline int finish(const char* name) {
         }                                                                                          \
         if (!thrown_) check::fail(__FILE__, __LINE__, std::string(#expr) + " did not throw");      \
     } while (0)
+
+#define EXPECT_ERROR(stmt, msg) \
+    check::expect_error<CHECK_ERROR_TYPE>([&] { stmt; }, msg, false, __FILE__, __LINE__)
+#define EXPECT_ERROR_HAS(stmt, msg) \
+    check::expect_error<CHECK_ERROR_TYPE>([&] { stmt; }, msg, true, __FILE__, __LINE__)

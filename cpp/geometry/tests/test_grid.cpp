@@ -1,4 +1,5 @@
 // Organized-grid steps (spec §4.2), .npy validity (§4.1) and Real3D-AD resampling (§4.3).
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -82,6 +83,34 @@ std::vector<std::int64_t> naive_fps(const std::vector<float>& xyz, std::size_t n
     return out;
 }
 
+// §4.2 steps 2-3: splitmix64's published first outputs, a planted plane, DBSCAN numbering and noise.
+void ransac_and_dbscan() {
+    std::uint64_t state = 0;
+    CHECK(align3d::splitmix64_next(state) == 0xE220A8397B1DCDAFULL);
+    CHECK(align3d::splitmix64_next(state) == 0x6E789E6AA1B965F4ULL);
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<double> unit(-0.05, 0.05);
+    std::vector<double> pts;
+    for (int i = 0; i < 600; ++i) {
+        const double x = unit(rng), y = unit(rng);
+        const bool outlier = i % 5 == 0;  // 20% of the points 1-5 cm off the plane
+        pts.insert(pts.end(), {x, y, 0.3 + 0.1 * x - 0.05 * y + (outlier ? 0.01 + std::fabs(unit(rng)) * 0.8 : 0.0)});
+    }
+    std::array<double, 4> plane{};
+    CHECK(align3d::fit_plane_ransac(pts.data(), 600, 0.004, 50, 200, 0, plane));
+    const double scale = -1.0 / plane[2];  // normalise to z = a x + b y + d
+    CHECK(std::fabs(plane[0] * scale - 0.1) < 1e-9 && std::fabs(plane[1] * scale + 0.05) < 1e-9);
+    CHECK(std::fabs(plane[3] * scale - 0.3) < 1e-9);
+    CHECK(!align3d::fit_plane_ransac(pts.data(), 49, 0.004, 50, 10, 0, plane));
+    // two 10x10 patches (1 mm pitch) 5 cm apart and one stray point: clusters 0, 1 in point order, noise -1
+    std::vector<double> two;
+    for (int k = 0; k < 2; ++k)
+        for (int i = 0; i < 100; ++i) two.insert(two.end(), {0.05 * k + 0.001 * (i % 10), 0.001 * (i / 10), 0.3});
+    two.insert(two.end(), {1.0, 1.0, 1.0});
+    const auto labels = align3d::dbscan_labels(two.data(), 201, 0.006, 30);
+    CHECK(labels[0] == 0 && labels[99] == 0 && labels[100] == 1 && labels[199] == 1 && labels[200] == -1);
+}
+
 void resampling() {
     std::mt19937 rng(11);
     std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
@@ -112,6 +141,7 @@ int main() {
     validity();
     pad_resize_points();
     border_and_plane();
+    ransac_and_dbscan();
     resampling();
     return check::finish("test_grid");
 }

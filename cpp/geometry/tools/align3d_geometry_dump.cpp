@@ -6,6 +6,7 @@
 //       [--valid-only] [--resample-real3d]
 //       [--maps MAPS.npy [--global-probs PROBS.npy] [--fusion-weight W] [--grid-size G]]
 //   align3d_geometry_dump --grid GRID.npy --valid VALID.npy --out DIR     (organized steps 4-6)
+//   align3d_geometry_dump --grid GRID.npy --mvtec --out DIR               (all MVTec steps 1-6; also valid.npy)
 //   align3d_geometry_dump --blur SCORES.npy --out DIR                     (evaluation blur, §8)
 //
 // Writes into DIR (which must exist): rotations.npy (V,3,3) f64, images.npy (V,S,S,3) u8,
@@ -33,7 +34,7 @@ struct UsageError : std::runtime_error {
 
 struct Options {
     std::map<std::string, std::string> values;
-    bool fallback = true, valid_only = false, resample = false;
+    bool fallback = true, valid_only = false, resample = false, mvtec = false;
     std::string get(const std::string& key, const std::string& fallback_value = "") const {
         auto it = values.find(key);
         return it == values.end() ? fallback_value : it->second;
@@ -51,6 +52,7 @@ Options parse_args(int argc, char** argv) {
         if (a == "--no-fallback") { o.fallback = false; continue; }
         if (a == "--valid-only") { o.valid_only = true; continue; }
         if (a == "--resample-real3d") { o.resample = true; continue; }
+        if (a == "--mvtec") { o.mvtec = true; continue; }
         bool known = false;
         for (const char* k : valued) known = known || a == k;
         if (!known) throw UsageError("unknown argument '" + a + "'");
@@ -99,6 +101,11 @@ int dump_grid(const Options& o, const std::string& out) {
         for (std::int64_t x : align3d::npy_as_i64(v)) valid.push_back(x != 0);
     } else {
         valid = align3d::grid_valid_mask(grid.data(), h, w);
+    }
+    if (o.mvtec) {
+        const std::string problem = align3d::mvtec_remove_background(grid.data(), valid.data(), h, w);
+        if (!problem.empty()) throw align3d::NpyError(o.get("--grid"), problem);
+        align3d::write_npy(out + "/valid.npy", NpyType::u8, {shape[0], shape[1]}, valid.data());
     }
     const std::vector<float> resized = align3d::grid_clean_pad_resize(grid.data(), valid.data(), h, w);
     const align3d::GridPoints pts = align3d::grid_points(resized.data());

@@ -15,6 +15,8 @@
 #include <string>
 #include <vector>
 
+#include "align3d/decisions.hpp"
+
 namespace align3d {
 
 /// Every user-facing failure: what() is one line "PATH: problem".
@@ -30,6 +32,8 @@ struct InspectorOptions {
   int threads = 0;                    // encoder threads (0: backend default)
   std::string dataset;                // optional: mvtec3d, synthetic, eyecandies, real3d (spec 5.1)
   std::string category;               // optional MVTec category (point size)
+  std::string calibration;            // optional calibration file (spec 13.2): score() then decides;
+                                      // its dataset/category are the defaults (another one is refused)
 };
 
 /// Seconds spent per stage of one score() call (read is filled by the caller that read the file).
@@ -45,6 +49,8 @@ struct ScoreResult {
   std::vector<std::uint8_t> images; // V*S*S*3 renders (only when keep_images)
   int num_views = 0, image_size = 0;
   Timings timings;
+  bool decided = false;             // true when the Inspector has a calibration
+  Decision decision;                // spec 13.4: ok/reject, regions, normalised point scores
 };
 
 class Inspector {
@@ -58,7 +64,8 @@ class Inspector {
   Inspector(const Inspector&) = delete;
   Inspector& operator=(const Inspector&) = delete;
 
-  /// Scores one cloud of N valid points (x,y,z interleaved, N >= 1, finite).
+  /// Scores one cloud of N valid points (x,y,z interleaved, N >= 1, finite); with a calibration
+  /// (options.calibration, verified against this bundle at construction) also decides (spec 13.4).
   ScoreResult score(const std::vector<float>& points, bool keep_images = false) const;
 
   int num_views() const;
@@ -67,6 +74,9 @@ class Inspector {
   const std::string& precision() const;     // model precision (IR's, else the ONNX graph's)
   const std::string& model_file() const;    // the verified file the encoder was compiled from
   const std::string& bundle_hash() const;   // sha256 of encoder.onnx (files[onnx.file])
+  const Calibration* calibration() const;   // the attached calibration, nullptr without one
+  const std::string& dataset() const;       // options.dataset, or the calibration's when that is empty
+  const std::string& category() const;      // likewise
 
  private:
   struct Impl;

@@ -153,6 +153,34 @@ void grid_remove_plane_cells(const float* grid, std::uint8_t* valid, int h, int 
 std::vector<float> grid_clean_pad_resize(const float* grid, const std::uint8_t* valid, int h, int w,
                                          int size = kGridSide);
 
+/// §4.2 steps 2-3 constants (align3d_rt/data/mvtec3d.py, plane_ransac.py).
+constexpr double kPlaneFitThreshold = 0.004;
+constexpr int kPlaneRansacN = 50;
+constexpr int kPlaneIterations = 1000;
+constexpr std::uint64_t kPlaneSeed = 0;
+constexpr double kPlaneRemoveDistance = 0.005;
+constexpr double kDbscanEps = 0.006;
+constexpr int kDbscanMinPoints = 30;
+constexpr double kMvtecMaxCoordinate = 1000.0;  ///< metres; a valid cell beyond it is refused
+
+/// splitmix64: advances `state` by 0x9E3779B97F4A7C15 and returns the mixed value (§4.2 step 2).
+std::uint64_t splitmix64_next(std::uint64_t& state);
+
+/// §4.2 step 2: the seeded RANSAC plane (a,b,c,d) of pts [m][3] f64 (partial Fisher-Yates samples of
+/// sample_n points per hypothesis, least-squares hypotheses, most inliers `< threshold` wins, ties to
+/// the first, least-squares refit on its inliers). False (plane untouched) when m < sample_n or no
+/// hypothesis spans a plane.
+bool fit_plane_ransac(const double* pts, std::size_t m, double threshold, int sample_n, int iterations,
+                      std::uint64_t seed, std::array<double, 4>& plane);
+
+/// §4.2 step 3: DBSCAN labels (-1 = noise) of xyz [n][3] f64 with the exact neighbour predicate
+/// ((dx*dx + dy*dy) + dz*dz) <= eps*eps; clusters numbered by their first core point.
+std::vector<std::int64_t> dbscan_labels(const double* xyz, std::size_t n, double eps, int min_points);
+
+/// §4.2 steps 1-3 on valid[h][w] in place (background plane removed, largest cluster kept).
+/// Returns "" on success, else the problem (Python's message) with valid[] all 0.
+std::string mvtec_remove_background(const float* grid, std::uint8_t* valid, int h, int w);
+
 /// §4.2 step 6: the valid cells of a [size][size][3] grid in row-major order, and their flat
 /// indices r*size + c.
 struct GridPoints {
