@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if ((a == "--out" || a == "--dataset") && i + 1 < argc) (a == "--out" ? out : dataset) = argv[++i];
-    else files.push_back(a);
+    else
+      files.push_back(a);
   }
   if (out.empty()) {
     std::cerr << "usage: align3d_read_points [--dataset D] --out DIR FILE...\n";
