@@ -49,3 +49,15 @@ def shared_tire_root() -> Path:
     if not SHARED_TIRE.is_dir():
         pytest.skip(f"real tire sample not found at {SHARED_TIRE}: it ships beside the checkout as ../shared")
     return SHARED_TIRE
+
+
+@pytest.fixture(scope="session")
+def signal_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of the trained signal fixture for parity tests (tests/parity_support.py); trains on first use."""
+    from parity_support import SIGNAL_SE, signal_run, signal_stats
+
+    root = tmp_path_factory.mktemp("signal")
+    signal_run(root)
+    stats = signal_stats(root)
+    assert stats.point_margin_in_se >= SIGNAL_SE and stats.point_auroc >= 0.6, stats.line()
+    return root

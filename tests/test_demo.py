@@ -38,3 +38,15 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     if ir:  # the OpenVINO int8 IR evaluated beside torch and ONNX Runtime
         assert "O-R openvino-int8" in text and (cfg.out / "eval_openvino_int8" / "results.json").is_file()
     assert (cfg.out / "eval_torch" / "results_contact_sheet.png").is_file()
+    # decisions: a calibration per unseen shape on its own good train parts, the operating-point table,
+    # result pages of the example parts
+    assert "## Decisions at the operating point (torch)" in text and "false reject" in text
+    unseen = [c for c in cfg.categories if c != cfg.train_category]
+    for cat in unseen:
+        cal = json.loads((cfg.out / "eval_torch" / "results_calibrations" / f"{cat}.json").read_text())
+        assert cal["n_good"] == cfg.n_calibration and cal["rule"]["name"] == "conformal"
+    for c in torch_json["classes"]:
+        assert c["operating"]["n_good"] == cfg.n_test_good and c["operating"]["false_reject_range"] is not None
+    assert (cfg.out / "pages" / "index.html").is_file()
+    assert len(list((cfg.out / "pages").glob("*.html"))) == 2 * len(unseen) + 1
+    assert "(pages/index.html)" in text

@@ -202,16 +202,25 @@ def single_run(dome_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
 
 
 def _assert_same_weights(a: Path, b: Path) -> float:
-    """Every trained tensor of run b equals run a's to 1e-5; returns the largest difference."""
+    """Every trained tensor of run b equals run a's; returns the largest difference.
+
+    Aligner: 1e-5. Prompts and text: half an fp16 step at the deep prompts' magnitude (at least 1e-5).
+    The forward rounds deep prompts to fp16 (the reference's fidelity rule), so an all-reduce-order
+    difference of 1e-8 can put a value on the other side of a rounding boundary: one fp16 step in
+    the forward (6e-5 at |x| ~ 0.08), which moved trained prompts and text by up to 4.5e-6 here
+    (2.7e-7 without the rounding)."""
     from align3d_rt.artifacts import run_dir as rd
 
+    deep = np.abs(_tensors(a / rd.PROMPTS_RENDER)["deep_ctx"]).max()
+    prompt_tol = max(1e-5, 0.5 * float(np.spacing(np.float16(deep))))
     worst = 0.0
     for f in (rd.ALIGNER, rd.PROMPTS_RENDER, rd.PROMPTS_ALIGNED, rd.TEXT):
         ta, tb = _tensors(a / f), _tensors(b / f)
         assert ta.keys() == tb.keys()
         for k in ta:
             worst = max(worst, float(np.abs(ta[k] - tb[k]).max()))
-            np.testing.assert_allclose(tb[k], ta[k], rtol=0, atol=1e-5, err_msg=f"{f}:{k}")
+            atol = 1e-5 if f == rd.ALIGNER else prompt_tol
+            np.testing.assert_allclose(tb[k], ta[k], rtol=0, atol=atol, err_msg=f"{f}:{k}")
     return worst
 
 

@@ -1,4 +1,4 @@
-"""ONNX Runtime backend: torch-free fp32 parity (1e-4), fp16/int8 AUROC parity, provider handling."""
+"""ONNX Runtime backend: torch-free fp32 parity (1e-4), fp16/int8 AUROC parity (on the trained signal fixture),\nprovider handling."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from export_support import random_views, session_samples, session_tiny
+from export_support import random_views, session_tiny
 
-from align3d_rt.eval.parity import AUROC_TOL, FP32_MAX_ABS, compare
+from align3d_rt.eval.parity import FP32_MAX_ABS, compare
 from align3d_rt.runtime.onnxruntime_backend import resolve_providers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,21 +79,30 @@ def test_fp32_parity_through_torch_free_ort(tiny: dict[str, Path], tmp_path: Pat
     assert np.ptp(ref_maps) > 0.05  # the comparison is not between constants
 
 
-def test_fp16_and_int8_pipeline_parity(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_signal_fixture_ranks_defects(signal_root: Path, record_figure) -> None:  # noqa: ANN001
+    """The parity fixture carries signal: point AUROC >= 0.6 and SIGNAL_SE standard errors above chance."""
+    from parity_support import SIGNAL_SE, signal_stats
+
+    stats = signal_stats(signal_root)
+    record_figure(stats.line())
+    assert stats.point_auroc >= 0.6 and stats.point_margin_in_se >= SIGNAL_SE, stats.line()
+    assert stats.n_pos >= 500 and stats.objects_pos >= 2 and stats.objects_neg >= 2, stats.line()
+
+
+def test_fp16_and_int8_pipeline_parity(signal_root: Path, record_figure) -> None:  # noqa: ANN001
+    """fp16 and int8 ONNX Runtime bundles of the trained signal run meet the documented AUROC tolerance."""
+    from parity_support import assert_auroc_parity, signal_bundle, signal_reference, signal_samples
+
     from align3d_rt.eval.parity import score_all
     from align3d_rt.runtime.detector import Detector
 
-    samples = session_samples(tmp_path_factory.getbasetemp() / "export_data")
-    labels = [s.is_anomalous for s in samples]
-    assert True in labels and False in labels
-    reference = score_all(Detector.from_run(tiny["run"]), samples, batch_size=4)
+    samples, reference = signal_samples(signal_root), signal_reference(signal_root)
     for precision in ("fp16", "int8"):
-        test = score_all(Detector.from_bundle(tiny[precision]), samples, batch_size=4)
+        test = score_all(Detector.from_bundle(signal_bundle(signal_root, precision)), samples, batch_size=4)
         report = compare(samples, reference, test, precision)
-        assert report.checked and set(report.auroc) == {"object", "point"}
-        for name, a in report.auroc.items():
-            assert a["diff"] is not None and abs(a["diff"]) <= AUROC_TOL, (precision, name, a)
-        assert report.passed, report.failures
+        record_figure(f"onnxruntime {precision}: AUROC diff point {report.auroc['point']['diff']:+.5f}, "
+                      f"object {report.auroc['object']['diff']:+.5f}; max abs view maps {report.max_abs['view_maps']:.4f}")
+        assert_auroc_parity(samples, reference, report, f"onnxruntime {precision}")
         # Sanity bound on the raw maps (the documented parity threshold is the AUROC one above).
         limit = {"fp16": 1e-2, "int8": 0.1}[precision]
         assert 0 < report.max_abs["view_maps"] < limit, report.max_abs

@@ -97,7 +97,8 @@ def test_import_pair_maps_every_tensor(tmp_path: Path, capsys: pytest.CaptureFix
     from align3d_rt.model.graph import aligner_from_state
 
     aligner = aligner_from_state(TINY_EMBED, art.aligner_state)
-    g, p = torch.randn(3, TINY_EMBED) * 5, torch.randn(3, 7, TINY_EMBED) * 5
+    gen = torch.Generator().manual_seed(3)  # seeded: the same features in any test order
+    g, p = torch.randn(3, TINY_EMBED, generator=gen) * 5, torch.randn(3, 7, TINY_EMBED, generator=gen) * 5
     with torch.no_grad():
         ga, pa = aligner(g, p)
     torch.testing.assert_close(ga, _reference_aligner_forward(rgb["aligner"], "global_mlp", g), rtol=0, atol=1e-6)
@@ -168,6 +169,8 @@ def test_pointad_single_prompt_is_the_rendering_branch(tmp_path: Path, capsys: p
     ("no_partner", "Align3D-AD rgb checkpoint without its rendering partner"),
     ("pickle", "not a tensor-only torch checkpoint"),
     ("tokens", "prompt tokens differ from ours"),
+    ("fp16_range", "compound_prompts_text: values beyond +-65504"),
+    ("nan", "ctx_pos/ctx_neg: holds non-finite values"),
 ])
 def test_bad_checkpoints_fail_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], case: str,
                                           problem: str) -> None:
@@ -187,6 +190,12 @@ def test_bad_checkpoints_fail_on_one_line(tmp_path: Path, capsys: pytest.Capture
             torch.save({"rgb_prompt_learner": {"ctx_pos": Path("/not/a/tensor")}}, rgb_path)  # not tensors only
         elif case == "tokens":
             rgb["rgb_prompt_learner"]["tokenized_prompts_neg"][0, 0, 3] += 1
+            torch.save(rgb, rgb_path)
+        elif case == "fp16_range":  # the reference's .half() would make it inf
+            rgb["rgb_prompt_learner"]["compound_prompts_text.3"][0, 0] = 70000.0
+            torch.save(rgb, rgb_path)
+        elif case == "nan":
+            rgb["rgb_prompt_learner"]["ctx_neg"][0, 0, 2, 5] = float("nan")
             torch.save(rgb, rgb_path)
     run = tmp_path / "run"
     assert _import([str(rgb_path), "--out", str(run)]) == 2
@@ -216,3 +225,52 @@ def test_unwritable_out_and_bad_weight_fail_on_one_line(tmp_path: Path, capsys: 
     assert len(lines) == 2 and "cannot create the run directory" in lines[0]
     assert "argument --fusion-weight: must be a number in [0, 1], got 'nan'" in lines[1]
     assert blocker.read_text() == "x" and not (tmp_path / "run").exists()
+
+
+def _reference_text(clip_model: torch.nn.Module, sd: dict, round_deep: bool = True) -> np.ndarray:
+    """(2,D) [normal, abnormal] text embeddings as the reference computes them, written from its description:
+    prompt = [SOS] + ctx + rest of "X.. object." / "X.. damaged object." token embeddings, + positions; in text
+    blocks i = 1..K the hidden states at positions 1..deep_len are replaced by compound_prompts_text.{i-1}
+    after ``.half()`` (rounded to fp16; the cat promotes it back); pre-LN residual blocks with the causal
+    mask; ln_final; EOT token @ text_projection; L2 normalised. float32 otherwise."""
+    import open_clip
+
+    n_ctx = sd["ctx_pos"].shape[2]
+    deep = [sd[f"compound_prompts_text.{i}"] for i in range(DEPTH - 1)]
+    outs = []
+    for state, ctx in (("object.", sd["ctx_pos"][0, 0]), ("damaged object.", sd["ctx_neg"][0, 0])):
+        tokens = open_clip.tokenize([" ".join(["X"] * n_ctx) + " " + state])
+        emb = clip_model.token_embedding(tokens)[0]
+        x = torch.cat([emb[:1], ctx.float(), emb[1 + n_ctx:]]) + clip_model.positional_embedding
+        x = x[None]
+        mask = torch.full((x.shape[1], x.shape[1]), float("-inf")).triu(1)
+        for i, blk in enumerate(clip_model.transformer.resblocks):
+            if 1 <= i <= len(deep):
+                d = deep[i - 1].half() if round_deep else deep[i - 1]
+                x = torch.cat([x[:, :1], d[None], x[:, 1 + d.shape[0]:]], dim=1)  # fp16 promoted to fp32
+            h = blk.ln_1(x)
+            attn = blk.attn(h, h, h, need_weights=False, attn_mask=mask)[0] if blk.attn.batch_first else \
+                blk.attn(h.transpose(0, 1), h.transpose(0, 1), h.transpose(0, 1), need_weights=False,
+                         attn_mask=mask)[0].transpose(0, 1)
+            x = x + attn
+            x = x + blk.mlp(blk.ln_2(x))
+        x = clip_model.ln_final(x)[0, int(tokens.argmax(-1))] @ clip_model.text_projection
+        outs.append(F.normalize(x, dim=-1))
+    return torch.stack(outs).detach().numpy()
+
+
+def test_imported_text_equals_the_references_fp16_deep_prompt_computation(tmp_path: Path) -> None:
+    """The reference rounds the deep prompts to fp16 (`.half()`) before the text blocks: imported text
+    embeddings equal that computation (built here, independently of PromptLearner) to 1e-6."""
+    from align3d_rt.model.clip_backbone import load_clip
+
+    rgb_path, _, rgb, rendering = write_pair(tmp_path / "ckpt", seed=4)
+    assert _import([str(rgb_path), "--out", str(tmp_path / "run")]) == 0
+    text = rd.load_run(tmp_path / "run").text
+    clip_model, _ = load_clip("align3d-tiny", "random")
+    with torch.no_grad():
+        for branch, sd in ((0, rendering["prompt_learner"]), (1, rgb["rgb_prompt_learner"])):
+            want = _reference_text(clip_model, sd)
+            np.testing.assert_allclose(text[branch], want, rtol=0, atol=1e-6)
+            unrounded = _reference_text(clip_model, sd, round_deep=False)
+            assert np.abs(unrounded - want).max() > 5e-6, "the fp16 rounding must be visible at this tolerance"

@@ -58,12 +58,12 @@ OV_ALLOWED = ("numpy", "numba", "llvmlite", "openvino", "align3d_rt")
 OV_BLOCKED = BLOCKED + ("onnxruntime", "nncf")
 
 
-def test_infer_with_numpy_numba_openvino_only(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+def test_infer_with_numpy_numba_openvino_only(signal_root: Path, tmp_path: Path) -> None:
     """The OpenVINO line-side install: numpy, numba and openvino; onnxruntime, torch, open3d... unimportable."""
     pytest.importorskip("openvino")
-    from test_openvino import session_openvino
+    from parity_support import signal_bundle, signal_run
 
-    ov = session_openvino(tmp_path_factory.getbasetemp())
+    ov = {"run": signal_run(signal_root), "fp32": signal_bundle(signal_root, "fp32", fmt="openvino")}
     rng = np.random.default_rng(4)
     pts = rng.normal(size=(4000, 3)).astype(np.float32)
     pts = 0.05 * pts / np.linalg.norm(pts, axis=1, keepdims=True)

@@ -48,7 +48,7 @@ def test_deep_depth_is_clamped_to_text_layers(tiny) -> None:
 def test_gradients_reach_only_the_prompts(tiny) -> None:
     model, _ = tiny
     learner = PromptLearner(model)
-    feats = torch.randn(5, 128)
+    feats = torch.randn(5, 128, generator=torch.Generator().manual_seed(0))
     loss = state_logits(feats, learner()).logsumexp(-1).mean()
     loss.backward()
     assert learner.ctx.grad is not None and learner.ctx.grad.abs().sum() > 0
@@ -96,3 +96,26 @@ def test_head_temperature() -> None:
     logits = state_logits(torch.tensor([[3.0, 0.0]]), text)
     torch.testing.assert_close(logits, torch.tensor([[1 / TEMPERATURE, 0.0]]))
     assert Aligner(4)(torch.zeros(1, 4), torch.zeros(1, 3, 4))[1].shape == (1, 3, 4)
+
+
+def test_deep_prompts_enter_rounded_to_fp16_with_a_straight_through_gradient(tiny) -> None:
+    """Fidelity rule (reference `.half()` on the compound prompts): the forward sees fp16-rounded deep prompts;
+    the gradient passes unchanged, so training still moves them by sub-fp16 steps."""
+    from align3d_rt.model.prompts import round_fp16_straight_through
+
+    gen = torch.Generator().manual_seed(0)
+    t = (torch.randn(4, 8, generator=gen) * 0.3).requires_grad_(True)
+    out = round_fp16_straight_through(t)
+    assert torch.equal(out, t.detach().half().float()) and not torch.equal(out, t.detach())
+    weights = torch.randn(4, 8, generator=gen)
+    (out * weights).sum().backward()
+    assert torch.equal(t.grad, weights)
+    assert torch.equal(round_fp16_straight_through(t.detach()), t.detach().half().float())
+
+    model, _ = tiny
+    learner = PromptLearner(model)
+    with torch.no_grad():
+        learner.deep_ctx.copy_(torch.randn(learner.deep_ctx.shape, generator=gen) * 0.5)
+        got = learner()
+        learner.deep_ctx.copy_(learner.deep_ctx.half().float())  # already fp16 values: the same text
+        assert torch.equal(learner(), got)

@@ -12,7 +12,9 @@ Layout written by ``align3d-rt export --format triton``::
 
 Pipeline request: ``points`` (N,3) float32, optional ``dataset``/``category`` (one string each).
 Response: ``point_scores`` (N,3), ``object_score`` (1,), ``global_probs`` (V,2), and only when
-requested ``view_maps`` (V,2,G,G) and ``views`` (V,S,S,3) uint8.
+requested ``view_maps`` (V,2,G,G) and ``views`` (V,S,S,3) uint8. A repository exported with a
+calibration also returns ``decision`` (BYTES: JSON), ``point_scores_normalized`` (N,) and
+``region_labels`` (N,) int32.
 """
 from __future__ import annotations
 
@@ -32,6 +34,12 @@ OBJECT_SCORE = "object_score"
 GLOBAL_PROBS = "global_probs"
 VIEW_MAPS = "view_maps"
 VIEWS = "views"
+# with a calibration (export --format triton --calibration CAL; docs/runtime-spec.md 13.5)
+CALIBRATION_FILE = "calibration.json"   # REPO/<name>/1/calibration.json, hash- and bundle-checked at load
+DECISION = "decision"                    # BYTES (1,): the per-part decision JSON (scores.json's sample fields)
+POINT_SCORES_NORMALIZED = "point_scores_normalized"   # (N,) float32
+REGION_LABELS = "region_labels"          # (N,) int32: region id per point, 0 = none
+DECISION_OUTPUTS = (DECISION, POINT_SCORES_NORMALIZED, REGION_LABELS)
 ON_REQUEST = (VIEW_MAPS, VIEWS)  # outputs the pipeline computes only when a request names them
 
 

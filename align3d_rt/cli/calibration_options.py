@@ -30,7 +30,8 @@ def resolve_calibration(args: argparse.Namespace) -> Any:
     from align3d_rt.artifacts.calibration import load_calibration
 
     if getattr(args, "triton", None):
-        raise Align3DError(f"--calibration {path}: not applied to --triton scoring here; score with --bundle")
+        raise Align3DError(f"--calibration {path}: with --triton the served repository carries the calibration "
+                           f"(export --format triton --calibration CAL); leave --calibration out")
     cal = load_calibration(path)
     for flag, key in (("--dataset", "dataset"), ("--category", "category")):
         given, recorded = getattr(args, key), getattr(cal, key)

@@ -37,6 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--categories", nargs="+", default=None, help="test only these classes")
     p.add_argument("--batch-size", type=positive_int, default=2, help="samples scored per encoder batch")
     p.add_argument("--examples", type=non_negative_int, default=1, help="good and anomalous example pictures per class")
+    cal = p.add_mutually_exclusive_group()
+    cal.add_argument("--calibration", type=Path, default=None, metavar="CAL",
+                     help="a calibration file of this run/bundle (align3d-rt calibrate): its thresholds apply to "
+                          "every test class; adds the operating-point table (false reject/accept, F1, regions)")
+    cal.add_argument("--calibrate-on", choices=("train", "validation"), default=None, metavar="SPLIT",
+                     help="per test class, fit a calibration on its good parts of SPLIT (train or validation) with "
+                          "the default rule (conformal), save it under results_calibrations/, then evaluate the "
+                          "test split at it (operating-point table)")
+    p.add_argument("--target-false-reject", type=float, default=None, metavar="ALPHA",
+                   help="--calibrate-on: the rule's target false-reject rate (default 0.05)")
     p.set_defaults(func=run_eval)
 
 
@@ -52,7 +62,7 @@ def _run_eval(args: argparse.Namespace, main: bool) -> int:
 
     from align3d_rt import distributed
     from align3d_rt.eval.protocols import run_protocol
-    from align3d_rt.eval.report import markdown_table
+    from align3d_rt.eval.report import markdown_table, operating_section
 
     from align3d_rt.cli.out_folder import OutputFolder
 
@@ -63,18 +73,37 @@ def _run_eval(args: argparse.Namespace, main: bool) -> int:
     if not args.root.is_dir():
         raise Align3DError(f"{args.root}: dataset root not found")
     detector = apply_scoring(args, build_detector(args))
+    calibration = _load_calibration(args, detector) if args.calibration is not None else None
+    if args.target_false_reject is not None and args.calibrate_on is None:
+        raise Align3DError("--target-false-reject needs --calibrate-on (a calibration file has its own target)")
     distributed.barrier()  # every rank has checked --out before rank 0 locks (and maybe empties) it
     with folder if main else contextlib.nullcontext():
         outcome = run_protocol(detector, args.protocol, args.dataset, args.root, args.out, categories=args.categories,
-                               batch_size=args.batch_size, n_examples=args.examples, resume=args.resume)
+                               batch_size=args.batch_size, n_examples=args.examples, resume=args.resume,
+                               calibration=calibration, calibrate_on=args.calibrate_on,
+                               target_false_reject=args.target_false_reject)
     n_failed = sum(len(r.failed) for r in outcome.results)
     if not main:
         return 1 if n_failed else 0
     if outcome.excluded:
         print(f"align3d-rt eval: training class {outcome.excluded!r} left out (one-vs-rest)", file=sys.stderr)
-    print(markdown_table(outcome.results))
+    print(markdown_table(outcome.results) + operating_section(outcome.results))
     if n_failed:
         print(f"align3d-rt eval: {n_failed} sample(s) could not be scored and are left out of the metrics "
               f"(listed in results.md and manifest.json)", file=sys.stderr)
     print(f"align3d-rt eval: tables, pictures and manifest in {args.out}", file=sys.stderr)
     return 1 if n_failed else 0
+
+
+def _load_calibration(args: argparse.Namespace, detector: object) -> object:
+    """The --calibration file, refused (one line) when it was made for another run or bundle or with
+    another scoring mode."""
+    from align3d_rt.artifacts.calibration import check_source, load_calibration, scoring_name
+
+    cal = load_calibration(args.calibration)
+    check_source(cal, detector.calibration_source(), args.calibration)  # type: ignore[attr-defined]
+    mine = scoring_name(detector.reference_scoring)  # type: ignore[attr-defined]
+    if cal.scoring != mine:
+        raise Align3DError(f"{args.calibration}: calibration was made with {cal.scoring} scoring, this evaluation "
+                           f"uses {mine}; evaluate with the same --scoring or calibrate again")
+    return cal

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from align3d_rt.errors import Align3DError
 from align3d_rt.cli.numbers import non_negative_int, positive_int
@@ -31,6 +32,9 @@ def add_triton_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--triton-gpu", action="store_true", help="encoder instances on the GPU (always for TensorRT)")
     g.add_argument("--triton-threads", type=non_negative_int, default=0,
                    help="python encoder: ONNX Runtime threads per instance (default 0 = ONNX Runtime's choice)")
+    g.add_argument("--calibration", type=Path, default=None, metavar="CAL",
+                   help="a calibration file of this bundle (align3d-rt calibrate): copied into the repository; the "
+                        "pipeline then also returns 'decision' (JSON), 'point_scores_normalized' and 'region_labels'")
     g.add_argument("--triton-engine-key", default=None,
                    help="TensorRT: the bundle's engine to serve when it holds several")
 
@@ -48,7 +52,7 @@ def run_triton_export(args: argparse.Namespace) -> int:
         opt_batch=args.opt_batch, max_queue_delay_us=args.triton_queue_delay_us,
         encoder_instances=args.triton_instances, pipeline_instances=args.triton_pipeline_instances,
         gpu=args.triton_gpu, threads=args.triton_threads, engine_key=args.triton_engine_key,
-        overwrite=args.overwrite)
+        overwrite=args.overwrite, calibration=args.calibration)
     print(f"align3d-rt export: wrote Triton model repository {out} (start: tritonserver --model-repository {out}; "
           f"see {out}/README.md)", file=sys.stderr)
     return 0

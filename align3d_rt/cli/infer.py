@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from align3d_rt.cli.infer_page import add_html_option, write_index, write_result_page
 from align3d_rt.cli import calibration_options
+from align3d_rt.cli.infer_page import add_html_option, write_index, write_result_page
 from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_detector
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
@@ -120,6 +120,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
     }
     if getattr(detector, "calibration", None) is not None:
         summary["calibration"] = calibration_options.summary_field(detector.calibration, args.calibration)
+    elif getattr(detector, "calibration_summary", None) is not None:  # --triton: the served calibration
+        summary["calibration"] = detector.calibration_summary
     scores_json = args.out / "scores.json"
     keep_render = not args.no_png or args.html
     with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:

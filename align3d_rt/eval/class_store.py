@@ -53,7 +53,8 @@ def load_class(folder: Path, category: str, identity: dict[str, Any]) -> tuple[C
                                f"protocol); --resume needs the same ones, or use --overwrite")
         r = data["result"]
         result = ClassResult(category=r["category"], n_samples=int(r["n_samples"]), n_anomalous=int(r["n_anomalous"]),
-                             metrics=dict(r["metrics"]), seconds=float(r["seconds"]), failed=dict(r.get("failed", {})))
+                             metrics=dict(r["metrics"]), seconds=float(r["seconds"]), failed=dict(r.get("failed", {})),
+                             operating=r.get("operating"))
         examples = []
         with np.load(folder / f"{_safe(category)}.examples.npz") as z:
             for i, m in enumerate(data["examples"]):

@@ -32,6 +32,21 @@ THRESHOLDS: dict[str, dict[str, float]] = {
 }
 
 
+def auroc_standard_error(auroc: float, n_pos: int, n_neg: int) -> float:
+    """Hanley & McNeil (1982) standard error of an AUROC measured on ``n_pos`` positives and ``n_neg`` negatives.
+
+    SE = sqrt((A(1-A) + (n_pos-1)(Q1-A^2) + (n_neg-1)(Q2-A^2)) / (n_pos n_neg)), Q1 = A/(2-A), Q2 = 2A^2/(1+A).
+    It treats the items as independent: for points (neighbours share a patch) it is a lower bound.
+    A parity set resolves the AUROC tolerance only when its AUROC is above chance by several SE
+    (runtime-spec 10.3)."""
+    if n_pos < 1 or n_neg < 1 or not 0.0 <= auroc <= 1.0:
+        raise ValueError(f"AUROC standard error needs 0 <= A <= 1 and both classes (A={auroc}, {n_pos}+, {n_neg}-)")
+    a = float(auroc)
+    q1, q2 = a / (2.0 - a), 2.0 * a * a / (1.0 + a)
+    var = (a * (1.0 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / (float(n_pos) * n_neg)
+    return math.sqrt(max(var, 0.0))
+
+
 def parity_precision(bundle_precision: str, detector_info: dict[str, Any]) -> str:
     """The precision whose thresholds apply: what the backend ran (its IR precision, bf16 compute)."""
     precision = str(detector_info.get("precision") or bundle_precision)

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from align3d_rt.errors import Align3DError
+from align3d_rt.eval.operating_point import RegionHits
 from align3d_rt.eval.pictures import Example
 from align3d_rt.eval.report import METRIC_KEYS, ClassResult
 from align3d_rt.scoring import BLUR_SIGMA
@@ -35,6 +36,7 @@ class SampleScores:
     grid_index: np.ndarray | None = None
     grid_shape: tuple[int, int] | None = None
     reference_map: np.ndarray | None = None
+    hits: RegionHits | None = None   # with a calibration: the part's regions against its defects
 
     @classmethod
     def of(cls, sample: Any, fused: np.ndarray, object_score: float, reference: Any = None) -> "SampleScores":
@@ -68,6 +70,7 @@ class ClassScores:
     grid_index: list[np.ndarray | None] = field(default_factory=list)   # (N,) int32 cell of each point
     grid_shapes: list[tuple[int, int] | None] = field(default_factory=list)
     reference_maps: list[np.ndarray] = field(default_factory=list)  # --scoring reference: (H,W) P-R/P-P maps
+    hits: RegionHits = field(default_factory=RegionHits)   # with a calibration: summed over the parts
 
     def add(self, sample: Any, fused: np.ndarray, object_score: float, reference: Any = None) -> None:
         self.append(SampleScores.of(sample, fused, object_score, reference))
@@ -75,6 +78,8 @@ class ClassScores:
     def append(self, rec: SampleScores) -> None:
         self.object_scores.append(rec.object_score)
         self.object_labels.append(rec.object_label)
+        if rec.hits is not None:
+            self.hits = self.hits + rec.hits
         if rec.point_scores is None:
             return  # anomalous without point labels: object metrics only
         self.point_scores.append(rec.point_scores)
@@ -163,9 +168,12 @@ def select_classes(protocol: str, dataset: str, root: str | Path, info: dict[str
 
 
 def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str, batch_size: int = 2,
-                   n_examples: int = 1, progress: bool = True, on_example: Callable[[Example], None] | None = None
-                   ) -> tuple[ClassResult, list[Example]]:
+                   n_examples: int = 1, progress: bool = True, on_example: Callable[[Example], None] | None = None,
+                   calibration: Any = None) -> tuple[ClassResult, list[Example]]:
     """Score the test split of one class; returns its metrics and up to n_examples good + bad examples.
+
+    With a calibration (§13) the result also holds the figures at its operating point
+    (``ClassResult.operating``, eval/operating_point.py).
 
     Under torchrun each rank scores ``refs[rank::world]``; the per-sample scores, failures and example
     candidates are gathered (all_gather_object) and merged in the split's order, so the metrics and the
@@ -184,6 +192,8 @@ def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str,
     candidates: list[tuple[int, Example]] = []
     wanted = {True: n_examples, False: n_examples}
     t0 = time.perf_counter()
+    from align3d_rt.eval.operating_point import at_operating_point, part_region_hits
+
     bar = tqdm(total=len(mine), desc=f"{category:>12s}", unit="sample", file=sys.stderr, disable=not progress,
                dynamic_ncols=True, leave=True)
 
@@ -198,7 +208,10 @@ def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str,
             continue
         sample = res.sample
         try:
-            scored.append((index, SampleScores.of(sample, res.fused, res.object_score, res.reference)))
+            rec = SampleScores.of(sample, res.fused, res.object_score, res.reference)
+            if calibration is not None and (sample.point_labels is not None or not sample.is_anomalous):
+                rec.hits = part_region_hits(sample.points, res.fused, sample.point_labels, calibration)
+            scored.append((index, rec))
         except Align3DError as err:
             scored.append((index, _problem(ref.path, err)))
             continue
@@ -216,6 +229,8 @@ def evaluate_class(detector: Any, dataset: str, root: str | Path, category: str,
     metrics = acc.compute() if acc.object_labels else dict.fromkeys(METRIC_KEYS)
     result = ClassResult(category=category, n_samples=len(acc.object_labels), n_anomalous=int(sum(acc.object_labels)),
                          metrics=metrics, seconds=time.perf_counter() - t0, failed=failed)
+    if calibration is not None:
+        result.operating = at_operating_point(acc.object_scores, acc.object_labels, acc.hits, calibration).to_dict()
     return result, examples
 
 
@@ -271,10 +286,15 @@ class EvalOutcome:
 def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, out_dir: str | Path,
                  categories: Sequence[str] | None = None, batch_size: int = 2, n_examples: int = 1,
                  name: str = "results", progress: bool = True, extra_manifest: dict[str, Any] | None = None,
-                 resume: bool = False) -> EvalOutcome:
+                 resume: bool = False, calibration: Any = None, calibrate_on: str | None = None,
+                 target_false_reject: float | None = None) -> EvalOutcome:
     """Evaluate every test class; tables (md/csv/json), example pictures and manifest.json are rewritten as
     each class finishes (its result also goes to NAME_classes/ so ``resume`` skips it next time). Samples that
-    cannot be scored are listed as failed (tables, manifest) and the evaluation goes on."""
+    cannot be scored are listed as failed (tables, manifest) and the evaluation goes on.
+
+    ``calibration`` (a loaded §13 Calibration) or ``calibrate_on`` (a split: per class, fit one on that
+    split's good parts with the default rule, saved under NAME_calibrations/) add the figures at the
+    calibrated operating point (eval/operating_point.py) to every class."""
     from align3d_rt.eval import class_store, pictures, report
 
     out = Path(out_dir)
@@ -283,6 +303,12 @@ def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, o
     info = detector.describe()
     identity = {"protocol": protocol, "dataset": dataset, "dataset_root": str(Path(root).resolve()),
                 "blur_sigma": BLUR_SIGMA, **{k: info.get(k) for k in _IDENTITY_KEYS}}
+    if calibration is not None and calibrate_on is not None:
+        raise Align3DError("--calibration and --calibrate-on: choose one")
+    if calibration is not None:
+        identity["calibration"] = calibration.to_dict().get("calibration_sha256")
+    elif calibrate_on is not None:
+        identity["calibration"] = {"calibrate_on": calibrate_on, "target_false_reject": target_false_reject}
     identity = json.loads(json.dumps(identity, sort_keys=True, default=str))
     from align3d_rt import distributed as dist_util
 
@@ -293,6 +319,15 @@ def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, o
         store.mkdir(parents=True, exist_ok=True)
     title = f"{protocol}: trained on {train_ds or '?'}/{train_cat or '?'}, tested on {dataset} ({detector.backend_name})"
     manifest_path = out / (f"{name}_manifest.json" if name != "results" else "manifest.json")
+    cal_dir = out / f"{name}_calibrations"
+    cal_manifest: dict[str, Any] | None = None
+    if calibration is not None:
+        cal_manifest = {"product": calibration.product, "calibration_sha256": identity["calibration"],
+                        "rule": calibration.rule, "object_threshold": calibration.object.threshold,
+                        "point_threshold": calibration.point.threshold}
+    elif calibrate_on is not None:
+        cal_manifest = {"calibrate_on": calibrate_on, "rule": "conformal",
+                        "target_false_reject": target_false_reject, "files": {}}
     pic_dir = out / f"{name}_examples"
     results: list[ClassResult] = []
     examples: list[Example] = []
@@ -315,6 +350,7 @@ def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, o
             tables={k: str(v.name) for k, v in paths.items()}, status=status,
             finished_classes=[r.category for r in results],
             failed_samples={r.category: r.failed for r in results if r.failed},
+            **({"calibration": cal_manifest} if cal_manifest is not None else {}),
             **(extra_manifest or {}),
         )
         report.write_manifest(manifest_path, manifest)
@@ -322,14 +358,20 @@ def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, o
     publish("running")  # from the start the folder says what it holds
     with detector:
         for cat in classes:
+            if calibrate_on is not None:
+                cal_manifest["files"][cat] = f"{cal_dir.name}/{cat}.json"  # type: ignore[index]
             done = class_store.load_class(store, cat, identity) if resume else None
             if done is not None:
                 if progress:
                     print(f"align3d-rt eval: {cat}: already evaluated (--resume), not rescored", file=sys.stderr)
                 res, ex = done
             else:
+                cal = calibration
+                if calibrate_on is not None:
+                    cal = _fit_class(detector, dataset, root, cat, calibrate_on, target_false_reject, batch_size,
+                                     progress, cal_dir if main else None)
                 res, ex = evaluate_class(detector, dataset, root, cat, batch_size=batch_size,
-                                         n_examples=n_examples, progress=progress)
+                                         n_examples=n_examples, progress=progress, calibration=cal)
                 if main:
                     for e in ex:
                         pictures.save_example(pic_dir, e)
@@ -340,6 +382,22 @@ def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, o
     publish("complete")
     paths["manifest"] = manifest_path
     return EvalOutcome(results=results, examples=examples, excluded=excluded, manifest=manifest, paths=paths)
+
+
+def _fit_class(detector: Any, dataset: str, root: str | Path, category: str, split: str,
+               target_false_reject: float | None, batch_size: int, progress: bool, save_dir: Path | None) -> Any:
+    """--calibrate-on: fit this class's calibration on its good parts of ``split`` (saved when save_dir)."""
+    from align3d_rt.artifacts.calibration import save_calibration
+    from align3d_rt.eval.split_calibration import fit_on_split
+
+    cal = fit_on_split(detector, dataset, root, category, split, target_false_reject, batch_size, progress)
+    if progress:
+        print(f"align3d-rt eval: {category}: calibrated on {cal.n_good} good parts of {split} "
+              f"(object threshold {cal.object.threshold:.6g})", file=sys.stderr)
+    if save_dir is not None:
+        save_dir.mkdir(parents=True, exist_ok=True)
+        save_calibration(cal, save_dir / f"{category}.json", overwrite=True)
+    return cal
 
 
 # Detector settings an evaluation's results depend on; --resume refuses results made with others.

@@ -34,6 +34,7 @@ class ClassResult:
     metrics: dict[str, float | None] = field(default_factory=dict)
     seconds: float = 0.0
     failed: dict[str, str] = field(default_factory=dict)  # sample file -> one-line problem (not scored)
+    operating: dict[str, Any] | None = None  # with a calibration: OperatingPoint.to_dict() (eval/operating_point.py)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -69,6 +70,21 @@ def markdown_table(results: Sequence[ClassResult], keys: Sequence[str] = METRIC_
     lines.append("| **mean** | " + str(sum(r.n_samples for r in results)) + " | "
                  + str(sum(r.n_anomalous for r in results)) + " | " + " | ".join(f"**{_pct(mean[k])}**" for k in keys) + " |")
     return "\n".join(lines) + "\n"
+
+
+def operating_section(results: Sequence[ClassResult]) -> str:
+    """The operating-point table of the classes evaluated with a calibration ('' when none was)."""
+    from align3d_rt.eval.operating_point import OperatingPoint, operating_markdown
+
+    rows = [(r.category, OperatingPoint.from_dict(r.operating)) for r in results if r.operating]
+    if not rows:
+        return ""
+    return ("\n### At the calibrated operating point (object threshold; reject = score > threshold)\n\n"
+            + operating_markdown(rows)
+            + "\nfalse reject: good parts rejected (90% range: where the count of rejected good parts falls with "
+              "90% probability under the conformal rule); false accept: bad parts accepted; F1 with bad = positive; "
+              "defects covered: ground-truth defects (single-linkage groups of labelled points, §13.3) sharing a "
+              "point with a reported region; regions on defect: reported regions sharing a point with a defect.\n")
 
 
 def failures_markdown(results: Sequence[ClassResult]) -> str:
@@ -119,7 +135,7 @@ def write_tables(out_dir: str | Path, results: Sequence[ClassResult], name: str 
     """Write NAME.md, NAME.csv and NAME.json under out_dir; returns their paths."""
     out = Path(out_dir)
     paths = {"md": out / f"{name}.md", "csv": out / f"{name}.csv", "json": out / f"{name}.json"}
-    md = (f"## {title}\n\n" if title else "") + markdown_table(results, keys)
+    md = (f"## {title}\n\n" if title else "") + markdown_table(results, keys) + operating_section(results)
     write_text_atomic(paths["md"], md + failures_markdown(results))
     write_text_atomic(paths["csv"], csv_table(results, keys))
     write_json_atomic(paths["json"], {"classes": [r.to_dict() for r in results], "mean": mean_metrics(results, keys),

@@ -72,8 +72,10 @@ def encoder_config(name: str, serving: EncoderServing, image_size: int, grid_siz
     return config
 
 
-def pipeline_config(name: str, instances: int, image_size: int, grid_size: int, parameters: dict[str, Any]) -> Any:
-    """ModelConfig of the Python-backend pipeline: one cloud per request (no batch dimension)."""
+def pipeline_config(name: str, instances: int, image_size: int, grid_size: int, parameters: dict[str, Any],
+                    calibrated: bool = False) -> Any:
+    """ModelConfig of the Python-backend pipeline: one cloud per request (no batch dimension); with a
+    calibration also the decision outputs (§13.5)."""
     pb = model_config_pb2()
     config = pb.ModelConfig(name=name, backend="python", max_batch_size=0)
     config.input.add(name=tp.POINTS, data_type=pb.TYPE_FP32, dims=[-1, 3])
@@ -84,6 +86,10 @@ def pipeline_config(name: str, instances: int, image_size: int, grid_size: int, 
     config.output.add(name=tp.GLOBAL_PROBS, data_type=pb.TYPE_FP32, dims=[-1, 2])
     config.output.add(name=tp.VIEW_MAPS, data_type=pb.TYPE_FP32, dims=[-1, 2, grid_size, grid_size])
     config.output.add(name=tp.VIEWS, data_type=pb.TYPE_UINT8, dims=[-1, image_size, image_size, 3])
+    if calibrated:
+        config.output.add(name=tp.DECISION, data_type=pb.TYPE_STRING, dims=[1])
+        config.output.add(name=tp.POINT_SCORES_NORMALIZED, data_type=pb.TYPE_FP32, dims=[-1])
+        config.output.add(name=tp.REGION_LABELS, data_type=pb.TYPE_INT32, dims=[-1])
     config.instance_group.add(count=instances, kind=pb.ModelInstanceGroup.KIND_CPU)
     _params(config, parameters)
     return config

@@ -104,8 +104,10 @@ def _place(src: Path, dst: Path) -> None:
 def write_triton_repository(bundle_dir: Path, out: Path, *, encoder: str = AUTO, name: str = layout.DEFAULT_MODEL,
                             max_batch: int = 18, opt_batch: int = 9, max_queue_delay_us: int = 2000,
                             encoder_instances: int = 1, pipeline_instances: int = 2, gpu: bool = False,
-                            threads: int = 0, engine_key: str | None = None, overwrite: bool = False) -> Path:
-    """Write the repository for ``bundle_dir`` at ``out``; returns ``out``."""
+                            threads: int = 0, engine_key: str | None = None, overwrite: bool = False,
+                            calibration: Path | None = None) -> Path:
+    """Write the repository for ``bundle_dir`` at ``out``; returns ``out``. ``calibration``: a §13
+    calibration file of this bundle, copied beside the pipeline (refused when it is for another bundle)."""
     out = Path(out)
     check_target(out, overwrite)
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
@@ -113,6 +115,10 @@ def write_triton_repository(bundle_dir: Path, out: Path, *, encoder: str = AUTO,
     if max_queue_delay_us < 0:
         raise BundleError(f"--triton-queue-delay-us {max_queue_delay_us}: must be >= 0")
     bundle = load_bundle(bundle_dir)  # hash-checked
+    if calibration is not None:
+        from align3d_rt.artifacts.calibration import bundle_source, check_source, load_calibration
+
+        check_source(load_calibration(calibration), bundle_source(bundle.manifest), calibration)
     kind = choose_encoder(bundle, encoder)
     if kind == TENSORRT:  # the engine's optimisation profile fixes the batch range
         engine_key, entry = _engine(bundle, engine_key)
@@ -128,7 +134,7 @@ def write_triton_repository(bundle_dir: Path, out: Path, *, encoder: str = AUTO,
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
-        _write(stage, bundle, serving, name, pipeline_instances, threads, engine_key)
+        _write(stage, bundle, serving, name, pipeline_instances, threads, engine_key, calibration)
         _swap_into_place(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -137,7 +143,7 @@ def write_triton_repository(bundle_dir: Path, out: Path, *, encoder: str = AUTO,
 
 
 def _write(root: Path, bundle: Bundle, serving: EncoderServing, name: str, pipeline_instances: int, threads: int,
-           engine_key: str | None) -> None:
+           engine_key: str | None, calibration: Path | None = None) -> None:
     enc_name = layout.encoder_name(name)
     pipe_dir, enc_dir = root / name / layout.VERSION, root / enc_name / layout.VERSION
     shutil.copytree(bundle.path, pipe_dir / layout.BUNDLE_DIR)
@@ -159,8 +165,18 @@ def _write(root: Path, bundle: Bundle, serving: EncoderServing, name: str, pipel
                    "encoder_max_batch": serving.max_batch, "bundle_manifest_sha256": digest,
                    "fusion_weight": copy.fusion_weight, "precision": copy.precision, "image_size": copy.image_size,
                    "grid_size": copy.grid_size, "views": len(copy.render_settings.views), "clip_name": copy.clip_name}
+    if calibration is not None:
+        from align3d_rt.artifacts.calibration import load_calibration
+
+        shutil.copy2(calibration, pipe_dir / layout.CALIBRATION_FILE)
+        cal = load_calibration(pipe_dir / layout.CALIBRATION_FILE)
+        pipe_params.update({"calibration_file": layout.CALIBRATION_FILE, "calibration_sha256": cal.sha256,
+                            "calibration_product": cal.product, "calibration_rule": json.dumps(cal.rule, sort_keys=True),
+                            "object_threshold": repr(float(cal.object.threshold)),
+                            "point_threshold": repr(float(cal.point.threshold))})
     write_text_atomic(root / name / "config.pbtxt", to_pbtxt(
-        pipeline_config(name, pipeline_instances, copy.image_size, copy.grid_size, pipe_params)))
+        pipeline_config(name, pipeline_instances, copy.image_size, copy.grid_size, pipe_params,
+                        calibrated=calibration is not None)))
     write_text_atomic(root / "README.md", readme_text(name, enc_name, serving))
     write_json_atomic(root / layout.MARKER_NAME, {
         "format": layout.MARKER_FORMAT, "format_version": layout.MARKER_VERSION, "pipeline_model": name,

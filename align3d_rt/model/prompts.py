@@ -4,6 +4,11 @@ Prompts are "X*n_ctx object." (normal) and "X*n_ctx damaged object." (abnormal);
 token embeddings are replaced by learnable context vectors, and in text blocks 1..deep_depth-1 the hidden
 states at positions 1..deep_len are overwritten by learnable deep prompts (shared by both states).
 The CLIP text tower stays frozen and is not part of the learner's parameters or state dict.
+
+Fidelity rule (reference AnomalyCLIP, ``.half()`` on the compound prompts): the deep prompts are rounded
+to fp16 before they replace hidden states, in every dtype and in training too (straight-through: the
+forward uses the rounded values, the gradient passes unchanged), so learned prompts mean the same here
+and in the reference. The first-layer context vectors are not rounded (the reference does not).
 """
 from __future__ import annotations
 
@@ -16,6 +21,12 @@ from torch import nn
 from align3d_rt.model.dpam import block_forward, check_block, layer_norm_fp32
 
 STATE_TEMPLATES = ("{} object.", "{} damaged object.")
+
+
+def round_fp16_straight_through(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with its values rounded to fp16 (kept in ``t``'s dtype); the gradient is the identity."""
+    rounded = t.detach().to(torch.float16).to(t.dtype)
+    return t + (rounded - t.detach()) if t.requires_grad else rounded
 
 
 class FrozenTextTower(nn.Module):
@@ -41,13 +52,14 @@ class FrozenTextTower(nn.Module):
 
     def forward(self, x: torch.Tensor, eot: torch.Tensor, deep: torch.Tensor | None = None) -> torch.Tensor:
         """x (N,L,W) token embeddings (positions not yet added); eot (N,) EOT positions;
-        deep (n_deep, deep_len, W) overwrites positions 1..deep_len at the input of blocks 1..n_deep.
+        deep (n_deep, deep_len, W) overwrites positions 1..deep_len at the input of blocks 1..n_deep, rounded
+        to fp16 first (the reference's ``.half()``; straight-through in training).
         Returns the projected, unnormalised EOT features (N,D)."""
         x = x + self.positional_embedding.to(x.dtype)
         n_deep = 0 if deep is None else deep.shape[0]
         for i, blk in enumerate(self.blocks):
             if deep is not None and 1 <= i <= n_deep:
-                d = deep[i - 1].to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+                d = round_fp16_straight_through(deep[i - 1]).to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
                 x = torch.cat([x[:, :1], d, x[:, 1 + d.shape[1]:]], dim=1)
             x = block_forward(blk, x, mask=self.attn_mask)
         x = layer_norm_fp32(self.ln_final, x)

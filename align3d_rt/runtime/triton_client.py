@@ -30,6 +30,21 @@ _TRANSPORT_GRPC = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
 _CLIENT_HINT = "pip install 'tritonclient[grpc,http]' (requirements.txt pins it)"
 
 
+class RemoteDecision:
+    """A calibrated pipeline's per-part decision, shaped like ``runtime.decisions.PartDecision`` where the
+    infer command reads it: ``to_json()`` (§13.5 sample fields), ``normalized`` (N,) f32 and
+    ``regions.labels`` (N,) i4."""
+
+    def __init__(self, fields: dict[str, Any], normalized: np.ndarray, labels: np.ndarray) -> None:
+        self.fields = fields
+        self.decision = str(fields.get("decision"))
+        self.normalized = normalized
+        self.regions = SimpleNamespace(labels=labels, regions=list(fields.get("regions", [])))
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.fields)
+
+
 class ServerUnavailable(Align3DError):
     """The server cannot be reached or does not serve the model (nothing can be scored)."""
 
@@ -172,6 +187,25 @@ class TritonDetector:
 
     # ---- the Detector interface ---------------------------------------------------------------
     @property
+    def calibrated(self) -> bool:
+        """The served repository carries a calibration (export --format triton --calibration)."""
+        return bool(self.params.get("calibration_file"))
+
+    @property
+    def calibration_summary(self) -> dict[str, Any] | None:
+        """scores.json's top-level ``calibration`` (§13.5) for the served calibration, or None."""
+        if not self.calibrated:
+            return None
+        import json
+
+        p = self.params
+        return {"product": p.get("calibration_product", ""), "calibration_sha256": p.get("calibration_sha256", ""),
+                "rule": json.loads(p.get("calibration_rule") or "{}"),
+                "object_threshold": float(p.get("object_threshold", "nan")),
+                "point_threshold": float(p.get("point_threshold", "nan")),
+                "file": f"{self.url}/{self.model}/{p['calibration_file']}"}
+
+    @property
     def fusion_weight(self) -> float:
         return float(self.params.get("fusion_weight", "0.5"))
 
@@ -214,6 +248,7 @@ class TritonDetector:
                 inputs.append(tensor)
         names = [layout.POINT_SCORES, layout.OBJECT_SCORE, layout.GLOBAL_PROBS]
         names += list(layout.ON_REQUEST) if keep_render else []
+        names += list(layout.DECISION_OUTPUTS) if self.calibrated else []
         outputs = [lib.InferRequestedOutput(n) for n in names]
         t0 = time.perf_counter()
         utils = import_backend("tritonclient.utils", "tritonclient", _CLIENT_HINT)
@@ -228,10 +263,27 @@ class TritonDetector:
             return input_error(sample.source or sample.sample_id,
                                f"the server answered {scores.shape} scores for {sample.num_points} points")
         views = answer.as_numpy(layout.VIEWS) if keep_render else None
+        decision = self._decision(answer, sample) if self.calibrated else None
+        if isinstance(decision, InputError):
+            return decision
         return ScoreResult(
             sample_id=sample.sample_id, point_scores=scores,
             object_score=float(np.asarray(answer.as_numpy(layout.OBJECT_SCORE)).reshape(-1)[0]),
             global_probs=np.asarray(answer.as_numpy(layout.GLOBAL_PROBS), dtype=np.float32),
             maps=answer.as_numpy(layout.VIEW_MAPS) if keep_render else None,
             render=SimpleNamespace(images=views) if views is not None else None,
-            timings={"load": load_seconds, "request": seconds}, sample=sample)
+            timings={"load": load_seconds, "request": seconds}, sample=sample, decision=decision)
+
+    @staticmethod
+    def _decision(answer: Any, sample: PointCloudSample) -> "RemoteDecision | InputError":
+        """The decision outputs of a calibrated pipeline, checked against the cloud's size."""
+        import json
+
+        raw = np.asarray(answer.as_numpy(layout.DECISION)).reshape(-1)[0]
+        fields = json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else str(raw))
+        normalized = np.asarray(answer.as_numpy(layout.POINT_SCORES_NORMALIZED), dtype=np.float32).reshape(-1)
+        labels = np.asarray(answer.as_numpy(layout.REGION_LABELS), dtype=np.int32).reshape(-1)
+        if normalized.shape[0] != sample.num_points or labels.shape[0] != sample.num_points:
+            return input_error(sample.source or sample.sample_id, f"the server answered decision outputs for "
+                               f"{normalized.shape[0]}/{labels.shape[0]} points, not {sample.num_points}")
+        return RemoteDecision(fields, normalized, labels)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from align3d_rt.artifacts.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle, load_bundle
-from align3d_rt.artifacts.triton_layout import (CATEGORY, DATASET, GLOBAL_PROBS, OBJECT_SCORE, POINT_SCORES, POINTS,
+from align3d_rt.artifacts.triton_layout import (CATEGORY, DATASET, DECISION, GLOBAL_PROBS, OBJECT_SCORE,
+                                                POINT_SCORES, POINT_SCORES_NORMALIZED, POINTS, REGION_LABELS,
                                                 VIEW_MAPS, VIEWS)
 from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError, InputError
@@ -106,6 +107,13 @@ class PipelineModel:
         self.params = model_parameters(config)
         version_dir = Path(args["model_repository"]) / str(args["model_version"])
         self.bundle = load_bundle(version_dir / self.params["bundle_dir"])  # hash-checked, as always
+        self.calibration: Any = None
+        if self.params.get("calibration_file"):  # hash-checked; refused when it is for another bundle
+            from align3d_rt.artifacts.calibration import bundle_source, check_source, load_calibration
+
+            cal_path = version_dir / self.params["calibration_file"]
+            self.calibration = load_calibration(cal_path)
+            check_source(self.calibration, bundle_source(self.bundle.manifest), cal_path)
         warm_up(self.bundle)
         max_batch = int(self.params.get("encoder_max_batch", "0")) or None
         runner = BlsRunner(pb_utils, self.params["encoder_model"], self.bundle.grid_size, max_batch,
@@ -128,6 +136,11 @@ class PipelineModel:
             sample = self._sample(request)
             wanted = set(request.requested_output_names() or ())
             result = self.detector.score([sample], keep_render=VIEWS in wanted)[0]
+            decision = None
+            if self.calibration is not None:
+                from align3d_rt.runtime.decisions import decide
+
+                decision = decide(sample.points, result.fused, result.object_score, self.calibration)
         except (Align3DError, ValueError) as err:
             code = getattr(pb.TritonError, "INVALID_ARG", None) if isinstance(err, InputError) else None
             error = pb.TritonError(str(err)) if code is None else pb.TritonError(str(err), code)
@@ -139,6 +152,11 @@ class PipelineModel:
             outputs.append(pb.Tensor(VIEW_MAPS, np.ascontiguousarray(result.view_maps, np.float32)))
         if VIEWS in wanted and result.render is not None:
             outputs.append(pb.Tensor(VIEWS, np.ascontiguousarray(result.render.images, np.uint8)))
+        if decision is not None:  # §13.5: the same per-part object as scores.json's sample fields
+            text = json.dumps(decision.to_json(), sort_keys=True).encode("utf-8")
+            outputs += [pb.Tensor(DECISION, np.array([text], dtype=np.object_)),
+                        pb.Tensor(POINT_SCORES_NORMALIZED, np.ascontiguousarray(decision.normalized, np.float32)),
+                        pb.Tensor(REGION_LABELS, np.ascontiguousarray(decision.regions.labels, np.int32))]
         return pb.InferenceResponse(output_tensors=outputs)
 
     def _sample(self, request: Any) -> PointCloudSample:

@@ -35,6 +35,8 @@ from align3d_rt.artifacts import run_dir as rd
 from align3d_rt.errors import InputError, RunDirError
 from align3d_rt.io_utils import sha256_file
 
+FP16_MAX = float(np.finfo(np.float16).max)  # the reference rounds deep prompts to fp16: beyond this they are inf
+
 __all__ = ["ReferenceFile", "PromptShapes", "read_reference_file", "partner_path", "prompt_tensors",
            "aligner_tensors", "import_reference_checkpoints", "ALIGNER_KEY_MAP"]
 
@@ -170,6 +172,12 @@ def prompt_tensors(sd: dict[str, Any], path: Path, entry: str, width: int, text_
     ctx = np.concatenate([_array(pos)[0, 0][None], _array(neg)[0, 0][None]], axis=0).astype(np.float32)
     deep = (np.stack([_array(sd[k]) for k in deep_keys]) if deep_keys
             else np.zeros((0, 4, width), np.float32)).astype(np.float32)
+    for name, values in (("ctx_pos/ctx_neg", ctx), ("compound_prompts_text", deep)):
+        if not np.isfinite(values).all():
+            raise _fail(path, f"{where}{name}: holds non-finite values")
+    if deep.size and float(np.abs(deep).max()) > FP16_MAX:
+        raise _fail(path, f"{where}compound_prompts_text: values beyond +-{FP16_MAX:g}; the reference rounds deep "
+                          f"prompts to fp16, where they would be infinite")
     return {"ctx": ctx, "deep_ctx": deep}, PromptShapes(n_ctx, len(deep_keys), deep_len, width)
 
 

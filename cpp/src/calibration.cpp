@@ -254,7 +254,7 @@ Calibration load_calibration(const std::string& given) {
   cal.scoring = data["scoring"].get<std::string>();
   cal.dataset = data["dataset"].get<std::string>();
   cal.category = data["category"].get<std::string>();
-  cal.rule = data["rule"];
+  cal.rule_json = data["rule"].dump();
   cal.object_threshold = data["object"]["threshold"].get<double>();
   cal.object_lo = data["object"]["lo"].get<double>();
   cal.object_hi = data["object"]["hi"].get<double>();

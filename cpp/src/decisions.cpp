@@ -8,6 +8,7 @@
 
 #include "align3d/decisions.hpp"
 #include "align3d/inspector.hpp"
+#include "decision_json.hpp"
 
 namespace align3d {
 namespace {
@@ -252,7 +253,7 @@ void add_decision_json(nlohmann::json& sample, const Decision& d) {
 }
 
 nlohmann::json calibration_json(const Calibration& cal) {
-  return {{"product", cal.product}, {"calibration_sha256", cal.sha256}, {"rule", cal.rule},
+  return {{"product", cal.product}, {"calibration_sha256", cal.sha256}, {"rule", nlohmann::json::parse(cal.rule_json)},
           {"object_threshold", cal.object_threshold}, {"point_threshold", cal.point_threshold}, {"file", cal.path}};
 }
 

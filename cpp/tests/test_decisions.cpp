@@ -10,6 +10,7 @@
 #include "align3d/decisions.hpp"
 #include "align3d/inspector.hpp"
 #include "bundle.hpp"
+#include "decision_json.hpp"
 #define CHECK_ERROR_TYPE align3d::Error  // what EXPECT_ERROR expects
 #include "check.hpp"  // cpp/geometry/tests/check.hpp, shared with the geometry tests
 
@@ -242,7 +243,7 @@ void calibration_files() {
   const Calibration c = load_calibration(good);
   CHECK(c.product == "bagel" && c.source_kind == "bundle" && c.source_hash == kBundleHash);
   CHECK(c.object_threshold == 0.5 && c.point_threshold == 0.6 && c.min_points == 10 && c.spacing_factor == 2.5);
-  CHECK(c.rule["name"] == "conformal" && c.sha256.size() == 64 && c.path == good);
+  CHECK(nlohmann::json::parse(c.rule_json)["name"] == "conformal" && c.sha256.size() == 64 && c.path == good);
   check_calibration_source(c, kBundleHash);  // accepted
   EXPECT_ERROR(check_calibration_source(c, std::string(64, 'b')),
                good + ": calibration is for bundle " + kBundleHash + ", this bundle is " + std::string(64, 'b'));

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "align3d/inspector.hpp"
+#include "decision_json.hpp"
 #include "align3d/npy.hpp"
 #include "outputs.hpp"
 #include "readers.hpp"

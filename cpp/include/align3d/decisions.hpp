@@ -9,7 +9,6 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -21,7 +20,7 @@ struct Calibration {
   std::string product, sha256;      // sha256 = calibration_sha256
   std::string source_kind, source_hash;  // "bundle" + manifest_sha256, or "run" + run_id
   std::string scoring, dataset, category;
-  nlohmann::json rule;              // the file's `rule` object
+  std::string rule_json;            // the file's `rule` object, serialised (nlohmann::json::dump)
   double object_threshold = 0, object_lo = 0, object_hi = 1;
   double point_threshold = 0, point_lo = 0, point_hi = 1;
   std::int64_t min_points = 10;
@@ -81,10 +80,5 @@ struct Decision {
 /// without a path, as Python's InputError) on a non-finite object or point score.
 Decision decide(const Calibration& cal, const float* xyz, const float* fused, std::size_t n, double object_score);
 
-/// scores.json fields (spec 13.5): a region object, the per-sample fields (decision,
-/// object_score_normalized, regions, num_regions) and the top-level `calibration` object.
-nlohmann::json region_json(const Region& region);
-void add_decision_json(nlohmann::json& sample, const Decision& decision);
-nlohmann::json calibration_json(const Calibration& cal);
 
 }  // namespace align3d
