@@ -50,7 +50,7 @@ def test_import_refuses_non_finite_checkpoint(where: str, value: float, tmp_path
     torch.save(rgb, rgb_path)
     assert _import([str(rgb_path), "--out", str(tmp_path / "run")]) == 2
     line = _one_line(capsys)
-    assert str(rgb_path) in line and "non-finite value(s) (NaN/Inf)" in line, line
+    assert str(rgb_path) in line and "non-finite" in line, line
     assert not (tmp_path / "run").exists()
 
 
