@@ -71,8 +71,23 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def _standard_json(obj: Any) -> Any:
+    """``obj`` with NaN/±inf floats as None: the files are standard JSON (an undefined metric reads null)."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _standard_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_standard_json(v) for v in obj]
+    if isinstance(obj, np.ndarray) and obj.dtype.kind == "f":
+        return _standard_json(obj.tolist())
+    return obj
+
+
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Atomic, sorted, standard JSON (allow_nan=False: non-finite floats are written as null)."""
+    text = json.dumps(_standard_json(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    write_text_atomic(path, text + "\n")
 
 
 def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:

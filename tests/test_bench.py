@@ -111,7 +111,7 @@ def test_rows_come_from_the_registry(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--samples", "0"], "--samples 0"),
+    (["--samples", "0"], "argument --samples: must be a positive integer"),
     (["--batch-sizes", "1,x"], "--batch-sizes"),
     (["--kinds", "kitti"], "--kinds"),
     (["--rows", "nosuchrow"], "nosuchrow"),

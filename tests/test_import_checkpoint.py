@@ -220,9 +220,10 @@ def test_unwritable_out_and_bad_weight_fail_on_one_line(tmp_path: Path, capsys: 
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert _import([str(rgb_path), "--out", str(blocker / "run")]) == 2
-    assert _import([str(rgb_path), "--out", str(tmp_path / "run"), "--fusion-weight", "nan"]) == 2
+    assert _import([str(rgb_path), "--out", str(tmp_path / "run"), "--fusion-weight", "nan"]) == 2  # by its type
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 2 and "cannot create the run directory" in lines[0] and "--fusion-weight nan" in lines[1]
+    assert len(lines) == 2 and "cannot create the run directory" in lines[0]
+    assert "argument --fusion-weight: must be a number in [0, 1], got 'nan'" in lines[1]
     assert blocker.read_text() == "x" and not (tmp_path / "run").exists()
 
 

@@ -37,7 +37,8 @@ def test_truncated_cloud_is_refused(suffix: str, ascii_: bool, tmp_path: Path) -
     path = _write(tmp_path / f"c{suffix}", pts, ascii_)
     assert readers.load_point_file(path).num_points == 500  # the complete file reads
     _truncate(path, 0.5)
-    with pytest.raises(InputError, match=r"header promises 500 (points|vertices), the file holds 2\d\d") as err:
+    with pytest.raises(InputError, match=r"header promises 500 (points|vertex rows), the file holds 2\d\d"
+                       r"|malformed (PCD point|PLY vertex) row 2\d\d") as err:
         readers.load_point_file(path)
     assert str(err.value).startswith(str(path)) and "\n" not in str(err.value)
 
@@ -52,7 +53,7 @@ def test_truncated_compressed_pcd_is_refused(tmp_path: Path) -> None:
     assert b"binary_compressed" in path.read_bytes()[:400]
     assert readers.load_point_file(path).num_points == 500
     _truncate(path, 0.6)
-    with pytest.raises(InputError, match="header promises 500 points, the file holds 0"):
+    with pytest.raises(InputError, match=r"header promises 500 points, the file holds fewer \(compressed block truncated\)"):
         readers.load_point_file(path)
 
 

@@ -68,7 +68,7 @@ def test_a_server_that_never_answers_times_out_as_one_line(scheme: str, says: st
     ([], "give one of --run, --bundle or --triton"),
     (["--triton", "http://h:1", "--backend", "onnxruntime"], "--backend: the Triton server's repository fixes"),
     (["--triton", "http://h:1", "--scoring", "reference"], "--scoring and its weights: the Triton server"),
-    (["--triton", "http://h:1", "--timeout", "0"], "need a timeout > 0"),
+    (["--triton", "http://h:1", "--timeout", "0"], "argument --timeout: must be a finite number > 0"),
 ])
 def test_bad_triton_choices_are_one_line(argv: list[str], message: str, cloud: Path, tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:

@@ -208,6 +208,9 @@ def _settings_problem(manifest: dict[str, Any], settings: RenderSettings) -> str
         return f"unknown renderer {settings.renderer!r} (known: {', '.join(RENDERERS)})"
     if settings.image_size != size:
         return f"render image size {settings.image_size} differs from the graph's input size {size}"
+    grid = manifest["grid_size"]
+    if isinstance(grid, bool) or not isinstance(grid, int) or not 1 <= grid <= size:
+        return f"grid_size {grid!r} must be an integer in 1..image_size ({size})"
     return None
 
 

@@ -28,7 +28,7 @@ from align3d_rt.render.views import RenderSettings
 __all__ = [
     "RUN_FORMAT", "RUN_FORMAT_VERSION", "CONFIG", "ALIGNER", "PROMPTS_RENDER", "PROMPTS_ALIGNED", "TEXT",
     "LOSSES", "CHECKPOINTS", "RunArtifacts", "load_run", "read_config", "write_config",
-    "save_tensors", "load_tensors", "write_losses", "clip_seed", "with_clip_weights",
+    "save_tensors", "load_tensors", "check_finite", "write_losses", "clip_seed", "with_clip_weights",
 ]
 
 RUN_FORMAT = "align3d_rt.run"
@@ -125,6 +125,18 @@ def load_tensors(path: str | Path, what: str = "file") -> dict[str, np.ndarray]:
                           f"restore the file") from None
 
 
+def check_finite(path: str | Path, tensors: dict[str, np.ndarray],
+                 advice: str = "re-run training or re-import the checkpoint") -> dict[str, np.ndarray]:
+    """``tensors`` unchanged, or a one-line RunDirError naming the first tensor holding NaN/Inf."""
+    for name in sorted(tensors):
+        arr = np.asarray(tensors[name])
+        if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            raise RunDirError(f"{path}: tensor '{name}' holds {bad} non-finite value(s) (NaN/Inf); weights like "
+                              f"these score nothing: {advice}")
+    return tensors
+
+
 def write_config(run: str | Path, config: dict) -> None:
     write_json_atomic(Path(run) / CONFIG, config)
 
@@ -160,10 +172,10 @@ def load_run(path: str | Path) -> RunArtifacts:
     if missing:
         raise RunDirError(f"{run}: incomplete run (missing {', '.join(missing)}); finish it with "
                           f"`align3d-rt train ... --out {run} --resume`")
-    aligner_state = load_tensors(run / ALIGNER, "aligner weights")
-    text_file = load_tensors(run / TEXT, "text embeddings")
+    aligner_state = check_finite(run / ALIGNER, load_tensors(run / ALIGNER, "aligner weights"))
+    text_file = check_finite(run / TEXT, load_tensors(run / TEXT, "text embeddings"))
     for f in (PROMPTS_RENDER, PROMPTS_ALIGNED):
-        load_tensors(run / f, "prompt weights")  # integrity check only
+        check_finite(run / f, load_tensors(run / f, "prompt weights"))  # integrity check only
     text = text_file.get("text")
     if text is None or text.ndim != 3 or text.shape[:2] != (2, 2):
         raise RunDirError(f"{run / TEXT}: tensor 'text' must be (2,2,D), got "
@@ -172,6 +184,8 @@ def load_run(path: str | Path) -> RunArtifacts:
         clip = config["clip"]
         render_settings = RenderSettings.from_dict(config["render_settings"])
         fusion_weight = float(config["fusion_weight"])
+        if not 0.0 <= fusion_weight <= 1.0:  # NaN fails too
+            raise ValueError(f"fusion_weight {fusion_weight} outside [0, 1]")
         return RunArtifacts(path=run, config=config, clip_name=str(clip["name"]), clip_weights=clip.get("weights"),
                             clip_weights_id=str(clip["weights_id"]), render_settings=render_settings,
                             aligner_state=aligner_state, text=np.asarray(text, dtype=np.float32),

@@ -24,7 +24,9 @@ _COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="align3d-rt", description="Align3D-AD zero-shot 3D anomaly detection")
+    from align3d_rt.cli.numbers import OneLineParser  # usage errors: one line, exit 2
+
+    parser = OneLineParser(prog="align3d-rt", description="Align3D-AD zero-shot 3D anomaly detection")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for mod_name in _COMMAND_MODULES:
@@ -43,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on hub retries; weights come from the cache
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # a usage error (one line, 2) or --help/--version (0): returned like any other
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
     try:
         rc = args.func(args)
     except Align3DError as err:

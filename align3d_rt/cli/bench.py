@@ -13,6 +13,7 @@ from pathlib import Path
 
 from align3d_rt.errors import Align3DError, input_error
 from align3d_rt.runtime.devices import DEVICE_CHOICES
+from align3d_rt.cli.numbers import positive_float, positive_int
 
 KIND_CHOICES = ("mvtec", "real3d")
 
@@ -27,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", type=Path, default=None, help="bundles, clouds and scratch outputs (default OUT/work)")
     p.add_argument("--kinds", default="mvtec,real3d",
                    help="clouds: mvtec (organized 336x336 xyz tiff, preprocessed), real3d (112,896-point .pcd)")
-    p.add_argument("--samples", type=int, default=3, help="clouds per kind (default 3)")
+    p.add_argument("--samples", type=positive_int, default=3, help="clouds per kind (default 3)")
     p.add_argument("--rows", default=None, help="comma-separated row ids (backend:variant) or backend names "
                    "(default: every row; see --list)")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-warmup-each-batch", action="store_true",
                    help="skip the untimed stream before each batch size > 1 (saves time on slow CPUs)")
     p.add_argument("--in-process", action="store_true", help="measure every row in this process (no isolation)")
-    p.add_argument("--row-timeout", type=float, default=3600.0, help="seconds one row may take (default 3600)")
+    p.add_argument("--row-timeout", type=positive_float, default=3600.0, help="seconds one row may take (default 3600)")
     p.add_argument("--mvtec-root", type=Path, default=None, help="take the mvtec clouds from this MVTec 3D-AD root")
     p.add_argument("--real3d-root", type=Path, default=None, help="take the real3d clouds from this Real3D-AD root")
     p.add_argument("--category", default=None, help="category under --mvtec-root / --real3d-root")

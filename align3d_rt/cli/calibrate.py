@@ -26,6 +26,8 @@ from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.data.files import collect_files
 from align3d_rt.errors import Align3DError, InputError
+from align3d_rt.cli.numbers import positive_int
+from align3d_rt.render.views import DATASET_CATEGORIES, category_problem
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,8 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="calibration file to write (.json)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing calibration file at --out "
                                                             "(never any other file)")
-    p.add_argument("--dataset", default="", help="dataset the files come from (render point size/normals)")
-    p.add_argument("--category", default="", help="category of the files (MVTec point size per class)")
+    p.add_argument("--dataset", default="", choices=tuple(DATASET_CATEGORIES),
+                   help="dataset the files come from (render point size/normals)")
+    p.add_argument("--category", default="", help="category of the files (MVTec point size per class); needs "
+                   "--dataset and one of its categories")
     p.add_argument("--rule", choices=RULES, default="conformal",
                    help="conformal (default; false-reject rate <= target on average), pac (<= target with "
                         "--confidence), f1 (needs --bad), false-accept (needs --bad and --target-false-accept)")
@@ -60,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--region-spacing-factor", type=float, default=DEFAULT_SPACING_FACTOR,
                    help=f"hot points closer than this many point spacings join one region "
                         f"(default {DEFAULT_SPACING_FACTOR})")
-    p.add_argument("--batch-size", type=int, default=1, help="samples scored per encoder batch (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="samples scored per encoder batch (default 1)")
     p.set_defaults(func=run_calibrate)
 
 
@@ -98,6 +102,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from align3d_rt.eval.calibration import check_settings, fit_calibration, good_parts_needed, guarantee_line
 
     check_target(args.out, args.overwrite)  # before any work
+    if (problem := category_problem(args.dataset, args.category)) is not None:  # the names infer accepts
+        raise Align3DError(problem)
     if not args.product.strip():
         raise Align3DError("--product: needs a non-empty product name")
     bad_files = collect_files(list(args.bad)) if args.bad else []

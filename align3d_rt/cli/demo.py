@@ -30,6 +30,8 @@ from typing import Any
 
 from align3d_rt.io_utils import sha256_json, write_json_atomic, write_text_atomic
 from align3d_rt.runtime.devices import DEVICE_CHOICES
+from align3d_rt.cli.numbers import non_negative_int
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     d = subparsers.add_parser(
@@ -45,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--ir-precisions", nargs="*", choices=("fp32", "int8", "int8-weights"), default=["int8"],
                    help="OpenVINO IR precisions to export and evaluate (default int8; none: skip; skipped with a "
                         "note when OpenVINO is not installed)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=non_negative_int, default=0)
     d.add_argument("--quick", action="store_true", help="smaller dataset and fewer epochs (a smoke run, not a result)")
     d.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="device for evaluation (default auto)")
     d.set_defaults(func=run_demo_cmd)

@@ -8,6 +8,7 @@ from pathlib import Path
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.errors import Align3DError
+from align3d_rt.cli.numbers import non_negative_int, positive_int
 
 DATASETS = ("mvtec3d", "eyecandies", "real3d", "synthetic")
 
@@ -34,8 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted eval in --out: classes whose results are there are not rescored")
     p.add_argument("--categories", nargs="+", default=None, help="test only these classes")
-    p.add_argument("--batch-size", type=int, default=2, help="samples scored per encoder batch")
-    p.add_argument("--examples", type=int, default=1, help="good and anomalous example pictures per class")
+    p.add_argument("--batch-size", type=positive_int, default=2, help="samples scored per encoder batch")
+    p.add_argument("--examples", type=non_negative_int, default=1, help="good and anomalous example pictures per class")
     cal = p.add_mutually_exclusive_group()
     cal.add_argument("--calibration", type=Path, default=None, metavar="CAL",
                      help="a calibration file of this run/bundle (align3d-rt calibrate): its thresholds apply to "

@@ -12,6 +12,7 @@ from align3d_rt.cli.export_triton import TRITON, add_triton_options, run_triton_
 from align3d_rt.cli.options import add_clip_weights_option
 from align3d_rt.errors import Align3DError
 from align3d_rt.export.openvino_export import DEFAULT_CALIBRATION_SAMPLES, EXPORT_FORMATS, IR_PRECISIONS
+from align3d_rt.cli.numbers import positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,15 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ONNX: fp32; fp16 (GPU/TensorRT source, LayerNorm/softmax in fp32); int8 (dynamic, CPU). "
                         "OpenVINO IR: fp32; int8 (NNCF post-training quantization, calibrated on the run's "
                         "training samples); int8-weights (NNCF weight compression)")
-    p.add_argument("--calibration-samples", type=int, default=None,
+    p.add_argument("--calibration-samples", type=positive_int, default=None,
                    help=f"OpenVINO int8: samples whose rendered views calibrate the quantization "
                         f"(default {DEFAULT_CALIBRATION_SAMPLES}; recorded in the manifest)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 to 23 (default 17)")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset, 13 to 23 (default 17)")
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (fp16 only; needs TensorRT + GPU)")
-    p.add_argument("--min-batch", type=int, default=1, help="TensorRT profile: smallest view batch (default 1)")
-    p.add_argument("--opt-batch", type=int, default=9, help="TensorRT profile: tuned view batch (default 9); Triton: preferred encoder batch")
-    p.add_argument("--max-batch", type=int, default=18, help="TensorRT profile: largest view batch (default 18); Triton: the encoder max_batch_size (a TensorRT engine brings its own)")
-    p.add_argument("--workspace-gb", type=float, default=4.0, help="TensorRT builder workspace in GiB (default 4)")
+    p.add_argument("--min-batch", type=positive_int, default=1, help="TensorRT profile: smallest view batch (default 1)")
+    p.add_argument("--opt-batch", type=positive_int, default=9, help="TensorRT profile: tuned view batch (default 9); Triton: preferred encoder batch")
+    p.add_argument("--max-batch", type=positive_int, default=18, help="TensorRT profile: largest view batch (default 18); Triton: the encoder max_batch_size (a TensorRT engine brings its own)")
+    p.add_argument("--workspace-gb", type=positive_float, default=4.0, help="TensorRT builder workspace in GiB (default 4)")
     add_triton_options(p)
     p.set_defaults(func=run_export)
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from align3d_rt.errors import Align3DError
+from align3d_rt.cli.numbers import non_negative_int, positive_int
 
 TRITON = "triton"
 
@@ -23,13 +24,13 @@ def add_triton_options(p: argparse.ArgumentParser) -> None:
                         f"e.g. the one nvidia-pytriton bundles)")
     g.add_argument("--triton-name", default=DEFAULT_MODEL,
                    help=f"pipeline model name (default {DEFAULT_MODEL}; the encoder is NAME_encoder)")
-    g.add_argument("--triton-instances", type=int, default=1, help="encoder model instances (default 1)")
-    g.add_argument("--triton-pipeline-instances", type=int, default=2,
+    g.add_argument("--triton-instances", type=positive_int, default=1, help="encoder model instances (default 1)")
+    g.add_argument("--triton-pipeline-instances", type=positive_int, default=2,
                    help="pipeline model instances (default 2: one renders while another waits on the encoder)")
-    g.add_argument("--triton-queue-delay-us", type=int, default=2000,
+    g.add_argument("--triton-queue-delay-us", type=non_negative_int, default=2000,
                    help="encoder dynamic batching: longest wait for more requests, microseconds (default 2000)")
     g.add_argument("--triton-gpu", action="store_true", help="encoder instances on the GPU (always for TensorRT)")
-    g.add_argument("--triton-threads", type=int, default=0,
+    g.add_argument("--triton-threads", type=non_negative_int, default=0,
                    help="python encoder: ONNX Runtime threads per instance (default 0 = ONNX Runtime's choice)")
     g.add_argument("--calibration", type=Path, default=None, metavar="CAL",
                    help="a calibration file of this bundle (align3d-rt calibrate): copied into the repository; the "

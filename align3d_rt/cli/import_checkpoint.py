@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from align3d_rt.cli.numbers import fraction
 
 DATASETS = ("mvtec3d", "eyecandies", "real3d", "synthetic")
 
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=DATASETS, default="mvtec3d", help="dataset the checkpoint was trained on "
                    "(render settings; default mvtec3d)")
     p.add_argument("--category", default="", help="class the checkpoint was trained on (left out by one-vs-rest)")
-    p.add_argument("--fusion-weight", type=float, default=None,
+    p.add_argument("--fusion-weight", type=fraction, default=None,
                    help="aligned-branch weight (default 0.5; PointAD checkpoints: always 0)")
     p.set_defaults(func=run_import)
 

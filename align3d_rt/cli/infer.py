@@ -37,8 +37,12 @@ from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.data.files import collect_files
-from align3d_rt.errors import InputError, input_error
+from align3d_rt.cli.numbers import positive_int
+from align3d_rt.errors import Align3DError, InputError, input_error
 from align3d_rt.io_utils import save_npy_atomic
+from align3d_rt.render.views import DATASET_CATEGORIES
+
+DATASET_CHOICES = tuple(DATASET_CATEGORIES)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,10 +59,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier infer output at --out: only the files it wrote (a folder holding anything else is refused)")
-    p.add_argument("--dataset", default=None, help="dataset the files come from (render point size/normals), e.g. mvtec3d, real3d")
-    p.add_argument("--category", default=None, help="category of the files (MVTec point size per class)")
+    p.add_argument("--dataset", default=None, choices=DATASET_CHOICES,
+                   help="dataset the files come from (render point size/normals; real3d: resampled to 112,896 points)")
+    p.add_argument("--category", default=None, help="category of the files (MVTec point size per class); needs "
+                   "--dataset and one of its categories")
     calibration_options.add_calibration_option(p)
-    p.add_argument("--batch-size", type=int, default=1, help="samples scored per encoder batch (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="samples scored per encoder batch (default 1)")
     p.add_argument("--no-ply", action="store_true", help="do not write heat-coloured .ply files")
     p.add_argument("--no-png", action="store_true", help="do not write view pictures")
     add_html_option(p)
@@ -85,11 +91,15 @@ def sample_loader(dataset: str, category: str) -> Any:
 def run_infer(args: argparse.Namespace) -> int:
     from align3d_rt.cli.out_folder import OutputFolder
 
+    from align3d_rt.render.views import category_problem
+
     check_triton_choice(args)
     folder = OutputFolder(args.out, "infer", overwrite=args.overwrite,
                           inputs=(getattr(args, "bundle", None),))
     folder.check()  # before any work
     cal = calibration_options.resolve_calibration(args)
+    if (problem := category_problem(args.dataset, args.category)) is not None:  # settled by now (str)
+        raise Align3DError(problem)
     # with --html, a file called index.* would have its page overwritten by index.html
     files = collect_files(list(args.paths), exclude=args.out, reserved=("index",) if args.html else ())
     detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))
@@ -105,7 +115,7 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
     from align3d_rt.runtime import outputs
 
     summary: dict[str, Any] = {
-        "detector": detector.describe(),
+        "detector": {**detector.describe(), "dataset": args.dataset or None, "category": args.category or None},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "samples": {},
         "failed": {},

@@ -5,6 +5,7 @@ import argparse
 from typing import Any
 
 from align3d_rt.errors import Align3DError
+from align3d_rt.cli.numbers import non_negative_int, positive_float
 
 
 def add_triton_client_options(p: argparse.ArgumentParser) -> None:
@@ -15,9 +16,9 @@ def add_triton_client_options(p: argparse.ArgumentParser) -> None:
                    help="score on a Triton server: http://HOST:8000 or grpc://HOST:8001 (a repository from "
                         "align3d-rt export --format triton)")
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"the pipeline model's name (default {DEFAULT_MODEL})")
-    g.add_argument("--timeout", type=float, default=120.0,
+    g.add_argument("--timeout", type=positive_float, default=120.0,
                    help="seconds each server call may take (default 120); failed connections are retried")
-    g.add_argument("--retries", type=int, default=3, help="retries of a call the server did not answer (default 3)")
+    g.add_argument("--retries", type=non_negative_int, default=3, help="retries of a call the server did not answer (default 3)")
 
 
 def check_triton_choice(args: argparse.Namespace) -> None:

@@ -12,6 +12,7 @@ from align3d_rt.data.files import collect_files
 from align3d_rt.errors import Align3DError
 from align3d_rt.runtime import registry
 from align3d_rt.runtime.devices import DEVICE_CHOICES
+from align3d_rt.cli.numbers import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,9 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                    "synthetic): labelled samples, so AUROC is compared too")
     q.add_argument("--category", action="append", default=[], help="dataset category (repeatable; default all)")
     q.add_argument("--split", default="test", help="dataset split (default test)")
-    q.add_argument("--max-samples", type=int, default=None, help="at most this many samples per category "
+    q.add_argument("--max-samples", type=positive_int, default=None, help="at most this many samples per category "
                                                                  "(taken across labels in turn)")
-    q.add_argument("--batch-size", type=int, default=2, help="samples per encoder batch (default 2)")
+    q.add_argument("--batch-size", type=positive_int, default=2, help="samples per encoder batch (default 2)")
     q.add_argument("--out", type=Path, default=Path("parity.json"), help="report file (default ./parity.json)")
     q.set_defaults(func=run_parity_cmd)
 

@@ -11,6 +11,7 @@ import numpy as np
 from align3d_rt import errors
 from align3d_rt.io_utils import atomic_path, save_npz_atomic, save_png_atomic
 from align3d_rt.render.views import VIEW_PRESETS
+from align3d_rt.cli.numbers import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, choices=sorted(VIEW_PRESETS), help="view preset (default: paper9, "
                    "or the dataset's preset with --dataset)")
     p.add_argument("--renderer", default="splat", choices=["splat", "open3d"])
-    p.add_argument("--image-size", type=int, default=336)
+    p.add_argument("--image-size", type=positive_int, default=336)
     p.add_argument("--out", required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier render output at --out: only the files it wrote (a folder holding "

@@ -6,6 +6,7 @@ from typing import Any
 
 from align3d_rt.errors import Align3DError
 from align3d_rt.scoring_reference import SCORING_MODES, ReferenceSettings
+from align3d_rt.cli.numbers import fraction
 
 
 def add_scoring_options(parser: argparse.ArgumentParser) -> None:
@@ -14,10 +15,10 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
                              "fused global probability; reference: the Align3D-AD test script's rules (per-branch "
                              "maps blurred on the 336x336 grid, separate image/point-level weights; "
                              "docs/runtime-spec.md section 12)")
-    parser.add_argument("--image-level-weight", type=float, default=None,
+    parser.add_argument("--image-level-weight", type=fraction, default=None,
                         help="reference mode: aligned-branch weight of the object score (default: the run's or "
                              "bundle's fusion weight, 0.5 unless trained or imported otherwise)")
-    parser.add_argument("--point-level-weight", type=float, default=None,
+    parser.add_argument("--point-level-weight", type=fraction, default=None,
                         help="reference mode: aligned-branch weight of the point map (default: as above)")
     parser.add_argument("--no-image-map-blur", action="store_true",
                         help="reference mode: skip the second blur of the image-level map (the reference's "

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from align3d_rt import errors
+from align3d_rt.cli.numbers import non_negative_int, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,13 +14,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder, new or empty (categories are written inside)")
     p.add_argument("--layout", choices=("mvtec3d", "real3d"), default="mvtec3d")
     p.add_argument("--categories", default="", help="comma-separated shape names (default: all of the layout)")
-    p.add_argument("--n-train", type=int, default=2)
-    p.add_argument("--n-test-good", type=int, default=2, help="mvtec3d: good test samples per category")
-    p.add_argument("--n-per-defect", type=int, default=1, help="mvtec3d: samples per defect kind")
-    p.add_argument("--n-test", type=int, default=4, help="real3d: test samples per category")
-    p.add_argument("--n-points", type=int, default=30000, help="real3d: points per cloud")
+    p.add_argument("--n-train", type=non_negative_int, default=2)
+    p.add_argument("--n-test-good", type=non_negative_int, default=2, help="mvtec3d: good test samples per category")
+    p.add_argument("--n-per-defect", type=non_negative_int, default=1, help="mvtec3d: samples per defect kind")
+    p.add_argument("--n-test", type=non_negative_int, default=4, help="real3d: test samples per category")
+    p.add_argument("--n-points", type=positive_int, default=30000, help="real3d: points per cloud")
     p.add_argument("--size", default="180x240", help="mvtec3d: HxW of every scan")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.set_defaults(func=run_synth)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from align3d_rt.errors import Align3DError
+from align3d_rt.cli.numbers import fraction, non_negative_float, non_negative_int, positive_float, positive_int
 
 DATASETS = ("mvtec3d", "eyecandies", "real3d", "synthetic")
 
@@ -33,21 +34,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--clip-weights", default=None, help="local CLIP weights file (default: cached OpenAI weights)")
     p.add_argument("--stage", default="both", choices=("1", "2", "both"))
     p.add_argument("--resume", action="store_true", help="continue from the last finished epoch")
-    p.add_argument("--epochs1", type=int, default=250)
-    p.add_argument("--reweight-epochs", type=int, default=50, help="stage-1 epochs (at the end) with reweighting")
-    p.add_argument("--reweight-lambda", type=float, default=1.0)
-    p.add_argument("--epochs2", type=int, default=15)
-    p.add_argument("--dpca-epochs", type=int, default=5, help="stage-2 epochs (at the end) with the DpCA term")
-    p.add_argument("--dpca-scale", type=float, default=0.05,
+    p.add_argument("--epochs1", type=non_negative_int, default=250)
+    p.add_argument("--reweight-epochs", type=non_negative_int, default=50, help="stage-1 epochs (at the end) with reweighting")
+    p.add_argument("--reweight-lambda", type=non_negative_float, default=1.0)
+    p.add_argument("--epochs2", type=non_negative_int, default=15)
+    p.add_argument("--dpca-epochs", type=non_negative_int, default=5, help="stage-2 epochs (at the end) with the DpCA term")
+    p.add_argument("--dpca-scale", type=non_negative_float, default=0.05,
                    help="weight of the DpCA term: 0.05 (default) is the paper's value, 0.1 the reference code's")
-    p.add_argument("--batch-size", type=int, default=4, help="clouds per step")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fusion-weight", type=float, default=0.5, help="weight of the aligned branch at inference")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="clouds per step")
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--fusion-weight", type=fraction, default=0.5, help="weight of the aligned branch at inference")
     p.add_argument("--preset", default=None, help="view preset (default: the dataset's)")
     p.add_argument("--renderer", default="splat", choices=("splat", "open3d"))
-    p.add_argument("--image-size", type=int, default=None, help="render size (default 336; smaller for quick demos)")
-    p.add_argument("--max-samples", type=int, default=None, help="use at most N training samples")
+    p.add_argument("--image-size", type=positive_int, default=None, help="render size (default 336; smaller for quick demos)")
+    p.add_argument("--max-samples", type=positive_int, default=None, help="use at most N training samples")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--stop-after", type=_stop_after, default=None, metavar="STAGE:EPOCHS",

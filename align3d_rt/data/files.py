@@ -28,7 +28,10 @@ def collect_files(paths: list[Path], exclude: Path | None = None,
         elif path.is_file():
             found.append((path, path.stem))
         else:
-            raise input_error(path, "no such file or folder")
+            from align3d_rt.data.point_files import path_problem
+
+            problem = path_problem(path) or "not a regular file"
+            raise input_error(path, "no such file or folder" if problem == "point file not found" else problem)
     return _unique_keys(found, reserved)
 
 

@@ -42,6 +42,10 @@ def read_xyz_tiff(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise errors.input_error(path, "xyz tiff not found")
+    from align3d_rt.data.point_files import tiff_size_problem  # header sizes checked before any allocation
+
+    if (problem := tiff_size_problem(path)) is not None:
+        raise errors.input_error(path, problem)
     try:
         xyz = tifffile.imread(path)
     except Exception as err:  # tifffile raises many types for broken files

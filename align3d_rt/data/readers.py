@@ -146,14 +146,16 @@ def _real3d_sort_key(path: Path) -> tuple[int, str]:
 def load_point_file(path: str | os.PathLike[str], num_points: int | None = None,
                     use_cache: bool = True) -> PointCloudSample:
     """Load a loose point file: MVTec-style .tiff/.tif (preprocessed and cached like the dataset;
-    ``use_cache=False`` preprocesses again and writes no cache entry), .pcd/.ply (Open3D), .npy (N,3).
+    ``use_cache=False`` preprocesses again and writes no cache entry), .pcd/.ply (checked readers, point_headers.read_points), .npy (N,3).
     ``num_points`` resamples unorganized clouds (e.g. 112,896 like Real3D-AD); None keeps them as they are."""
-    from align3d_rt.data.point_headers import check_min_points
+    from align3d_rt.data.point_files import path_problem
+    from align3d_rt.data.point_headers import check_min_points, read_points
     from align3d_rt.data.real3d import read_point_cloud, resample
 
     path = Path(path)
-    if not path.is_file():
-        raise errors.input_error(path, "point file not found")
+    problem = path_problem(path)
+    if problem:
+        raise errors.input_error(path, problem)
     suffix = path.suffix.lower()
     if suffix in (".tiff", ".tif"):
         from align3d_rt.data.mvtec3d import grid_to_sample, preprocessed_grid
@@ -165,26 +167,12 @@ def load_point_file(path: str | os.PathLike[str], num_points: int | None = None,
     if suffix in (".pcd", ".ply"):
         points, colors = read_point_cloud(path)
     elif suffix == ".npy":
-        points, colors = _read_npy(path), None
+        points, colors = read_points(path), None
     else:
-        raise errors.input_error(path, f"unsupported point file type {suffix!r} (use .tiff, .pcd, .ply or .npy)")
+        raise errors.input_error(path, f"unsupported point file type '{suffix}' (use .tiff, .pcd, .ply or .npy)")
     original = int(points.shape[0])
     check_min_points(path, original)
     if num_points is not None:
         points, _, colors = resample(points, None, colors, num_points)
     return PointCloudSample(points=np.ascontiguousarray(points, np.float32), colors=colors, source=str(path),
                             meta={"original_points": original})
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except Exception as err:
-        raise errors.input_error(path, f"unreadable .npy ({type(err).__name__})") from None
-    if arr.ndim != 2 or arr.shape[1] != 3 or not np.issubdtype(arr.dtype, np.number):
-        raise errors.input_error(path, f".npy must hold an (N,3) numeric array, got {arr.dtype} {arr.shape}")
-    arr = arr.astype(np.float32)
-    arr = arr[np.isfinite(arr).all(axis=1) & (arr != 0).any(axis=1)]
-    if arr.shape[0] == 0:
-        raise errors.input_error(path, "point cloud has no valid point (all zero or NaN)")
-    return arr

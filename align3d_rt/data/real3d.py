@@ -19,27 +19,32 @@ NUM_POINTS = 112_896  # = 336 * 336, the MVTec grid's capacity
 
 
 def read_point_cloud(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray | None]:
-    """(points (N,3) float32, colors (N,3) float32 or None) of a .pcd/.ply via Open3D; finite rows only."""
-    import open3d as o3d
+    """(points (N,3) float32, colors (N,3) float32 or None) of a .pcd/.ply; finite rows only.
+
+    The points come from the checked readers (point_headers.read_points, same rules as the C++
+    inspector); Open3D is asked only for the colours of a file whose header declares them."""
+    from align3d_rt.data.point_headers import read_points
 
     path = Path(path)
-    if not path.is_file():
-        raise errors.input_error(path, "point cloud file not found")
-    from align3d_rt.data.point_headers import check_header_counts
+    points = read_points(path)
+    return points, _colors(path, points.shape[0])
 
-    check_header_counts(path)  # Open3D would fill a truncated file's missing points with zeros
-    try:
-        cloud = o3d.io.read_point_cloud(str(path), format="auto", print_progress=False)
-    except Exception as err:
-        raise errors.input_error(path, f"unreadable point cloud ({type(err).__name__})") from None
-    points = np.asarray(cloud.points, dtype=np.float32)
-    if points.size == 0:
-        raise errors.input_error(path, "unreadable or empty point cloud (Open3D read no points)")
-    colors = np.asarray(cloud.colors, dtype=np.float32) if cloud.has_colors() else None
-    keep = np.isfinite(points).all(axis=1)
-    if not keep.any():
-        raise errors.input_error(path, "point cloud has no finite point")
-    return points[keep], None if colors is None else colors[keep]
+
+def _colors(path: Path, n: int) -> np.ndarray | None:
+    """Open3D's colours of the finite rows, when the header names colour fields and the rows agree."""
+    head = path.read_bytes()[:4096].lower()
+    if not (b"property uchar red" in head or b"property float red" in head or b"rgb" in head):
+        return None
+    import open3d as o3d
+
+    cloud = o3d.io.read_point_cloud(str(path), format="auto", print_progress=False)
+    if not cloud.has_colors():
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):
+        points = np.asarray(cloud.points, dtype=np.float32)
+        keep = np.isfinite(points).all(axis=1)
+        colors = np.asarray(cloud.colors, dtype=np.float32)[keep]
+    return colors if colors.shape[0] == n else None
 
 
 def read_gt_txt(path: str | os.PathLike[str], expected_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -136,6 +136,9 @@ def check_dynamic_batch(path: Path, graph: Any, image_size: int, precision: str,
         maps, probs = run_onnx(path, views[:b], precision)
         if maps.shape[0] != b or probs.shape != (b, 2):
             raise Align3DError(f"{path}: batch {b} gave outputs {maps.shape} {probs.shape}; the batch axis is not dynamic")
+        if not (np.isfinite(maps).all() and np.isfinite(probs).all()):  # NaN/Inf weights (e.g. the CLIP's)
+            raise Align3DError(f"{path}: the exported graph gives non-finite outputs (NaN/Inf in its weights); "
+                               f"no bundle was written")
         diffs[str(b)] = float(max(np.abs(maps - ref_maps[:b]).max(), np.abs(probs - ref_probs[:b]).max()))
     worst = max(diffs.values())
     if precision == "fp32" and worst > FP32_CHECK_TOL:

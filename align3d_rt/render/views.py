@@ -21,6 +21,28 @@ POINT_SIZE_AT_1024: dict[str, int] = {
     "foam": 8, "peach": 7, "potato": 8, "rope": 5, "tire": 8,
 }
 DEFAULT_POINT_SIZE = {"mvtec3d": 8, "eyecandies": 10, "real3d": 12, "synthetic": 8, "": 8}
+# The categories `infer --dataset D --category C` (and align3d-inspect) accept: the datasets' classes,
+# and for synthetic/real3d also the shapes `align3d-rt synth` writes.
+DATASET_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "mvtec3d": tuple(POINT_SIZE_AT_1024),
+    "eyecandies": ("candy_cane", "chocolate_cookie", "chocolate_praline", "confetto", "gummy_bear",
+                   "hazelnut_truffle", "licorice_sandwich", "lollipop", "marshmallow", "peppermint_candy"),
+    "real3d": ("airplane", "car", "candybar", "chicken", "diamond", "duck", "fish", "gemstone", "seahorse", "shell",
+               "starfish", "toffees", "ellipsoid", "torus", "capsule", "cube"),
+    "synthetic": ("dome", "ring", "box", "wave", "cylinder", *POINT_SIZE_AT_1024),
+}
+
+
+def category_problem(dataset: str, category: str) -> str | None:
+    """Why ``--dataset``/``--category`` cannot be used together (None when they can)."""
+    if not category:
+        return None
+    if not dataset:
+        return f"--category {category!r}: needs --dataset (one of {', '.join(sorted(DATASET_CATEGORIES))})"
+    known = DATASET_CATEGORIES.get(dataset, ())
+    if category not in known:
+        return f"--category {category!r}: not a {dataset} category; known: {', '.join(known)}"
+    return None
 
 
 @dataclass(frozen=True)

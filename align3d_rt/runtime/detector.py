@@ -379,6 +379,7 @@ class Detector:
             )
             if self.reference_scoring is not None:
                 out[i] = self._to_reference(out[i])
+            out[i] = _finite_or_failed(out[i], sample)
             if self.calibration is not None and isinstance(out[i], ScoreResult):
                 out[i] = self._decide(out[i])
         return out
@@ -449,7 +450,11 @@ class Detector:
         for err in batch.errors:
             if err is not None:
                 raise err
-        return self._finish(self._encode(batch), keep_render)  # type: ignore[return-value]
+        results = self._finish(self._encode(batch), keep_render)
+        for res in results:
+            if isinstance(res, InputError):  # e.g. scores that are not finite: never a result
+                raise res
+        return results  # type: ignore[return-value]
 
     def score_one(self, sample: PointCloudSample, keep_render: bool = True) -> ScoreResult:
         return self.score([sample], keep_render=keep_render)[0]
@@ -497,6 +502,19 @@ class Detector:
         out["fusion_weight"] = self.fusion_weight
         out["scoring"] = {"mode": "ours"} if self.reference_scoring is None else self.reference_scoring.to_dict()
         return out
+
+
+def _finite_or_failed(res: "ScoreResult | InputError", sample: PointCloudSample) -> "ScoreResult | InputError":
+    """A result whose scores are not all finite is a failed sample (NaN/Inf weights or input), never a result."""
+    if isinstance(res, InputError):
+        return res
+    scores = np.asarray(arrays.to_host(res.point_scores))
+    bad = int(np.count_nonzero(~np.isfinite(scores).all(axis=-1))) if scores.size else 0
+    if bad or not np.isfinite(res.object_score) or not np.isfinite(np.asarray(res.global_probs)).all():
+        where = sample.source or sample.sample_id
+        return InputError(f"{where}: scores are not finite ({bad} of {scores.shape[0]} point(s), object score "
+                          f"{float(res.object_score)}); the model weights or the input hold NaN/Inf")
+    return res
 
 
 def _backend_for(backend: str | None, source: str, path: str | Path) -> str:

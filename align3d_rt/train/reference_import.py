@@ -132,6 +132,9 @@ def partner_path(path: Path) -> Path | None:
     return None
 
 
+_CORRUPT = "the checkpoint is damaged; import an intact copy"
+
+
 def _array(tensor: Any) -> np.ndarray:
     return tensor.detach().cpu().float().numpy() if hasattr(tensor, "detach") else np.asarray(tensor, np.float32)
 
@@ -294,9 +297,11 @@ def import_reference_checkpoints(paths: list[str | Path], out: str | Path, clip:
     for name, (ref, entry) in branches.items():
         sd = ref.content[entry]
         prompts[name], shapes[name] = prompt_tensors(sd, ref.path, entry, width, layers, ctx_len)
+        rd.check_finite(ref.path, prompts[name], advice=_CORRUPT)
         text[name] = _text_of(model, prompts[name], shapes[name], ref.path, entry, sd)
     if plan.rgb is not None:
-        aligner = aligner_tensors(plan.rgb.content[ALIGNER_KEY], plan.rgb.path, dim)
+        aligner = rd.check_finite(plan.rgb.path, aligner_tensors(plan.rgb.content[ALIGNER_KEY], plan.rgb.path, dim),
+                                  advice=_CORRUPT)
         weight = 0.5 if fusion_weight is None else float(fusion_weight)
     else:  # PointAD: the aligned branch is off
         aligner = {k: np.zeros((dim, dim) if k.endswith("weight") else (dim,), np.float32)

@@ -183,8 +183,10 @@ BundleInfo load_bundle(const std::string& dir) {
   if (b.renderer != "splat")
     fail(mpath, "renderer '" + b.renderer + "' is not part of the runtime contract; the C++ inspector renders "
                 "with 'splat' only (spec section 1)");
-  if (!m["grid_size"].is_number_integer()) fail(mpath, "grid_size must be an integer");
-  b.grid_size = m["grid_size"].get<int>();
+  const auto& grid = m["grid_size"];  // Python: artifacts/bundle._settings_problem
+  if (!grid.is_number_integer() || grid.get<std::int64_t>() < 1 || grid.get<std::int64_t>() > b.image_size)
+    fail(mpath, "grid_size " + repr(grid) + " must be an integer in 1..image_size (" + std::to_string(b.image_size) + ")");
+  b.grid_size = grid.get<int>();
   return b;
 }
 

@@ -121,8 +121,13 @@ std::vector<InputFile> collect_inputs(const std::vector<std::string>& paths, con
       }
     } else if (fs::is_regular_file(given, ec)) {
       found.push_back({given, fs::path(given).stem().string()});
-    } else {
-      throw Error(given + ": point file not found");
+    } else {  // the messages of readers.cpp path_problem (Python: data/files.py via point_files.path_problem)
+      const auto st = fs::status(given, ec);
+      if (ec && ec.value() == ELOOP) throw Error(given + ": symbolic link loop");
+      if (st.type() == fs::file_type::not_found || (ec && (ec.value() == ENOENT || ec.value() == ENOTDIR)))
+        throw Error(given + ": point file not found");
+      if (ec) throw Error(given + ": cannot open the point file (" + std::strerror(ec.value()) + ")");
+      throw Error(given + ": not a regular file");
     }
   }
   std::vector<std::string> keys;

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -21,14 +23,50 @@ namespace align3d {
 namespace fs = std::filesystem;
 namespace {
 
+constexpr std::uint64_t kMaxTiffCells = std::uint64_t{1} << 24;  // 4096 x 4096 (MVTec: 800 x 800)
+
 [[noreturn]] void fail(const std::string& path, const std::string& problem) { throw Error(path + ": " + problem); }
 
+// File bytes quoted in a message: outside printable ASCII (and backslash) as \xNN, at most 80
+// characters + "..." (Python: data/point_files.printable).
+std::string printable(const std::string& text) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char ch : text) {
+    if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
+      out += static_cast<char>(ch);
+    } else {
+      out += "\\x";
+      out += hex[ch >> 4];
+      out += hex[ch & 15];
+    }
+  }
+  return out.size() > 80 ? out.substr(0, 80) + "..." : out;
+}
+
+// Why `path` cannot be read as a point file, or "" for a regular file (Python: point_files.path_problem).
+std::string path_problem(const std::string& path) {
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (ec && ec.value() == ELOOP) return "symbolic link loop";
+  if (st.type() == fs::file_type::not_found || (ec && (ec.value() == ENOENT || ec.value() == ENOTDIR)))
+    return "point file not found";
+  if (ec) return "cannot open the point file (" + std::string(std::strerror(ec.value())) + ")";
+  if (st.type() != fs::file_type::regular) return "not a regular file";
+  return "";
+}
+
+// The bytes of a regular file (FIFOs, devices, folders, link loops refused before opening).
 std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail(path, "cannot open the point file");
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  const std::string problem = path_problem(path);
+  if (!problem.empty()) fail(path, problem);
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) fail(path, "cannot open the point file (" + std::string(std::strerror(errno)) + ")");
+  std::string out;
+  char buf[1 << 16];
+  for (size_t n; (n = std::fread(buf, 1, sizeof buf, f.get())) > 0;) out.append(buf, n);
+  if (std::ferror(f.get())) fail(path, "cannot open the point file (" + std::string(std::strerror(errno)) + ")");
+  return out;
 }
 
 // Numeric scalar types of PLY (char..double) and PCD (TYPE x SIZE).
@@ -120,9 +158,37 @@ std::vector<std::string> split(const std::string& line) {
   return out;
 }
 
-// Strict double parse of one token (strtod: accepts nan/inf like Open3D's ascii readers).
+// A decimal number, inf, infinity or nan (no hex, no nan(...), no underscores): the tokens both
+// readers accept (Python: point_files.is_number).
+bool is_number(const std::string& tok) {
+  size_t i = 0;
+  const size_t n = tok.size();
+  if (i < n && (tok[i] == '+' || tok[i] == '-')) ++i;
+  std::string rest = tok.substr(i);
+  std::transform(rest.begin(), rest.end(), rest.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (rest == "inf" || rest == "infinity" || rest == "nan") return true;
+  auto digits = [&]() {
+    const size_t start = i;
+    while (i < n && tok[i] >= '0' && tok[i] <= '9') ++i;
+    return i - start;
+  };
+  size_t mant = digits();
+  if (i < n && tok[i] == '.') {
+    ++i;
+    mant += digits();
+  }
+  if (mant == 0) return false;
+  if (i < n && (tok[i] == 'e' || tok[i] == 'E')) {
+    ++i;
+    if (i < n && (tok[i] == '+' || tok[i] == '-')) ++i;
+    if (digits() == 0) return false;
+  }
+  return i == n;
+}
+
+// Strict double parse of one number token (strtod: correctly rounded, like Python's float()).
 bool parse_double(const std::string& tok, double& out) {
-  if (tok.empty()) return false;
+  if (!is_number(tok)) return false;
   char* end = nullptr;
   out = std::strtod(tok.c_str(), &end);
   return end == tok.c_str() + tok.size();
@@ -160,11 +226,11 @@ Cloud read_ply(const std::string& path) {
       if (tok[1] == "ascii") format = ascii;
       else if (tok[1] == "binary_little_endian") format = le;
       else if (tok[1] == "binary_big_endian") format = be;
-      else fail(path, "malformed PLY header (unknown format '" + tok[1] + "')");
+      else fail(path, "malformed PLY header (unknown format '" + printable(tok[1]) + "')");
     } else if (tok[0] == "element" && tok.size() == 3) {
       PlyElement e;
       e.name = tok[1];
-      if (!parse_count(tok[2], e.count)) fail(path, "malformed PLY header (bad element count '" + tok[2] + "')");
+      if (!parse_count(tok[2], e.count)) fail(path, "malformed PLY header (bad element count '" + printable(tok[2]) + "')");
       elements.push_back(e);
     } else if (tok[0] == "property" && !elements.empty()) {
       PlyProperty p;
@@ -172,16 +238,16 @@ Cloud read_ply(const std::string& path) {
         p.is_list = true;
         if (!ply_scalar(tok[2], p.count_type) || !ply_scalar(tok[3], p.type) || p.count_type == Scalar::f32 ||
             p.count_type == Scalar::f64)
-          fail(path, "malformed PLY header (bad list property '" + line + "')");
+          fail(path, "malformed PLY header (bad list property '" + printable(line) + "')");
         p.name = tok[4];
       } else if (tok.size() == 3 && ply_scalar(tok[1], p.type)) {
         p.name = tok[2];
       } else {
-        fail(path, "malformed PLY header (bad property line '" + line + "')");
+        fail(path, "malformed PLY header (bad property line '" + printable(line) + "')");
       }
       elements.back().props.push_back(p);
     } else {
-      fail(path, "malformed PLY header (unexpected line '" + line + "')");
+      fail(path, "malformed PLY header (unexpected line '" + printable(line) + "')");
     }
   }
   if (!ended) fail(path, "malformed PLY header (no end_header)");
@@ -203,7 +269,10 @@ Cloud read_ply(const std::string& path) {
   size_t pos = lines.pos;
   for (auto e = elements.begin(); e != elements.end() && e <= vit; ++e) {
     const bool want = e == vit;
-    if (want) cloud.xyz.reserve(3 * std::min<std::uint64_t>(e->count, data.size()));
+    const std::string name = printable(e->name);
+    const std::string short_rows = "header promises " + std::to_string(e->count) + " " + name + " rows, the file holds ";
+    if (want) cloud.xyz.reserve(3 * std::min<std::uint64_t>(e->count, data.size() / 6));  // <= 2x the file
+    if (format != ascii && e->props.empty()) continue;  // rows of no bytes: nothing to walk
     std::vector<double> vals(e->props.size());
     for (std::uint64_t i = 0; i < e->count; ++i) {
       if (format == ascii) {
@@ -211,40 +280,43 @@ Cloud read_ply(const std::string& path) {
         Lines rest{data, pos};
         bool got = false;
         while ((got = rest.next(row)) && split(row).empty()) {}
-        if (!got) fail(path, "header promises " + std::to_string(e->count) + " " + e->name + " rows, the file holds " + std::to_string(i));
+        if (!got) fail(path, short_rows + std::to_string(i));
         pos = rest.pos;
         const auto tok = split(row);
+        const std::string bad = "malformed PLY " + name + " row " + std::to_string(i);
         size_t t = 0;
         for (size_t k = 0; k < e->props.size(); ++k) {
           const auto& p = e->props[k];
           double v = 0;
-          if (t >= tok.size() || !parse_double(tok[t], v)) fail(path, "malformed PLY " + e->name + " row " + std::to_string(i));
+          if (t >= tok.size() || !parse_double(tok[t], v)) fail(path, bad);
           ++t;
           if (p.is_list) {
-            if (!(v >= 0 && v <= 1e6)) fail(path, "malformed PLY list length in " + e->name + " row " + std::to_string(i));
-            t += static_cast<size_t>(v);
+            if (!(v >= 0 && v <= 1e6 && v == std::floor(v)))
+              fail(path, "malformed PLY list length in " + name + " row " + std::to_string(i));
+            const size_t items = static_cast<size_t>(v);
+            for (size_t j = t; j < t + items; ++j)
+              if (j >= tok.size() || !is_number(tok[j])) fail(path, bad);
+            t += items;
           }
           vals[k] = v;
         }
-        if (t > tok.size()) fail(path, "malformed PLY " + e->name + " row " + std::to_string(i));
+        if (t != tok.size()) fail(path, bad);  // every row holds exactly what its properties need
       } else {
         for (size_t k = 0; k < e->props.size(); ++k) {
           const auto& p = e->props[k];
           if (p.is_list) {
             const int cs = scalar_size(p.count_type);
-            if (data.size() - pos < static_cast<size_t>(cs))
-              fail(path, "header promises " + std::to_string(e->count) + " " + e->name + " rows, the file holds " + std::to_string(i));
+            if (data.size() - pos < static_cast<size_t>(cs)) fail(path, short_rows + std::to_string(i));
             const double len = load_scalar(p.count_type, data.data() + pos, swap);
             pos += cs;
-            if (len < 0) fail(path, "malformed PLY list length in " + e->name + " row " + std::to_string(i));
+            if (len < 0) fail(path, "malformed PLY list length in " + name + " row " + std::to_string(i));
             const auto bytes = static_cast<std::uint64_t>(len) * scalar_size(p.type);
-            if (data.size() - pos < bytes)
-              fail(path, "header promises " + std::to_string(e->count) + " " + e->name + " rows, the file holds " + std::to_string(i));
+            if (data.size() - pos < bytes) fail(path, short_rows + std::to_string(i));
             pos += bytes;
+            vals[k] = len;
           } else {
             const int s = scalar_size(p.type);
-            if (data.size() - pos < static_cast<size_t>(s))
-              fail(path, "header promises " + std::to_string(e->count) + " " + e->name + " rows, the file holds " + std::to_string(i));
+            if (data.size() - pos < static_cast<size_t>(s)) fail(path, short_rows + std::to_string(i));
             vals[k] = load_scalar(p.type, data.data() + pos, swap);
             pos += s;
           }
@@ -329,17 +401,21 @@ Cloud read_pcd(const std::string& path) {
       mode = tok[1];
       break;
     } else {
-      fail(path, "malformed PCD header (unexpected line '" + line + "')");
+      fail(path, "malformed PCD header (unexpected line '" + printable(line) + "')");
     }
   }
   if (mode.empty()) fail(path, "malformed PCD header (no DATA line)");
   if (mode != "ascii" && mode != "binary" && mode != "binary_compressed")
-    fail(path, "malformed PCD header (unknown DATA '" + mode + "')");
+    fail(path, "malformed PCD header (unknown DATA '" + printable(mode) + "')");
   if (fields.empty() || sizes.size() != fields.size() || types.size() != fields.size())
     fail(path, "malformed PCD header (FIELDS, SIZE and TYPE differ in length)");
   if (counts.empty()) counts.assign(fields.size(), 1);
   if (counts.size() != fields.size()) fail(path, "malformed PCD header (COUNT differs in length from FIELDS)");
-  if (!have_points) points = width * height;
+  if (!have_points) {
+    if (height != 0 && width > (std::uint64_t{1} << 40) / height)
+      fail(path, "malformed PCD header (WIDTH x HEIGHT is too large)");
+    points = width * height;
+  }
   int fx = -1, fy = -1, fz = -1;
   std::vector<Scalar> st(fields.size());
   std::vector<size_t> offset(fields.size()), value_offset(fields.size());
@@ -351,7 +427,7 @@ Cloud read_pcd(const std::string& path) {
     else if (t == 'F' && s == 8) st[k] = Scalar::f64;
     else if (t == 'I' && (s == 1 || s == 2 || s == 4)) st[k] = s == 1 ? Scalar::i8 : s == 2 ? Scalar::i16 : Scalar::i32;
     else if (t == 'U' && (s == 1 || s == 2 || s == 4)) st[k] = s == 1 ? Scalar::u8 : s == 2 ? Scalar::u16 : Scalar::u32;
-    else if (t == 'I' || t == 'U') st[k] = Scalar::f64;  // 8-byte integers: read below as raw skip unless x/y/z
+    else if ((t == 'I' || t == 'U') && s == 8) st[k] = Scalar::f64;  // 8-byte integers: skipped (refused as x/y/z)
     else fail(path, "malformed PCD header (unsupported TYPE/SIZE " + std::string(1, t) + std::to_string(s) + ")");
     if (fields[k] == "x") fx = static_cast<int>(k);
     if (fields[k] == "y") fy = static_cast<int>(k);
@@ -368,7 +444,7 @@ Cloud read_pcd(const std::string& path) {
   const std::string promise = "header promises " + std::to_string(points) + " points, the file holds ";
   if (mode == "ascii") {
     size_t pos = lines.pos;
-    cloud.xyz.reserve(3 * std::min<std::uint64_t>(points, data.size()));
+    cloud.xyz.reserve(3 * std::min<std::uint64_t>(points, data.size() / 6));  // rows are counted as read
     for (std::uint64_t i = 0; i < points; ++i) {
       std::string row;
       Lines rest{data, pos};
@@ -377,12 +453,13 @@ Cloud read_pcd(const std::string& path) {
       if (!got) fail(path, promise + std::to_string(i));
       pos = rest.pos;
       const auto tok = split(row);
-      if (tok.size() < values) fail(path, "malformed PCD point row " + std::to_string(i) + " (" + std::to_string(tok.size()) +
-                                             " values, FIELDS/COUNT need " + std::to_string(values) + ")");
+      if (tok.size() != values) fail(path, "malformed PCD point row " + std::to_string(i) + " (" + std::to_string(tok.size()) +
+                                              " values, FIELDS/COUNT need " + std::to_string(values) + ")");
+      for (const auto& t : tok)  // every value a number, not only x, y, z
+        if (!is_number(t)) fail(path, "malformed PCD point row " + std::to_string(i) + " (a value is not a number)");
       double xyz[3];
       const int f3[3] = {fx, fy, fz};
-      for (int a = 0; a < 3; ++a)
-        if (!parse_double(tok[value_offset[f3[a]]], xyz[a])) fail(path, "malformed PCD point row " + std::to_string(i));
+      for (int a = 0; a < 3; ++a) parse_double(tok[value_offset[f3[a]]], xyz[a]);
       push_point(cloud, xyz[0], xyz[1], xyz[2]);
     }
   } else if (mode == "binary") {
@@ -402,8 +479,11 @@ Cloud read_pcd(const std::string& path) {
     const auto rsize = load<std::uint32_t>(data.data() + pos + 4, false);
     pos += 8;
     if (data.size() - pos < csize) fail(path, promise + "fewer (compressed block truncated)");
-    if (static_cast<std::uint64_t>(rsize) != points * stride)
+    if ((stride && points > 0xffffffffULL / stride) || static_cast<std::uint64_t>(rsize) != points * stride)
       fail(path, promise + std::to_string(stride ? rsize / stride : 0) + " (uncompressed size disagrees)");
+    // LZF expands at most 88-fold (a 3-byte back reference yields 264 bytes): a larger claim is a
+    // lie, refused before anything is allocated.
+    if (static_cast<std::uint64_t>(rsize) > 88ULL * csize) fail(path, "corrupt binary_compressed PCD data (LZF)");
     std::vector<unsigned char> raw(rsize);
     if (!lzf_decompress(reinterpret_cast<const unsigned char*>(data.data() + pos), csize, raw.data(), raw.size()))
       fail(path, "corrupt binary_compressed PCD data (LZF)");
@@ -434,6 +514,19 @@ std::vector<float> read_xyz_tiff(const std::string& path, int& h, int& w) {
   if (fmt != SAMPLEFORMAT_IEEEFP || (bits != 32 && bits != 64))
     fail(path, "xyz tiff must hold floats (metres), got " + std::to_string(bits) + "-bit samples of format " + std::to_string(fmt));
   if (width == 0 || height == 0 || width > 100000 || height > 100000) fail(path, "xyz tiff has an unusable size");
+  // Header sizes are checked before the pixels are allocated (Python: point_files.tiff_size_problem).
+  const std::uint64_t cells = static_cast<std::uint64_t>(width) * height;
+  const std::string hw = std::to_string(height) + "x" + std::to_string(width);
+  if (cells > kMaxTiffCells)
+    fail(path, "xyz tiff of " + hw + " cells is larger than the limit of " + std::to_string(kMaxTiffCells) + " cells");
+  std::uint16_t compression = COMPRESSION_NONE;
+  TIFFGetFieldDefaulted(tif.get(), TIFFTAG_COMPRESSION, &compression);
+  std::error_code size_ec;
+  const std::uint64_t file_bytes = fs::file_size(path, size_ec);
+  const std::uint64_t need = cells * spp * (bits / 8);
+  if (compression == COMPRESSION_NONE && !size_ec && need > file_bytes)
+    fail(path, "xyz tiff of " + hw + " cells needs " + std::to_string(need) + " data bytes, the file holds " +
+                   std::to_string(file_bytes) + " (truncated?)");
   if (TIFFIsTiled(tif.get())) fail(path, "tiled tiffs are not supported (MVTec xyz tiffs are striped)");
   const tmsize_t line = TIFFScanlineSize(tif.get());
   const size_t bps = bits / 8;
@@ -475,15 +568,24 @@ PointFile preprocess_grid(const std::vector<float>& xyz, int h, int w, const std
   return PointFile{std::move(gp.cloud), std::move(gp.grid_index)};
 }
 
+void check_min_points(const std::string& path, size_t n) {
+  if (n < kMinPoints)
+    fail(path, "only " + std::to_string(n) + " valid point(s); at least " + std::to_string(kMinPoints) +
+                   " are needed to render and score a cloud");
+}
+
 PointFile read_point_file(const std::string& path, const std::string& dataset) {
-  if (!fs::is_regular_file(path)) fail(path, "point file not found");
+  const std::string problem = path_problem(path);
+  if (!problem.empty()) fail(path, problem);
   std::string suffix = fs::path(path).extension().string();
   std::transform(suffix.begin(), suffix.end(), suffix.begin(), [](unsigned char c) { return std::tolower(c); });
   PointFile out;
   if (suffix == ".tiff" || suffix == ".tif") {
     int h = 0, w = 0;
     const auto xyz = read_xyz_tiff(path, h, w);
-    return preprocess_grid(xyz, h, w, path);  // organized: never resampled (Python: grid_to_sample)
+    PointFile grid = preprocess_grid(xyz, h, w, path);  // organized: never resampled (Python: grid_to_sample)
+    check_min_points(path, grid.cloud.size());
+    return grid;
   }
   if (suffix == ".ply") {
     out.cloud = read_ply(path);
@@ -492,8 +594,9 @@ PointFile read_point_file(const std::string& path, const std::string& dataset) {
   } else if (suffix == ".npy") {
     std::size_t rows = 0;
     std::vector<float> raw;
+    const std::string bytes = read_all(path);
     try {
-      raw = read_npy_points(path, &rows);
+      raw = parse_npy_points(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size(), path, &rows);
     } catch (const NpyError& err) {
       fail(path, err.problem());
     }
@@ -502,6 +605,7 @@ PointFile read_point_file(const std::string& path, const std::string& dataset) {
   } else {
     fail(path, "unsupported point file type '" + suffix + "' (use .tiff, .pcd, .ply or .npy)");
   }
+  check_min_points(path, out.cloud.size());  // before any resampling (spec 4.1)
   if (dataset == "real3d") out.cloud = resample_real3d(out.cloud.xyz.data(), out.cloud.size());
   return out;
 }

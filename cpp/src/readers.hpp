@@ -11,6 +11,11 @@
 
 namespace align3d {
 
+/// Fewer valid points than this are refused (spec 4.1; Python: point_headers.MIN_POINTS).
+constexpr size_t kMinPoints = 64;
+/// "PATH: only N valid point(s); ..." when n < kMinPoints.
+void check_min_points(const std::string& path, size_t n);
+
 /// The scored points of one file and, for organized input, their flat index into the 336x336 grid.
 struct PointFile {
   Cloud cloud;

@@ -233,10 +233,21 @@ void tiff_tests() {
 
 void dispatch_tests() {
   // .npy: rows with NaN/inf or all three zero are dropped (spec 4.1), order kept
-  const std::vector<float> rows = {1, 2, 3, 0, 0, 0, kNaN, 1, 1, 4, kInf, 1, 0, 0, 5};
+  std::vector<float> rows = {1, 2, 3, 0, 0, 0, kNaN, 1, 1, 4, kInf, 1, 0, 0, 5};
+  for (int i = 0; i < 62; ++i) rows.insert(rows.end(), {1.f, 1.f, static_cast<float>(i)});  // 64 valid rows in all
   const std::string npy = (kDir / "c.npy").string();
-  write_npy(npy, NpyType::f32, {5, 3}, rows.data());
-  CHECK(same(read_point_file(npy).cloud, {1, 2, 3, 0, 0, 5}));
+  write_npy(npy, NpyType::f32, {rows.size() / 3, 3}, rows.data());
+  const Cloud c = read_point_file(npy).cloud;
+  CHECK(c.size() == 64 && std::vector<float>(c.xyz.begin(), c.xyz.begin() + 6) == std::vector<float>({1, 2, 3, 0, 0, 5}));
+  // fewer than 64 valid points: refused (spec 4.1), as Python does
+  const std::string few = (kDir / "few.npy").string();
+  write_npy(few, NpyType::f32, {(rows.size() - 3) / 3, 3}, rows.data());
+  EXPECT_ERROR(read_point_file(few), few + ": only 63 valid point(s); at least 64 are needed to render and score a cloud");
+  // not a regular file / link loop: said as such
+  EXPECT_ERROR(read_point_file(kDir.string()), kDir.string() + ": not a regular file");
+  const auto loop = (kDir / "loop.npy").string();
+  fs::create_symlink(loop, loop);
+  EXPECT_ERROR(read_point_file(loop), loop + ": symbolic link loop");
   const std::vector<float> bad = {0, 0, 0, kNaN, 0, 0};
   const std::string npy_bad = (kDir / "bad.npy").string();
   write_npy(npy_bad, NpyType::f32, {2, 3}, bad.data());
@@ -248,8 +259,10 @@ void dispatch_tests() {
   const auto xyz = write("c.xyz", "1 2 3\n");
   EXPECT_ERROR(read_point_file(xyz), xyz + ": unsupported point file type '.xyz' (use .tiff, .pcd, .ply or .npy)");
   // Real3D-AD resampling gives exactly 112,896 points, the originals first
-  const auto small = write("small.PLY", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
-                                        "property float z\nend_header\n0 0 1\n1 0 1\n0 1 1\n");
+  std::string small_rows;
+  for (int i = 0; i < 64; ++i) small_rows += std::to_string(i % 2) + " " + std::to_string(i / 2) + " 1\n";
+  const auto small = write("small.PLY", "ply\nformat ascii 1.0\nelement vertex 64\nproperty float x\nproperty float y\n"
+                                        "property float z\nend_header\n" + small_rows);
   const PointFile r3 = read_point_file(small, "real3d");
   CHECK(r3.cloud.size() == kReal3dPoints && r3.cloud.xyz[3] == 1.f && r3.grid_index.empty());
 }

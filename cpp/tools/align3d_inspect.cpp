@@ -12,7 +12,9 @@
 // scored (exit code 1). A bad bundle, calibration, option, --out or a missing file stops the run
 // before anything is written (exit 2). Files are written under temporary names and renamed into
 // place at the end.
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
@@ -38,6 +40,43 @@ const char* kUsage =
     "                       [--precision-hint f32|bf16|f16] [--threads N] [--dataset D] [--category C] [--png]\n"
     "                       [--calibration CAL] [--overwrite]\n"
     "Score .ply/.pcd/.npy/.tiff point files (or every one below a folder) with an exported align3d_rt bundle.\n";
+
+// The datasets and categories the inspector accepts (Python: render/views.DATASET_CATEGORIES).
+const std::map<std::string, std::vector<std::string>>& dataset_categories() {
+  static const std::vector<std::string> mvtec = {"bagel", "cable_gland", "carrot", "cookie", "dowel",
+                                                 "foam",  "peach",       "potato", "rope",   "tire"};
+  static std::vector<std::string> synthetic = {"dome", "ring", "box", "wave", "cylinder"};
+  static const std::map<std::string, std::vector<std::string>> table = [&] {
+    synthetic.insert(synthetic.end(), mvtec.begin(), mvtec.end());
+    return std::map<std::string, std::vector<std::string>>{
+        {"mvtec3d", mvtec},
+        {"eyecandies", {"candy_cane", "chocolate_cookie", "chocolate_praline", "confetto", "gummy_bear",
+                        "hazelnut_truffle", "licorice_sandwich", "lollipop", "marshmallow", "peppermint_candy"}},
+        {"real3d", {"airplane", "car", "candybar", "chicken", "diamond", "duck", "fish", "gemstone", "seahorse",
+                    "shell", "starfish", "toffees", "ellipsoid", "torus", "capsule", "cube"}},
+        {"synthetic", synthetic}};
+  }();
+  return table;
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+void check_dataset(const std::string& dataset, const std::string& category) {
+  const auto& table = dataset_categories();
+  std::vector<std::string> datasets;
+  for (const auto& [name, cats] : table) datasets.push_back(name);
+  if (!dataset.empty() && !table.count(dataset))
+    throw align3d::Error("--dataset: invalid choice '" + dataset + "' (choose from " + joined(datasets) + ")");
+  if (category.empty()) return;
+  if (dataset.empty()) throw align3d::Error("--category '" + category + "': needs --dataset (one of " + joined(datasets) + ")");
+  const auto& known = table.at(dataset);
+  if (std::find(known.begin(), known.end(), category) == known.end())
+    throw align3d::Error("--category '" + category + "': not a " + dataset + " category; known: " + joined(known));
+}
 
 struct Args {
   std::string bundle, out;
@@ -76,15 +115,14 @@ Args parse(int argc, char** argv) {
     else if (arg == "--png") a.png = true;
     else if (arg == "--overwrite") a.overwrite = true;
     else if (arg == "--threads") {
-      const std::string v = value("--threads");
-      try {
-        a.options.threads = std::stoi(v);
-      } catch (const std::exception&) {
-        throw align3d::Error("--threads: not an integer: '" + v + "'");
-      }
+      const std::string v = value("--threads");  // a positive integer, all digits (Python: cli/numbers.positive_int)
+      const bool digits = !v.empty() && v.size() <= 9 && v.find_first_not_of("0123456789") == std::string::npos;
+      if (!digits || std::stoi(v) < 1) throw align3d::Error("--threads: must be a positive integer, got '" + v + "'");
+      a.options.threads = std::stoi(v);
     } else if (arg.rfind("--", 0) == 0) throw align3d::Error(arg + ": unknown option");
     else positional.push_back(arg);
   }
+  check_dataset(a.options.dataset, a.options.category);
   if (positional.size() < 2) throw align3d::Error("align3d-inspect: need a BUNDLE and at least one CLOUD (see --help)");
   if (a.out.empty()) throw align3d::Error("--out: the output folder is required");
   a.bundle = positional[0];
@@ -132,6 +170,14 @@ int run(const Args& a) {
         throw align3d::Error(s.file + ": " + (msg.rfind("points: ", 0) == 0 ? msg.substr(8) : msg));
       }
       s.result.timings.read = read;
+      size_t bad = 0;  // a score that is not finite is never a result (NaN/Inf weights)
+      for (size_t i = 0; i + 2 < s.result.point_scores.size(); i += 3)
+        bad += !(std::isfinite(s.result.point_scores[i]) && std::isfinite(s.result.point_scores[i + 1]) &&
+                 std::isfinite(s.result.point_scores[i + 2]));
+      if (bad || !std::isfinite(s.result.object_score))
+        throw align3d::Error(s.file + ": scores are not finite (" + std::to_string(bad) + " of " +
+                             std::to_string(s.points.cloud.size()) +
+                             " point(s)); the model weights or the input hold NaN/Inf");
     } catch (const std::exception& err) {  // align3d::Error, NpyError: "PATH: problem"
       std::string msg = err.what();
       if (msg.rfind(s.file, 0) != 0) msg = s.file + ": " + msg;

@@ -331,10 +331,11 @@ std::vector<std::int64_t> npy_as_i64(const NpyArray& a) {
     return convert<std::int64_t>(a, [](double) { return std::int64_t{0}; });
 }
 
-std::vector<float> read_npy_points(const std::string& path, std::size_t* rows) {
+std::vector<float> parse_npy_points(const std::uint8_t* bytes, std::size_t size, const std::string& path,
+                                    std::size_t* rows) {
     NpyArray a;
     try {
-        a = read_npy(path);
+        a = parse_npy(bytes, size, path);
     } catch (const NpyError& e) {
         throw NpyError(path, "unreadable .npy (" + e.problem() + ")");
     }
@@ -343,6 +344,19 @@ std::vector<float> read_npy_points(const std::string& path, std::size_t* rows) {
                                  shape_text(a.shape));
     if (rows) *rows = a.shape[0];
     return npy_as_f32(a);
+}
+
+std::vector<float> read_npy_points(const std::string& path, std::size_t* rows) {
+    std::vector<std::uint8_t> bytes;
+    try {
+        std::ifstream in(path, std::ios::binary);
+        if (!in) throw NpyError(path, "cannot open .npy file");
+        bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        if (in.bad()) throw NpyError(path, "read error");
+    } catch (const NpyError& e) {
+        throw NpyError(path, "unreadable .npy (" + e.problem() + ")");
+    }
+    return parse_npy_points(bytes.data(), bytes.size(), path, rows);
 }
 
 std::vector<std::uint8_t> encode_npy(NpyType type, const std::vector<std::size_t>& shape, const void* data) {

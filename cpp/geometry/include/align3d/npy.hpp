@@ -52,6 +52,9 @@ std::vector<std::int64_t> npy_as_i64(const NpyArray& array);
 /// A point file: a 2-D (N,3) numeric array converted to f32 (no validity filter; see
 /// drop_invalid_rows in geometry.hpp). NpyError("PATH: ...") for other shapes or dtypes.
 std::vector<float> read_npy_points(const std::string& path, std::size_t* rows);
+/// The same from the file's bytes (`path` labels errors).
+std::vector<float> parse_npy_points(const std::uint8_t* bytes, std::size_t size, const std::string& path,
+                                    std::size_t* rows);
 
 /// The bytes of a version 1.0 .npy (C order, little-endian) of `count(shape)` elements at data.
 std::vector<std::uint8_t> encode_npy(NpyType type, const std::vector<std::size_t>& shape, const void* data);
