@@ -12,18 +12,19 @@ records every score eval computes). Then:
 2. The rule on unseen parts: 2000 random draws of n = 19 calibration parts (train pool; conformal,
    α = 0.05, k = ceil(20 · 0.95) = 19, bound (n+1-k)/(n+1) = 0.05) and 40 test parts (test pool), each
    fitted with the library's fit_threshold. The mean false-reject rate over the draws must match the
-   formula's exact value for these pools (hypergeometric; checks the rank and the strict '>') and
-   lie within bound + 4 SE. The SE is the spread of that mean when train and test parts are
-   exchangeable (2000 permutations of the pooled 120 scores; their mean is the bound exactly). The
+   formula's exact value for these pools (hypergeometric; checks the library's rank) and lie within
+   bound + 4 SE. The SE is the spread of that mean when train and test parts are exchangeable
+   (2000 permutations of the pooled 120 scores; their expected mean is the bound exactly; the share
+   of them beyond bound + 4 SE, the chance this test fails for exchangeable parts, is recorded). The
    draws share one pool, so the SE comes from the pool, not from the draws.
 
 Why not one split with a 90 % range: a single split's count is Beta-binomial and leaves its range
 10 % of the time. The first version of this test (seed 7, 19 + 40 parts) measured 10/40 against 0..7
 (P = 1.35 %); a check found no bug: calibration and test routes give bit-identical scores for the
 same files, and with 150 + 150 parts of seed 7 the splits agree (KS p = 0.82, Mann-Whitney p = 0.68,
-sd 0.0135 vs 0.0136). Seed 7's first 19 train parts just had a low maximum: at the 82nd percentile
-of 150 train parts (P = 0.85^19 ≈ 5 % for a max that low), so that threshold's true false-reject rate
-was ~15 % (docs/usage.md, "Calibration and decisions").
+sd 0.0135 vs 0.0136). Seed 7's first 19 train parts just had a low maximum: at the 84th percentile
+of all 300 (P = 0.84^19 ≈ 3 % for a maximum that low), so that threshold's true false-reject rate
+was ~16 % (docs/usage.md, "Calibration and decisions").
 """
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ def test_false_reject_on_an_unseen_product_is_within_the_rules_bound(
     good = root / "wave"
     for i in range(COPIED):
         for kind, ext in (("xyz", "tiff"), ("rgb", "png")):
-            shutil.copy(good / "train" / "good" / kind / f"{i:03d}.{ext}", good / "test" / "good" / kind / f"copy{i}.{ext}")
+            shutil.copy(good / "train" / "good" / kind / f"{i:03d}.{ext}",
+                        good / "test" / "good" / kind / f"copy{i}.{ext}")
     seen = _score_spy(monkeypatch)
     out = tmp_path / "eval"
     rc = main(["eval", "--protocol", "cross-dataset", "--dataset", "synthetic", "--root", str(root),
@@ -108,8 +110,8 @@ def test_false_reject_on_an_unseen_product_is_within_the_rules_bound(
     as_test = {r["file"]: r["score"] for r in seen if r["split"] == "test" and r["label"] == "good"}
     assert len(as_calibration) == POOL_TRAIN and len(as_test) == POOL_TEST + COPIED
     assert sorted(as_calibration.values()) == pytest.approx(sorted(cal["good_object_scores"]), abs=1e-12)
-    for i in range(COPIED):
-        assert as_test[f"copy{i}"] == pytest.approx(as_calibration[f"{i:03d}"], abs=1e-5)
+    route_diff = max(abs(as_test[f"copy{i}"] - as_calibration[f"{i:03d}"]) for i in range(COPIED))
+    assert route_diff <= 1e-5  # the copies sit in other batches than their originals
     threshold = cal["object"]["threshold"]
     assert op["n_good"] == POOL_TEST + COPIED
     assert op["n_false_rejects"] == sum(s > threshold for s in as_test.values())
@@ -144,7 +146,8 @@ def test_false_reject_on_an_unseen_product_is_within_the_rules_bound(
         f"unseen product 'wave' (seed 0), conformal alpha={ALPHA}: n_calibration={N_CALIBRATION} (k={k}), "
         f"n_test={N_TEST}, {DRAWS} draws from pools of {POOL_TRAIN} train / {POOL_TEST} test good parts; "
         f"bound {bound:.3f}, measured mean false reject {measured:.4f} (exact for these pools {exact:.4f}), "
-        f"SE under exchangeability {se:.4f}, permutation p {float(np.mean(null >= exact)):.3f}, "
-        f"train-vs-test KS p {ks:.2f}, ties {ties}; full-pool eval: {op['n_false_rejects']}/{op['n_good']} "
-        f"rejected at k={cal['object']['rank']} of {POOL_TRAIN}")
+        f"SE under exchangeability {se:.4f} (null share beyond bound+4SE {float(np.mean(null > bound + 4 * se)):.4f}), "
+        f"permutation p {float(np.mean(null >= exact)):.3f}, "
+        f"train-vs-test KS p {ks:.2f}, ties {ties}, same files across routes max |diff| {route_diff:.1e}; "
+        f"full-pool eval: {op['n_false_rejects']}/{op['n_good']} rejected at k={cal['object']['rank']} of {POOL_TRAIN}")
     assert measured <= bound + 4 * se
