@@ -172,6 +172,21 @@ def test_conformal_rank_formula() -> None:
         assert (ts.lo, ts.hi) == (1.0, float(n))
 
 
+
+@pytest.mark.parametrize("n, alpha", [(19, 0.05), (20, 0.05), (39, 0.05), (40, 0.1), (25, 0.2)])
+def test_conformal_rejects_exactly_n_plus_1_minus_k_of_n_plus_1_exchangeable_parts(n: int, alpha: float) -> None:
+    """The guarantee without sampling: of n+1 distinct scores, hold each out in turn, calibrate on the
+    other n and decide the held-out one; exactly n+1-k are rejected (score > x_(k)), so a part
+    exchangeable with the calibration parts is rejected with probability (n+1-k)/(n+1). Ties only
+    lower the count."""
+    k = math.ceil((n + 1) * (1 - alpha) - 1e-9)
+    rng = np.random.default_rng(n)
+    for scores, exact in ((rng.lognormal(0.0, 0.6, n + 1), True), (rng.integers(0, 4, n + 1).astype(float), False)):
+        rejected = sum(bool(scores[i] > fit_threshold(np.delete(scores, i), target_false_reject=alpha).threshold)
+                       for i in range(n + 1))
+        assert rejected == n + 1 - k if exact else rejected <= n + 1 - k
+
+
 def test_good_parts_needed_table() -> None:
     assert [good_parts_needed("conformal", a) for a in (0.1, 0.05, 0.01)] == [9, 19, 99]
     assert [good_parts_needed("pac", a, 0.9) for a in (0.1, 0.05, 0.01)] == [22, 45, 230]
