@@ -13,10 +13,11 @@ import numpy as np
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed.
 
     The temporary name keeps the final suffix so writers that dispatch on the extension still work.
+    ``replace=False``: the rename never replaces a file that appeared at ``path`` (FileExistsError).
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -29,20 +30,33 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             umask = os.umask(0)
             os.umask(umask)
             os.chmod(tmp_path, 0o666 & ~umask)
-        os.replace(tmp_path, final)
+        if replace:
+            os.replace(tmp_path, final)
+        else:
+            rename_noreplace(tmp_path, final)
+    except FileExistsError:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+    except OSError as err:
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        if err.errno is None or (err.filename is not None and Path(err.filename) != tmp_path):
+            raise
+        raise OSError(err.errno, err.strerror, str(final)) from err  # name the file being written, not its temporary
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
-    with atomic_path(path) as tmp:
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, replace: bool = True) -> None:
+    with atomic_path(path, replace=replace) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path: str | os.PathLike[str], text: str, replace: bool = True) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"), replace=replace)
 
 
 def _json_default(obj: Any) -> Any:
@@ -105,3 +119,81 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 def sha256_json(obj: Any) -> str:
     """Stable hash of a JSON-able settings dict (used for cache keys)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()
+
+
+def is_temp_of(name: str, final_name: str) -> bool:
+    """True when ``name`` is a leftover temporary of :func:`atomic_path` for a file called ``final_name``."""
+    final = Path(final_name)
+    return (name.startswith(f".{final.stem}.") and name.endswith(final.suffix or ".tmp")
+            and len(name) > len(final.stem) + 1 + len(final.suffix or ".tmp"))
+
+
+def _is_owned(rel: str, owned: frozenset[str]) -> bool:
+    if rel in owned:
+        return True
+    parent, _, name = rel.rpartition("/")
+    return any(is_temp_of(name, o.rpartition("/")[2]) for o in owned if o.rpartition("/")[0] == parent)
+
+
+def _owned_dirs(owned: frozenset[str]) -> frozenset[str]:
+    return frozenset("/".join(o.split("/")[:i]) for o in owned for i in range(1, o.count("/") + 1))
+
+
+def foreign_entries(root: str | os.PathLike[str], owned: set[str] | frozenset[str]) -> list[str]:
+    """Entries below ``root`` (relative, '/'-separated, sorted) that are not ``owned`` files, leftover
+    temporaries of them, or folders on the way to them (links are never owned)."""
+    root_path, owned_set, foreign = Path(root), frozenset(owned), []
+    dirs = _owned_dirs(owned_set)
+    for dirpath, dirnames, filenames in os.walk(root_path):
+        base = Path(dirpath).relative_to(root_path).as_posix()
+        prefix = "" if base == "." else base + "/"
+        for name in list(dirnames):
+            if (Path(dirpath) / name).is_symlink() or prefix + name not in dirs:
+                dirnames.remove(name)  # not descended: the whole folder is someone else's
+                foreign.append(prefix + name)
+        foreign += [prefix + n for n in filenames
+                    if (Path(dirpath) / n).is_symlink() or not _is_owned(prefix + n, owned_set)]
+    return sorted(foreign)
+
+
+def remove_owned(root: str | os.PathLike[str], owned: set[str] | frozenset[str]) -> None:
+    """Delete the ``owned`` files below ``root`` (and leftover temporaries of them), then the folders left
+    empty by that; ``root`` itself and everything else stay."""
+    root_path, owned_set = Path(root), frozenset(owned)
+    dirs = _owned_dirs(owned_set)
+    for dirpath, dirnames, filenames in os.walk(root_path, topdown=False):
+        base = Path(dirpath).relative_to(root_path).as_posix()
+        prefix = "" if base == "." else base + "/"
+        for name in filenames:
+            if _is_owned(prefix + name, owned_set) and not (Path(dirpath) / name).is_symlink():
+                (Path(dirpath) / name).unlink()
+        if base in dirs and not Path(dirpath).is_symlink():
+            with contextlib.suppress(OSError):
+                Path(dirpath).rmdir()  # only when empty
+
+
+_RENAME_NOREPLACE = 1  # linux/fs.h
+
+
+def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    """Rename ``src`` to ``dst`` only if nothing is at ``dst`` (FileExistsError otherwise), atomically where the
+    kernel has renameat2 (Linux); elsewhere checked just before the rename."""
+    import ctypes
+    import errno
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        at_fdcwd = -100
+        rc = renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), _RENAME_NOREPLACE)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.ENOSYS, errno.EINVAL):  # EINVAL: the file system cannot do NOREPLACE
+            raise OSError(err, os.strerror(err), os.fspath(dst))
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(dst))
+    os.rename(src, dst)

@@ -155,21 +155,145 @@ def test_bad_input_one_line_exit_2_nothing_written(build_dir: Path, bundle: Path
     (edited / "manifest.json").write_text(text.replace('"fusion_weight": 0.5', '"fusion_weight": 0.25', 1))
     good = str(clouds["sphere"])
     cases = [
-        ([str(bundle), str(_truncated_ply(tmp_path))], str(tmp_path / "short.ply"), "header promises 100 vertex rows"),
-        ([str(bundle), str(lie)], str(lie), "header promises 50 points, the file holds 7"),
         ([str(bundle), str(tmp_path / "nope.npy")], str(tmp_path / "nope.npy"), "point file not found"),
         ([str(tampered), good], str(tampered / "encoder.bin"), "sha256 differs from the manifest"),
         ([str(edited), good], str(edited / "manifest.json"), "manifest checksum mismatch"),
         ([str(bundle), good, "--precision-hint", "fp8"], "--precision-hint", "unknown precision 'fp8'"),
-        ([str(bundle), good, str(_truncated_ply(tmp_path))], str(tmp_path / "short.ply"), "header promises"),
+        ([str(bundle), good, str(tmp_path / "nope.npy")], str(tmp_path / "nope.npy"), "point file not found"),
+        ([str(bundle), good], str(bundle), "bundle's folder"),  # with --out inside the bundle (below)
     ]
     for i, (args, path, problem) in enumerate(cases):
-        out = tmp_path / f"out{i}"
+        out = tmp_path / f"out{i}" if problem != "bundle's folder" else bundle / "results"
+        path = str(out) if problem == "bundle's folder" else path
         proc = _inspect(build_dir, *args, "--out", str(out))
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, (args, proc.stderr)
         assert lines[0].startswith(f"{path}: ") and problem in lines[0], (lines, path, problem)
         assert not out.exists(), f"{out} was created for bad input {args}"
+
+
+def test_mixed_input_scores_the_good_files_exit_1(build_dir: Path, bundle: Path, clouds: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    """Issue #21 family 5: as Python, one line per bad file, the good ones scored, exit 1; nothing of the bad."""
+    from align3d_rt.cli import main
+
+    lie = tmp_path / "lie.pcd"
+    lie.write_bytes(b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 50\nHEIGHT 1\nPOINTS 50\nDATA binary\n"
+                    + np.ones((7, 3), np.float32).tobytes())
+    bad = {str(_truncated_ply(tmp_path)): "header promises 100 vertex rows",
+           str(lie): "header promises 50 points, the file holds 7"}
+    files = [str(clouds["sphere"]), *bad, str(clouds["box"])]
+    proc = _inspect(build_dir, str(bundle), *files, "--out", str(tmp_path / "cpp"))
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 3 and "Traceback" not in proc.stderr, lines
+    for line, (path, problem) in zip(lines, bad.items()):
+        assert line.startswith(f"{path}: ") and problem in line, (line, path)
+    assert "scored 2 sample(s), 2 failed" in lines[2]
+    summary = json.loads((tmp_path / "cpp" / "scores.json").read_text())
+    assert sorted(summary["samples"]) == ["box", "sphere"] and sorted(summary["failed"]) == sorted(bad)
+    assert sorted(p.name for p in (tmp_path / "cpp").iterdir()) == sorted(
+        ["scores.json", "box.scores.npy", "box.points.npy", "sphere.scores.npy", "sphere.points.npy"])
+    rc = main(["infer", *files, "--bundle", str(bundle), "--backend", "openvino", "--out", str(tmp_path / "py"),
+               "--no-ply", "--no-png"])
+    py = json.loads((tmp_path / "py" / "scores.json").read_text())
+    assert rc == 1 and sorted(py["samples"]) == sorted(summary["samples"]) and sorted(py["failed"]) == sorted(bad)
+
+
+def test_colliding_names_one_result_each_same_keys_as_python(build_dir: Path, bundle: Path, clouds: dict[str, Path],
+                                                            tmp_path: Path) -> None:
+    """a.npy, a.ply, a_1.npy, dir1/a.npy, dir2/a.npy, a.npy again, and two folders called x (with a.npy,
+    a.ply, sub/b.npy, a hidden file): N inputs, N results, the keys Python gives."""
+    import shutil
+
+    from align3d_rt.data.files import collect_files
+
+    files = []
+    for rel, src in (("a.npy", "sphere"), ("a.ply", "box"), ("a_1.npy", "sphere"), ("dir1/a.npy", "sphere"),
+                     ("dir2/a.npy", "sphere"), ("p/x/a.npy", "sphere"), ("p/x/a.ply", "box"),
+                     ("p/x/sub/b.npy", "sphere"), ("p/x/.hidden/c.npy", "sphere"), ("q/x/a.npy", "sphere")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(clouds[src], tmp_path / rel)
+        files.append(tmp_path / rel)
+    inputs = [*files[:5], tmp_path / "a.npy", tmp_path / "p" / "x", tmp_path / "q" / "x"]  # a.npy twice: 2 results
+    expected = [(str(f), k) for f, k in collect_files(inputs, exclude=tmp_path / "out")]
+    assert len({k for _, k in expected}) == len(expected) == 10
+    proc = _inspect(build_dir, str(bundle), *map(str, inputs), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    samples = json.loads((tmp_path / "out" / "scores.json").read_text())["samples"]
+    assert sorted((s["file"], k) for k, s in samples.items()) == sorted(expected)
+    for _, key in expected:
+        assert (tmp_path / "out" / f"{key}.scores.npy").is_file(), key
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = _inspect(build_dir, str(bundle), str(empty), "--out", str(tmp_path / "out2"))
+    assert proc.returncode == 2 and "no point-cloud files" in proc.stderr and not (tmp_path / "out2").exists()
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_out_folder_rules_as_python(build_dir: Path, bundle: Path, clouds: dict[str, Path], tmp_path: Path) -> None:
+    """Issue #21 family 1: new or empty --out, or --overwrite of our own earlier output only; never the bundle."""
+    sphere, box = str(clouds["sphere"]), str(clouds["box"])
+    bundle_before = _tree(bundle)
+    for out in (bundle, bundle / "sub"):
+        for extra in ((), ("--overwrite",)):
+            proc = _inspect(build_dir, str(bundle), sphere, "--out", str(out), *extra)
+            assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+            assert "bundle's folder" in proc.stderr
+    assert _tree(bundle) == bundle_before and not (bundle / "sub").exists()
+    out = tmp_path / "out"
+    assert _inspect(build_dir, str(bundle), sphere, "--out", str(out)).returncode == 0
+    proc = _inspect(build_dir, str(bundle), box, "--out", str(out))
+    assert proc.returncode == 2 and "not empty" in proc.stderr and "--overwrite" in proc.stderr
+    (out / "notes.txt").write_text("mine")
+    (out / "mine").mkdir()
+    before = _tree(out)
+    proc = _inspect(build_dir, str(bundle), box, "--out", str(out), "--overwrite")
+    assert proc.returncode == 2 and "did not write" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert _tree(out) == before and (out / "mine").is_dir()
+    (out / "notes.txt").unlink()
+    (out / "mine").rmdir()
+    (out / ".sphere.scores.npy.tmp-12345").write_bytes(b"left by a killed run")
+    proc = _inspect(build_dir, str(bundle), box, "--out", str(out), "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["box.points.npy", "box.scores.npy", "scores.json"]
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "keep.txt").write_text("x")
+    proc = _inspect(build_dir, str(bundle), box, "--out", str(user), "--overwrite")
+    assert proc.returncode == 2 and "not an align3d-inspect output folder" in proc.stderr
+    assert (user / "keep.txt").read_text() == "x"
+
+
+def test_locked_folder_and_two_inspectors(build_dir: Path, bundle: Path, clouds: dict[str, Path],
+                                          tmp_path: Path) -> None:
+    """A folder another run holds (Python's flock) is refused; two inspectors into one new folder: one wins,
+    the other exits 2 with one line, and the winner's result is whole."""
+    import fcntl
+    import os
+
+    out = tmp_path / "locked"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        proc = _inspect(build_dir, str(bundle), str(clouds["sphere"]), "--out", str(out))
+    finally:
+        os.close(fd)
+    assert proc.returncode == 2 and "locked" in proc.stderr and not any(out.iterdir())
+    both = tmp_path / "both"
+    exe = str(build_dir / "cpp" / "align3d-inspect")
+    procs = [subprocess.Popen([exe, str(bundle), str(clouds[name]), "--out", str(both)], stderr=subprocess.PIPE,
+                              text=True) for name in ("sphere", "box")]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 2], results
+    loser = next(err for rc, err in results if rc == 2)
+    assert len(loser.strip().splitlines()) == 1 and ("locked" in loser or "not empty" in loser), loser
+    winner = ("sphere", "box")[[rc for rc, _ in results].index(0)]
+    assert list(json.loads((both / "scores.json").read_text())["samples"]) == [winner]
 
 
 def test_example_program_scores_a_generated_cloud(build_dir: Path, bundle: Path) -> None:

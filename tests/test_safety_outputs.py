@@ -140,8 +140,12 @@ def test_infer_out_is_locked_and_not_mixed(tiny_run: Path, cloud: Path, tmp_path
     (out / "stale.scores.npy").write_bytes(b"old")
     assert main(["infer", str(cloud), "--run", str(tiny_run), "--out", str(out), "--no-png"]) == 2
     _one_line(capsys, str(out), "not empty", "--overwrite")
+    # a file the earlier run did not write is never deleted, not even with --overwrite (issue #21)
+    assert main(["infer", str(cloud), "--run", str(tiny_run), "--out", str(out), "--no-png", "--overwrite"]) == 2
+    _one_line(capsys, str(out), "did not write", "stale.scores.npy")
+    assert (out / "stale.scores.npy").read_bytes() == b"old"
+    (out / "stale.scores.npy").unlink()
     assert main(["infer", str(cloud), "--run", str(tiny_run), "--out", str(out), "--no-png", "--overwrite"]) == 0
-    assert not (out / "stale.scores.npy").exists()
     assert sorted(json.loads((out / "scores.json").read_text())["samples"]) == ["c"]
     capsys.readouterr()
     user = tmp_path / "user"

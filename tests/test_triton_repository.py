@@ -254,3 +254,42 @@ def test_tensorrt_engine_sets_the_plan_platform_gpu_instances_and_its_profile(ti
     assert enc.max_batch_size == 36 and list(enc.dynamic_batching.preferred_batch_size) == [9, 36]
     assert [g.kind for g in enc.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_GPU]
     assert (repo / "align3d_encoder" / "1" / "model.plan").read_bytes() == b"placeholder plan"
+
+
+def test_overwrite_never_deletes_user_files_in_a_repository(tiny: dict[str, Path], tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue #21: --overwrite replaces only what the marker lists; a user's file or model version: refused."""
+    repo = tmp_path / "repo"
+    assert _export(tiny["fp32"], repo) == 0
+    marker = json.loads((repo / "align3d_triton.json").read_text())
+    assert "README.md" in marker["files"] and all((repo / f).is_file() for f in marker["files"])
+    for extra, named in ((repo / "notes.md", "notes.md"), (repo / "align3d_encoder" / "2" / "model.onnx",
+                                                           "align3d_encoder/2")):
+        extra.parent.mkdir(parents=True, exist_ok=True)
+        extra.write_text("mine")
+        capsys.readouterr()
+        assert _export(tiny["fp32"], repo, "--overwrite") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "did not write" in err[0] and f"(e.g. {named})" in err[0], err
+        assert extra.read_text() == "mine"
+        extra.unlink()
+        if extra.parent.name == "2":
+            extra.parent.rmdir()
+    assert _export(tiny["fp32"], repo, "--overwrite") == 0
+
+
+def test_second_export_into_the_same_new_repository_fails(tmp_path: Path) -> None:
+    """Two exports into one new --out: the one that finishes second fails with one line; the first stays."""
+    from align3d_rt.errors import BundleError
+    from align3d_rt.export.triton_repository import _swap_into_place
+
+    out = tmp_path / "repo"
+    first, second = tmp_path / ".s1", tmp_path / ".s2"
+    for stage, who in ((first, "1"), (second, "2")):
+        stage.mkdir()
+        (stage / "align3d_triton.json").write_text(json.dumps({"format": "align3d_rt.triton_repository",
+                                                               "who": who, "files": []}))
+    _swap_into_place(first, out, replacing=False)
+    with pytest.raises(BundleError, match="another run meanwhile"):
+        _swap_into_place(second, out, replacing=False)
+    assert json.loads((out / "align3d_triton.json").read_text())["who"] == "1"

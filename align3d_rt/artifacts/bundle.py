@@ -247,13 +247,18 @@ def staged_directory(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty temporary directory beside ``final``; on success it replaces ``final``.
 
     ``final`` may be absent, an empty folder or a bundle; anything else is refused (never deleted).
+    The swap refuses (one line, nothing replaced) when ``final`` changed meanwhile, e.g. another export
+    into the same new ``--out`` finished first: a path that was free is taken with a rename that never
+    replaces, and a bundle is replaced only if it is still the one found at the start.
     On error the temporary directory is removed and ``final`` (if it existed) is left untouched.
     """
     from align3d_rt.artifacts.bundle_target import replaceable
+    from align3d_rt.io_utils import rename_noreplace
 
     final_path = Path(final)
     if not replaceable(final_path):
         raise _fail(final_path, "exists and is not an empty folder or a bundle; not replaced")
+    start = _folder_state(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".partial", dir=final_path.parent))
     try:
@@ -261,18 +266,42 @@ def staged_directory(final: str | os.PathLike[str]) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary folder
+        if _folder_state(final_path) != start or not replaceable(final_path):
+            raise _fail(final_path, "was written by another run meanwhile; not replaced (run again, with "
+                                    "--overwrite to replace it)")
         old: Path | None = None
-        if final_path.exists():
-            if not replaceable(final_path):  # never delete what this tool did not write
-                raise _fail(final_path, "exists and is not an empty folder or a bundle; not replaced")
+        if start is not None and start[1] is not None:  # a bundle: moved aside, deleted after the swap
             old = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".old", dir=final_path.parent))
             os.replace(final_path, old / "b")
+        elif start is not None:  # an empty folder
+            with contextlib.suppress(FileNotFoundError):
+                final_path.rmdir()
         try:
-            os.replace(tmp, final_path)
+            rename_noreplace(tmp, final_path)
+        except FileExistsError:
+            raise _fail(final_path, "was written by another run meanwhile; not replaced") from None
         except BaseException:
             if old is not None:
                 os.replace(old / "b", final_path)
             raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _folder_state(path: Path) -> tuple[int, tuple[int, int] | None] | None:
+    """None when ``path`` is absent, else (its inode, (inode, mtime) of its manifest.json or None)."""
+    try:
+        inode = path.stat().st_ino
+    except FileNotFoundError:
+        return None
+    try:
+        m = (path / MANIFEST_NAME).stat()
+        return inode, (m.st_ino, m.st_mtime_ns)
+    except FileNotFoundError:
+        return inode, None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

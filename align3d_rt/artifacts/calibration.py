@@ -280,7 +280,11 @@ def save_calibration(cal: Calibration, path: str | os.PathLike[str], overwrite: 
     data = sealed.to_dict()
     Calibration.from_dict(data, p)  # never write what load_calibration would refuse
     text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
-    write_text_atomic(p, text)
+    existed = p.exists()
+    try:  # a path that was free is never taken from another run that wrote it meanwhile
+        write_text_atomic(p, text, replace=existed)
+    except FileExistsError:
+        raise _fail(p, "was written by another run meanwhile; not replaced (pass --overwrite to replace it)") from None
     return p
 
 

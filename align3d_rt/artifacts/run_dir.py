@@ -13,6 +13,7 @@ Layout::
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,24 @@ def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dic
     """Write numpy arrays as safetensors atomically."""
     from safetensors.numpy import save_file
 
+    from safetensors import SafetensorError
+
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(arrays, str(tmp), metadata=metadata)
+        try:
+            save_file(arrays, str(tmp), metadata=metadata)
+        except SafetensorError as err:  # its I/O errors (e.g. disk full) are not OSErrors: make them one
+            raise _as_os_error(err) from None
+
+
+def _as_os_error(err: Exception) -> OSError:
+    """An OSError for a safetensors I/O failure ("... (os error 28)"), keeping the errno when it is given."""
+    import errno as errno_mod
+    import re
+
+    found = re.search(r"os error (\d+)", str(err))
+    code = int(found.group(1)) if found else errno_mod.EIO
+    return OSError(code, os.strerror(code))
 
 
 def load_tensors(path: str | Path, what: str = "file") -> dict[str, np.ndarray]:

@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"align3d-rt {args.command}: error: {_rank_prefix()}{err}", file=sys.stderr)
         _tell_torchrun(err)
         return 2
+    except OSError as err:  # the machine said no (disk full, read-only, permissions...): one line, no traceback
+        print(f"align3d-rt {args.command}: error: {_rank_prefix()}{os_error_line(err)}", file=sys.stderr)
+        _tell_torchrun(err)
+        return 2
     except Exception as err:  # noqa: BLE001 - only under torchrun: one line naming the failing rank
         if not _rank_prefix():
             raise
@@ -65,6 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"align3d-rt {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def os_error_line(err: OSError) -> str:
+    """'PATH: problem' for an OSError (the file it names, the system's words; a hint for a full disk)."""
+    import errno
+
+    problem = err.strerror or str(err) or type(err).__name__
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        problem += " (free some space, or choose another --out, and run again)"
+    target = err.filename if err.filename is not None else None
+    if target is not None and err.filename2 is not None:
+        return f"{target} -> {err.filename2}: {problem}"
+    return f"{target}: {problem}" if target is not None else problem
 
 
 def _rank_prefix() -> str:

@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scoring_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
-                   help="empty an earlier eval output folder at --out first (only folders align3d-rt wrote)")
+                   help="replace an earlier eval output at --out: only the files it wrote (a folder holding anything else is refused)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted eval in --out: classes whose results are there are not rescored")
     p.add_argument("--categories", nargs="+", default=None, help="test only these classes")
@@ -68,7 +68,8 @@ def _run_eval(args: argparse.Namespace, main: bool) -> int:
 
     if args.overwrite and args.resume:
         raise Align3DError("--overwrite and --resume: choose one (replace the folder, or continue in it)")
-    folder = OutputFolder(args.out, "eval", overwrite=args.overwrite, resume=args.resume)
+    folder = OutputFolder(args.out, "eval", overwrite=args.overwrite, resume=args.resume,
+                          inputs=(getattr(args, "bundle", None),))
     folder.check()  # before any work
     if not args.root.is_dir():
         raise Align3DError(f"{args.root}: dataset root not found")

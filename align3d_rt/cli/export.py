@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--calibration-samples", type=positive_int, default=None,
                    help=f"OpenVINO int8: samples whose rendered views calibrate the quantization "
                         f"(default {DEFAULT_CALIBRATION_SAMPLES}; recorded in the manifest)")
-    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17; the legacy exporter stops at 20)")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset, 13 to 23 (default 17)")
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (fp16 only; needs TensorRT + GPU)")
     p.add_argument("--min-batch", type=positive_int, default=1, help="TensorRT profile: smallest view batch (default 1)")
     p.add_argument("--opt-batch", type=positive_int, default=9, help="TensorRT profile: tuned view batch (default 9); Triton: preferred encoder batch")
@@ -56,6 +56,9 @@ def run_export(args: argparse.Namespace) -> int:
         raise Align3DError(f"--bundle is the source of --format {TRITON}; export a bundle from a training run with --run")
     from align3d_rt.export.onnx_export import export_bundle
 
+    from align3d_rt.export.onnx_export import check_opset
+
+    check_opset(args.opset)
     check_export_target(args.run, args.out, args.overwrite)  # before any work; never deletes
     if args.tensorrt:
         from align3d_rt.export.tensorrt_build import check_profile, import_tensorrt
@@ -72,8 +75,13 @@ def run_export(args: argparse.Namespace) -> int:
         raise Align3DError(f"--tensorrt builds from the ONNX fp16 graph; leave out --format {args.fmt}")
     if args.calibration_samples is not None and not (args.fmt != EXPORT_FORMATS[0] and args.precision == "int8"):
         raise Align3DError(f"--calibration-samples applies to --format {EXPORT_FORMATS[1]} --precision int8 only")
-    out = export_bundle(args.run, args.out, precision=args.precision, opset=args.opset, fmt=args.fmt,
-                        calibration_samples=args.calibration_samples, clip_weights=args.clip_weights)
+    try:
+        out = export_bundle(args.run, args.out, precision=args.precision, opset=args.opset, fmt=args.fmt,
+                            calibration_samples=args.calibration_samples, clip_weights=args.clip_weights)
+    except OSError as err:  # e.g. the disk filled up inside a writer that does not name its file
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(args.out)) from err
     what = f"{args.precision} bundle" if args.fmt == EXPORT_FORMATS[0] else f"{args.fmt} {args.precision} bundle"
     print(f"align3d-rt export: wrote {what} {out}", file=sys.stderr)
     if args.tensorrt:

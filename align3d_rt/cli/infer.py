@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scoring_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
-                   help="empty an earlier infer output folder at --out first (only folders align3d-rt wrote)")
+                   help="replace an earlier infer output at --out: only the files it wrote (a folder holding anything else is refused)")
     p.add_argument("--dataset", default=None, choices=DATASET_CHOICES,
                    help="dataset the files come from (render point size/normals; real3d: resampled to 112,896 points)")
     p.add_argument("--category", default=None, help="category of the files (MVTec point size per class); needs "
@@ -94,12 +94,14 @@ def run_infer(args: argparse.Namespace) -> int:
     from align3d_rt.render.views import category_problem
 
     check_triton_choice(args)
-    folder = OutputFolder(args.out, "infer", overwrite=args.overwrite)
+    folder = OutputFolder(args.out, "infer", overwrite=args.overwrite,
+                          inputs=(getattr(args, "bundle", None),))
     folder.check()  # before any work
     cal = calibration_options.resolve_calibration(args)
     if (problem := category_problem(args.dataset, args.category)) is not None:  # settled by now (str)
         raise Align3DError(problem)
-    files = collect_files(list(args.paths), exclude=args.out)
+    # with --html, a file called index.* would have its page overwritten by index.html
+    files = collect_files(list(args.paths), exclude=args.out, reserved=("index",) if args.html else ())
     detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))
     if cal is not None:
         calibration_options.attach(detector, cal, args.calibration)
@@ -122,6 +124,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
         summary["calibration"] = calibration_options.summary_field(detector.calibration, args.calibration)
     elif getattr(detector, "calibration_summary", None) is not None:  # --triton: the served calibration
         summary["calibration"] = detector.calibration_summary
+    if args.html:
+        summary["index"] = "index.html"  # named before it is written: ours for a later --overwrite
     scores_json = args.out / "scores.json"
     keep_render = not args.no_png or args.html
     with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -147,22 +151,32 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
 
 def _write_sample(args: argparse.Namespace, outputs: Any, detector: Any, path: Path, key: str,
                   result: Any, summary: dict[str, Any]) -> None:
+    from align3d_rt.io_utils import write_json_atomic
     from align3d_rt.scoring import fuse_branches
 
     sample = result.sample
     written = {"scores": f"{key}.scores.npy", "points": f"{key}.points.npy"}
+    if sample.grid_index is not None:
+        written["grid_index"] = f"{key}.grid_index.npy"  # flat index into the 336x336 grid (organized input)
+    if not args.no_ply:
+        written["ply"] = f"{key}.ply"
+    if not args.no_png and result.render is not None:
+        written["png"] = f"{key}.png"
+    # Recorded before they are written: a later --overwrite knows them even if this run stops midway.
+    later = {**({"normalized": f"{key}.normalized.npy", "regions": f"{key}.regions.npy"}
+                if getattr(result, "decision", None) is not None else {}),
+             **({"html": f"{key}.html"} if args.html else {})}
+    summary["pending"] = {key: {"file": str(path), "outputs": {**written, **later}}}
+    write_json_atomic(args.out / "scores.json", summary)
     outputs.save_point_scores(args.out / written["scores"], result.point_scores)
     # The scored points themselves (row i of the scores): after MVTec preprocessing or Real3D-AD
     # resampling they are not the rows of the input file.
     save_npy_atomic(args.out / written["points"], np.asarray(sample.points, dtype=np.float32))
-    if sample.grid_index is not None:
-        written["grid_index"] = f"{key}.grid_index.npy"  # flat index into the 336x336 grid (organized input)
+    if "grid_index" in written:
         save_npy_atomic(args.out / written["grid_index"], np.asarray(sample.grid_index, dtype=np.int64))
-    if not args.no_ply:
-        written["ply"] = f"{key}.ply"
+    if "ply" in written:
         outputs.save_heat_ply(args.out / written["ply"], sample.points, result.fused)
-    if not args.no_png and result.render is not None:
-        written["png"] = f"{key}.png"
+    if "png" in written:
         fused = fuse_branches(result.view_maps, detector.fusion_weight)
         outputs.save_view_overlay(args.out / written["png"], result.render.images, fused,
                                   title=f"{key}  object score {result.object_score:.3f}")
@@ -178,3 +192,4 @@ def _write_sample(args: argparse.Namespace, outputs: Any, detector: Any, path: P
         calibration_options.write_decision(args.out, key, result.decision, written, summary["samples"][key])
     if args.html:
         written["html"] = write_result_page(args.out, key, result, summary["samples"][key], detector.fusion_weight)
+    del summary["pending"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "or the dataset's preset with --dataset)")
     p.add_argument("--renderer", default="splat", choices=["splat", "open3d"])
     p.add_argument("--image-size", type=positive_int, default=336)
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (new or empty; locked while written)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier render output at --out: only the files it wrote (a folder holding "
+                        "anything else is refused)")
     p.set_defaults(func=run)
 
 
@@ -67,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from align3d_rt.data.real3d import NUM_POINTS as REAL3D_POINTS  # Real3D-AD clouds are resampled like the dataset
     from align3d_rt.render.api import render_views
 
+    from align3d_rt.cli.out_folder import OutputFolder
+
+    folder = OutputFolder(Path(args.out), "render", overwrite=args.overwrite)
+    folder.check()  # before any work: files of the user's are never overwritten
     path = Path(args.dataset_root) / args.path if args.dataset_root else Path(args.path)
     if not path.is_file():
         raise errors.input_error(path, "point file not found")
@@ -76,6 +84,14 @@ def run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     result = render_views(sample.points, settings, colors=sample.colors, labels=sample.point_labels)
     out = Path(args.out)
+    with folder:
+        _write_render(out, settings, result)
+    print(f"rendered {result.num_views} views of {sample.num_points} points ({settings.renderer}, "
+          f"{settings.preset}) into {out}")
+    return 0
+
+
+def _write_render(out: Path, settings: Any, result: Any) -> None:
     labels = [f"{axis} {deg:+.0f}" for axis, deg in settings.views]
     for v in range(result.num_views):
         save_png_atomic(out / f"view_{v:02d}.png", result.images[v])
@@ -86,6 +102,3 @@ def run(args: argparse.Namespace) -> int:
     contact_sheet(result.images, labels, out / "contact_sheet.png")
     save_npz_atomic(out / "correspondences.npz", pixels=result.pixels, visible=result.visible,
                     settings=np.array(json.dumps(settings.to_dict(), sort_keys=True)))
-    print(f"rendered {result.num_views} views of {sample.num_points} points ({settings.renderer}, "
-          f"{settings.preset}) into {out}")
-    return 0

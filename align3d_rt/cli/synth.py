@@ -11,7 +11,7 @@ from align3d_rt.cli.numbers import non_negative_int, positive_int
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("synth", help="generate a small synthetic dataset in a real dataset layout",
                               description="Generate a synthetic dataset (deterministic by --seed).")
-    p.add_argument("--out", required=True, type=Path, help="output folder (categories are written inside)")
+    p.add_argument("--out", required=True, type=Path, help="output folder, new or empty (categories are written inside)")
     p.add_argument("--layout", choices=("mvtec3d", "real3d"), default="mvtec3d")
     p.add_argument("--categories", default="", help="comma-separated shape names (default: all of the layout)")
     p.add_argument("--n-train", type=non_negative_int, default=2)
@@ -35,12 +35,23 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from align3d_rt.data import synthetic
-
     cats = [c.strip() for c in args.categories.split(",") if c.strip()] or None
     for name in ("n_train", "n_test_good", "n_per_defect", "n_test", "n_points"):
         if getattr(args, name) < 0:
             raise errors.Align3DError(f"--{name.replace('_', '-')} must be >= 0")
+    from align3d_rt.cli.out_folder import OutputFolder
+
+    if args.layout == "mvtec3d":
+        _size(args.size)  # bad options first, before the folder is looked at
+    folder = OutputFolder(args.out, "synth")
+    folder.check()  # a new or empty folder: a dataset's files are never overwritten
+    with folder:
+        return _generate(args, cats)
+
+
+def _generate(args: argparse.Namespace, cats: list[str] | None) -> int:
+    from align3d_rt.data import synthetic
+
     try:
         if args.layout == "mvtec3d":
             root = synthetic.generate_mvtec_layout(args.out, categories=cats, n_train=args.n_train,

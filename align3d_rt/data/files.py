@@ -8,8 +8,10 @@ from align3d_rt.errors import input_error
 POINT_SUFFIXES = (".tiff", ".tif", ".pcd", ".ply", ".npy")
 
 
-def collect_files(paths: list[Path], exclude: Path | None = None) -> list[tuple[Path, str]]:
-    """(file, output key) for every given file and every point file below every given folder."""
+def collect_files(paths: list[Path], exclude: Path | None = None,
+                  reserved: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
+    """(file, output key) for every given file and every point file below every given folder; no key is one of
+    ``reserved`` (keys whose outputs would collide with a file the command itself writes)."""
     found: list[tuple[Path, str]] = []
     for path in paths:
         if path.is_dir():
@@ -30,7 +32,7 @@ def collect_files(paths: list[Path], exclude: Path | None = None) -> list[tuple[
 
             problem = path_problem(path) or "not a regular file"
             raise input_error(path, "no such file or folder" if problem == "point file not found" else problem)
-    return _unique_keys(found)
+    return _unique_keys(found, reserved)
 
 
 def _is_below(path: Path, folder: Path) -> bool:
@@ -41,11 +43,22 @@ def _is_below(path: Path, folder: Path) -> bool:
         return False
 
 
-def _unique_keys(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    seen: dict[str, int] = {}
+def _unique_keys(found: list[tuple[Path, str]], reserved: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
+    """Unique output keys (runtime-spec §9): a key already taken gets the first free ``_1``, ``_2``, ...,
+    counting every key given so far, suffixed ones included (``a``, ``a``, ``a_1`` -> ``a``, ``a_1``, ``a_1_1``)."""
+    return [(f, key) for f, key in zip((f for f, _ in found), unique_keys([key for _, key in found], reserved))]
+
+
+def unique_keys(keys: list[str], reserved: tuple[str, ...] = ()) -> list[str]:
+    """Make ``keys`` unique in order: a repeat of a taken key becomes KEY_n with the smallest free n >= 1
+    (``reserved`` keys count as taken from the start)."""
+    taken: set[str] = set(reserved)
     out = []
-    for f, key in found:
-        n = seen.get(key, 0)
-        seen[key] = n + 1
-        out.append((f, key if n == 0 else f"{key}_{n}"))
+    for key in keys:
+        unique, n = key, 0
+        while unique in taken:
+            n += 1
+            unique = f"{key}_{n}"
+        taken.add(unique)
+        out.append(unique)
     return out

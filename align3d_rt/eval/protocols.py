@@ -356,32 +356,54 @@ def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, o
         report.write_manifest(manifest_path, manifest)
 
     publish("running")  # from the start the folder says what it holds
-    with detector:
-        for cat in classes:
-            if calibrate_on is not None:
-                cal_manifest["files"][cat] = f"{cal_dir.name}/{cat}.json"  # type: ignore[index]
-            done = class_store.load_class(store, cat, identity) if resume else None
-            if done is not None:
-                if progress:
-                    print(f"align3d-rt eval: {cat}: already evaluated (--resume), not rescored", file=sys.stderr)
-                res, ex = done
-            else:
-                cal = calibration
+    try:
+        with detector:
+            for cat in classes:
                 if calibrate_on is not None:
-                    cal = _fit_class(detector, dataset, root, cat, calibrate_on, target_false_reject, batch_size,
-                                     progress, cal_dir if main else None)
-                res, ex = evaluate_class(detector, dataset, root, cat, batch_size=batch_size,
-                                         n_examples=n_examples, progress=progress, calibration=cal)
-                if main:
-                    for e in ex:
-                        pictures.save_example(pic_dir, e)
-                    class_store.save_class(store, res, ex, identity)
-            results.append(res)
-            examples += ex
-            publish("running")
+                    cal_manifest["files"][cat] = f"{cal_dir.name}/{cat}.json"  # type: ignore[index]
+                done = class_store.load_class(store, cat, identity) if resume else None
+                if done is not None:
+                    if progress:
+                        print(f"align3d-rt eval: {cat}: already evaluated (--resume), not rescored", file=sys.stderr)
+                    res, ex = done
+                else:
+                    cal = calibration
+                    if calibrate_on is not None:
+                        cal = _fit_class(detector, dataset, root, cat, calibrate_on, target_false_reject, batch_size,
+                                         progress, cal_dir if main else None)
+                    res, ex = evaluate_class(detector, dataset, root, cat, batch_size=batch_size,
+                                             n_examples=n_examples, progress=progress, calibration=cal)
+                    if main:
+                        for e in ex:
+                            pictures.save_example(pic_dir, e)
+                        class_store.save_class(store, res, ex, identity)
+                results.append(res)
+                examples += ex
+                publish("running")
+    except BaseException as err:
+        if main:
+            _record_stop(manifest_path, (store, pic_dir), bool(results) or resume, publish, err)
+        raise
     publish("complete")
     paths["manifest"] = manifest_path
     return EvalOutcome(results=results, examples=examples, excluded=excluded, manifest=manifest, paths=paths)
+
+
+def _record_stop(manifest_path: Path, folders: tuple[Path, ...], keep: bool, publish: Any,
+                 err: BaseException) -> None:
+    """A stopped evaluation never leaves a manifest saying "running": with nothing finished (and not --resume)
+    the manifest and the empty folders it made are removed; otherwise it says "stopped" (continue: --resume)."""
+    import contextlib
+
+    if not keep:
+        with contextlib.suppress(OSError):
+            manifest_path.unlink()
+        for folder in folders:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty
+        return
+    with contextlib.suppress(Exception):
+        publish("interrupted" if isinstance(err, KeyboardInterrupt) else "stopped")
 
 
 def _fit_class(detector: Any, dataset: str, root: str | Path, category: str, split: str,

@@ -30,6 +30,9 @@ from align3d_rt.artifacts.bundle import (
 )
 
 EXAMPLE_BATCH = 2
+# ONNX opsets the encoder exports at: below 13 torch cannot export aten::unflatten; 23 is the newest the
+# exporter knows (measured with torch 2.x: 12 fails, 13..23 export and pass the ONNX Runtime check).
+OPSET_RANGE = (13, 23)
 CHECK_BATCHES = (1, 3)
 # Ops computed in fp32 inside the FP16 graph (casts inserted around them).
 FP16_FP32_OPS = ("LayerNormalization", "Softmax", "ReduceL2", "ReduceSumSquare", "ReduceMean", "Pow", "Sqrt")
@@ -143,6 +146,13 @@ def check_dynamic_batch(path: Path, graph: Any, image_size: int, precision: str,
     return {"batches": list(batches), "max_abs_diff_vs_torch": diffs, "input": "random uint8 views"}
 
 
+def check_opset(opset: int) -> None:
+    """Refuse (one line) an ONNX opset outside OPSET_RANGE."""
+    low, high = OPSET_RANGE
+    if isinstance(opset, bool) or not isinstance(opset, int) or not low <= opset <= high:
+        raise Align3DError(f"--opset {opset}: choose an ONNX opset from {low} to {high} (default 17)")
+
+
 def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], precision: str = "fp32",
                   opset: int = 17, fmt: str = "onnx", calibration_samples: int | None = None,
                   clip_weights: str | os.PathLike[str] | None = None) -> Path:
@@ -154,6 +164,7 @@ def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     from align3d_rt.export import openvino_export as ovx
     from align3d_rt.model.graph import encoder_graph_from_run
 
+    check_opset(opset)
     if fmt not in ovx.EXPORT_FORMATS:
         raise Align3DError(f"format {fmt!r}: choose one of {', '.join(ovx.EXPORT_FORMATS)}")
     with_ir = fmt != "onnx"
@@ -169,7 +180,10 @@ def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
     graph = encoder_graph_from_run(run)
     image_size = int(graph.image_size)
     out = Path(out_dir)
-    with staged_directory(out) as stage, tempfile.TemporaryDirectory(prefix="align3d_export_") as work:
+    # Scratch files beside the target, not in /tmp: they are renamed into the bundle, and a rename cannot
+    # cross file systems (EXDEV).
+    with staged_directory(out) as stage, tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".work",
+                                                                     dir=stage.parent) as work:
         fp32_path = Path(work) / "encoder_fp32.onnx"
         export_onnx(graph, fp32_path, image_size, opset=opset)
         final = stage / ONNX_NAME

@@ -23,7 +23,7 @@ from align3d_rt.artifacts.bundle import Bundle, load_bundle, manifest_digest
 from align3d_rt.errors import BundleError
 from align3d_rt.export.triton_config import (ENCODER_SERVING, ONNX, OPENVINO, PYTHON, TENSORRT, EncoderServing,
                                              encoder_config, pipeline_config, to_pbtxt)
-from align3d_rt.io_utils import sha256_file, write_json_atomic, write_text_atomic
+from align3d_rt.io_utils import rename_noreplace, sha256_file, write_json_atomic, write_text_atomic
 
 AUTO = "auto"
 ENCODER_CHOICES = (AUTO, *ENCODER_SERVING)
@@ -67,6 +67,36 @@ def check_target(out: Path, overwrite: bool) -> None:
                               f"({layout.MARKER_NAME} missing); it is never replaced: choose a new or empty --out")
         if not overwrite:
             raise BundleError(f"{out}: already holds a Triton repository; pass --overwrite to replace it")
+        foreign = foreign_in_repository(out)
+        if foreign:
+            raise BundleError(f"{out}: the repository also holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} "
+                              f"align3d-rt did not write (e.g. {foreign[0]}); they are never deleted: move them, or "
+                              f"choose another --out")
+
+
+def repository_files(path: Path) -> set[str]:
+    """The files the repository's marker lists as written by this tool (older markers: its two model folders)."""
+    try:
+        marker = json.loads((Path(path) / layout.MARKER_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return set()
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if isinstance(files, list):
+        return {layout.MARKER_NAME, *(f for f in files if isinstance(f, str))}
+    owned = {layout.MARKER_NAME, "README.md"}
+    for key in ("pipeline_model", "encoder_model"):
+        model = marker.get(key) if isinstance(marker, dict) else None
+        if isinstance(model, str) and model and "/" not in model and (Path(path) / model).is_dir():
+            owned |= {f"{model}/{p.relative_to(Path(path) / model).as_posix()}"
+                      for p in (Path(path) / model).rglob("*") if p.is_file() and not p.is_symlink()}
+    return owned
+
+
+def foreign_in_repository(path: Path) -> list[str]:
+    """Entries of the repository folder ``path`` this tool did not write (the user's; never deleted)."""
+    from align3d_rt.io_utils import foreign_entries
+
+    return foreign_entries(path, repository_files(path))
 
 
 def choose_encoder(bundle: Bundle, wanted: str) -> str:
@@ -110,6 +140,7 @@ def write_triton_repository(bundle_dir: Path, out: Path, *, encoder: str = AUTO,
     calibration file of this bundle, copied beside the pipeline (refused when it is for another bundle)."""
     out = Path(out)
     check_target(out, overwrite)
+    replacing = out.is_dir() and any(out.iterdir())  # an earlier repository (--overwrite); else a free path
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise BundleError(f"--triton-name {name!r}: use letters, digits, '_', '.', '-' (it names folders)")
     if max_queue_delay_us < 0:
@@ -135,7 +166,7 @@ def write_triton_repository(bundle_dir: Path, out: Path, *, encoder: str = AUTO,
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
         _write(stage, bundle, serving, name, pipeline_instances, threads, engine_key, calibration)
-        _swap_into_place(stage, out)
+        _swap_into_place(stage, out, replacing)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -178,8 +209,9 @@ def _write(root: Path, bundle: Bundle, serving: EncoderServing, name: str, pipel
         pipeline_config(name, pipeline_instances, copy.image_size, copy.grid_size, pipe_params,
                         calibrated=calibration is not None)))
     write_text_atomic(root / "README.md", readme_text(name, enc_name, serving))
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
     write_json_atomic(root / layout.MARKER_NAME, {
-        "format": layout.MARKER_FORMAT, "format_version": layout.MARKER_VERSION, "pipeline_model": name,
+        "files": files, "format": layout.MARKER_FORMAT, "format_version": layout.MARKER_VERSION, "pipeline_model": name,
         "encoder_model": enc_name, "encoder_kind": serving.kind, "bundle_manifest_sha256": digest,
         "bundle_source": str(bundle.path.resolve()), "max_batch_size": serving.max_batch})
 
@@ -199,14 +231,19 @@ def _write_model_py(version_dir: Path, what: str, module: str, cls: str) -> None
     write_text_atomic(version_dir / "model.py", _MODEL_PY.format(what=what, module=module, cls=cls))
 
 
-def _swap_into_place(stage: Path, out: Path) -> None:
-    """Rename the finished ``stage`` onto ``out`` (an earlier repository is removed only after the swap)."""
+def _swap_into_place(stage: Path, out: Path, replacing: bool) -> None:
+    """Rename the finished ``stage`` onto ``out`` (an earlier repository is removed only after the swap).
+
+    ``replacing`` False (``out`` was free at the start): a repository that appeared meanwhile (another
+    export into the same new ``--out``) is never replaced; this export fails with one line."""
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(stage, 0o777 & ~umask)
+    if out.exists() and any(out.iterdir()) and not replacing:
+        raise BundleError(f"{out}: was written by another run meanwhile; not replaced")
     if out.exists() and any(out.iterdir()):
-        if not is_repository(out):  # checked again right before anything is moved
-            raise BundleError(f"{out}: is not a Triton repository align3d-rt wrote; not replaced")
+        if not is_repository(out) or foreign_in_repository(out):  # checked again right before anything is moved
+            raise BundleError(f"{out}: is not (only) a Triton repository align3d-rt wrote; not replaced")
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
         os.replace(out, old / "r")
         try:
@@ -216,9 +253,15 @@ def _swap_into_place(stage: Path, out: Path) -> None:
             raise
         shutil.rmtree(old, ignore_errors=True)
         return
-    if out.exists():
-        out.rmdir()  # an empty folder
-    os.replace(stage, out)
+    try:
+        if out.exists():
+            out.rmdir()  # an empty folder
+        rename_noreplace(stage, out)
+    except (FileExistsError, FileNotFoundError, OSError) as err:
+        if isinstance(err, FileNotFoundError) and not out.exists():
+            rename_noreplace(stage, out)  # another run removed the same empty folder first
+            return
+        raise BundleError(f"{out}: was written by another run meanwhile; not replaced ({err.strerror})") from None
 
 
 def readme_text(name: str, enc_name: str, serving: EncoderServing) -> str:

@@ -101,6 +101,7 @@ class OrtBackend(BaseRunner):
         if dropped:
             print(f"align3d_rt: onnxruntime: {', '.join(dropped)} not usable here; running on {', '.join(active)}",
                   file=sys.stderr)
+        check_graph_input(self.bundle, session.get_inputs()[0].shape)
         self.providers = active
         self._session = session
 
@@ -143,6 +144,16 @@ class OrtBackend(BaseRunner):
             raise ValueError(f"views must be uint8 (V,{s},{s},3); got {host.dtype} {host.shape}")
         maps, probs = self._session.run(list(OUTPUT_NAMES), {INPUT_NAME: host})
         return EncoderOutput(patch_maps=np.asarray(maps, np.float32), global_probs=np.asarray(probs, np.float32))
+
+
+def check_graph_input(bundle: Bundle, shape: Sequence[Any], graph: Any = None) -> None:
+    """Refuse (one line, at load) a graph whose fixed view size is not the manifest's ``image_size``."""
+    s = bundle.image_size
+    dims = list(shape)
+    fixed = [d for d in dims[1:3] if isinstance(d, int)] if len(dims) == 4 else []
+    if len(dims) != 4 or (isinstance(dims[3], int) and dims[3] != 3) or any(d != s for d in fixed):
+        raise BundleError(f"{graph or bundle.onnx_path}: the graph takes views of shape {dims}, but the manifest's image_size "
+                          f"is {s} (expected (batch, {s}, {s}, 3)); re-export the bundle")
 
 
 def _set_ort_log_level(ort: Any, level: int | None) -> int | None:

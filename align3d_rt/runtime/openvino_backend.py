@@ -146,6 +146,10 @@ class OpenVinoBackend(BaseRunner):
             first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
             raise BundleError(f"{self.xml_path}: OpenVINO cannot compile the IR for {self.device_name} "
                               f"({first})") from None
+        from align3d_rt.runtime.onnxruntime_backend import check_graph_input
+
+        shape = self._compiled.inputs[0].get_partial_shape()
+        check_graph_input(self.bundle, [d.get_length() if d.is_static else "?" for d in shape], self.xml_path)
         self.precision_hint = hint
         if self.performance_hint == "THROUGHPUT":
             self._requests = max(1, int(self._compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))

@@ -51,10 +51,19 @@ class ServerUnavailable(Align3DError):
 
 def parse_url(url: str) -> tuple[str, str]:
     """``http://host:port`` or ``grpc://host:port`` -> (scheme, 'host:port')."""
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES or not parts.hostname or parts.port is None or parts.path not in ("", "/"):
-        raise Align3DError(f"{url}: expected http://HOST:PORT or grpc://HOST:PORT (Triton's defaults: 8000, 8001)")
-    return parts.scheme, f"{parts.hostname}:{parts.port}"
+    bad = Align3DError(f"{url}: expected http://HOST:PORT or grpc://HOST:PORT (Triton's defaults: 8000, 8001)")
+    if not url.isprintable() or any(ch.isspace() for ch in url):
+        raise bad
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises ValueError for a port that is not a number in 0..65535
+    except ValueError:
+        raise bad from None
+    if (parts.scheme not in SCHEMES or not parts.hostname or port is None or not 0 < port < 65536
+            or parts.path not in ("", "/") or parts.query or parts.fragment or parts.username or parts.password):
+        raise bad
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return parts.scheme, f"{host}:{port}"
 
 
 def _one_line(err: BaseException) -> str:

@@ -103,6 +103,9 @@ def read_reference_file(path: str | Path) -> ReferenceFile:
     except Exception as err:  # truncated/garbled zip or pickle streams raise many types
         detail = "".join(ch for ch in (str(err).strip().splitlines() or [""])[0] if ch.isprintable())[:160]
         raise _fail(p, f"not a tensor-only torch checkpoint ({type(err).__name__}: {detail or 'unreadable'})") from None
+    if isinstance(content, dict) and not all(isinstance(k, str) for k in content):
+        bad = next(k for k in content if not isinstance(k, str))
+        raise _fail(p, f"entry key {bad!r} is not a string; not an Align3D-AD/PointAD checkpoint")
     if not isinstance(content, dict) or not any(k in content for k in (RGB_KEY, RENDERING_KEY)):
         keys = sorted(content)[:5] if isinstance(content, dict) else type(content).__name__
         raise _fail(p, f"no '{RGB_KEY}' or '{RENDERING_KEY}' entry (found {keys}); not an Align3D-AD/PointAD "
@@ -110,6 +113,12 @@ def read_reference_file(path: str | Path) -> ReferenceFile:
     for key, sd in content.items():
         if not isinstance(sd, dict):
             raise _fail(p, f"entry '{key}' is not a state dict")
+        for name, value in sd.items():
+            if not isinstance(name, str):
+                raise _fail(p, f"{key}: state-dict key {name!r} is not a string")
+            if not isinstance(value, torch.Tensor):
+                raise _fail(p, f"{key}.{name}: a {type(value).__name__}, not a tensor; only tensor state dicts "
+                               f"are imported")
     return ReferenceFile(path=p, sha256=sha256_file(p), content=content)
 
 
@@ -153,8 +162,12 @@ def prompt_tensors(sd: dict[str, Any], path: Path, entry: str, width: int, text_
         raise _fail(path, f"{where}ctx_pos width {_shape(pos)[3]} does not match the CLIP text width {width}")
     if _shape(neg) != _shape(pos):
         raise _fail(path, f"{where}ctx_neg has shape {_shape(neg)}, expected {_shape(pos)} like ctx_pos")
-    deep_keys = sorted((k for k in sd if k.startswith("compound_prompts_text.")), key=lambda k: int(k.split(".")[1]))
-    if [k.split(".")[1] for k in deep_keys] != [str(i) for i in range(len(deep_keys))]:
+    deep_keys = [k for k in sd if k.startswith("compound_prompts_text.")]
+    if not all(k.split(".", 1)[1].isdigit() and k.split(".", 1)[1].isascii() for k in deep_keys):
+        bad = next(k for k in deep_keys if not (k.split(".", 1)[1].isdigit() and k.split(".", 1)[1].isascii()))
+        raise _fail(path, f"{where}{bad}: malformed key (expected compound_prompts_text.<number>)")
+    deep_keys.sort(key=lambda k: int(k.split(".", 1)[1]))
+    if [k.split(".", 1)[1] for k in deep_keys] != [str(i) for i in range(len(deep_keys))]:
         raise _fail(path, f"{where}compound_prompts_text.* are not numbered 0..{len(deep_keys) - 1}")
     deep_len = _shape(sd[deep_keys[0]])[0] if deep_keys else 0
     for k in deep_keys:

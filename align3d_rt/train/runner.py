@@ -266,14 +266,29 @@ def train_run(cfg: TrainConfig) -> Path:
     dist_util.fail_point("train")
     dist_util.barrier()
 
-    if run1:
-        finished = _run_stage1(cfg, out, entries, device)
-        dist_util.barrier()  # rank 0 has written the aligner that stage 2 reads
-        if not finished:
-            return out
-    if run2:
-        _run_stage2(cfg, out, entries, cache, device)
+    try:
+        if run1:
+            finished = _run_stage1(cfg, out, entries, device)
+            dist_util.barrier()  # rank 0 has written the aligner that stage 2 reads
+            if not finished:
+                return out
+        if run2:
+            _run_stage2(cfg, out, entries, cache, device)
+    except BaseException:
+        if fresh and main:
+            _remove_unresumable(out)
+        raise
     return out
+
+
+def _remove_unresumable(out: Path) -> None:
+    """A new run that failed (e.g. the disk filled up) before any finished epoch or stage result: remove it,
+    so no half run directory is left and the retry is not refused; one with something to resume stays."""
+    from align3d_rt.artifacts.run_dir import CHECKPOINTS
+
+    keep = (out / rd.ALIGNER).is_file() or any((out / CHECKPOINTS).glob("stage*.json"))
+    if not keep:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _create_run_dir(out: Path, config: dict) -> None:

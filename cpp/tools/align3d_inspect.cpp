@@ -3,9 +3,15 @@
 // Writes per cloud KEY.scores.npy (N,3 f32: render, aligned, fused), KEY.points.npy (the scored
 // points), KEY.grid_index.npy (organized .tiff only), KEY.views.png (--png) and one scores.json
 // (object scores, timings); with --calibration CAL also KEY.normalized.npy, KEY.regions.npy and the
-// decision fields of docs/runtime-spec.md 13.5. KEY is the file's stem (_1, _2... for repeats).
-// All clouds are read and scored before anything is written; files are written under temporary names and renamed at
-// the end, so bad input leaves nothing behind: one line "PATH: problem" on stderr, exit code 2.
+// decision fields of docs/runtime-spec.md 13.5. CLOUD is a point file or a folder of them; KEY is the
+// file's stem (below a folder D: D's name + "__" + the relative path), made unique as Python does (a
+// repeat of a taken key gets the first free _1, _2...). --out is a new or empty folder, or with
+// --overwrite an earlier align3d-inspect output (only its own files are replaced; anything else there
+// is refused), never the bundle's folder; it is locked (flock) while written. A file that cannot be
+// read or scored is one line "PATH: problem" on stderr and listed under "failed"; the others are
+// scored (exit code 1). A bad bundle, calibration, option, --out or a missing file stops the run
+// before anything is written (exit 2). Files are written under temporary names and renamed into
+// place at the end.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -14,6 +20,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -29,10 +36,10 @@ namespace fs = std::filesystem;
 namespace {
 
 const char* kUsage =
-    "usage: align3d-inspect BUNDLE CLOUD... --out DIR [--backend openvino] [--device-name CPU]\n"
+    "usage: align3d-inspect BUNDLE CLOUD|FOLDER... --out DIR [--backend openvino] [--device-name CPU]\n"
     "                       [--precision-hint f32|bf16|f16] [--threads N] [--dataset D] [--category C] [--png]\n"
-    "                       [--calibration CAL]\n"
-    "Score .ply/.pcd/.npy/.tiff point files with an exported align3d_rt bundle.\n";
+    "                       [--calibration CAL] [--overwrite]\n"
+    "Score .ply/.pcd/.npy/.tiff point files (or every one below a folder) with an exported align3d_rt bundle.\n";
 
 // The datasets and categories the inspector accepts (Python: render/views.DATASET_CATEGORIES).
 const std::map<std::string, std::vector<std::string>>& dataset_categories() {
@@ -76,6 +83,7 @@ struct Args {
   std::vector<std::string> clouds;
   align3d::InspectorOptions options;
   bool png = false;
+  bool overwrite = false;
 };
 
 Args parse(int argc, char** argv) {
@@ -105,6 +113,7 @@ Args parse(int argc, char** argv) {
       if (a.options.calibration.empty()) a.options.calibration = ".";  // pathlib's Path(""), refused as a folder
     }
     else if (arg == "--png") a.png = true;
+    else if (arg == "--overwrite") a.overwrite = true;
     else if (arg == "--threads") {
       const std::string v = value("--threads");  // a positive integer, all digits (Python: cli/numbers.positive_int)
       const bool digits = !v.empty() && v.size() <= 9 && v.find_first_not_of("0123456789") == std::string::npos;
@@ -138,40 +147,48 @@ double round4(double v) { return std::round(v * 1e4) / 1e4; }
 
 int run(const Args& a) {
   const std::string started = now_local();
-  if (fs::exists(a.out) && !fs::is_directory(a.out)) throw align3d::Error(a.out + ": --out exists and is not a folder");
+  align3d::OutputFolder folder(a.out, a.bundle, a.overwrite);
+  folder.check();  // before any work
+  // Files and folders as Python's infer takes them (same keys); a missing input stops the run here.
+  const auto inputs = align3d::collect_inputs(a.clouds, a.out);
   align3d::Inspector inspector(a.bundle, a.options);
+  folder.open();  // created and locked; removed again if nothing gets written
   std::vector<Sample> samples;
-  std::map<std::string, int> seen;
-  for (const auto& file : a.clouds) {  // read everything first: a bad file stops the run before any output
+  std::vector<std::pair<std::string, std::string>> failed;  // (file, "file: problem"), in input order
+  for (const auto& input : inputs) {  // a bad file is reported and skipped; the others are scored
     Sample s;
-    s.file = file;
-    std::string key = fs::path(file).stem().string();
-    const int rep = seen[key]++;
-    s.key = rep ? key + "_" + std::to_string(rep) : key;
-    const auto t0 = std::chrono::steady_clock::now();
-    s.points = align3d::read_point_file(file, inspector.dataset());
-    s.result.timings.read = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    s.file = input.file;
+    s.key = input.key;
+    try {
+      const auto t0 = std::chrono::steady_clock::now();
+      s.points = align3d::read_point_file(s.file, inspector.dataset());
+      const double read = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      try {
+        s.result = inspector.score(s.points.cloud.xyz, a.png);
+      } catch (const align3d::Error& err) {
+        const std::string msg = err.what();
+        throw align3d::Error(s.file + ": " + (msg.rfind("points: ", 0) == 0 ? msg.substr(8) : msg));
+      }
+      s.result.timings.read = read;
+      size_t bad = 0;  // a score that is not finite is never a result (NaN/Inf weights)
+      for (size_t i = 0; i + 2 < s.result.point_scores.size(); i += 3)
+        bad += !(std::isfinite(s.result.point_scores[i]) && std::isfinite(s.result.point_scores[i + 1]) &&
+                 std::isfinite(s.result.point_scores[i + 2]));
+      if (bad || !std::isfinite(s.result.object_score))
+        throw align3d::Error(s.file + ": scores are not finite (" + std::to_string(bad) + " of " +
+                             std::to_string(s.points.cloud.size()) +
+                             " point(s)); the model weights or the input hold NaN/Inf");
+    } catch (const std::exception& err) {  // align3d::Error, NpyError: "PATH: problem"
+      std::string msg = err.what();
+      if (msg.rfind(s.file, 0) != 0) msg = s.file + ": " + msg;
+      std::cerr << msg << "\n";
+      failed.emplace_back(s.file, msg);
+      continue;
+    }
     samples.push_back(std::move(s));
   }
-  for (auto& s : samples) {
-    const double read = s.result.timings.read;
-    try {
-      s.result = inspector.score(s.points.cloud.xyz, a.png);
-    } catch (const align3d::Error& err) {
-      const std::string msg = err.what();
-      throw align3d::Error(s.file + ": " + (msg.rfind("points: ", 0) == 0 ? msg.substr(8) : msg));
-    }
-    s.result.timings.read = read;
-    size_t bad = 0;  // a score that is not finite is never a result (NaN/Inf weights)
-    for (size_t i = 0; i + 2 < s.result.point_scores.size(); i += 3)
-      bad += !(std::isfinite(s.result.point_scores[i]) && std::isfinite(s.result.point_scores[i + 1]) &&
-               std::isfinite(s.result.point_scores[i + 2]));
-    if (bad || !std::isfinite(s.result.object_score))
-      throw align3d::Error(s.file + ": scores are not finite (" + std::to_string(bad) + " of " +
-                           std::to_string(s.points.cloud.size()) + " point(s)); the model weights or the input hold NaN/Inf");
-  }
-  fs::create_directories(a.out);
   align3d::StagedOutputs staged(a.out);
+  std::set<std::string> new_names{"scores.json"};
   nlohmann::json summary;
   summary["inspector"] = {{"source", "bundle"}, {"bundle_dir", a.bundle}, {"bundle_hash", inspector.bundle_hash()},
                           {"backend", a.options.backend}, {"device", a.options.device},
@@ -181,6 +198,7 @@ int run(const Args& a) {
   summary["started"] = started;
   summary["samples"] = nlohmann::json::object();
   summary["failed"] = nlohmann::json::object();
+  for (const auto& [file, msg] : failed) summary["failed"][file] = msg;
   for (const auto& s : samples) {
     const size_t n = s.points.cloud.size();
     nlohmann::json written = {{"scores", s.key + ".scores.npy"}, {"points", s.key + ".points.npy"}};
@@ -201,6 +219,7 @@ int run(const Args& a) {
       staged.add_bytes(s.key + ".normalized.npy", align3d::encode_npy(align3d::NpyType::f32, {n}, d.normalized.data()));
       staged.add_bytes(s.key + ".regions.npy", align3d::encode_npy(align3d::NpyType::i32, {n}, d.labels.data()));
     }
+    for (const auto& [what, name] : written.items()) new_names.insert(name.get<std::string>());
     const auto& t = s.result.timings;
     summary["samples"][s.key] = {
         {"file", s.file}, {"object_score", s.result.object_score},
@@ -213,9 +232,12 @@ int run(const Args& a) {
   if (inspector.calibration()) summary["calibration"] = align3d::calibration_json(*inspector.calibration());
   summary["finished"] = now_local();
   staged.add_text("scores.json", summary.dump(2) + "\n");
+  const auto earlier = folder.earlier_outputs();
   staged.commit();
-  std::cerr << "align3d-inspect: scored " << samples.size() << " sample(s) -> " << a.out << "/scores.json\n";
-  return 0;
+  folder.remove_earlier_outputs(earlier, new_names);
+  std::cerr << "align3d-inspect: scored " << samples.size() << " sample(s), " << failed.size() << " failed -> "
+            << a.out << "/scores.json\n";
+  return failed.empty() ? 0 : 1;
 }
 
 }  // namespace
