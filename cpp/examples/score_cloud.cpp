@@ -46,16 +46,16 @@ int main(int argc, char** argv) {
     for (int i = 2; i < argc; ++i) {  // a .npy is the cloud, anything else the calibration
       const std::string arg = argv[i];
       if (arg.size() > 4 && arg.compare(arg.size() - 4, 4, ".npy") == 0) cloud = arg;
-      else options.calibration = arg;  // verified against the bundle; score() then decides
+      else
+        options.calibration = arg;  // verified against the bundle; score() then decides
     }
     const align3d::Inspector inspector(argv[1], options);  // load + verify + compile: once per process
     const std::vector<float> points = cloud.empty() ? sphere_points() : npy_points(cloud.c_str());
     for (int round = 0; round < 2; ++round) {  // score() can be called again and again
       const align3d::ScoreResult r = inspector.score(points);
-      std::printf("object_score %.6f max_point_score %.6f points %zu encode %.3fs", r.object_score,
-                  r.max_point_score, r.point_scores.size() / 3, r.timings.encode);
-      if (r.decided)
-        std::printf(" decision %s regions %zu", r.decision.name(), r.decision.regions.size());
+      std::printf("object_score %.6f max_point_score %.6f points %zu encode %.3fs", r.object_score, r.max_point_score,
+                  r.point_scores.size() / 3, r.timings.encode);
+      if (r.decided) std::printf(" decision %s regions %zu", r.decision.name(), r.decision.regions.size());
       std::printf("\n");
     }
   } catch (const align3d::Error& err) {

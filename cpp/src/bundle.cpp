@@ -21,12 +21,10 @@ const char* kAlignerChange =
     "feeds the aligner unnormalised CLIP features; since run format 2 / bundle format 3 the aligner "
     "L2-normalises its inputs and outputs as the reference does, and old weights cannot be converted "
     "numerically";
-const char* kRequired[] = {"files", "onnx", "precision", "image_size", "grid_size",
-                           "fusion_weight", "render_settings", "clip"};
+const char* kRequired[] = {"files",     "onnx",          "precision",       "image_size",
+                           "grid_size", "fusion_weight", "render_settings", "clip"};
 
-[[noreturn]] void fail(const std::string& path, const std::string& problem) {
-  throw Error(path + ": " + problem);
-}
+[[noreturn]] void fail(const std::string& path, const std::string& problem) { throw Error(path + ": " + problem); }
 
 std::string join(const std::string& root, const std::string& rel) { return root + "/" + rel; }
 
@@ -70,7 +68,8 @@ nlohmann::json read_manifest(const std::string& root) {
                     "; re-export the bundle with this version");
   if (!is_int || v != kFormatVersion)
     fail(mpath, "bundle format version " + repr(version) + ", this align3d_rt reads version " +
-                    std::to_string(kFormatVersion) + "; " + (is_int && v > kFormatVersion ? "upgrade align3d_rt, or " : "") +
+                    std::to_string(kFormatVersion) + "; " +
+                    (is_int && v > kFormatVersion ? "upgrade align3d_rt, or " : "") +
                     "re-export the bundle with this version");
   if (has_nonfinite(m)) fail(mpath, "manifest holds NaN or infinite numbers; re-export the bundle");
   std::string digest;
@@ -81,8 +80,9 @@ nlohmann::json read_manifest(const std::string& root) {
   }
   const auto rec = m.find("manifest_sha256");
   if (rec == m.end() || !rec->is_string() || rec->get<std::string>() != digest)
-    fail(mpath, "manifest checksum mismatch (manifest.json was edited or is corrupt); "
-                "re-export the bundle instead of editing it");
+    fail(mpath,
+         "manifest checksum mismatch (manifest.json was edited or is corrupt); "
+         "re-export the bundle instead of editing it");
   for (const char* key : kRequired)
     if (!m.contains(key)) fail(mpath, std::string("manifest lacks '") + key + "'");
   return m;
@@ -144,7 +144,8 @@ BundleInfo load_bundle(const std::string& dir) {
   const auto& files = m["files"];
   const auto& onnx = m["onnx"];
   const std::string onnx_rel = onnx.is_object() && onnx.contains("file") && onnx["file"].is_string()
-                                   ? onnx["file"].get<std::string>() : "encoder.onnx";
+                                   ? onnx["file"].get<std::string>()
+                                   : "encoder.onnx";
   if (!files.contains(onnx_rel)) fail(mpath, onnx_rel + " is not hash-listed in the manifest");
   b.onnx_file = join(root, onnx_rel);
   b.onnx_sha256 = files[onnx_rel].get<std::string>();
@@ -154,7 +155,8 @@ BundleInfo load_bundle(const std::string& dir) {
     for (const char* k : {"xml", "bin"}) {
       const bool ok = ir.is_object() && ir.contains(k) && ir[k].is_string() && files.contains(ir[k].get<std::string>());
       if (!ok) {
-        const std::string name = ir.is_object() && ir.contains(k) && ir[k].is_string() ? ir[k].get<std::string>() : "None";
+        const std::string name =
+            ir.is_object() && ir.contains(k) && ir[k].is_string() ? ir[k].get<std::string>() : "None";
         unlisted += (unlisted.empty() ? "" : ", ") + name;
       }
       if (!ir.is_object()) break;
@@ -162,7 +164,8 @@ BundleInfo load_bundle(const std::string& dir) {
     if (!unlisted.empty()) fail(mpath, "OpenVINO IR " + unlisted + " is not hash-listed in the manifest");
     b.ir_xml = join(root, ir["xml"].get<std::string>());
     b.ir_bin = join(root, ir["bin"].get<std::string>());
-    b.ir_precision = ir.contains("precision") && ir["precision"].is_string() ? ir["precision"].get<std::string>() : "fp32";
+    b.ir_precision =
+        ir.contains("precision") && ir["precision"].is_string() ? ir["precision"].get<std::string>() : "fp32";
   }
   const auto& prec = m["precision"];
   if (!prec.is_string() || (prec != "fp32" && prec != "fp16" && prec != "int8"))
@@ -181,11 +184,13 @@ BundleInfo load_bundle(const std::string& dir) {
     fail(mpath, "render image size " + std::to_string(b.render.image_size) + " differs from the graph's input size " +
                     std::to_string(b.image_size));
   if (b.renderer != "splat")
-    fail(mpath, "renderer '" + b.renderer + "' is not part of the runtime contract; the C++ inspector renders "
-                "with 'splat' only (spec section 1)");
+    fail(mpath, "renderer '" + b.renderer +
+                    "' is not part of the runtime contract; the C++ inspector renders "
+                    "with 'splat' only (spec section 1)");
   const auto& grid = m["grid_size"];  // Python: artifacts/bundle._settings_problem
   if (!grid.is_number_integer() || grid.get<std::int64_t>() < 1 || grid.get<std::int64_t>() > b.image_size)
-    fail(mpath, "grid_size " + repr(grid) + " must be an integer in 1..image_size (" + std::to_string(b.image_size) + ")");
+    fail(mpath,
+         "grid_size " + repr(grid) + " must be an integer in 1..image_size (" + std::to_string(b.image_size) + ")");
   b.grid_size = grid.get<int>();
   return b;
 }

@@ -17,16 +17,16 @@ inline constexpr const char* kPatchMapsTensor = "patch_maps";
 inline constexpr const char* kGlobalProbsTensor = "global_probs";
 
 struct BundleInfo {
-  std::string path;             // bundle directory as given
+  std::string path;  // bundle directory as given
   nlohmann::json manifest;
-  std::string onnx_file;        // absolute-ish path BUNDLE/onnx.file
-  std::string onnx_sha256;      // files[onnx.file]
-  std::string ir_xml, ir_bin;   // BUNDLE/openvino.xml/bin, empty when the bundle has no IR
-  std::string ir_precision;     // openvino.precision, empty without IR
-  std::string precision;        // manifest precision (the ONNX graph's)
+  std::string onnx_file;       // absolute-ish path BUNDLE/onnx.file
+  std::string onnx_sha256;     // files[onnx.file]
+  std::string ir_xml, ir_bin;  // BUNDLE/openvino.xml/bin, empty when the bundle has no IR
+  std::string ir_precision;    // openvino.precision, empty without IR
+  std::string precision;       // manifest precision (the ONNX graph's)
   int image_size = 336, grid_size = 24;
   double fusion_weight = 0.5;
-  RenderSettings render;        // the bundle's render_settings (splat renderer)
+  RenderSettings render;  // the bundle's render_settings (splat renderer)
   std::string renderer = "splat";
 };
 

@@ -40,15 +40,20 @@ std::string py_str_repr(const std::string& s) {
   std::string out(1, q);
   for (char c : s) {
     if (c == '\\') out += "\\\\";
-    else if (c == q) out += std::string("\\") + q;
-    else if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else if (c == '\t') out += "\\t";
+    else if (c == q)
+      out += std::string("\\") + q;
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\r')
+      out += "\\r";
+    else if (c == '\t')
+      out += "\\t";
     else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
       char buf[8];
       std::snprintf(buf, sizeof buf, "\\x%02x", static_cast<unsigned char>(c));
       out += buf;
-    } else out += c;
+    } else
+      out += c;
   }
   return out + q;
 }
@@ -103,7 +108,8 @@ std::string replace_nonfinite(const std::string& text, bool& nonfinite) {
     if (in_string) {
       out += c;
       if (c == '\\' && i + 1 < text.size()) out += text[++i];
-      else if (c == '"') in_string = false;
+      else if (c == '"')
+        in_string = false;
       continue;
     }
     bool replaced = false;
@@ -221,8 +227,7 @@ Calibration load_calibration(const std::string& given) {
   if (fs::is_directory(path)) throw Error(path + ": unreadable calibration (a folder, not a calibration file)");
   bool nonfinite = false;
   const nlohmann::json data = read_json(path, nonfinite);
-  if (!data.is_object() || member(data, "format") != kFormat)
-    throw Error(path + ": not an " + kFormat + " file");
+  if (!data.is_object() || member(data, "format") != kFormat) throw Error(path + ": not an " + kFormat + " file");
   const nlohmann::json& version = member(data, "format_version");
   if (!(version.is_number() && version == 1)) {
     const bool newer = is_int(version) && !int_below(version, 2);
@@ -279,7 +284,8 @@ void apply_calibration_choices(const Calibration& cal, std::string& dataset, std
 
 void check_calibration_scoring(const Calibration& cal) {
   if (cal.scoring != "default")
-    throw Error(cal.path + ": calibration was made with " + cal.scoring + " scoring, this inspector uses default "
+    throw Error(cal.path + ": calibration was made with " + cal.scoring +
+                " scoring, this inspector uses default "
                 "(it has no reference scoring, spec 12); calibrate again with --scoring ours");
 }
 

@@ -107,15 +107,17 @@ std::string python_float_repr(double value) {
   }
   const size_t epos = sci.find('e');
   std::string digits = sci.substr(0, epos);
-  if (digits.size() > 1) digits.erase(1, 1);  // drop the '.'
+  if (digits.size() > 1) digits.erase(1, 1);          // drop the '.'
   const int exp10 = std::stoi(sci.substr(epos + 1));  // value = d.ddd x 10^exp10
-  const int e = exp10 + 1;                              // value = 0.ddd x 10^e
+  const int e = exp10 + 1;                            // value = 0.ddd x 10^e
   const int n = static_cast<int>(digits.size());
   std::string out;
   if (-4 < e && e <= 16) {
     if (e <= 0) out = "0." + std::string(-e, '0') + digits;
-    else if (e >= n) out = digits + std::string(e - n, '0') + ".0";
-    else out = digits.substr(0, e) + "." + digits.substr(e);
+    else if (e >= n)
+      out = digits + std::string(e - n, '0') + ".0";
+    else
+      out = digits.substr(0, e) + "." + digits.substr(e);
   } else {
     out = digits.substr(0, 1);
     if (n > 1) out += "." + digits.substr(1);

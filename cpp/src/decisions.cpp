@@ -165,7 +165,8 @@ std::vector<Region> find_regions(const float* xyz, const float* fused, std::size
   });
   for (std::size_t k = 0; k < order.size(); ++k) {
     if (k > 0 && std::equal(row(order[k]), row(order[k]) + 3, row(order[k - 1]))) sets.join(order[k], order[k - 1]);
-    else reps.push_back(order[k]);
+    else
+      reps.push_back(order[k]);
   }
   std::vector<std::size_t> rep_rows(reps.size());
   for (std::size_t k = 0; k < reps.size(); ++k) rep_rows[k] = hot[reps[k]];
@@ -237,9 +238,16 @@ Decision decide(const Calibration& cal, const float* xyz, const float* fused, st
 }
 
 nlohmann::json region_json(const Region& g) {
-  return {{"id", g.id}, {"num_points", g.indices.size()}, {"seed_index", g.seed_index},
-          {"centroid", g.centroid}, {"bbox_min", g.bbox_min}, {"bbox_max", g.bbox_max}, {"extent", g.extent},
-          {"area", g.area}, {"max_score", g.max_score}, {"mean_score", g.mean_score},
+  return {{"id", g.id},
+          {"num_points", g.indices.size()},
+          {"seed_index", g.seed_index},
+          {"centroid", g.centroid},
+          {"bbox_min", g.bbox_min},
+          {"bbox_max", g.bbox_max},
+          {"extent", g.extent},
+          {"area", g.area},
+          {"max_score", g.max_score},
+          {"mean_score", g.mean_score},
           {"max_score_normalized", g.max_score_normalized}};
 }
 
@@ -253,8 +261,12 @@ void add_decision_json(nlohmann::json& sample, const Decision& d) {
 }
 
 nlohmann::json calibration_json(const Calibration& cal) {
-  return {{"product", cal.product}, {"calibration_sha256", cal.sha256}, {"rule", nlohmann::json::parse(cal.rule_json)},
-          {"object_threshold", cal.object_threshold}, {"point_threshold", cal.point_threshold}, {"file", cal.path}};
+  return {{"product", cal.product},
+          {"calibration_sha256", cal.sha256},
+          {"rule", nlohmann::json::parse(cal.rule_json)},
+          {"object_threshold", cal.object_threshold},
+          {"point_threshold", cal.point_threshold},
+          {"file", cal.path}};
 }
 
 }  // namespace align3d

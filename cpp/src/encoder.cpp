@@ -28,8 +28,8 @@ std::unique_ptr<Encoder> make_encoder(const BundleInfo& bundle, const InspectorO
 #endif
   std::string have;
   for (const auto& b : available_backends()) have += (have.empty() ? "" : ", ") + b;
-  throw Error("--backend: '" + options.backend + "' is not built into this inspector (built: " +
-              (have.empty() ? "none" : have) + ")");
+  throw Error("--backend: '" + options.backend +
+              "' is not built into this inspector (built: " + (have.empty() ? "none" : have) + ")");
 }
 
 }  // namespace align3d

@@ -25,7 +25,7 @@ struct Inspector::Impl {
   std::string precision, model_file;
   std::string dataset, category;             // options' or, when empty, the calibration's
   std::unique_ptr<Calibration> calibration;  // spec 13.2, checked against this bundle
-  mutable std::mutex encoder_mutex;  // one OpenVINO infer request: calls are serialised
+  mutable std::mutex encoder_mutex;          // one OpenVINO infer request: calls are serialised
 };
 
 Inspector::Inspector(const std::string& bundle_dir, const InspectorOptions& options) : impl_(std::make_unique<Impl>()) {
@@ -93,7 +93,8 @@ ScoreResult Inspector::score(const std::vector<float>& points, bool keep_images)
                                im.bundle.fusion_weight);
   r.timings.backproject = seconds_since(t0);
   t0 = std::chrono::steady_clock::now();
-  r.object_score = object_score(r.point_scores.data(), n, enc.global_probs.data(), views.views, im.bundle.fusion_weight);
+  r.object_score =
+      object_score(r.point_scores.data(), n, enc.global_probs.data(), views.views, im.bundle.fusion_weight);
   float peak = r.point_scores[2];
   for (size_t i = 1; i < n; ++i) peak = std::max(peak, r.point_scores[3 * i + 2]);
   r.max_point_score = peak;

@@ -37,12 +37,13 @@ class OpenVinoEncoder final : public Encoder {
       if (!virtual_dev && !found) {
         std::string have;
         for (const auto& d : devices) have += (have.empty() ? "" : ", ") + d;
-        throw Error("openvino: device " + device_ + " is not available here (OpenVINO reports: " +
-                    (have.empty() ? "none" : have) + ")");
+        throw Error("openvino: device " + device_ +
+                    " is not available here (OpenVINO reports: " + (have.empty() ? "none" : have) + ")");
       }
       ov::AnyMap config{{ov::hint::performance_mode.name(), ov::hint::PerformanceMode::LATENCY},
-                        {ov::hint::inference_precision.name(),
-                         hint == "f32" ? ov::element::f32 : hint == "bf16" ? ov::element::bf16 : ov::element::f16}};
+                        {ov::hint::inference_precision.name(), hint == "f32"    ? ov::element::f32
+                                                               : hint == "bf16" ? ov::element::bf16
+                                                                                : ov::element::f16}};
       if (o.threads > 0) config.emplace(ov::inference_num_threads.name(), o.threads);
       compiled_ = core.compile_model(model_, device_, config);
       views_ = port(compiled_.inputs(), kViewsTensor, "input");
@@ -60,7 +61,8 @@ class OpenVinoEncoder final : public Encoder {
   EncoderOutput infer(const std::uint8_t* views, int v, int s, int g) override {
     EncoderOutput out;
     if (v == 0) return out;
-    ov::Tensor input(ov::element::u8, ov::Shape{static_cast<size_t>(v), static_cast<size_t>(s), static_cast<size_t>(s), 3},
+    ov::Tensor input(ov::element::u8,
+                     ov::Shape{static_cast<size_t>(v), static_cast<size_t>(s), static_cast<size_t>(s), 3},
                      const_cast<std::uint8_t*>(views));  // read only: OpenVINO does not write inputs
     request_.set_tensor(views_, input);
     request_.infer();
@@ -70,7 +72,8 @@ class OpenVinoEncoder final : public Encoder {
     if (maps.get_element_type() != ov::element::f32 || maps.get_size() != want_maps ||
         probs.get_element_type() != ov::element::f32 || probs.get_size() != want_probs)
       throw Error(model_ + ": encoder outputs have unexpected shapes (want patch_maps (" + std::to_string(v) + ",2," +
-                  std::to_string(g) + "," + std::to_string(g) + ") f32 and global_probs (" + std::to_string(v) + ",2))");
+                  std::to_string(g) + "," + std::to_string(g) + ") f32 and global_probs (" + std::to_string(v) +
+                  ",2))");
     out.patch_maps.assign(maps.data<const float>(), maps.data<const float>() + want_maps);
     out.global_probs.assign(probs.data<const float>(), probs.data<const float>() + want_probs);
     return out;

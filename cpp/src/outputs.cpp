@@ -236,14 +236,14 @@ void OutputFolder::open() {
   std::error_code ec;
   const fs::path parent = fs::path(dir_).parent_path();
   if (!parent.empty()) fs::create_directories(parent, ec);
-  if (::mkdir(dir_.c_str(), 0777) == 0)
-    created_ = true;  // by this run: of two runs racing here only one creates it
+  if (::mkdir(dir_.c_str(), 0777) == 0) created_ = true;  // by this run: of two runs racing here only one creates it
   else if (errno != EEXIST)
     throw Error(dir_ + ": cannot create the output folder (" + std::strerror(errno) + ")");
   fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd_ < 0) throw Error(dir_ + ": cannot open the output folder (" + std::strerror(errno) + ")");
   if (::flock(fd_, LOCK_EX | LOCK_NB) != 0)
-    throw Error(dir_ + ": another run is writing this output folder (it is locked); wait for it or choose another --out");
+    throw Error(dir_ +
+                ": another run is writing this output folder (it is locked); wait for it or choose another --out");
   check();  // again under the lock: another run may have written here meanwhile
 }
 

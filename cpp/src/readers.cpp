@@ -74,9 +74,13 @@ enum class Scalar { i8, u8, i16, u16, i32, u32, f32, f64 };
 
 int scalar_size(Scalar t) {
   switch (t) {
-    case Scalar::i8: case Scalar::u8: return 1;
-    case Scalar::i16: case Scalar::u16: return 2;
-    case Scalar::i32: case Scalar::u32: case Scalar::f32: return 4;
+    case Scalar::i8:
+    case Scalar::u8: return 1;
+    case Scalar::i16:
+    case Scalar::u16: return 2;
+    case Scalar::i32:
+    case Scalar::u32:
+    case Scalar::f32: return 4;
     case Scalar::f64: return 8;
   }
   return 0;
@@ -108,18 +112,22 @@ double load_scalar(Scalar t, const char* p, bool swap) {
 
 bool ply_scalar(const std::string& name, Scalar& out) {
   static const std::pair<const char*, Scalar> names[] = {
-      {"char", Scalar::i8},    {"int8", Scalar::i8},     {"uchar", Scalar::u8},   {"uint8", Scalar::u8},
-      {"short", Scalar::i16},  {"int16", Scalar::i16},   {"ushort", Scalar::u16}, {"uint16", Scalar::u16},
-      {"int", Scalar::i32},    {"int32", Scalar::i32},   {"uint", Scalar::u32},   {"uint32", Scalar::u32},
-      {"float", Scalar::f32},  {"float32", Scalar::f32}, {"double", Scalar::f64}, {"float64", Scalar::f64}};
+      {"char", Scalar::i8},   {"int8", Scalar::i8},     {"uchar", Scalar::u8},   {"uint8", Scalar::u8},
+      {"short", Scalar::i16}, {"int16", Scalar::i16},   {"ushort", Scalar::u16}, {"uint16", Scalar::u16},
+      {"int", Scalar::i32},   {"int32", Scalar::i32},   {"uint", Scalar::u32},   {"uint32", Scalar::u32},
+      {"float", Scalar::f32}, {"float32", Scalar::f32}, {"double", Scalar::f64}, {"float64", Scalar::f64}};
   for (const auto& [n, t] : names)
-    if (name == n) { out = t; return true; }
+    if (name == n) {
+      out = t;
+      return true;
+    }
   return false;
 }
 
 // Parses a non-negative element/point count; refuses signs, junk and values past 2^40.
 bool parse_count(const std::string& s, std::uint64_t& out) {
-  if (s.empty() || s.size() > 13 || !std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+  if (s.empty() || s.size() > 13 ||
+      !std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
     return false;
   out = std::stoull(s);
   return out <= (std::uint64_t{1} << 40);
@@ -220,17 +228,24 @@ Cloud read_ply(const std::string& path) {
   while (lines.next(line)) {
     const auto tok = split(line);
     if (tok.empty() || tok[0] == "comment" || tok[0] == "obj_info") continue;
-    if (tok[0] == "end_header") { ended = true; break; }
+    if (tok[0] == "end_header") {
+      ended = true;
+      break;
+    }
     if (tok[0] == "format" && tok.size() == 3) {
       have_format = true;
       if (tok[1] == "ascii") format = ascii;
-      else if (tok[1] == "binary_little_endian") format = le;
-      else if (tok[1] == "binary_big_endian") format = be;
-      else fail(path, "malformed PLY header (unknown format '" + printable(tok[1]) + "')");
+      else if (tok[1] == "binary_little_endian")
+        format = le;
+      else if (tok[1] == "binary_big_endian")
+        format = be;
+      else
+        fail(path, "malformed PLY header (unknown format '" + printable(tok[1]) + "')");
     } else if (tok[0] == "element" && tok.size() == 3) {
       PlyElement e;
       e.name = tok[1];
-      if (!parse_count(tok[2], e.count)) fail(path, "malformed PLY header (bad element count '" + printable(tok[2]) + "')");
+      if (!parse_count(tok[2], e.count))
+        fail(path, "malformed PLY header (bad element count '" + printable(tok[2]) + "')");
       elements.push_back(e);
     } else if (tok[0] == "property" && !elements.empty()) {
       PlyProperty p;
@@ -252,7 +267,8 @@ Cloud read_ply(const std::string& path) {
   }
   if (!ended) fail(path, "malformed PLY header (no end_header)");
   if (!have_format) fail(path, "malformed PLY header (no format line)");
-  const auto vit = std::find_if(elements.begin(), elements.end(), [](const PlyElement& e) { return e.name == "vertex"; });
+  const auto vit =
+      std::find_if(elements.begin(), elements.end(), [](const PlyElement& e) { return e.name == "vertex"; });
   if (vit == elements.end()) fail(path, "unreadable or empty point cloud (PLY has no vertex element)");
   int ix = -1, iy = -1, iz = -1;
   for (size_t k = 0; k < vit->props.size(); ++k) {
@@ -270,7 +286,8 @@ Cloud read_ply(const std::string& path) {
   for (auto e = elements.begin(); e != elements.end() && e <= vit; ++e) {
     const bool want = e == vit;
     const std::string name = printable(e->name);
-    const std::string short_rows = "header promises " + std::to_string(e->count) + " " + name + " rows, the file holds ";
+    const std::string short_rows =
+        "header promises " + std::to_string(e->count) + " " + name + " rows, the file holds ";
     if (want) cloud.xyz.reserve(3 * std::min<std::uint64_t>(e->count, data.size() / 6));  // <= 2x the file
     if (format != ascii && e->props.empty()) continue;  // rows of no bytes: nothing to walk
     std::vector<double> vals(e->props.size());
@@ -279,7 +296,8 @@ Cloud read_ply(const std::string& path) {
         std::string row;
         Lines rest{data, pos};
         bool got = false;
-        while ((got = rest.next(row)) && split(row).empty()) {}
+        while ((got = rest.next(row)) && split(row).empty()) {
+        }
         if (!got) fail(path, short_rows + std::to_string(i));
         pos = rest.pos;
         const auto tok = split(row);
@@ -424,11 +442,16 @@ Cloud read_pcd(const std::string& path) {
     const char t = types[k];
     const int s = sizes[k];
     if (t == 'F' && s == 4) st[k] = Scalar::f32;
-    else if (t == 'F' && s == 8) st[k] = Scalar::f64;
-    else if (t == 'I' && (s == 1 || s == 2 || s == 4)) st[k] = s == 1 ? Scalar::i8 : s == 2 ? Scalar::i16 : Scalar::i32;
-    else if (t == 'U' && (s == 1 || s == 2 || s == 4)) st[k] = s == 1 ? Scalar::u8 : s == 2 ? Scalar::u16 : Scalar::u32;
-    else if ((t == 'I' || t == 'U') && s == 8) st[k] = Scalar::f64;  // 8-byte integers: skipped (refused as x/y/z)
-    else fail(path, "malformed PCD header (unsupported TYPE/SIZE " + std::string(1, t) + std::to_string(s) + ")");
+    else if (t == 'F' && s == 8)
+      st[k] = Scalar::f64;
+    else if (t == 'I' && (s == 1 || s == 2 || s == 4))
+      st[k] = s == 1 ? Scalar::i8 : s == 2 ? Scalar::i16 : Scalar::i32;
+    else if (t == 'U' && (s == 1 || s == 2 || s == 4))
+      st[k] = s == 1 ? Scalar::u8 : s == 2 ? Scalar::u16 : Scalar::u32;
+    else if ((t == 'I' || t == 'U') && s == 8)
+      st[k] = Scalar::f64;  // 8-byte integers: skipped (refused as x/y/z)
+    else
+      fail(path, "malformed PCD header (unsupported TYPE/SIZE " + std::string(1, t) + std::to_string(s) + ")");
     if (fields[k] == "x") fx = static_cast<int>(k);
     if (fields[k] == "y") fy = static_cast<int>(k);
     if (fields[k] == "z") fz = static_cast<int>(k);
@@ -439,7 +462,8 @@ Cloud read_pcd(const std::string& path) {
   }
   if (fx < 0 || fy < 0 || fz < 0) fail(path, "PCD has no x, y and z fields");
   for (int f : {fx, fy, fz})
-    if ((types[f] == 'I' || types[f] == 'U') && sizes[f] == 8) fail(path, "malformed PCD header (64-bit integer coordinates)");
+    if ((types[f] == 'I' || types[f] == 'U') && sizes[f] == 8)
+      fail(path, "malformed PCD header (64-bit integer coordinates)");
   Cloud cloud;
   const std::string promise = "header promises " + std::to_string(points) + " points, the file holds ";
   if (mode == "ascii") {
@@ -449,12 +473,14 @@ Cloud read_pcd(const std::string& path) {
       std::string row;
       Lines rest{data, pos};
       bool got = false;
-      while ((got = rest.next(row)) && split(row).empty()) {}
+      while ((got = rest.next(row)) && split(row).empty()) {
+      }
       if (!got) fail(path, promise + std::to_string(i));
       pos = rest.pos;
       const auto tok = split(row);
-      if (tok.size() != values) fail(path, "malformed PCD point row " + std::to_string(i) + " (" + std::to_string(tok.size()) +
-                                              " values, FIELDS/COUNT need " + std::to_string(values) + ")");
+      if (tok.size() != values)
+        fail(path, "malformed PCD point row " + std::to_string(i) + " (" + std::to_string(tok.size()) +
+                       " values, FIELDS/COUNT need " + std::to_string(values) + ")");
       for (const auto& t : tok)  // every value a number, not only x, y, z
         if (!is_number(t)) fail(path, "malformed PCD point row " + std::to_string(i) + " (a value is not a number)");
       double xyz[3];
@@ -489,7 +515,8 @@ Cloud read_pcd(const std::string& path) {
       fail(path, "corrupt binary_compressed PCD data (LZF)");
     cloud.xyz.reserve(3 * points);
     auto field_at = [&](int f, std::uint64_t i) {  // field-major: all points of field 0, then field 1...
-      return load_scalar(st[f], reinterpret_cast<const char*>(raw.data()) + offset[f] * points + i * sizes[f] * counts[f], false);
+      return load_scalar(
+          st[f], reinterpret_cast<const char*>(raw.data()) + offset[f] * points + i * sizes[f] * counts[f], false);
     };
     for (std::uint64_t i = 0; i < points; ++i) push_point(cloud, field_at(fx, i), field_at(fy, i), field_at(fz, i));
   }
@@ -512,7 +539,8 @@ std::vector<float> read_xyz_tiff(const std::string& path, int& h, int& w) {
   TIFFGetFieldDefaulted(tif.get(), TIFFTAG_PLANARCONFIG, &planar);
   if (spp != 3) fail(path, "xyz tiff must be HxWx3, got " + std::to_string(spp) + " sample(s) per pixel");
   if (fmt != SAMPLEFORMAT_IEEEFP || (bits != 32 && bits != 64))
-    fail(path, "xyz tiff must hold floats (metres), got " + std::to_string(bits) + "-bit samples of format " + std::to_string(fmt));
+    fail(path, "xyz tiff must hold floats (metres), got " + std::to_string(bits) + "-bit samples of format " +
+                   std::to_string(fmt));
   if (width == 0 || height == 0 || width > 100000 || height > 100000) fail(path, "xyz tiff has an unusable size");
   // Header sizes are checked before the pixels are allocated (Python: point_files.tiff_size_problem).
   const std::uint64_t cells = static_cast<std::uint64_t>(width) * height;

@@ -35,8 +35,7 @@ std::string sha256_hex(const std::string& bytes) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (!md.ctx || EVP_DigestInit_ex(md.ctx, EVP_sha256(), nullptr) != 1 ||
-      EVP_DigestUpdate(md.ctx, bytes.data(), bytes.size()) != 1 ||
-      EVP_DigestFinal_ex(md.ctx, digest, &len) != 1)
+      EVP_DigestUpdate(md.ctx, bytes.data(), bytes.size()) != 1 || EVP_DigestFinal_ex(md.ctx, digest, &len) != 1)
     throw Error("sha256: OpenSSL EVP digest failed");
   return to_hex(digest, len);
 }

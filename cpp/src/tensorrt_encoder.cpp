@@ -66,8 +66,9 @@ nlohmann::json select_engine(const BundleInfo& b, const std::string& gpu, const 
   const std::string mpath = b.path + "/manifest.json";
   const nlohmann::json engines = b.manifest.value("engines", nlohmann::json::object());
   if (!engines.is_object() || engines.empty())
-    throw Error(mpath + ": no TensorRT engine in the bundle; build one with `align3d-rt export --tensorrt` "
-                        "or export.tensorrt_build.build_engine");
+    throw Error(mpath +
+                ": no TensorRT engine in the bundle; build one with `align3d-rt export --tensorrt` "
+                "or export.tensorrt_build.build_engine");
   const nlohmann::json* best = nullptr;
   std::string best_key;
   for (auto it = engines.begin(); it != engines.end(); ++it) {
@@ -83,8 +84,8 @@ nlohmann::json select_engine(const BundleInfo& b, const std::string& gpu, const 
     }
   }
   if (best == nullptr)
-    throw Error(mpath + ": no TensorRT engine for " + gpu + " with TensorRT " + version + " (have: " +
-                engine_list(engines) + "); rebuild one on this machine");
+    throw Error(mpath + ": no TensorRT engine for " + gpu + " with TensorRT " + version +
+                " (have: " + engine_list(engines) + "); rebuild one on this machine");
   if (best->value("onnx_sha256", std::string()) != b.onnx_sha256)
     throw Error(mpath + ": engine " + best_key + " was built from another encoder.onnx; rebuild it");
   return *best;
@@ -148,15 +149,18 @@ class TensorRtEncoder final : public Encoder {
                  model_ + ": copy views");
       for (int pad = n; pad < rows; ++pad)  // repeat the last view up to min_batch
         check_cuda(cudaMemcpyAsync(dst + pad * view_bytes, views + (start + n - 1) * view_bytes, view_bytes,
-                                   cudaMemcpyHostToDevice, stream_), model_ + ": copy views");
+                                   cudaMemcpyHostToDevice, stream_),
+                   model_ + ": copy views");
       if (!context_->setInputShape(kViewsTensor, nvinfer1::Dims4{rows, s, s, 3}) ||
-          !context_->setTensorAddress(kViewsTensor, input_.ptr) || !context_->setTensorAddress(kPatchMapsTensor, maps_.ptr) ||
+          !context_->setTensorAddress(kViewsTensor, input_.ptr) ||
+          !context_->setTensorAddress(kPatchMapsTensor, maps_.ptr) ||
           !context_->setTensorAddress(kGlobalProbsTensor, probs_.ptr))
         throw Error(model_ + ": the engine does not take views (" + std::to_string(rows) + "," + std::to_string(s) +
                     "," + std::to_string(s) + ",3) with outputs patch_maps and global_probs");
       if (!context_->enqueueV3(stream_)) throw Error(model_ + ": TensorRT inference failed");
       check_cuda(cudaMemcpyAsync(out.patch_maps.data() + start * map_floats, maps_.ptr, n * map_floats * sizeof(float),
-                                 cudaMemcpyDeviceToHost, stream_), model_ + ": copy maps");
+                                 cudaMemcpyDeviceToHost, stream_),
+                 model_ + ": copy maps");
       check_cuda(cudaMemcpyAsync(out.global_probs.data() + static_cast<size_t>(start) * 2, probs_.ptr,
                                  static_cast<size_t>(n) * 2 * sizeof(float), cudaMemcpyDeviceToHost, stream_),
                  model_ + ": copy probabilities");
@@ -172,7 +176,9 @@ class TensorRtEncoder final : public Encoder {
  private:
   struct Destroy {
     template <typename T>
-    void operator()(T* p) const { delete p; }
+    void operator()(T* p) const {
+      delete p;
+    }
   };
   std::unique_ptr<nvinfer1::IRuntime, Destroy> runtime_;
   std::unique_ptr<nvinfer1::ICudaEngine, Destroy> engine_;

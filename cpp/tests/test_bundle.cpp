@@ -1,13 +1,13 @@
 // Bundle verification: canonical JSON (spec appendix A), sha256, refusal of tampered bundles (2.6).
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
-#include <unistd.h>
 
-#include "bundle.hpp"
 #include "align3d/inspector.hpp"
+#include "bundle.hpp"
 #define CHECK_ERROR_TYPE align3d::Error  // what EXPECT_ERROR expects
-#include "check.hpp"  // cpp/geometry/tests/check.hpp, shared with the geometry tests
+#include "check.hpp"                     // cpp/geometry/tests/check.hpp, shared with the geometry tests
 
 namespace fs = std::filesystem;
 using align3d::load_bundle;
@@ -49,10 +49,20 @@ void appendix_a() {
   CHECK(align3d::canonical_manifest_text(m) == want);
   CHECK(align3d::sha256_hex(align3d::canonical_manifest_text(m)) ==
         "29499f21417dd585601b71ee1ecd90db2fc71f8b50ecbd9358e989bcfd323237");
-  const std::pair<double, const char*> reprs[] = {
-      {0.5, "0.5"}, {4.0, "4.0"}, {0.0001, "0.0001"}, {1e-05, "1e-05"}, {1.5e-07, "1.5e-07"}, {1e16, "1e+16"},
-      {1e15, "1000000000000000.0"}, {0.1, "0.1"}, {-0.0, "-0.0"}, {123.456, "123.456"}, {1e22, "1e+22"},
-      {1.0 / 3.0, "0.3333333333333333"}, {5e-324, "5e-324"}, {1.7976931348623157e308, "1.7976931348623157e+308"}};
+  const std::pair<double, const char*> reprs[] = {{0.5, "0.5"},
+                                                  {4.0, "4.0"},
+                                                  {0.0001, "0.0001"},
+                                                  {1e-05, "1e-05"},
+                                                  {1.5e-07, "1.5e-07"},
+                                                  {1e16, "1e+16"},
+                                                  {1e15, "1000000000000000.0"},
+                                                  {0.1, "0.1"},
+                                                  {-0.0, "-0.0"},
+                                                  {123.456, "123.456"},
+                                                  {1e22, "1e+22"},
+                                                  {1.0 / 3.0, "0.3333333333333333"},
+                                                  {5e-324, "5e-324"},
+                                                  {1.7976931348623157e308, "1.7976931348623157e+308"}};
   for (const auto& [v, s] : reprs) {
     const std::string got = align3d::python_float_repr(v);
     if (got != s) std::fprintf(stderr, "repr(%.17g): got %s want %s\n", v, got.c_str(), s);
@@ -87,7 +97,8 @@ int main(int argc, char** argv) {
     g[0] ^= 1;
     spit(d / "encoder.onnx", g);
     EXPECT_ERROR(load_bundle(d.string()),
-                 (d / "encoder.onnx").string() + ": sha256 differs from the manifest (file altered or corrupt); re-export the bundle");
+                 (d / "encoder.onnx").string() +
+                     ": sha256 differs from the manifest (file altered or corrupt); re-export the bundle");
     fs::remove_all(d);
   }
   {  // the IR weights changed
@@ -103,7 +114,8 @@ int main(int argc, char** argv) {
     fs::remove_all(d);
   }
   const std::string checksum_msg =
-      ": manifest checksum mismatch (manifest.json was edited or is corrupt); re-export the bundle instead of editing it";
+      ": manifest checksum mismatch (manifest.json was edited or is corrupt); re-export the bundle instead of editing "
+      "it";
   {  // fusion_weight edited in the text: message 5
     const auto d = fresh_copy(fixture, "edited");
     std::string m = slurp(d / "manifest.json");

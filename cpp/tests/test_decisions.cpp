@@ -1,18 +1,18 @@
 // Decisions (spec 13.2-13.4): point spacing, planted regions, merging, size filter, severity order,
 // the decision, and every refusal of a calibration file.
+#include <unistd.h>
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <unistd.h>
 
 #include "align3d/decisions.hpp"
 #include "align3d/inspector.hpp"
 #include "bundle.hpp"
 #include "decision_json.hpp"
 #define CHECK_ERROR_TYPE align3d::Error  // what EXPECT_ERROR expects
-#include "check.hpp"  // cpp/geometry/tests/check.hpp, shared with the geometry tests
+#include "check.hpp"                     // cpp/geometry/tests/check.hpp, shared with the geometry tests
 
 namespace fs = std::filesystem;
 using namespace align3d;
@@ -89,8 +89,8 @@ void planted_regions() {
   const int w = 30, h = 30;
   const auto pts = grid(w, h, 1.0f);
   std::vector<float> s(w * h, 0.1f);
-  const auto a = plant(s, w, 2, 2, 4, 3, 0.8f);     // 12 points
-  const auto b = plant(s, w, 15, 15, 5, 5, 0.7f);   // 25 points, one of them hotter
+  const auto a = plant(s, w, 2, 2, 4, 3, 0.8f);    // 12 points
+  const auto b = plant(s, w, 15, 15, 5, 5, 0.7f);  // 25 points, one of them hotter
   s[16 * w + 17] = 0.9f;
   std::vector<std::int32_t> labels;
   const auto regions = find_regions(pts.data(), s.data(), w * h, settings(), labels);
@@ -201,15 +201,29 @@ const fs::path kDir = fs::temp_directory_path() / ("align3d_test_cal_" + std::to
 const std::string kBundleHash = std::string(64, 'a');
 
 nlohmann::json valid_calibration() {
-  return {{"format", "align3d_rt.calibration"}, {"format_version", 1}, {"product", "bagel"},
-          {"created", "2026-12-02T22:00:00+0000"}, {"software", {{"align3d_rt", "0.1"}}},
+  return {{"format", "align3d_rt.calibration"},
+          {"format_version", 1},
+          {"product", "bagel"},
+          {"created", "2026-12-02T22:00:00+0000"},
+          {"software", {{"align3d_rt", "0.1"}}},
           {"source", {{"kind", "bundle"}, {"manifest_sha256", kBundleHash}, {"path", "/b"}}},
-          {"scoring", "default"}, {"dataset", ""}, {"category", ""},
-          {"rule", {{"name", "conformal"}, {"target_false_reject", 0.05}, {"confidence", nullptr},
-                    {"target_false_accept", nullptr}}},
-          {"n_good", 20}, {"n_bad", 0},
-          {"object", {{"threshold", 0.5}, {"lo", 0.25}, {"hi", 0.75}, {"rank", 20}, {"false_reject_bound", 0.04},
-                      {"false_reject_upper_90", 0.1}}},
+          {"scoring", "default"},
+          {"dataset", ""},
+          {"category", ""},
+          {"rule",
+           {{"name", "conformal"},
+            {"target_false_reject", 0.05},
+            {"confidence", nullptr},
+            {"target_false_accept", nullptr}}},
+          {"n_good", 20},
+          {"n_bad", 0},
+          {"object",
+           {{"threshold", 0.5},
+            {"lo", 0.25},
+            {"hi", 0.75},
+            {"rank", 20},
+            {"false_reject_bound", 0.04},
+            {"false_reject_upper_90", 0.1}}},
           {"point", {{"threshold", 0.6}, {"lo", 0.0}, {"hi", 1.0}, {"rank", 20}}},
           {"regions", {{"min_points", 10}, {"spacing_factor", 2.5}}},
           {"good_object_scores", {0.25, 0.5, 0.75}}};
@@ -232,7 +246,8 @@ void expect_field_refused(const std::string& ptr, const nlohmann::json& value, c
   nlohmann::json doc = valid_calibration();
   const nlohmann::json::json_pointer p(ptr);
   if (value.is_discarded()) doc[p.parent_pointer()].erase(p.back());
-  else doc[p] = value;
+  else
+    doc[p] = value;
   const std::string path = write_signed("field.json", doc);
   EXPECT_ERROR(load_calibration(path), path + ": " + problem);
 }
@@ -254,9 +269,12 @@ void calibration_files() {
 
   // 13.2 refusals, in the spec's order
   const std::string missing = (kDir / "nope.json").string();
-  EXPECT_ERROR(load_calibration(missing), missing + ": unreadable calibration (FileNotFoundError: [Errno 2] No such "
-                                                    "file or directory: '" + missing + "')");
-  EXPECT_ERROR(load_calibration(kDir.string()), kDir.string() + ": unreadable calibration (a folder, not a calibration file)");
+  EXPECT_ERROR(load_calibration(missing), missing +
+                                              ": unreadable calibration (FileNotFoundError: [Errno 2] No such "
+                                              "file or directory: '" +
+                                              missing + "')");
+  EXPECT_ERROR(load_calibration(kDir.string()),
+               kDir.string() + ": unreadable calibration (a folder, not a calibration file)");
   const std::string junk = write("junk.json", "{\"format\": ");
   EXPECT_ERROR_HAS(load_calibration(junk), junk + ": unreadable calibration (JSONDecodeError: ");
   const std::string bom = write("bom.json", "\xEF\xBB\xBF{}");
@@ -268,10 +286,14 @@ void calibration_files() {
   const std::string other = write_signed("other.json", doc);
   EXPECT_ERROR(load_calibration(other), other + ": not an align3d_rt.calibration file");
   const std::string rerun = "re-run align3d-rt calibrate";
-  expect_field_refused("/format_version", 2, "calibration format version 2, this align3d_rt reads version 1; "
-                                             "upgrade align3d_rt, or " + rerun);
-  expect_field_refused("/format_version", "1", "calibration format version '1', this align3d_rt reads version 1; " + rerun);
-  expect_field_refused("/format_version", true, "calibration format version True, this align3d_rt reads version 1; " + rerun);
+  expect_field_refused("/format_version", 2,
+                       "calibration format version 2, this align3d_rt reads version 1; "
+                       "upgrade align3d_rt, or " +
+                           rerun);
+  expect_field_refused("/format_version", "1",
+                       "calibration format version '1', this align3d_rt reads version 1; " + rerun);
+  expect_field_refused("/format_version", true,
+                       "calibration format version True, this align3d_rt reads version 1; " + rerun);
   expect_field_refused("/format_version", nlohmann::json::value_t::discarded,
                        "calibration format version None, this align3d_rt reads version 1; " + rerun);
   doc = valid_calibration();
@@ -281,8 +303,9 @@ void calibration_files() {
   // NaN / Infinity (read by Python's json): refused before the digest; the words inside strings are text
   std::string text = valid_calibration().dump(2);
   const std::string nan = write("nan.json", text.replace(text.find("0.25"), 4, "NaN"));
-  EXPECT_ERROR(load_calibration(nan), nan + ": calibration holds NaN or infinite numbers (the file was edited or is "
-                                            "corrupt); re-run align3d-rt calibrate");
+  EXPECT_ERROR(load_calibration(nan), nan +
+                                          ": calibration holds NaN or infinite numbers (the file was edited or is "
+                                          "corrupt); re-run align3d-rt calibrate");
   text = valid_calibration().dump(2);
   const std::string inf = write("inf.json", text.replace(text.find("0.75"), 4, "-Infinity"));
   EXPECT_ERROR_HAS(load_calibration(inf), inf + ": calibration holds NaN or infinite numbers");
@@ -295,8 +318,9 @@ void calibration_files() {
   doc["calibration_sha256"] = sha256_hex(canonical_json(doc));
   doc["object"]["threshold"] = 0.7;
   const std::string edited = write("edited.json", doc.dump(2));
-  EXPECT_ERROR(load_calibration(edited), edited + ": calibration checksum mismatch (the file was edited or is "
-                                                  "corrupt); re-run align3d-rt calibrate");
+  EXPECT_ERROR(load_calibration(edited), edited +
+                                             ": calibration checksum mismatch (the file was edited or is "
+                                             "corrupt); re-run align3d-rt calibrate");
   doc["object"]["lo"] = "x";
   const std::string edited2 = write("edited2.json", doc.dump(2));
   EXPECT_ERROR_HAS(load_calibration(edited2), "calibration checksum mismatch");
@@ -312,27 +336,36 @@ void calibration_files() {
   expect_field_refused("/object/lo", "0.1", "object.lo is not a number ('0.1')");
   expect_field_refused("/object/lo", nullptr, "object.lo is not a number (None)");
   expect_field_refused("/point/threshold", false, "point.threshold is not a number (False)");
-  expect_field_refused("/object/lo", 0.75, "inverted or degenerate object thresholds (threshold 0.5, lo 0.75, hi 0.75: "
-                                           "needs lo < hi and lo <= threshold <= hi); " + rerun);
-  expect_field_refused("/point/threshold", 2, "inverted or degenerate point thresholds (threshold 2.0, lo 0.0, hi 1.0: "
-                                              "needs lo < hi and lo <= threshold <= hi); " + rerun);
+  expect_field_refused("/object/lo", 0.75,
+                       "inverted or degenerate object thresholds (threshold 0.5, lo 0.75, hi 0.75: "
+                       "needs lo < hi and lo <= threshold <= hi); " +
+                           rerun);
+  expect_field_refused("/point/threshold", 2,
+                       "inverted or degenerate point thresholds (threshold 2.0, lo 0.0, hi 1.0: "
+                       "needs lo < hi and lo <= threshold <= hi); " +
+                           rerun);
   expect_field_refused("/regions", gone, "regions settings are missing");
   expect_field_refused("/regions/min_points", 0, "regions.min_points must be an integer >= 1 (got 0)");
   expect_field_refused("/regions/min_points", 2.0, "regions.min_points must be an integer >= 1 (got 2.0)");
   expect_field_refused("/regions/spacing_factor", 0, "regions.spacing_factor must be a finite number > 0 (got 0)");
-  expect_field_refused("/regions/spacing_factor", -1.5, "regions.spacing_factor must be a finite number > 0 (got -1.5)");
+  expect_field_refused("/regions/spacing_factor", -1.5,
+                       "regions.spacing_factor must be a finite number > 0 (got -1.5)");
   expect_field_refused("/product", "", "bad calibration field 'product' (a non-empty string)");
-  expect_field_refused("/source/kind", "file", "bad calibration field 'source' (kind 'bundle' with manifest_sha256, "
-                                               "or kind 'run' with run_id)");
-  expect_field_refused("/source/manifest_sha256", 5, "bad calibration field 'source' (kind 'bundle' with "
-                                                     "manifest_sha256, or kind 'run' with run_id)");
+  expect_field_refused("/source/kind", "file",
+                       "bad calibration field 'source' (kind 'bundle' with manifest_sha256, "
+                       "or kind 'run' with run_id)");
+  expect_field_refused("/source/manifest_sha256", 5,
+                       "bad calibration field 'source' (kind 'bundle' with "
+                       "manifest_sha256, or kind 'run' with run_id)");
   expect_field_refused("/scoring", "fancy", "bad calibration field 'scoring' (one of default, reference)");
   expect_field_refused("/category", nullptr, "bad calibration field 'category' (a string)");
-  expect_field_refused("/rule/name", "best", "bad calibration field 'rule' (an object whose name is one of conformal, "
-                                             "pac, f1, false-accept)");
+  expect_field_refused("/rule/name", "best",
+                       "bad calibration field 'rule' (an object whose name is one of conformal, "
+                       "pac, f1, false-accept)");
   expect_field_refused("/n_bad", -1, "bad calibration field 'n_bad' (an integer >= 0)");
   expect_field_refused("/point/rank", 1.5, "bad calibration field 'point.rank' (an integer or null)");
-  expect_field_refused("/good_object_scores", {1, "x"}, "bad calibration field 'good_object_scores' (a list of finite numbers)");
+  expect_field_refused("/good_object_scores", {1, "x"},
+                       "bad calibration field 'good_object_scores' (a list of finite numbers)");
 
   // --dataset / --category: the calibration's are the defaults, another value is refused
   doc = valid_calibration();
@@ -344,8 +377,9 @@ void calibration_files() {
   CHECK(dataset == "mvtec3d" && category == "bagel");
   dataset = "real3d";
   EXPECT_ERROR(apply_calibration_choices(mv, dataset, category),
-               mv.path + ": calibration was made with --dataset 'mvtec3d'; --dataset 'real3d' differs (leave "
-                         "--dataset out to use the calibration's)");
+               mv.path +
+                   ": calibration was made with --dataset 'mvtec3d'; --dataset 'real3d' differs (leave "
+                   "--dataset out to use the calibration's)");
   check_calibration_scoring(mv);
   doc["scoring"] = "reference";
   EXPECT_ERROR_HAS(check_calibration_scoring(load_calibration(write_signed("ref.json", doc))),

@@ -9,10 +9,10 @@
 #include <limits>
 #include <vector>
 
-#include "align3d/npy.hpp"
 #include "align3d/inspector.hpp"
+#include "align3d/npy.hpp"
 #define CHECK_ERROR_TYPE align3d::Error  // what EXPECT_ERROR expects
-#include "check.hpp"  // cpp/geometry/tests/check.hpp, shared with the geometry tests
+#include "check.hpp"                     // cpp/geometry/tests/check.hpp, shared with the geometry tests
 #include "readers.hpp"
 
 namespace fs = std::filesystem;
@@ -52,55 +52,68 @@ void ply_tests() {
   CHECK(same(read_ply(write("a.ply", ascii)), {1, 2, 3, 0, 0, 0, 4, 5, 6.5f}));  // NaN dropped, zero row kept
 
   // binary little endian, double coordinates, a face element BEFORE the vertices, extra property
-  std::string le = "ply\nformat binary_little_endian 1.0\nelement face 1\nproperty list uchar int vertex_indices\n"
-                   "element vertex 3\nproperty double x\nproperty double y\nproperty double z\nproperty float s\nend_header\n";
+  std::string le =
+      "ply\nformat binary_little_endian 1.0\nelement face 1\nproperty list uchar int vertex_indices\n"
+      "element vertex 3\nproperty double x\nproperty double y\nproperty double z\nproperty float s\nend_header\n";
   le += raw<std::uint8_t>({2}) + raw<std::int32_t>({0, 1});
   le += raw<double>({1.5, 2.5, 3.5}) + raw<float>({9}) + raw<double>({INFINITY, 1, 1}) + raw<float>({9}) +
         raw<double>({1e300, 0, 0}) + raw<float>({9});  // inf row dropped, 1e300 -> inf in f32: dropped
   CHECK(same(read_ply(write("le.ply", le)), {1.5f, 2.5f, 3.5f}));
 
-  std::string be = "ply\nformat binary_big_endian 1.0\nelement vertex 2\nproperty float x\nproperty float y\n"
-                   "property float z\nend_header\n";
+  std::string be =
+      "ply\nformat binary_big_endian 1.0\nelement vertex 2\nproperty float x\nproperty float y\n"
+      "property float z\nend_header\n";
   be += raw<float>({1, 2, 3, -1, -2, -3}, true);
   CHECK(same(read_ply(write("be.ply", be)), {1, 2, 3, -1, -2, -3}));
 
   // header lies: more vertices than bytes / lines
-  std::string lie = "ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nproperty float y\n"
-                    "property float z\nend_header\n" + raw<float>({1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+  std::string lie =
+      "ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nproperty float y\n"
+      "property float z\nend_header\n" +
+      raw<float>({1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
   const auto lie_path = write("lie.ply", lie);
   EXPECT_ERROR(read_ply(lie_path), lie_path + ": header promises 5 vertex rows, the file holds 3");
-  const auto lie_a = write("lie_a.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
-                                        "property float z\nend_header\n1 2 3\n");
+  const auto lie_a = write("lie_a.ply",
+                           "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nproperty float y\n"
+                           "property float z\nend_header\n1 2 3\n");
   EXPECT_ERROR(read_ply(lie_a), lie_a + ": header promises 3 vertex rows, the file holds 1");
-  const auto huge = write("huge.ply", "ply\nformat binary_little_endian 1.0\nelement vertex 1099511627776\n"
-                                      "property float x\nproperty float y\nproperty float z\nend_header\n" + raw<float>({1, 2, 3}));
+  const auto huge = write("huge.ply",
+                          "ply\nformat binary_little_endian 1.0\nelement vertex 1099511627776\n"
+                          "property float x\nproperty float y\nproperty float z\nend_header\n" +
+                              raw<float>({1, 2, 3}));
   EXPECT_ERROR_HAS(read_ply(huge), huge + ": header promises 1099511627776 vertex rows, the file holds 1");
   const auto over = write("over.ply", "ply\nformat ascii 1.0\nelement vertex 99999999999999999999\nend_header\n");
   EXPECT_ERROR_HAS(read_ply(over), over + ": malformed PLY header (bad element count");
   const auto trunc = write("trunc.ply", "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\n");
   EXPECT_ERROR(read_ply(trunc), trunc + ": malformed PLY header (no end_header)");
-  const auto noz = write("noz.ply", "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nend_header\n1 2\n");
+  const auto noz = write(
+      "noz.ply", "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nend_header\n1 2\n");
   EXPECT_ERROR(read_ply(noz), noz + ": PLY vertex element lacks x, y or z");
   const auto magic = write("magic.ply", "PK\x03\x04 not a ply");
   EXPECT_ERROR(read_ply(magic), magic + ": not a PLY file (no 'ply' magic line)");
-  const auto allnan = write("nan.ply", "ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\n"
-                                       "property float z\nend_header\nnan 1 1\n1 inf 1\n");
+  const auto allnan = write("nan.ply",
+                            "ply\nformat ascii 1.0\nelement vertex 2\nproperty float x\nproperty float y\n"
+                            "property float z\nend_header\nnan 1 1\n1 inf 1\n");
   EXPECT_ERROR(read_ply(allnan), allnan + ": point cloud has no finite point");
-  const auto zero = write("zero.ply", "ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
-                                      "property float z\nend_header\n");
+  const auto zero = write("zero.ply",
+                          "ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\n"
+                          "property float z\nend_header\n");
   EXPECT_ERROR_HAS(read_ply(zero), zero + ": unreadable or empty point cloud");
-  const auto badrow = write("badrow.ply", "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
-                                          "property float z\nend_header\n1 2 abc\n");
+  const auto badrow = write("badrow.ply",
+                            "ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
+                            "property float z\nend_header\n1 2 abc\n");
   EXPECT_ERROR(read_ply(badrow), badrow + ": malformed PLY vertex row 0");
-  const auto badlist = write("badlist.ply", "ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\n"
-                                            "property float y\nproperty float z\nproperty list uchar int idx\nend_header\n" +
-                                            raw<float>({1, 2, 3}) + raw<std::uint8_t>({200}) + raw<std::int32_t>({1}));
+  const auto badlist = write("badlist.ply",
+                             "ply\nformat binary_little_endian 1.0\nelement vertex 1\nproperty float x\n"
+                             "property float y\nproperty float z\nproperty list uchar int idx\nend_header\n" +
+                                 raw<float>({1, 2, 3}) + raw<std::uint8_t>({200}) + raw<std::int32_t>({1}));
   EXPECT_ERROR_HAS(read_ply(badlist), badlist + ": header promises 1 vertex rows, the file holds 0");
 }
 
 void pcd_tests() {
-  const std::string head = "# .PCD v0.7\nVERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\nTYPE F F F U\nCOUNT 1 1 1 1\n"
-                           "WIDTH 3\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 3\n";
+  const std::string head =
+      "# .PCD v0.7\nVERSION 0.7\nFIELDS x y z rgb\nSIZE 4 4 4 4\nTYPE F F F U\nCOUNT 1 1 1 1\n"
+      "WIDTH 3\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS 3\n";
   CHECK(same(read_pcd(write("a.pcd", head + "DATA ascii\n1 2 3 0\nnan nan nan 0\n0 0 0 5\n")), {1, 2, 3, 0, 0, 0}));
   const std::string bin_body = raw<float>({1, 2, 3}) + raw<std::uint32_t>({7}) + raw<float>({kInf, 0, 0}) +
                                raw<std::uint32_t>({7}) + raw<float>({4, 5, 6}) + raw<std::uint32_t>({7});
@@ -112,20 +125,22 @@ void pcd_tests() {
   const auto short_row = write("short.pcd", head + "DATA ascii\n1 2 3\n1 2 3 0\n1 2 3 0\n");
   EXPECT_ERROR_HAS(read_pcd(short_row), short_row + ": malformed PCD point row 0");
   // double x/y/z with a COUNT 2 field in between
-  const std::string head2 = "FIELDS x normal y z\nSIZE 8 4 8 8\nTYPE F F F F\nCOUNT 1 2 1 1\nWIDTH 2\nHEIGHT 1\nPOINTS 2\n";
+  const std::string head2 =
+      "FIELDS x normal y z\nSIZE 8 4 8 8\nTYPE F F F F\nCOUNT 1 2 1 1\nWIDTH 2\nHEIGHT 1\nPOINTS 2\n";
   const std::string body2 = raw<double>({1.25}) + raw<float>({0, 0}) + raw<double>({2, 3}) + raw<double>({-1}) +
                             raw<float>({0, 0}) + raw<double>({-2, -3});
   CHECK(same(read_pcd(write("d.pcd", head2 + "DATA binary\n" + body2)), {1.25f, 2, 3, -1, -2, -3}));
-  CHECK(same(read_pcd(write("d_a.pcd", head2 + "DATA ascii\n1.25 0 0 2 3\n-1 9 9 -2 -3\n")), {1.25f, 2, 3, -1, -2, -3}));
+  CHECK(
+      same(read_pcd(write("d_a.pcd", head2 + "DATA ascii\n1.25 0 0 2 3\n-1 9 9 -2 -3\n")), {1.25f, 2, 3, -1, -2, -3}));
   // binary_compressed: field-major layout, LZF with a literal run and a back reference
   const std::string head3 = "FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 2\nHEIGHT 1\nPOINTS 2\n";
   const std::string plain = raw<float>({1, 1, 2, 2, 3, 3});  // x0 x1 y0 y1 z0 z1
   std::string lzf;
-  lzf += static_cast<char>(3);               // literal run of 4 bytes: x0
+  lzf += static_cast<char>(3);  // literal run of 4 bytes: x0
   lzf += plain.substr(0, 4);
-  lzf += static_cast<char>((2 << 5) | 0);    // copy 2+2 = 4 bytes from 4 back: x1 == x0
+  lzf += static_cast<char>((2 << 5) | 0);  // copy 2+2 = 4 bytes from 4 back: x1 == x0
   lzf += static_cast<char>(3);
-  lzf += static_cast<char>(15);              // literal run of 16 bytes: y0 y1 z0 z1
+  lzf += static_cast<char>(15);  // literal run of 16 bytes: y0 y1 z0 z1
   lzf += plain.substr(8, 16);
   const std::string comp = raw<std::uint32_t>({static_cast<std::uint32_t>(lzf.size()), 24}) + lzf;
   CHECK(same(read_pcd(write("c.pcd", head3 + "DATA binary_compressed\n" + comp)), {1, 2, 3, 1, 2, 3}));
@@ -158,8 +173,13 @@ std::string write_tiff(const std::string& name, int h, int w, const std::vector<
     for (int k = 0; k < w * 3; ++k) {
       const float v = xyz[static_cast<size_t>(r) * w * 3 + k];
       if (bits == 32) std::memcpy(&row[k * 4], &v, 4);
-      else if (bits == 64) { const double d = v; std::memcpy(&row[k * 8], &d, 8); }
-      else { const std::uint16_t u = static_cast<std::uint16_t>(v); std::memcpy(&row[k * 2], &u, 2); }
+      else if (bits == 64) {
+        const double d = v;
+        std::memcpy(&row[k * 8], &d, 8);
+      } else {
+        const std::uint16_t u = static_cast<std::uint16_t>(v);
+        std::memcpy(&row[k * 2], &u, 2);
+      }
     }
     TIFFWriteScanline(t, row.data(), r, 0);
   }
@@ -211,7 +231,8 @@ void tiff_tests() {
   const auto bg = write_tiff("background.tiff", h, w, scene);
   const PointFile kept = read_point_file(bg);
   CHECK(kept.cloud.size() > 0);
-  for (size_t i = 0; i < kept.cloud.size(); ++i) CHECK(kept.cloud.xyz[3 * i + 1] >= 0.015f && kept.cloud.xyz[3 * i + 1] < 0.045f);
+  for (size_t i = 0; i < kept.cloud.size(); ++i)
+    CHECK(kept.cloud.xyz[3 * i + 1] >= 0.015f && kept.cloud.xyz[3 * i + 1] < 0.045f);
   std::vector<float> flat(scene);
   for (size_t k = 0; k < flat.size(); k += 3) flat[k + 2] = 0.3f + 0.0005f * flat[k];
   const auto only_bg = write_tiff("only_background.tiff", h, w, flat);
@@ -238,11 +259,13 @@ void dispatch_tests() {
   const std::string npy = (kDir / "c.npy").string();
   write_npy(npy, NpyType::f32, {rows.size() / 3, 3}, rows.data());
   const Cloud c = read_point_file(npy).cloud;
-  CHECK(c.size() == 64 && std::vector<float>(c.xyz.begin(), c.xyz.begin() + 6) == std::vector<float>({1, 2, 3, 0, 0, 5}));
+  CHECK(c.size() == 64 &&
+        std::vector<float>(c.xyz.begin(), c.xyz.begin() + 6) == std::vector<float>({1, 2, 3, 0, 0, 5}));
   // fewer than 64 valid points: refused (spec 4.1), as Python does
   const std::string few = (kDir / "few.npy").string();
   write_npy(few, NpyType::f32, {(rows.size() - 3) / 3, 3}, rows.data());
-  EXPECT_ERROR(read_point_file(few), few + ": only 63 valid point(s); at least 64 are needed to render and score a cloud");
+  EXPECT_ERROR(read_point_file(few),
+               few + ": only 63 valid point(s); at least 64 are needed to render and score a cloud");
   // not a regular file / link loop: said as such
   EXPECT_ERROR(read_point_file(kDir.string()), kDir.string() + ": not a regular file");
   const auto loop = (kDir / "loop.npy").string();
@@ -261,8 +284,10 @@ void dispatch_tests() {
   // Real3D-AD resampling gives exactly 112,896 points, the originals first
   std::string small_rows;
   for (int i = 0; i < 64; ++i) small_rows += std::to_string(i % 2) + " " + std::to_string(i / 2) + " 1\n";
-  const auto small = write("small.PLY", "ply\nformat ascii 1.0\nelement vertex 64\nproperty float x\nproperty float y\n"
-                                        "property float z\nend_header\n" + small_rows);
+  const auto small = write("small.PLY",
+                           "ply\nformat ascii 1.0\nelement vertex 64\nproperty float x\nproperty float y\n"
+                           "property float z\nend_header\n" +
+                               small_rows);
   const PointFile r3 = read_point_file(small, "real3d");
   CHECK(r3.cloud.size() == kReal3dPoints && r3.cloud.xyz[3] == 1.f && r3.grid_index.empty());
 }

@@ -20,14 +20,14 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
-#include <set>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "align3d/inspector.hpp"
-#include "decision_json.hpp"
 #include "align3d/npy.hpp"
+#include "decision_json.hpp"
 #include "outputs.hpp"
 #include "readers.hpp"
 
@@ -50,10 +50,12 @@ const std::map<std::string, std::vector<std::string>>& dataset_categories() {
     synthetic.insert(synthetic.end(), mvtec.begin(), mvtec.end());
     return std::map<std::string, std::vector<std::string>>{
         {"mvtec3d", mvtec},
-        {"eyecandies", {"candy_cane", "chocolate_cookie", "chocolate_praline", "confetto", "gummy_bear",
-                        "hazelnut_truffle", "licorice_sandwich", "lollipop", "marshmallow", "peppermint_candy"}},
-        {"real3d", {"airplane", "car", "candybar", "chicken", "diamond", "duck", "fish", "gemstone", "seahorse",
-                    "shell", "starfish", "toffees", "ellipsoid", "torus", "capsule", "cube"}},
+        {"eyecandies",
+         {"candy_cane", "chocolate_cookie", "chocolate_praline", "confetto", "gummy_bear", "hazelnut_truffle",
+          "licorice_sandwich", "lollipop", "marshmallow", "peppermint_candy"}},
+        {"real3d",
+         {"airplane", "car", "candybar", "chicken", "diamond", "duck", "fish", "gemstone", "seahorse", "shell",
+          "starfish", "toffees", "ellipsoid", "torus", "capsule", "cube"}},
         {"synthetic", synthetic}};
   }();
   return table;
@@ -72,7 +74,8 @@ void check_dataset(const std::string& dataset, const std::string& category) {
   if (!dataset.empty() && !table.count(dataset))
     throw align3d::Error("--dataset: invalid choice '" + dataset + "' (choose from " + joined(datasets) + ")");
   if (category.empty()) return;
-  if (dataset.empty()) throw align3d::Error("--category '" + category + "': needs --dataset (one of " + joined(datasets) + ")");
+  if (dataset.empty())
+    throw align3d::Error("--category '" + category + "': needs --dataset (one of " + joined(datasets) + ")");
   const auto& known = table.at(dataset);
   if (std::find(known.begin(), known.end(), category) == known.end())
     throw align3d::Error("--category '" + category + "': not a " + dataset + " category; known: " + joined(known));
@@ -98,29 +101,37 @@ Args parse(int argc, char** argv) {
     if (arg == "-h" || arg == "--help") {
       std::cout << kUsage;
       std::exit(0);
-    } else if (arg == "--out") a.out = value("--out");
-    else if (arg == "--backend") a.options.backend = value("--backend");
-    else if (arg == "--device-name") a.options.device = value("--device-name");  // Python's spelling
-    else if (arg == "--device") {  // deprecated alias (Python's --device is auto|cpu|cuda)
+    } else if (arg == "--out")
+      a.out = value("--out");
+    else if (arg == "--backend")
+      a.options.backend = value("--backend");
+    else if (arg == "--device-name")
+      a.options.device = value("--device-name");  // Python's spelling
+    else if (arg == "--device") {                 // deprecated alias (Python's --device is auto|cpu|cuda)
       a.options.device = value("--device");
       std::cerr << "align3d-inspect: --device is deprecated, use --device-name (as align3d-rt infer)\n";
-    }
-    else if (arg == "--precision-hint") a.options.precision_hint = value("--precision-hint");
-    else if (arg == "--dataset") a.options.dataset = value("--dataset");
-    else if (arg == "--category") a.options.category = value("--category");
+    } else if (arg == "--precision-hint")
+      a.options.precision_hint = value("--precision-hint");
+    else if (arg == "--dataset")
+      a.options.dataset = value("--dataset");
+    else if (arg == "--category")
+      a.options.category = value("--category");
     else if (arg == "--calibration") {
       a.options.calibration = value("--calibration");
       if (a.options.calibration.empty()) a.options.calibration = ".";  // pathlib's Path(""), refused as a folder
-    }
-    else if (arg == "--png") a.png = true;
-    else if (arg == "--overwrite") a.overwrite = true;
+    } else if (arg == "--png")
+      a.png = true;
+    else if (arg == "--overwrite")
+      a.overwrite = true;
     else if (arg == "--threads") {
       const std::string v = value("--threads");  // a positive integer, all digits (Python: cli/numbers.positive_int)
       const bool digits = !v.empty() && v.size() <= 9 && v.find_first_not_of("0123456789") == std::string::npos;
       if (!digits || std::stoi(v) < 1) throw align3d::Error("--threads: must be a positive integer, got '" + v + "'");
       a.options.threads = std::stoi(v);
-    } else if (arg.rfind("--", 0) == 0) throw align3d::Error(arg + ": unknown option");
-    else positional.push_back(arg);
+    } else if (arg.rfind("--", 0) == 0)
+      throw align3d::Error(arg + ": unknown option");
+    else
+      positional.push_back(arg);
   }
   check_dataset(a.options.dataset, a.options.category);
   if (positional.size() < 2) throw align3d::Error("align3d-inspect: need a BUNDLE and at least one CLOUD (see --help)");
@@ -155,7 +166,7 @@ int run(const Args& a) {
   folder.open();  // created and locked; removed again if nothing gets written
   std::vector<Sample> samples;
   std::vector<std::pair<std::string, std::string>> failed;  // (file, "file: problem"), in input order
-  for (const auto& input : inputs) {  // a bad file is reported and skipped; the others are scored
+  for (const auto& input : inputs) {                        // a bad file is reported and skipped; the others are scored
     Sample s;
     s.file = input.file;
     s.key = input.key;
@@ -190,11 +201,17 @@ int run(const Args& a) {
   align3d::StagedOutputs staged(a.out);
   std::set<std::string> new_names{"scores.json"};
   nlohmann::json summary;
-  summary["inspector"] = {{"source", "bundle"}, {"bundle_dir", a.bundle}, {"bundle_hash", inspector.bundle_hash()},
-                          {"backend", a.options.backend}, {"device", a.options.device},
-                          {"precision", inspector.precision()}, {"compute_precision", a.options.precision_hint},
-                          {"model_file", inspector.model_file()}, {"fusion_weight", inspector.fusion_weight()},
-                          {"dataset", inspector.dataset()}, {"category", inspector.category()}};
+  summary["inspector"] = {{"source", "bundle"},
+                          {"bundle_dir", a.bundle},
+                          {"bundle_hash", inspector.bundle_hash()},
+                          {"backend", a.options.backend},
+                          {"device", a.options.device},
+                          {"precision", inspector.precision()},
+                          {"compute_precision", a.options.precision_hint},
+                          {"model_file", inspector.model_file()},
+                          {"fusion_weight", inspector.fusion_weight()},
+                          {"dataset", inspector.dataset()},
+                          {"category", inspector.category()}};
   summary["started"] = started;
   summary["samples"] = nlohmann::json::object();
   summary["failed"] = nlohmann::json::object();
@@ -202,15 +219,19 @@ int run(const Args& a) {
   for (const auto& s : samples) {
     const size_t n = s.points.cloud.size();
     nlohmann::json written = {{"scores", s.key + ".scores.npy"}, {"points", s.key + ".points.npy"}};
-    staged.add_bytes(s.key + ".scores.npy", align3d::encode_npy(align3d::NpyType::f32, {n, 3}, s.result.point_scores.data()));
-    staged.add_bytes(s.key + ".points.npy", align3d::encode_npy(align3d::NpyType::f32, {n, 3}, s.points.cloud.xyz.data()));
+    staged.add_bytes(s.key + ".scores.npy",
+                     align3d::encode_npy(align3d::NpyType::f32, {n, 3}, s.result.point_scores.data()));
+    staged.add_bytes(s.key + ".points.npy",
+                     align3d::encode_npy(align3d::NpyType::f32, {n, 3}, s.points.cloud.xyz.data()));
     if (!s.points.grid_index.empty()) {
       written["grid_index"] = s.key + ".grid_index.npy";
-      staged.add_bytes(s.key + ".grid_index.npy", align3d::encode_npy(align3d::NpyType::i64, {n}, s.points.grid_index.data()));
+      staged.add_bytes(s.key + ".grid_index.npy",
+                       align3d::encode_npy(align3d::NpyType::i64, {n}, s.points.grid_index.data()));
     }
     if (a.png) {
       written["png"] = s.key + ".views.png";
-      staged.add_bytes(s.key + ".views.png", align3d::views_png(s.result.images, s.result.num_views, s.result.image_size));
+      staged.add_bytes(s.key + ".views.png",
+                       align3d::views_png(s.result.images, s.result.num_views, s.result.image_size));
     }
     if (s.result.decided) {  // spec 13.5
       const auto& d = s.result.decision;
@@ -221,12 +242,19 @@ int run(const Args& a) {
     }
     for (const auto& [what, name] : written.items()) new_names.insert(name.get<std::string>());
     const auto& t = s.result.timings;
-    summary["samples"][s.key] = {
-        {"file", s.file}, {"object_score", s.result.object_score},
-        {"max_point_score", static_cast<double>(s.result.max_point_score)}, {"num_points", n}, {"outputs", written},
-        {"global_probs", s.result.global_probs},
-        {"timings", {{"read", round4(t.read)}, {"render", round4(t.render)}, {"encode", round4(t.encode)},
-                     {"backproject", round4(t.backproject)}, {"score", round4(t.score)}, {"batch_size", 1}}}};
+    summary["samples"][s.key] = {{"file", s.file},
+                                 {"object_score", s.result.object_score},
+                                 {"max_point_score", static_cast<double>(s.result.max_point_score)},
+                                 {"num_points", n},
+                                 {"outputs", written},
+                                 {"global_probs", s.result.global_probs},
+                                 {"timings",
+                                  {{"read", round4(t.read)},
+                                   {"render", round4(t.render)},
+                                   {"encode", round4(t.encode)},
+                                   {"backproject", round4(t.backproject)},
+                                   {"score", round4(t.score)},
+                                   {"batch_size", 1}}}};
     if (s.result.decided) align3d::add_decision_json(summary["samples"][s.key], s.result.decision);
   }
   if (inspector.calibration()) summary["calibration"] = align3d::calibration_json(*inspector.calibration());
@@ -235,8 +263,8 @@ int run(const Args& a) {
   const auto earlier = folder.earlier_outputs();
   staged.commit();
   folder.remove_earlier_outputs(earlier, new_names);
-  std::cerr << "align3d-inspect: scored " << samples.size() << " sample(s), " << failed.size() << " failed -> "
-            << a.out << "/scores.json\n";
+  std::cerr << "align3d-inspect: scored " << samples.size() << " sample(s), " << failed.size() << " failed -> " << a.out
+            << "/scores.json\n";
   return failed.empty() ? 0 : 1;
 }
 

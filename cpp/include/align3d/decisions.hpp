@@ -16,11 +16,11 @@ namespace align3d {
 
 /// A loaded, verified calibration file (spec 13.2).
 struct Calibration {
-  std::string path;                 // as given (the `file` of scores.json's `calibration`)
-  std::string product, sha256;      // sha256 = calibration_sha256
+  std::string path;                      // as given (the `file` of scores.json's `calibration`)
+  std::string product, sha256;           // sha256 = calibration_sha256
   std::string source_kind, source_hash;  // "bundle" + manifest_sha256, or "run" + run_id
   std::string scoring, dataset, category;
-  std::string rule_json;            // the file's `rule` object, serialised (nlohmann::json::dump)
+  std::string rule_json;  // the file's `rule` object, serialised (nlohmann::json::dump)
   double object_threshold = 0, object_lo = 0, object_hi = 1;
   double point_threshold = 0, point_lo = 0, point_hi = 1;
   std::int64_t min_points = 10;
@@ -67,10 +67,10 @@ std::vector<Region> find_regions(const float* xyz, const float* fused, std::size
 
 /// The decision for one part (spec 13.4) with its regions and normalised point scores.
 struct Decision {
-  bool reject = false;                 // object_score > object threshold
+  bool reject = false;  // object_score > object threshold
   double object_score_normalized = 0;
-  std::vector<float> normalized;       // norm_p of each fused point score (KEY.normalized.npy)
-  std::vector<std::int32_t> labels;    // region id per point (KEY.regions.npy)
+  std::vector<float> normalized;     // norm_p of each fused point score (KEY.normalized.npy)
+  std::vector<std::int32_t> labels;  // region id per point (KEY.regions.npy)
   std::vector<Region> regions;
   double spacing = 0;
   const char* name() const { return reject ? "reject" : "ok"; }
@@ -79,6 +79,5 @@ struct Decision {
 /// Decides one scored part: xyz N*3 points, fused N scores. Throws align3d::Error (the problem
 /// without a path, as Python's InputError) on a non-finite object or point score.
 Decision decide(const Calibration& cal, const float* xyz, const float* fused, std::size_t n, double object_score);
-
 
 }  // namespace align3d

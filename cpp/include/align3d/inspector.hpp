@@ -26,14 +26,14 @@ class Error : public std::runtime_error {
 };
 
 struct InspectorOptions {
-  std::string backend = "openvino";   // "openvino" (default), "onnxruntime" / "tensorrt" when built
-  std::string device = "CPU";         // OpenVINO device name
-  std::string precision_hint = "f32"; // OpenVINO INFERENCE_PRECISION_HINT: f32 (parity), bf16, f16
-  int threads = 0;                    // encoder threads (0: backend default)
-  std::string dataset;                // optional: mvtec3d, synthetic, eyecandies, real3d (spec 5.1)
-  std::string category;               // optional MVTec category (point size)
-  std::string calibration;            // optional calibration file (spec 13.2): score() then decides;
-                                      // its dataset/category are the defaults (another one is refused)
+  std::string backend = "openvino";    // "openvino" (default), "onnxruntime" / "tensorrt" when built
+  std::string device = "CPU";          // OpenVINO device name
+  std::string precision_hint = "f32";  // OpenVINO INFERENCE_PRECISION_HINT: f32 (parity), bf16, f16
+  int threads = 0;                     // encoder threads (0: backend default)
+  std::string dataset;                 // optional: mvtec3d, synthetic, eyecandies, real3d (spec 5.1)
+  std::string category;                // optional MVTec category (point size)
+  std::string calibration;             // optional calibration file (spec 13.2): score() then decides;
+                                       // its dataset/category are the defaults (another one is refused)
 };
 
 /// Seconds spent per stage of one score() call (read is filled by the caller that read the file).
@@ -42,15 +42,15 @@ struct Timings {
 };
 
 struct ScoreResult {
-  std::vector<float> point_scores;  // N*3: render, aligned, fused (spec section 7)
-  std::vector<float> global_probs;  // V*2
-  double object_score = 0;          // spec section 8
-  float max_point_score = 0;        // max fused
-  std::vector<std::uint8_t> images; // V*S*S*3 renders (only when keep_images)
+  std::vector<float> point_scores;   // N*3: render, aligned, fused (spec section 7)
+  std::vector<float> global_probs;   // V*2
+  double object_score = 0;           // spec section 8
+  float max_point_score = 0;         // max fused
+  std::vector<std::uint8_t> images;  // V*S*S*3 renders (only when keep_images)
   int num_views = 0, image_size = 0;
   Timings timings;
-  bool decided = false;             // true when the Inspector has a calibration
-  Decision decision;                // spec 13.4: ok/reject, regions, normalised point scores
+  bool decided = false;  // true when the Inspector has a calibration
+  Decision decision;     // spec 13.4: ok/reject, regions, normalised point scores
 };
 
 class Inspector {
@@ -71,12 +71,12 @@ class Inspector {
   int num_views() const;
   int image_size() const;
   double fusion_weight() const;
-  const std::string& precision() const;     // model precision (IR's, else the ONNX graph's)
-  const std::string& model_file() const;    // the verified file the encoder was compiled from
-  const std::string& bundle_hash() const;   // sha256 of encoder.onnx (files[onnx.file])
-  const Calibration* calibration() const;   // the attached calibration, nullptr without one
-  const std::string& dataset() const;       // options.dataset, or the calibration's when that is empty
-  const std::string& category() const;      // likewise
+  const std::string& precision() const;    // model precision (IR's, else the ONNX graph's)
+  const std::string& model_file() const;   // the verified file the encoder was compiled from
+  const std::string& bundle_hash() const;  // sha256 of encoder.onnx (files[onnx.file])
+  const Calibration* calibration() const;  // the attached calibration, nullptr without one
+  const std::string& dataset() const;      // options.dataset, or the calibration's when that is empty
+  const std::string& category() const;     // likewise
 
  private:
   struct Impl;

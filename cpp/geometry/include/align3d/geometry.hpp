@@ -21,17 +21,17 @@ constexpr std::size_t kReal3dPoints = 112896;
 
 /// A point cloud: xyz[N*3] f32, row i = point i (the scored points, in order).
 struct Cloud {
-    std::vector<float> xyz;
-    std::size_t size() const { return xyz.size() / 3; }
+  std::vector<float> xyz;
+  std::size_t size() const { return xyz.size() / 3; }
 };
 
 /// Rendering settings (spec §2.2 render_settings, §5.1). Filled from the bundle manifest.
 struct RenderSettings {
-    std::string preset = "paper9";  ///< view list: paper9, mvtec9 or eyecandies9 (§5.2)
-    int image_size = 336;           ///< S
-    int point_size = 8;             ///< splat side in pixels at the reference window
-    int window = 1024;              ///< reference window side W
-    double gray = 0.7;              ///< base gray level
+  std::string preset = "paper9";  ///< view list: paper9, mvtec9 or eyecandies9 (§5.2)
+  int image_size = 336;           ///< S
+  int point_size = 8;             ///< splat side in pixels at the reference window
+  int window = 1024;              ///< reference window side W
+  double gray = 0.7;              ///< base gray level
 };
 
 /// Throws std::invalid_argument unless preset is known, S >= 1, W >= 1 and gray is finite. Any
@@ -49,8 +49,8 @@ bool is_known_dataset(const std::string& dataset);
 
 /// One preset entry: rotation about `axis` ('x', 'y' or 'z') by `degrees`.
 struct ViewRotation {
-    char axis;
-    double degrees;
+  char axis;
+  double degrees;
 };
 
 /// The preset's views in order (§5.2); throws std::invalid_argument for an unknown name.
@@ -67,20 +67,20 @@ std::vector<Mat3> view_rotations(const std::string& preset);
 
 /// Output of the renderer (§5.8). V views, N points, S = image_size.
 struct RenderedViews {
-    int views = 0;
-    int image_size = 0;
-    std::size_t points = 0;
-    std::vector<std::uint8_t> images;  ///< [V][S][S][3] RGB, R=G=B, background 255: the encoder input (§3)
-    std::vector<std::int32_t> pixels;  ///< [V][N][2] correspondence pixel (x = column, y = row)
-    std::vector<std::uint8_t> visible; ///< [V][N] 0/1; after the fallback (§6) unless it was disabled
+  int views = 0;
+  int image_size = 0;
+  std::size_t points = 0;
+  std::vector<std::uint8_t> images;   ///< [V][S][S][3] RGB, R=G=B, background 255: the encoder input (§3)
+  std::vector<std::int32_t> pixels;   ///< [V][N][2] correspondence pixel (x = column, y = row)
+  std::vector<std::uint8_t> visible;  ///< [V][N] 0/1; after the fallback (§6) unless it was disabled
 };
 
 /// Render the views of a cloud with the splat renderer (§5) and the correspondences.
 /// xyz[n*3] f32, 1 <= n < 2^32-1, all finite (else std::invalid_argument).
 /// threads: worker threads over views (0 = std::thread::hardware_concurrency(), 1 = inline).
 /// fallback: apply the never-visible fallback (§6) to `visible` (the reference does).
-RenderedViews render_views(const float* xyz, std::size_t n, const RenderSettings& settings,
-                           unsigned threads = 0, bool fallback = true);
+RenderedViews render_views(const float* xyz, std::size_t n, const RenderSettings& settings, unsigned threads = 0,
+                           bool fallback = true);
 
 /// §6 in place on visible[views][n] (0/1): a point visible in no view copies the original flags
 /// of the index-nearest point visible somewhere (ties: lower index). No-op if all or none seen.
@@ -88,24 +88,24 @@ void apply_visibility_fallback(std::uint8_t* visible, int views, std::size_t n);
 
 /// PyTorch bilinear (align_corners=False) coordinates, per destination d in 0..S-1 (§7).
 struct BilinearTables {
-    std::vector<std::int32_t> i0, i1;
-    std::vector<float> lam1;
+  std::vector<std::int32_t> i0, i1;
+  std::vector<float> lam1;
 };
 BilinearTables bilinear_tables(int grid_size, int image_size);
 
 /// Per-view values: out[V][N][2] f64 = bilinear value of maps[v][branch] (maps[V][2][G][G] f32)
 /// at pixels[v][i], for every point and view (visible or not), exactly as §7's val_b.
 /// Throws if a pixel lies outside [0, S-1].
-std::vector<double> sample_maps(const float* maps, int views, int grid_size, const std::int32_t* pixels,
-                                std::size_t n, int image_size);
+std::vector<double> sample_maps(const float* maps, int views, int grid_size, const std::int32_t* pixels, std::size_t n,
+                                int image_size);
 
 /// §7 back-projection + fusion: point_scores[N][3] f32 = (render, aligned, fused), the mean over
 /// the visible views (0,0,0 where visible nowhere). maps[V][2][G][G], pixels[V][N][2],
 /// visible[V][N]. fusion_weight in [0,1]. Throws for a visible pixel outside [0, S-1].
 /// threads as in render_views.
 std::vector<float> backproject(const float* maps, int views, int grid_size, const std::int32_t* pixels,
-                               const std::uint8_t* visible, std::size_t n, int image_size,
-                               double fusion_weight, unsigned threads = 0);
+                               const std::uint8_t* visible, std::size_t n, int image_size, double fusion_weight,
+                               unsigned threads = 0);
 
 /// §8: f32 fused global probability of each view: f32(f32(w)*g[v][1]) + f32(f32(1-w)*g[v][0]).
 std::vector<float> fuse_global_probs(const float* global_probs, int views, double fusion_weight);
@@ -119,8 +119,7 @@ double object_score(const float* point_scores, std::size_t n, const float* globa
                     double fusion_weight);
 
 /// §8 evaluation protocol only: values at grid_index onto a zeroed f32 [h][w] grid.
-std::vector<float> points_to_grid(const float* values, const std::int64_t* grid_index, std::size_t n,
-                                  int h, int w);
+std::vector<float> points_to_grid(const float* values, const std::int64_t* grid_index, std::size_t n, int h, int w);
 
 /// §8 evaluation protocol only: scipy gaussian_filter(sigma, mode='reflect', truncate=4) of a
 /// f32 [h][w] grid (axis 0 then axis 1, f64 accumulation, f32 after each axis).
@@ -184,8 +183,8 @@ std::string mvtec_remove_background(const float* grid, std::uint8_t* valid, int 
 /// §4.2 step 6: the valid cells of a [size][size][3] grid in row-major order, and their flat
 /// indices r*size + c.
 struct GridPoints {
-    Cloud cloud;
-    std::vector<std::int64_t> grid_index;
+  Cloud cloud;
+  std::vector<std::int64_t> grid_index;
 };
 GridPoints grid_points(const float* grid, int size = kGridSide);
 

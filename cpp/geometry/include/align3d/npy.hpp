@@ -16,14 +16,14 @@ namespace align3d {
 /// A .npy problem. what() is "PATH: problem" (or just the problem when there is no path);
 /// problem() is the text after "PATH: ".
 class NpyError : public std::runtime_error {
-public:
-    NpyError(const std::string& path, const std::string& problem);
-    const std::string& problem() const { return problem_; }
-    const std::string& path() const { return path_; }
+ public:
+  NpyError(const std::string& path, const std::string& problem);
+  const std::string& problem() const { return problem_; }
+  const std::string& path() const { return path_; }
 
-private:
-    std::string path_;
-    std::string problem_;
+ private:
+  std::string path_;
+  std::string problem_;
 };
 
 /// Element types the reader and writer know (numpy descr: <f4 <f8 <i8 <i4 |u1 |b1).
@@ -31,10 +31,10 @@ enum class NpyType { f32, f64, i64, i32, u8, boolean };
 
 /// An array in C order: data holds count() elements of `type`, little-endian bytes.
 struct NpyArray {
-    NpyType type = NpyType::f32;
-    std::vector<std::size_t> shape;
-    std::vector<std::uint8_t> data;
-    std::size_t count() const;
+  NpyType type = NpyType::f32;
+  std::vector<std::size_t> shape;
+  std::vector<std::uint8_t> data;
+  std::size_t count() const;
 };
 
 /// Parse .npy bytes (`name` only labels errors). Fortran-order arrays are transposed to C order.
