@@ -27,7 +27,27 @@ def _d2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def point_spacing(points: np.ndarray) -> float:
     """Spacing h (13.3 step 1): sqrt of the lower median of the nearest-neighbour squared distances
-    over the distinct point locations; 0 when fewer than 2 distinct locations."""
+    over the distinct point locations; 0 when fewer than 2 distinct locations.
+
+    Exact grid search (``kernels.nearest``) over all points, skipping same-location neighbours and
+    keeping one value per location; ``point_spacing_distinct`` (np.unique + k-d tree) where the grid
+    does not fit (non-finite coordinates, extreme outliers). Both give the same h."""
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 3).astype(np.float64)
+    if len(pts) < 2 or not np.isfinite(pts).all() or (pts == pts[0]).all():
+        return point_spacing_distinct(pts)
+    from align3d_rt.kernels.nearest import nearest_other_d2
+
+    found = nearest_other_d2(pts)
+    if found is None:
+        return point_spacing_distinct(pts)
+    d2, first = found
+    per_location = d2[first]  # one value per distinct location
+    mid = (len(per_location) - 1) // 2
+    return float(np.sqrt(np.partition(per_location, mid)[mid]))
+
+
+def point_spacing_distinct(points: np.ndarray) -> float:
+    """``point_spacing`` by its definition: np.unique over the rows, then a k-d tree 2-NN query."""
     from scipy.spatial import cKDTree
 
     unique = np.unique(np.asarray(points, dtype=np.float32).reshape(-1, 3), axis=0).astype(np.float64)
