@@ -14,7 +14,7 @@ within ``MAX_RING`` cells (an isolated outlier) is marked with -1 and ``brute_fo
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 MAX_RING = 3  # cube half-width searched before a point is left to brute_force
 MARGIN = 1.0 - 1e-6
@@ -49,7 +49,7 @@ def counting_sort(cell: np.ndarray, start: np.ndarray) -> np.ndarray:  # pragma:
     return order
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def grid_nearest(pts: np.ndarray, cell: np.ndarray, order: np.ndarray, start: np.ndarray, dims: np.ndarray,
                  c: float) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     """``(d2, first)`` of every point (d2 = -1: nothing within MAX_RING cells); ``order`` sorts the points
@@ -63,7 +63,7 @@ def grid_nearest(pts: np.ndarray, cell: np.ndarray, order: np.ndarray, start: np
         sp[s, 1] = pts[order[s], 1]
         sp[s, 2] = pts[order[s], 2]
     dx_, dy_, dz_ = dims[0], dims[1], dims[2]
-    for t in prange(n):
+    for t in range(n):
         i = order[t]
         xi, yi, zi = sp[t, 0], sp[t, 1], sp[t, 2]
         key = cell[i]
@@ -99,11 +99,11 @@ def grid_nearest(pts: np.ndarray, cell: np.ndarray, order: np.ndarray, start: np
     return d2, first
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@njit(cache=True, nogil=True)
 def brute_force(pts: np.ndarray, which: np.ndarray, d2: np.ndarray) -> None:  # pragma: no cover
     """``d2[i]`` for each i in ``which`` by a scan of all points (inf when all share i's location)."""
     n = pts.shape[0]
-    for t in prange(which.shape[0]):
+    for t in range(which.shape[0]):
         i = which[t]
         xi, yi, zi = pts[i, 0], pts[i, 1], pts[i, 2]
         best = np.inf
@@ -123,21 +123,26 @@ def nearest_other_d2(pts: np.ndarray, max_cells_per_point: float = 16.0,
     """``(d2, first)`` of ``pts`` ((N, 3) finite f64, N >= 2, not all at one location) or None when the
     grid does not fit (too many cells, a crowded cell, too many isolated points): the caller then uses a k-d tree."""
     n = len(pts)
-    lo = pts.min(axis=0)
-    ext = pts.max(axis=0) - lo
-    e = np.sort(ext)[::-1]
+    # cell axes by decreasing extent: a cell's neighbours along the thinnest axis are contiguous
+    lo3 = pts.min(axis=0)
+    ext3 = pts.max(axis=0) - lo3
+    axes = np.argsort(-ext3, kind="stable")
+    binned = np.ascontiguousarray(pts[:, axes])
+    lo, ext = lo3[axes], ext3[axes]
+    e = ext
     # about 2-3 points per cell on a scanned surface (cell ~ 1.7 x the spacing of a regular grid)
     c = 1.7 * (np.sqrt(e[0] * e[1] / n) if e[1] > 0 else e[0] / n)
     if not c > 0:
         return None
     cell = start = None
     for _ in range(12):
-        dims = (np.floor(ext / c).astype(np.int64) + 1)
-        cells = float(np.prod(dims.astype(np.float64)))
-        if cells > max_cells_per_point * n + 1024:
+        dims_f = np.floor(ext / c) + 1.0  # in f64 first: a far outlier must not overflow int64
+        cells = float(np.prod(dims_f))
+        if not cells <= max_cells_per_point * n + 1024:
             c *= 2.0
             continue
-        cell = grid_cells(pts, lo, float(c), dims)
+        dims = dims_f.astype(np.int64)
+        cell = grid_cells(binned, lo, float(c), dims)
         counts = np.bincount(cell, minlength=int(cells))
         if n < min_occupancy * np.count_nonzero(counts) and cells > 1:
             c *= 1.5  # sparse cells (a volume, a curved surface): larger ones, fewer rings

@@ -33,7 +33,7 @@ def point_spacing(points: np.ndarray) -> float:
     keeping one value per location; ``point_spacing_distinct`` (np.unique + k-d tree) where the grid
     does not fit (non-finite coordinates, extreme outliers). Both give the same h."""
     pts = np.asarray(points, dtype=np.float32).reshape(-1, 3).astype(np.float64)
-    if len(pts) < 2 or not np.isfinite(pts).all() or (pts == pts[0]).all():
+    if len(pts) < 2 or not np.isfinite(pts).all():
         return point_spacing_distinct(pts)
     from align3d_rt.kernels.nearest import nearest_other_d2
 
@@ -131,12 +131,10 @@ def find_regions(points: np.ndarray, fused: np.ndarray, threshold: float, min_po
     locations, which = np.unique(pts[hot].astype(np.float64), axis=0, return_inverse=True)
     comp = _components(locations, r)[which.reshape(-1)]
     order = np.argsort(comp, kind="stable")  # hot indices grouped by component, ascending inside each
-    splits = np.flatnonzero(np.diff(comp[order])) + 1
-    regions = []
-    for group in np.split(order, splits):
-        if len(group) < int(min_points):
-            continue
-        regions.append(_region(hot[group], pts, scores, h, threshold, lo, hi))
+    sizes = np.bincount(comp)
+    ends = np.cumsum(sizes)
+    regions = [_region(hot[order[ends[c] - sizes[c]:ends[c]]], pts, scores, h, threshold, lo, hi)
+               for c in np.flatnonzero(sizes >= int(min_points))]
     regions.sort(key=lambda g: (-g.max_score, -g.num_points, g.seed_index))
     for rid, region in enumerate(regions, start=1):
         region.id = rid
