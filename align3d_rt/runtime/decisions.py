@@ -1,5 +1,6 @@
 """Per-part decisions from a calibration: normalised scores, defect regions, ok/reject
-(docs/runtime-spec.md 13.3-13.5). numpy + scipy, torch-free; the C++ inspector implements the same rules.
+(docs/runtime-spec.md 13.3-13.5). numpy + scipy + a numba grid search (kernels/nearest.py), torch-free;
+the C++ inspector implements the same rules.
 """
 from __future__ import annotations
 
