@@ -10,6 +10,8 @@ scans the cube of cells of half-width k = 1, 2, ... around its own and stops onc
 below the distance to any unscanned cell, ``k * c`` (less a 1e-6 relative margin, far above the
 rounding of the binning): the result is the exact minimum, not an estimate. A point with nothing found
 within ``MAX_RING`` cells (an isolated outlier) is marked with -1 and ``brute_force`` finishes it.
+Serial on purpose: one call per part, and the threads of a parallel loop cost more than they save on
+a few shared cores (measured: 42 ms serial vs 60 ms with 2 threads for a whole decide).
 """
 from __future__ import annotations
 
@@ -129,9 +131,8 @@ def nearest_other_d2(pts: np.ndarray, max_cells_per_point: float = 16.0,
     axes = np.argsort(-ext3, kind="stable")
     binned = np.ascontiguousarray(pts[:, axes])
     lo, ext = lo3[axes], ext3[axes]
-    e = ext
     # about 2-3 points per cell on a scanned surface (cell ~ 1.7 x the spacing of a regular grid)
-    c = 1.7 * (np.sqrt(e[0] * e[1] / n) if e[1] > 0 else e[0] / n)
+    c = 1.7 * (np.sqrt(ext[0] * ext[1] / n) if ext[1] > 0 else ext[0] / n)
     if not c > 0:
         return None
     cell = start = None
