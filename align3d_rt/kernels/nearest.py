@@ -23,14 +23,31 @@ MARGIN = 1.0 - 1e-6
 
 
 @njit(cache=True, nogil=True)
-def grid_cells(pts: np.ndarray, lo: np.ndarray, c: float, dims: np.ndarray) -> np.ndarray:  # pragma: no cover
-    """Linear cell index of each point: ``(cx * dy + cy) * dz + cz``, each clamped to the grid."""
+def bounds(pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """Per-axis minimum and maximum of the rows of ``pts`` (N >= 1)."""
+    lo = pts[0].copy()
+    hi = pts[0].copy()
+    for i in range(1, pts.shape[0]):
+        for a in range(3):
+            v = pts[i, a]
+            if v < lo[a]:
+                lo[a] = v
+            elif v > hi[a]:
+                hi[a] = v
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def grid_cells(pts: np.ndarray, axes: np.ndarray, lo: np.ndarray, c: float,
+               dims: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """Linear cell index of each point: ``(cx * dy + cy) * dz + cz`` over the coordinate columns ``axes``
+    (``lo``, ``dims``: per cell axis), each clamped to the grid."""
     n = pts.shape[0]
     cell = np.empty(n, np.int64)
     for i in range(n):
         key = 0
         for a in range(3):
-            q = int((pts[i, a] - lo[a]) / c)
+            q = int((pts[i, axes[a]] - lo[a]) / c)
             if q < 0:
                 q = 0
             elif q >= dims[a]:
@@ -126,10 +143,9 @@ def nearest_other_d2(pts: np.ndarray, max_cells_per_point: float = 16.0,
     grid does not fit (too many cells, a crowded cell, too many isolated points): the caller then uses a k-d tree."""
     n = len(pts)
     # cell axes by decreasing extent: a cell's neighbours along the thinnest axis are contiguous
-    lo3 = pts.min(axis=0)
-    ext3 = pts.max(axis=0) - lo3
+    lo3, hi3 = bounds(pts)
+    ext3 = hi3 - lo3
     axes = np.argsort(-ext3, kind="stable")
-    binned = np.ascontiguousarray(pts[:, axes])
     lo, ext = lo3[axes], ext3[axes]
     # about 2-3 points per cell on a scanned surface (cell ~ 1.7 x the spacing of a regular grid)
     c = 1.7 * (np.sqrt(ext[0] * ext[1] / n) if ext[1] > 0 else ext[0] / n)
@@ -143,7 +159,7 @@ def nearest_other_d2(pts: np.ndarray, max_cells_per_point: float = 16.0,
             c *= 2.0
             continue
         dims = dims_f.astype(np.int64)
-        cell = grid_cells(binned, lo, float(c), dims)
+        cell = grid_cells(pts, axes, lo, float(c), dims)
         counts = np.bincount(cell, minlength=int(cells))
         if n < min_occupancy * np.count_nonzero(counts) and cells > 1:
             c *= 1.5  # sparse cells (a volume, a curved surface): larger ones, fewer rings
