@@ -17,6 +17,14 @@ Warm-up first (numba kernels, one untimed score and decide), then ``--rounds`` r
 ratio, and the range of the per-round ratios.
 
     .venv/bin/python bench/bench_decisions.py [--points 112896] [--rounds 7] [--vitl] [--json OUT.json]
+
+Measured 2026-12-02 (2 shared vCPUs; 5,645 hot points, 49 regions). 23:12 UTC, load average 1.8-2.4:
+decide alone 32.8 ms (29.6-57.7 over the rounds); score + decide / score 1.04 (per round 0.47-1.06).
+23:09-23:10 UTC, load 2.7-3.3: this branch one step earlier 35 ms (33-37) and 41 ms (38-76); the code
+before the grid spacing search (main 4aca273, same bench, runs in between) 167 ms (165-171) and 166 ms
+(163-245): ~5x faster, same results. 33 ms is 0.55 % of one OpenVINO int8 ViT-L-14-336 encode of the
+9 views (6.0 s) and ~0.1 % of torch fp32 (27.5 s). The tiny CLIP's own score time swings between
+0.14 s and 0.94 s with the load, so the score + decide ratio mostly measures that swing.
 """
 from __future__ import annotations
 

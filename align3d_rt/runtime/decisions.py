@@ -1,5 +1,6 @@
 """Per-part decisions from a calibration: normalised scores, defect regions, ok/reject
-(docs/runtime-spec.md 13.3-13.5). numpy + scipy, torch-free; the C++ inspector implements the same rules.
+(docs/runtime-spec.md 13.3-13.5). numpy + scipy + a numba grid search (kernels/nearest.py), torch-free;
+the C++ inspector implements the same rules.
 """
 from __future__ import annotations
 
@@ -27,7 +28,27 @@ def _d2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def point_spacing(points: np.ndarray) -> float:
     """Spacing h (13.3 step 1): sqrt of the lower median of the nearest-neighbour squared distances
-    over the distinct point locations; 0 when fewer than 2 distinct locations."""
+    over the distinct point locations; 0 when fewer than 2 distinct locations.
+
+    Exact grid search (``kernels.nearest``) over all points, skipping same-location neighbours and
+    keeping one value per location; ``point_spacing_distinct`` (np.unique + k-d tree) where the grid
+    does not fit (non-finite coordinates, extreme outliers). Both give the same h."""
+    pts = np.asarray(points, dtype=np.float32).reshape(-1, 3).astype(np.float64)
+    if len(pts) < 2 or not np.isfinite(pts).all():
+        return point_spacing_distinct(pts)
+    from align3d_rt.kernels.nearest import nearest_other_d2
+
+    found = nearest_other_d2(pts)
+    if found is None:
+        return point_spacing_distinct(pts)
+    d2, first = found
+    per_location = d2[first]  # one value per distinct location
+    mid = (len(per_location) - 1) // 2
+    return float(np.sqrt(np.partition(per_location, mid)[mid]))
+
+
+def point_spacing_distinct(points: np.ndarray) -> float:
+    """``point_spacing`` by its definition: np.unique over the rows, then a k-d tree 2-NN query."""
     from scipy.spatial import cKDTree
 
     unique = np.unique(np.asarray(points, dtype=np.float32).reshape(-1, 3), axis=0).astype(np.float64)
@@ -111,12 +132,10 @@ def find_regions(points: np.ndarray, fused: np.ndarray, threshold: float, min_po
     locations, which = np.unique(pts[hot].astype(np.float64), axis=0, return_inverse=True)
     comp = _components(locations, r)[which.reshape(-1)]
     order = np.argsort(comp, kind="stable")  # hot indices grouped by component, ascending inside each
-    splits = np.flatnonzero(np.diff(comp[order])) + 1
-    regions = []
-    for group in np.split(order, splits):
-        if len(group) < int(min_points):
-            continue
-        regions.append(_region(hot[group], pts, scores, h, threshold, lo, hi))
+    sizes = np.bincount(comp)
+    ends = np.cumsum(sizes)
+    regions = [_region(hot[order[ends[c] - sizes[c]:ends[c]]], pts, scores, h, threshold, lo, hi)
+               for c in np.flatnonzero(sizes >= int(min_points))]
     regions.sort(key=lambda g: (-g.max_score, -g.num_points, g.seed_index))
     for rid, region in enumerate(regions, start=1):
         region.id = rid
