@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 from pathlib import Path
 from types import TracebackType
 
 from align3d_rt.errors import Align3DError
-from align3d_rt.io_utils import foreign_entries, remove_owned
+from align3d_rt.io_utils import foreign_entries, read_json, remove_owned
 
 # command -> (file, keys it must hold) that marks a folder as that command's output
 _SIGNATURES = {"infer": ("scores.json", ("detector", "samples", "failed")),
@@ -81,7 +80,7 @@ def owned_files(path: Path, command: str) -> set[str]:
                           if f.name.endswith(suffixes) and f.is_file() and not f.is_symlink()}
         return owned
     try:
-        data = json.loads((path / "scores.json").read_text(encoding="utf-8"))
+        data = read_json(path / "scores.json")
     except (OSError, UnicodeDecodeError, ValueError):
         return set()
     owned = {"scores.json"}
@@ -99,7 +98,7 @@ def written_by(path: Path) -> str | None:
     """The align3d-rt command whose output ``path`` holds ('infer', 'eval', 'render') or None."""
     for command, (name, keys) in _SIGNATURES.items():
         try:
-            data = json.loads((Path(path) / name).read_text(encoding="utf-8"))
+            data = read_json(Path(path) / name)
         except (OSError, UnicodeDecodeError, ValueError):
             continue
         if isinstance(data, dict) and all(k in data for k in keys):

@@ -1,0 +1,106 @@
+"""Issue #21 hostile-tester findings (probe of the merged trust fixes): each case failed before its fix.
+
+- JSON files the tool reads (calibration, bundle manifest, run config, scores.json of an --out folder,
+  Triton marker, checkpoint record) that are nested too deeply or are too large: one line, exit 2,
+  never a RecursionError traceback or a read of a gigabyte into memory.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from infer_eval_support import bump_cloud  # noqa: E402
+
+from align3d_rt.cli import main  # noqa: E402
+from align3d_rt.errors import Align3DError  # noqa: E402
+from align3d_rt import io_utils  # noqa: E402
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def _one_line(capsys: pytest.CaptureFixture[str], *needles: str) -> str:
+    lines = [ln for ln in capsys.readouterr().err.strip().splitlines()
+             if not ln.startswith("align3d_rt: onnxruntime:") and "sample/s]" not in ln]
+    assert len(lines) == 1 and "Traceback" not in lines[0], lines
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+def _load_calibration(folder: Path) -> None:
+    from align3d_rt.artifacts.calibration import load_calibration
+
+    load_calibration(folder / "cal.json")
+
+
+def _load_bundle(folder: Path) -> None:
+    from align3d_rt.artifacts.bundle import load_bundle
+
+    load_bundle(folder)
+
+
+def _read_config(folder: Path) -> None:
+    from align3d_rt.artifacts.run_dir import read_config
+
+    read_config(folder)
+
+
+JSON_READERS: list[tuple[str, str, Callable[[Path], None]]] = [
+    ("calibration", "cal.json", _load_calibration),
+    ("bundle manifest", "manifest.json", _load_bundle),
+    ("run config", "config.json", _read_config),
+]
+
+
+@pytest.mark.parametrize("what, name, read", JSON_READERS, ids=[w for w, _, _ in JSON_READERS])
+@pytest.mark.parametrize("content, problem", [(DEEP, "nested too deeply"), (None, "larger than")],
+                         ids=["deep", "huge"])
+def test_json_files_too_deep_or_too_large_are_one_line_errors(what: str, name: str, read: Callable[[Path], None],
+                                                               content: str | None, problem: str, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / name
+    if content is None:  # a huge file: the limit is lowered so the test stays small
+        monkeypatch.setattr(io_utils, "JSON_MAX_BYTES", 1000)
+        monkeypatch.setattr(io_utils.read_json, "__defaults__", (1000,))
+        content = "{" + " " * 2000 + "}"
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(Align3DError) as err:
+        read(tmp_path)
+    assert str(err.value).startswith(str(path)) and problem in str(err.value), err.value
+    assert "\n" not in str(err.value)
+
+
+def test_read_json_reads_at_most_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "x.json"
+    path.write_text('{"a": 1}', encoding="utf-8")
+    assert io_utils.read_json(path, max_bytes=8) == {"a": 1}
+    with pytest.raises(io_utils.JSONFileError, match="larger than"):
+        io_utils.read_json(path, max_bytes=7)
+
+
+@pytest.mark.parametrize("scores", [DEEP, "[1, 2]", '{"samples": [1, 2], "index": 3}'],
+                         ids=["deep", "list", "samples-list"])
+def test_infer_overwrite_onto_a_strange_scores_json_is_refused_on_one_line(
+        scores: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cloud = tmp_path / "c.npy"
+    np.save(cloud, bump_cloud(12, seed=1).points)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "scores.json").write_text(scores, encoding="utf-8")
+    rc = main(["infer", str(cloud), "--bundle", str(tmp_path / "no_bundle"), "--out", str(out), "--overwrite"])
+    assert rc == 2
+    _one_line(capsys, str(out))
+    assert (out / "scores.json").read_text(encoding="utf-8") == scores  # never deleted
+
+
+def test_triton_marker_too_deep_is_not_a_repository(tmp_path: Path) -> None:
+    from align3d_rt.artifacts import triton_layout as layout
+    from align3d_rt.export.triton_repository import is_repository, repository_files
+
+    (tmp_path / layout.MARKER_NAME).write_text(DEEP, encoding="utf-8")
+    assert not is_repository(tmp_path) and repository_files(tmp_path) == set()
