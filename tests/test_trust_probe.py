@@ -104,3 +104,26 @@ def test_triton_marker_too_deep_is_not_a_repository(tmp_path: Path) -> None:
 
     (tmp_path / layout.MARKER_NAME).write_text(DEEP, encoding="utf-8")
     assert not is_repository(tmp_path) and repository_files(tmp_path) == set()
+
+
+IGNORED_EXPORT_OPTIONS = [
+    (["--calibration", "cal.json"], "--calibration: read only with --format triton"),
+    (["--triton-name", "foo"], "--triton-name: read only with --format triton"),
+    (["--triton-gpu"], "--triton-gpu: read only with --format triton"),
+    (["--triton-encoder", "python"], "--triton-encoder: read only with --format triton"),
+    (["--triton-instances", "3"], "--triton-instances: read only with --format triton"),
+    (["--triton-engine-key", "k"], "--triton-engine-key: read only with --format triton"),
+    (["--workspace-gb", "2"], "--workspace-gb: read only with --tensorrt"),
+    (["--min-batch", "2"], "--min-batch: read only with --tensorrt"),
+    (["--max-batch", "36"], "--max-batch: read only with --tensorrt"),
+    (["--format", "openvino", "--triton-threads", "2"], "--triton-threads: read only with --format triton"),
+]
+
+
+@pytest.mark.parametrize("extra, problem", IGNORED_EXPORT_OPTIONS, ids=[" ".join(e) for e, _ in IGNORED_EXPORT_OPTIONS])
+def test_export_refuses_options_it_would_ignore(extra: list[str], problem: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["export", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "b"), *extra])
+    assert rc == 2
+    _one_line(capsys, problem, "would ignore")
+    assert not (tmp_path / "b").exists()
