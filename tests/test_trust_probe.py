@@ -127,3 +127,42 @@ def test_export_refuses_options_it_would_ignore(extra: list[str], problem: str, 
     assert rc == 2
     _one_line(capsys, problem, "would ignore")
     assert not (tmp_path / "b").exists()
+
+
+FOREIGN_OUT = [  # (command argv before --out, entries the user had)
+    (["demo", "--quick"], {"report.md": "mine"}),
+    (["demo", "--quick"], {"manifest.json": "{}", "notes.txt": "mine"}),
+    (["demo", "--quick"], {"data/x.txt": "mine"}),
+    (["bench", "--samples", "1"], {"bench.md": "mine"}),
+    (["bench", "--samples", "1"], {"bench.json": "{}", "notes.txt": "mine"}),
+]
+
+
+@pytest.mark.parametrize("argv, entries", FOREIGN_OUT, ids=[f"{a[0]}:{','.join(e)}" for a, e in FOREIGN_OUT])
+def test_demo_and_bench_never_write_into_a_folder_they_did_not_write(
+        argv: list[str], entries: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    for name, text in entries.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text, encoding="utf-8")
+    assert main([argv[0], "--out", str(out), *argv[1:]]) == 2
+    _one_line(capsys, str(out), f"not an align3d-rt {argv[0]} output", "never overwritten")
+    assert {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()} == set(entries)
+    assert all((out / n).read_text(encoding="utf-8") == t for n, t in entries.items())
+
+
+@pytest.mark.parametrize("command, entries", [
+    ("demo", ["data/.demo_data.json", "run/config.json", "eval_torch/manifest.json", "bundle_fp32/manifest.json"]),
+    ("bench", ["bench.json", "bench.md", "logs/row.log", "work/clouds/a.npy"]),
+    ("bench", ["logs/row.log", "work/clouds/a.npy"]),  # interrupted before its first row: resumes
+])
+def test_demo_and_bench_resume_from_their_own_output(command: str, entries: list[str], tmp_path: Path) -> None:
+    from align3d_rt.cli.bench import BENCH_ENTRIES, BENCH_MARKERS
+    from align3d_rt.cli.demo import DEMO_ENTRIES, DEMO_MARKERS
+    from align3d_rt.cli.out_folder import check_resumable_out
+
+    for name in entries:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x", encoding="utf-8")
+    names, markers = (DEMO_ENTRIES, DEMO_MARKERS) if command == "demo" else (BENCH_ENTRIES, BENCH_MARKERS)
+    check_resumable_out(tmp_path, command, names, markers)  # no error

@@ -48,6 +48,23 @@ def check_writable_target(path: Path, what: str = "output folder") -> None:
         raise Align3DError(f"{path}: cannot write the {what} ({probe} is not writable)")
 
 
+def check_resumable_out(path: Path, command: str, names: tuple[str, ...], markers: tuple[str, ...]) -> None:
+    """Refuse (one line) an ``--out`` for a command that writes fixed names into it and resumes from an
+    earlier run (demo, bench): a non-empty folder must hold one of ``markers`` and only ``names`` (a
+    trailing ``*`` is a prefix), else the user's files could be overwritten or mixed with ours."""
+    check_writable_target(path)
+    if not path.is_dir():
+        return
+    entries = sorted(e.name for e in path.iterdir())
+    if not entries:
+        return
+    foreign = [n for n in entries if not any(n == k or (k.endswith("*") and n.startswith(k[:-1])) for k in names)]
+    if foreign or not any((path / m).exists() for m in markers):
+        example = (foreign or entries)[0]
+        raise Align3DError(f"{path}: not an align3d-rt {command} output ({markers[0]} missing or other entries, e.g. "
+                           f"{example}); its {len(entries)} entries are never overwritten: choose a new or empty --out")
+
+
 def _entries(path: Path) -> list[Path]:
     return sorted(path.iterdir()) if path.is_dir() else []
 
