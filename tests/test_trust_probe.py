@@ -166,3 +166,14 @@ def test_demo_and_bench_resume_from_their_own_output(command: str, entries: list
         (tmp_path / name).write_text("x", encoding="utf-8")
     names, markers = (DEMO_ENTRIES, DEMO_MARKERS) if command == "demo" else (BENCH_ENTRIES, BENCH_MARKERS)
     check_resumable_out(tmp_path, command, names, markers)  # no error
+
+
+@pytest.mark.parametrize("product", ["a\nb", "tab\there", "\x1b[31mred", "x" * 201], ids=["newline", "tab", "escape", "long"])
+def test_calibrate_product_is_one_printable_line(product: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cloud = tmp_path / "c.npy"
+    np.save(cloud, bump_cloud(12, seed=1).points)
+    rc = main(["calibrate", "--bundle", str(tmp_path / "b"), "--good", str(cloud), "--product", product,
+               "--out", str(tmp_path / "cal.json")])
+    assert rc == 2
+    _one_line(capsys, "--product", "printable")
+    assert not (tmp_path / "cal.json").exists()
