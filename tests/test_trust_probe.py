@@ -177,3 +177,37 @@ def test_calibrate_product_is_one_printable_line(product: str, tmp_path: Path, c
     assert rc == 2
     _one_line(capsys, "--product", "printable")
     assert not (tmp_path / "cal.json").exists()
+
+
+EVAL_CHECKED_BEFORE_SCORING = [
+    (["--calibrate-on", "train", "--target-false-reject", "0"], "--target-false-reject 0.0: must be in (0, 1)"),
+    (["--calibrate-on", "train", "--target-false-reject", "nan"], "--target-false-reject nan: must be in (0, 1)"),
+    (["--calibrate-on", "train", "--target-false-reject", "1"], "--target-false-reject 1.0: must be in (0, 1)"),
+    (["--categories", "dome", "ring", "dome"], "--categories: dome given more than once"),
+]
+
+
+@pytest.mark.parametrize("extra, problem", EVAL_CHECKED_BEFORE_SCORING, ids=[" ".join(e) for e, _ in EVAL_CHECKED_BEFORE_SCORING])
+def test_eval_refuses_bad_choices_before_any_scoring(extra: list[str], problem: str, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import align3d_rt.cli.eval as eval_cli
+
+    def no_detector(args: object) -> None:
+        raise AssertionError("a detector was built before the options were checked")
+
+    monkeypatch.setattr(eval_cli, "build_detector", no_detector)
+    (tmp_path / "root").mkdir()
+    rc = main(["eval", "--protocol", "cross-dataset", "--dataset", "mvtec3d", "--root", str(tmp_path / "root"),
+               "--bundle", str(tmp_path / "b"), "--out", str(tmp_path / "o"), *extra])
+    assert rc == 2
+    line = _one_line(capsys, problem)
+    assert str(tmp_path / "root") not in line  # the option is the problem, not a dataset folder
+    assert not (tmp_path / "o").exists()
+
+
+def test_eval_root_that_is_a_file_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "root").write_text("x")
+    assert main(["eval", "--dataset", "mvtec3d", "--root", str(tmp_path / "root"), "--bundle", str(tmp_path / "b"),
+                 "--out", str(tmp_path / "o")]) == 2
+    _one_line(capsys, f"{tmp_path / 'root'}: dataset root is not a folder")
