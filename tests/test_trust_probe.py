@@ -211,3 +211,34 @@ def test_eval_root_that_is_a_file_says_so(tmp_path: Path, capsys: pytest.Capture
     assert main(["eval", "--dataset", "mvtec3d", "--root", str(tmp_path / "root"), "--bundle", str(tmp_path / "b"),
                  "--out", str(tmp_path / "o")]) == 2
     _one_line(capsys, f"{tmp_path / 'root'}: dataset root is not a folder")
+
+
+UNCHECKED_BEFORE = [  # (argv, words of the one line): each was a MemoryError/RuntimeError traceback or silently ignored
+    (["render", "c.npy", "--out", "o", "--image-size", "100000"], "argument --image-size: must be an integer from 8 to 4096"),
+    (["train", "--dataset", "synthetic", "--root", "r", "--category", "dome", "--out", "o", "--image-size", "5000"],
+     "argument --image-size: must be an integer from 8 to 4096"),
+    (["train", "--dataset", "synthetic", "--root", "r", "--category", "dome", "--out", "o", "--device", "tpu"],
+     "argument --device: must be auto, cpu, cuda or cuda:N"),
+    (["synth", "--out", "o", "--size", "100000x100000"], "--size: scans hold at most"),
+    (["synth", "--out", "o", "--categories", ","], "--categories ',': names no category"),
+    (["render", "c.npy", "--out", "o", "--category", "bagel"], "--category 'bagel': needs --dataset"),
+    (["render", "c.npy", "--out", "o", "--dataset", "mvtec3d", "--category", "bagle"], "not a mvtec3d category"),
+]
+
+
+@pytest.mark.parametrize("argv, problem", UNCHECKED_BEFORE, ids=[" ".join(a[:1] + a[-2:]) for a, _ in UNCHECKED_BEFORE])
+def test_options_checked_on_one_line_before_any_work(argv: list[str], problem: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "c.npy", bump_cloud(12, seed=1).points)
+    assert main(argv) == 2
+    _one_line(capsys, problem)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1"])
+def test_train_device_forms_that_work(device: str) -> None:
+    from align3d_rt.cli.train import train_device
+
+    assert train_device(device) == device
