@@ -23,6 +23,10 @@ class JSONFileError(ValueError):
 def read_json(path: str | os.PathLike[str], max_bytes: int = JSON_MAX_BYTES) -> Any:
     """``json.loads`` of a UTF-8 file, refusing files over ``max_bytes`` and nesting too deep for Python's
     parser. Raises OSError, or ValueError (UnicodeDecodeError, json.JSONDecodeError, JSONFileError)."""
+    import stat
+
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+        raise JSONFileError("not a regular file")
     with open(path, "rb") as f:
         data = f.read(max_bytes + 1)
     if len(data) > max_bytes:

@@ -242,3 +242,75 @@ def test_train_device_forms_that_work(device: str) -> None:
     from align3d_rt.cli.train import train_device
 
     assert train_device(device) == device
+
+
+EMPTY_ARGUMENTS = [  # argparse made each "" the current folder: infer "" scored every file below it
+    (["infer", "", "--bundle", "b", "--out", "o"], "a path argument: empty value"),
+    (["infer", "c.npy", "--bundle", "b", "--out", ""], "argument --out: empty value"),
+    (["infer", "c.npy", "--bundle", "b", "--out="], "argument --out: empty value"),
+    (["infer", "c.npy", "--bundle", "", "--out", "o"], "argument --bundle: empty value"),
+    (["calibrate", "--bundle", "b", "--good", "", "--product", "p", "--out", "c.json"], "argument --good: empty value"),
+    (["eval", "--dataset", "mvtec3d", "--root", "", "--bundle", "b", "--out", "o"], "argument --root: empty value"),
+    (["export", "--run", "", "--out", "o"], "argument --run: empty value"),
+]
+
+
+@pytest.mark.parametrize("argv, problem", EMPTY_ARGUMENTS, ids=[" ".join(a) for a, _ in EMPTY_ARGUMENTS])
+def test_empty_arguments_are_refused_not_read_as_the_current_folder(argv: list[str], problem: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "c.npy", bump_cloud(12, seed=1).points)
+    assert main(argv) == 2
+    _one_line(capsys, problem)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder-link"])
+def test_calibration_that_is_not_a_regular_file_is_refused_without_blocking(kind: str, tmp_path: Path) -> None:
+    import os
+
+    from align3d_rt.artifacts.calibration import load_calibration
+
+    path = tmp_path / "cal.json"
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would wait for a writer forever
+    else:
+        (tmp_path / "d").mkdir()
+        path.symlink_to(tmp_path / "d")
+    with pytest.raises(Align3DError) as err:
+        load_calibration(path)
+    assert str(err.value).startswith(f"{path}: unreadable calibration"), err.value
+
+
+@pytest.mark.parametrize("kind", ["fifo", "oversize", "deep"])
+def test_cpp_inspector_refuses_the_same_calibration_files_with_the_same_line(
+        kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+    import subprocess
+
+    import cpp_build
+
+    if missing := cpp_build.missing_tools():
+        pytest.skip(f"no C++ toolchain here ({', '.join(missing)})")
+    tool = cpp_build.build("cpp") / "cpp" / "align3d-inspect"
+    cloud = tmp_path / "c.npy"
+    np.save(cloud, bump_cloud(12, seed=1).points)
+    cal = tmp_path / "cal.json"
+    if kind == "fifo":
+        os.mkfifo(cal)
+    elif kind == "oversize":
+        with open(cal, "wb") as f:
+            f.truncate((64 << 20) + 1)  # sparse: no disk used
+    else:
+        cal.write_text(DEEP, encoding="utf-8")
+    proc = subprocess.run([str(tool), str(tmp_path / "no_bundle"), str(cloud), "--calibration", str(cal), "--out",
+                           str(tmp_path / "c")], capture_output=True, text=True, timeout=60)
+    capsys.readouterr()
+    assert main(["infer", str(cloud), "--bundle", str(tmp_path / "no_bundle"), "--calibration", str(cal), "--out",
+                 str(tmp_path / "p")]) == 2
+    py_line = _one_line(capsys).removeprefix("align3d-rt infer: error: ")
+    assert proc.returncode == 2 and proc.stderr.strip().startswith(f"{cal}: "), proc.stderr
+    if kind != "deep":  # nlohmann parses any depth: C++ then says the object is not a calibration
+        assert proc.stderr.strip() == py_line
+    assert not (tmp_path / "c").exists() and not (tmp_path / "p").exists()
