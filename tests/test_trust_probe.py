@@ -314,3 +314,36 @@ def test_cpp_inspector_refuses_the_same_calibration_files_with_the_same_line(
     if kind != "deep":  # nlohmann parses any depth: C++ then says the object is not a calibration
         assert proc.stderr.strip() == py_line
     assert not (tmp_path / "c").exists() and not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("where", ["bundle", "cloud", "--out", "--calibration"])
+def test_cpp_inspector_refuses_empty_arguments_like_python(where: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+
+    import cpp_build
+
+    if missing := cpp_build.missing_tools():
+        pytest.skip(f"no C++ toolchain here ({', '.join(missing)})")
+    tool = cpp_build.build("cpp") / "cpp" / "align3d-inspect"
+    cloud = tmp_path / "c.npy"
+    np.save(cloud, bump_cloud(12, seed=1).points)
+    bundle, clouds, out = str(tmp_path / "b"), [str(cloud)], str(tmp_path / "o")
+    extra: list[str] = []
+    if where == "bundle":
+        bundle = ""
+    elif where == "cloud":
+        clouds = [str(cloud), ""]
+    elif where == "--out":
+        out = ""
+    else:
+        extra = ["--calibration", ""]
+    proc = subprocess.run([str(tool), bundle, *clouds, "--out", out, *extra], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert main(["infer", *clouds, "--bundle", bundle, "--out", out, *extra]) == 2
+    py_line = _one_line(capsys).removeprefix("align3d-rt: error: ")
+    cpp_line = proc.stderr.strip()
+    assert proc.returncode == 2 and py_line.endswith("empty value (an unset shell variable?)"), (cpp_line, py_line)
+    # the same line, except that the bundle is a positional argument of align3d-inspect (--bundle of infer)
+    assert cpp_line == (py_line if where != "bundle" else "a path argument: empty value (an unset shell variable?)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy"]
