@@ -347,3 +347,21 @@ def test_cpp_inspector_refuses_empty_arguments_like_python(where: str, tmp_path:
     # the same line, except that the bundle is a positional argument of align3d-inspect (--bundle of infer)
     assert cpp_line == (py_line if where != "bundle" else "a path argument: empty value (an unset shell variable?)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npy"]
+
+
+@pytest.mark.parametrize("value", ["1025", "100000"])
+def test_threads_beyond_any_machine_are_refused_in_python_and_cpp(value: str, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+
+    import cpp_build
+
+    assert main(["infer", "c.npy", "--bundle", "b", "--out", str(tmp_path / "o"), "--threads", value]) == 2
+    _one_line(capsys, f"argument --threads: must be an integer from 1 to 1024, got '{value}'")
+    if missing := cpp_build.missing_tools():
+        pytest.skip(f"no C++ toolchain here ({', '.join(missing)})")
+    tool = cpp_build.build("cpp") / "cpp" / "align3d-inspect"
+    proc = subprocess.run([str(tool), "b", "c.npy", "--out", str(tmp_path / "o"), "--threads", value],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"--threads: must be an integer from 1 to 1024, got '{value}'"
+    assert not (tmp_path / "o").exists()

@@ -12,7 +12,7 @@ import sys
 from typing import Any, NoReturn
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "num_streams",
-           "image_size", "MAX_IMAGE_SIZE", "OneLineParser"]
+           "image_size", "MAX_IMAGE_SIZE", "thread_count", "MAX_THREADS", "OneLineParser"]
 
 MAX_IMAGE_SIZE = 4096  # 9 views x 4096^2 x 3 bytes = 450 MB of pictures before any feature map
 
@@ -45,6 +45,16 @@ def image_size(text: str) -> int:
     value = _int(text, 8, f"an integer from 8 to {MAX_IMAGE_SIZE}")
     if value > MAX_IMAGE_SIZE:
         raise argparse.ArgumentTypeError(f"must be an integer from 8 to {MAX_IMAGE_SIZE}, got {text!r}")
+    return value
+
+
+MAX_THREADS = 1024  # more threads than any machine has cores: a typo (--threads 100000 exhausted the machine)
+
+
+def thread_count(text: str) -> int:
+    value = _int(text, 1, f"an integer from 1 to {MAX_THREADS}")
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_THREADS}, got {text!r}")
     return value
 
 

@@ -128,6 +128,8 @@ Args parse(int argc, char** argv) {
       const std::string v = value("--threads");  // a positive integer, all digits (Python: cli/numbers.positive_int)
       const bool digits = !v.empty() && v.size() <= 9 && v.find_first_not_of("0123456789") == std::string::npos;
       if (!digits || std::stoi(v) < 1) throw align3d::Error("--threads: must be a positive integer, got '" + v + "'");
+      if (std::stoi(v) > 1024)  // as align3d-rt (cli/numbers.MAX_THREADS)
+        throw align3d::Error("--threads: must be an integer from 1 to 1024, got '" + v + "'");
       a.options.threads = std::stoi(v);
     } else if (arg.rfind("--", 0) == 0)
       throw align3d::Error(arg + ": unknown option");
