@@ -12,6 +12,31 @@ from typing import Any, Iterator
 import numpy as np
 
 
+# The largest JSON file the tool reads (manifests, run configs, calibrations, scores.json: all far smaller).
+JSON_MAX_BYTES = 64 << 20
+
+
+class JSONFileError(ValueError):
+    """A JSON file that is too large or too deeply nested to read (a ValueError, like json.JSONDecodeError)."""
+
+
+def read_json(path: str | os.PathLike[str], max_bytes: int = JSON_MAX_BYTES) -> Any:
+    """``json.loads`` of a UTF-8 file, refusing files over ``max_bytes`` and nesting too deep for Python's
+    parser. Raises OSError, or ValueError (UnicodeDecodeError, json.JSONDecodeError, JSONFileError)."""
+    import stat
+
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or device would block or never end
+        raise JSONFileError("not a regular file")
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise JSONFileError(f"larger than {max_bytes >> 20} MiB; not a file this tool wrote")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise JSONFileError("JSON nested too deeply; not a file this tool wrote") from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, on error removed.

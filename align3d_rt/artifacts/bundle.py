@@ -34,7 +34,7 @@ from typing import Any, Iterator
 
 from align3d_rt.artifacts.migrate import ALIGNER_CHANGE, Upgrade, upgrade
 from align3d_rt.errors import BundleError
-from align3d_rt.io_utils import sha256_file, write_json_atomic
+from align3d_rt.io_utils import read_json, sha256_file, write_json_atomic
 from align3d_rt.render.views import RenderSettings
 
 FORMAT_NAME = "align3d_rt.bundle"
@@ -119,8 +119,8 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     if not mpath.is_file():
         raise _fail(root, f"not a bundle ({MANIFEST_NAME} missing)")
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        manifest = read_json(mpath)
+    except (OSError, ValueError) as err:
         raise _fail(mpath, f"unreadable manifest ({type(err).__name__}: {err})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise _fail(mpath, f"not an {FORMAT_NAME} manifest")

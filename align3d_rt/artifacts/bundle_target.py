@@ -1,10 +1,10 @@
 """Where ``export`` may write a bundle: never over the run it exports, never over folders it did not write."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from align3d_rt.errors import BundleError
+from align3d_rt.io_utils import read_json
 
 
 def is_bundle_dir(path: Path) -> bool:
@@ -12,7 +12,7 @@ def is_bundle_dir(path: Path) -> bool:
     from align3d_rt.artifacts.bundle import FORMAT_NAME, MANIFEST_NAME
 
     try:
-        manifest = json.loads((Path(path) / MANIFEST_NAME).read_text(encoding="utf-8"))
+        manifest = read_json(Path(path) / MANIFEST_NAME)
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME
@@ -23,7 +23,7 @@ def bundle_files(path: Path) -> set[str]:
     from align3d_rt.artifacts.bundle import MANIFEST_NAME
 
     try:
-        files = json.loads((Path(path) / MANIFEST_NAME).read_text(encoding="utf-8")).get("files")
+        files = read_json(Path(path) / MANIFEST_NAME).get("files")
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         return set()
     return {MANIFEST_NAME, *(f for f in files if isinstance(f, str))} if isinstance(files, dict) else {MANIFEST_NAME}

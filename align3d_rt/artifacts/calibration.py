@@ -20,7 +20,7 @@ from typing import Any
 
 from align3d_rt.artifacts.bundle import canonical_digest
 from align3d_rt.errors import Align3DError
-from align3d_rt.io_utils import sha256_file, write_text_atomic
+from align3d_rt.io_utils import read_json, sha256_file, write_text_atomic
 
 CALIBRATION_FORMAT = "align3d_rt.calibration"
 CALIBRATION_VERSION = 1
@@ -211,8 +211,8 @@ def _check_other_fields(data: dict[str, Any], path: Path) -> None:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return read_json(path)
+    except (OSError, ValueError) as err:
         raise _fail(path, f"unreadable calibration ({type(err).__name__}: {err})") from None
 
 
@@ -245,7 +245,7 @@ def is_calibration_file(path: str | os.PathLike[str]) -> bool:
     if not p.is_file():
         return False
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
+        data = read_json(p)
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return isinstance(data, dict) and data.get("format") == CALIBRATION_FORMAT

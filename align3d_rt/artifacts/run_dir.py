@@ -22,7 +22,7 @@ import numpy as np
 
 from align3d_rt.errors import RunDirError
 from align3d_rt.artifacts.migrate import ALIGNER_CHANGE, Upgrade, upgrade
-from align3d_rt.io_utils import atomic_path, write_json_atomic, write_text_atomic
+from align3d_rt.io_utils import atomic_path, read_json, write_json_atomic, write_text_atomic
 from align3d_rt.render.views import RenderSettings
 
 __all__ = [
@@ -147,9 +147,9 @@ def read_config(run: str | Path) -> dict:
     if not path.is_file():
         raise RunDirError(f"{run}: not a training run directory (no {CONFIG}); train one with `align3d-rt train`")
     try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise RunDirError(f"{path}: unreadable config ({err.__class__.__name__}); re-run training") from None
+        config = read_json(path)
+    except (OSError, ValueError) as err:
+        raise RunDirError(f"{path}: unreadable config ({err.__class__.__name__}: {err}); re-run training") from None
     if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
         raise RunDirError(f"{path}: not an align3d_rt run config (format {config.get('format') if isinstance(config, dict) else None!r})")
     return upgrade(config, RUN_FORMAT_VERSION, UPGRADES, lambda problem: RunDirError(f"{path}: {problem}"),

@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on hub retries; weights come from the cache
     parser = build_parser()
+    if (empty := _empty_argument(sys.argv[1:] if argv is None else argv)) is not None:
+        print(f"align3d-rt: error: {empty}", file=sys.stderr)
+        return 2
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # a usage error (one line, 2) or --help/--version (0): returned like any other
@@ -69,6 +72,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"align3d-rt {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _empty_argument(argv: list[str]) -> str | None:
+    """Why an empty argument is refused (None when there is none): argparse would turn ``--out ""`` or a
+    path ``""`` (an unset shell variable) into ``.``, the current folder, and read or write there."""
+    for i, token in enumerate(argv):
+        if token.startswith("--") and token.endswith("=") and len(token) > 3:
+            return f"argument {token[:-1]}: empty value (an unset shell variable?)"
+        if token == "":
+            before = argv[i - 1] if i > 0 else ""
+            where = f"argument {before}" if before.startswith("--") else "a path argument"
+            return f"{where}: empty value (an unset shell variable?)"
+    return None
 
 
 def os_error_line(err: OSError) -> str:

@@ -62,13 +62,18 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
     return values
 
 
+# What bench writes at the top of --out (reports, per-row logs, the default --workdir).
+BENCH_ENTRIES = ("bench.md", "bench.json", "bench.png", "logs", "work")
+BENCH_MARKERS = ("bench.json", "work/clouds")  # one of them marks an earlier bench
+
+
 def config_from_args(args: argparse.Namespace) -> "BenchConfig":  # noqa: F821 - imported lazily
     """Check the arguments (one-line errors) and build the BenchConfig; creates nothing."""
     from align3d_rt.eval.bench import BenchConfig
     from align3d_rt.eval.bench.inspector import find_inspector
+    from align3d_rt.cli.out_folder import check_resumable_out
 
-    if args.out.exists() and not args.out.is_dir():
-        raise input_error(args.out, "exists and is not a folder")
+    check_resumable_out(args.out, "bench", BENCH_ENTRIES, BENCH_MARKERS)
     if args.samples < 1:
         raise Align3DError(f"--samples {args.samples}: must be at least 1")
     if args.row_timeout <= 0:

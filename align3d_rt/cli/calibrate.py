@@ -30,6 +30,9 @@ from align3d_rt.cli.numbers import positive_int
 from align3d_rt.render.views import DATASET_CATEGORIES, category_problem
 
 
+PRODUCT_MAX_CHARS = 200  # the name appears in one-line messages, scores.json and Triton parameters
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "calibrate",
@@ -106,6 +109,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
         raise Align3DError(problem)
     if not args.product.strip():
         raise Align3DError("--product: needs a non-empty product name")
+    if not args.product.isprintable() or len(args.product) > PRODUCT_MAX_CHARS:
+        raise Align3DError(f"--product {args.product[:40]!r}: a product name is one line of printable characters, "
+                           f"at most {PRODUCT_MAX_CHARS}")
     bad_files = collect_files(list(args.bad)) if args.bad else []
     check_settings(args.rule, args.target_false_reject, args.confidence, args.target_false_accept,
                    len(bad_files), args.min_region_points, args.region_spacing_factor)

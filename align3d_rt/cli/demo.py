@@ -53,7 +53,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.set_defaults(func=run_demo_cmd)
 
 
+# What the demo writes at the top of --out (a rerun resumes from them; nothing else is ever mixed in).
+DEMO_ENTRIES = ("data", "run", "pages", "logs", "work", "manifest.json", "report.md", "bundle_*", "eval_*")
+DEMO_MARKERS = ("data/.demo_data.json", "manifest.json")  # one of them marks an earlier demo
+
+
 def run_demo_cmd(args: argparse.Namespace) -> int:
+    from align3d_rt.cli.out_folder import check_resumable_out
+
+    check_resumable_out(args.out, "demo", DEMO_ENTRIES, DEMO_MARKERS)
     cfg = DemoConfig(out=args.out, precisions=tuple(args.precisions), ir_precisions=tuple(args.ir_precisions),
                      seed=args.seed, device=args.device)
     if args.quick:

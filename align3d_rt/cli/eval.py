@@ -57,6 +57,19 @@ def run_eval(args: argparse.Namespace) -> int:
         return _run_eval(args, rank.is_main)
 
 
+def _check_choices(args: argparse.Namespace) -> None:
+    """One-line refusals of --categories given twice and of --target-false-reject (checked before scoring)."""
+    from align3d_rt.eval.calibration import check_settings
+
+    repeated = sorted({c for c in args.categories or [] if args.categories.count(c) > 1})
+    if repeated:
+        raise Align3DError(f"--categories: {', '.join(repeated)} given more than once (each class is evaluated once)")
+    if args.target_false_reject is not None:
+        if args.calibrate_on is None:
+            raise Align3DError("--target-false-reject needs --calibrate-on (a calibration file has its own target)")
+        check_settings("conformal", args.target_false_reject, None, None, 0)
+
+
 def _run_eval(args: argparse.Namespace, main: bool) -> int:
     import contextlib
 
@@ -72,11 +85,10 @@ def _run_eval(args: argparse.Namespace, main: bool) -> int:
                           inputs=(getattr(args, "bundle", None),))
     folder.check()  # before any work
     if not args.root.is_dir():
-        raise Align3DError(f"{args.root}: dataset root not found")
+        raise Align3DError(f"{args.root}: dataset root {'is not a folder' if args.root.exists() else 'not found'}")
+    _check_choices(args)  # before any work
     detector = apply_scoring(args, build_detector(args))
     calibration = _load_calibration(args, detector) if args.calibration is not None else None
-    if args.target_false_reject is not None and args.calibrate_on is None:
-        raise Align3DError("--target-false-reject needs --calibrate-on (a calibration file has its own target)")
     distributed.barrier()  # every rank has checked --out before rank 0 locks (and maybe empties) it
     with folder if main else contextlib.nullcontext():
         outcome = run_protocol(detector, args.protocol, args.dataset, args.root, args.out, categories=args.categories,

@@ -38,13 +38,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         f"(default {DEFAULT_CALIBRATION_SAMPLES}; recorded in the manifest)")
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset, 13 to 23 (default 17)")
     p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (fp16 only; needs TensorRT + GPU)")
-    p.add_argument("--min-batch", type=positive_int, default=1, help="TensorRT profile: smallest view batch (default 1)")
-    p.add_argument("--opt-batch", type=positive_int, default=9, help="TensorRT profile: tuned view batch (default 9); Triton: preferred encoder batch")
-    p.add_argument("--max-batch", type=positive_int, default=18, help="TensorRT profile: largest view batch (default 18); Triton: the encoder max_batch_size (a TensorRT engine brings its own)")
-    p.add_argument("--workspace-gb", type=positive_float, default=4.0, help="TensorRT builder workspace in GiB (default 4)")
+    p.add_argument("--min-batch", type=positive_int, default=_TENSORRT_ONLY["min_batch"], help="TensorRT profile: smallest view batch (default 1)")
+    p.add_argument("--opt-batch", type=positive_int, default=_TENSORRT_ONLY["opt_batch"], help="TensorRT profile: tuned view batch (default 9); Triton: preferred encoder batch")
+    p.add_argument("--max-batch", type=positive_int, default=_TENSORRT_ONLY["max_batch"], help="TensorRT profile: largest view batch (default 18); Triton: the encoder max_batch_size (a TensorRT engine brings its own)")
+    p.add_argument("--workspace-gb", type=positive_float, default=_TENSORRT_ONLY["workspace_gb"], help="TensorRT builder workspace in GiB (default 4)")
     add_triton_options(p)
     p.set_defaults(func=run_export)
 
+
+
+# TensorRT profile options and their defaults (--opt/--max-batch also shape a Triton repository).
+_TENSORRT_ONLY = {"min_batch": 1, "opt_batch": 9, "max_batch": 18, "workspace_gb": 4.0}
+
+
+def check_used_options(args: argparse.Namespace) -> None:
+    """Refuse (one line) options this export would ignore: --format triton ones, TensorRT ones without --tensorrt."""
+    from align3d_rt.cli.export_triton import unused_triton_options
+
+    needs = {opt: f"--format {TRITON}" for opt in unused_triton_options(args)}
+    if not args.tensorrt:
+        needs |= {"--" + k.replace("_", "-"): "--tensorrt" for k, default in _TENSORRT_ONLY.items()
+                  if getattr(args, k) != default}
+    if needs:
+        opts, it = ", ".join(needs), "it" if len(needs) == 1 else "them"
+        raise Align3DError(f"{opts}: read only with {' or '.join(sorted(set(needs.values())))}; this export "
+                           f"(--format {args.fmt}) would ignore {it}: leave {it} out")
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -54,6 +72,7 @@ def run_export(args: argparse.Namespace) -> int:
         return run_triton_export(args)
     if args.run is None:
         raise Align3DError(f"--bundle is the source of --format {TRITON}; export a bundle from a training run with --run")
+    check_used_options(args)
     from align3d_rt.export.onnx_export import export_bundle
 
     from align3d_rt.export.onnx_export import check_opset

@@ -9,6 +9,8 @@ from align3d_rt.errors import Align3DError
 from align3d_rt.cli.numbers import non_negative_int, positive_int
 
 TRITON = "triton"
+# Options only --format triton reads, with their defaults (filled by add_triton_options).
+TRITON_ONLY_DEFAULTS: dict[str, object] = {}
 
 
 def add_triton_options(p: argparse.ArgumentParser) -> None:
@@ -37,6 +39,13 @@ def add_triton_options(p: argparse.ArgumentParser) -> None:
                         "pipeline then also returns 'decision' (JSON), 'point_scores_normalized' and 'region_labels'")
     g.add_argument("--triton-engine-key", default=None,
                    help="TensorRT: the bundle's engine to serve when it holds several")
+    TRITON_ONLY_DEFAULTS.update({a.dest: a.default for a in g._group_actions})
+
+
+def unused_triton_options(args: argparse.Namespace) -> list[str]:
+    """The --format triton options given (not at their default) to another --format: never silently ignored."""
+    return ["--" + dest.replace("_", "-") for dest, default in TRITON_ONLY_DEFAULTS.items()
+            if getattr(args, dest, default) != default]
 
 
 def run_triton_export(args: argparse.Namespace) -> int:

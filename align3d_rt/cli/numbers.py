@@ -1,7 +1,8 @@
 """argparse types for every numeric option: a bad value is one line, exit 2, before any work.
 
 ``positive_int`` (1, 2, ...), ``non_negative_int`` (0, 1, ...), ``positive_float`` / ``non_negative_float``
-(finite), ``fraction`` (finite, in [0, 1]), ``num_streams`` (a positive int or AUTO).
+(finite), ``fraction`` (finite, in [0, 1]), ``num_streams`` (a positive int or AUTO), ``image_size``
+(render size in pixels, 8 to MAX_IMAGE_SIZE: nine views of a larger size do not fit in memory).
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import sys
 from typing import Any, NoReturn
 
 __all__ = ["positive_int", "non_negative_int", "positive_float", "non_negative_float", "fraction", "num_streams",
-           "OneLineParser"]
+           "image_size", "MAX_IMAGE_SIZE", "thread_count", "MAX_THREADS", "OneLineParser"]
+
+MAX_IMAGE_SIZE = 4096  # 9 views x 4096^2 x 3 bytes = 450 MB of pictures before any feature map
 
 
 def _int(text: str, lowest: int, what: str) -> int:
@@ -36,6 +39,23 @@ def _float(text: str, what: str, ok: Any) -> float:
 
 def positive_int(text: str) -> int:
     return _int(text, 1, "a positive integer")
+
+
+def image_size(text: str) -> int:
+    value = _int(text, 8, f"an integer from 8 to {MAX_IMAGE_SIZE}")
+    if value > MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be an integer from 8 to {MAX_IMAGE_SIZE}, got {text!r}")
+    return value
+
+
+MAX_THREADS = 1024  # more threads than any machine has cores: a typo (--threads 100000 exhausted the machine)
+
+
+def thread_count(text: str) -> int:
+    value = _int(text, 1, f"an integer from 1 to {MAX_THREADS}")
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {MAX_THREADS}, got {text!r}")
+    return value
 
 
 def non_negative_int(text: str) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 
 from align3d_rt.runtime import registry
 from align3d_rt.runtime.devices import DEVICE_CHOICES
-from align3d_rt.cli.numbers import num_streams, positive_int
+from align3d_rt.cli.numbers import num_streams, thread_count
 
 
 def add_detector_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -49,7 +49,7 @@ def add_runner_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-name", default=None,
                         help=f"the backend's own device name, e.g. CPU (default), GPU, NPU, AUTO ({who('device_name')})")
     parser.add_argument("--num-streams", type=num_streams, default=None, help=f"parallel inference streams ({who('num_streams')})")
-    parser.add_argument("--threads", type=positive_int, default=None, help=f"encoder threads ({who('threads')})")
+    parser.add_argument("--threads", type=thread_count, default=None, help=f"encoder threads ({who('threads')})")
 
 
 def runner_options(args: argparse.Namespace, backend: str | None) -> dict[str, Any]:

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 from pathlib import Path
 from types import TracebackType
 
 from align3d_rt.errors import Align3DError
-from align3d_rt.io_utils import foreign_entries, remove_owned
+from align3d_rt.io_utils import foreign_entries, read_json, remove_owned
 
 # command -> (file, keys it must hold) that marks a folder as that command's output
 _SIGNATURES = {"infer": ("scores.json", ("detector", "samples", "failed")),
@@ -47,6 +46,23 @@ def check_writable_target(path: Path, what: str = "output folder") -> None:
         raise Align3DError(f"{path}: cannot create the {what} ({probe} is a file, not a folder)")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise Align3DError(f"{path}: cannot write the {what} ({probe} is not writable)")
+
+
+def check_resumable_out(path: Path, command: str, names: tuple[str, ...], markers: tuple[str, ...]) -> None:
+    """Refuse (one line) an ``--out`` for a command that writes fixed names into it and resumes from an
+    earlier run (demo, bench): a non-empty folder must hold one of ``markers`` and only ``names`` (a
+    trailing ``*`` is a prefix), else the user's files could be overwritten or mixed with ours."""
+    check_writable_target(path)
+    if not path.is_dir():
+        return
+    entries = sorted(e.name for e in path.iterdir())
+    if not entries:
+        return
+    foreign = [n for n in entries if not any(n == k or (k.endswith("*") and n.startswith(k[:-1])) for k in names)]
+    if foreign or not any((path / m).exists() for m in markers):
+        example = (foreign or entries)[0]
+        raise Align3DError(f"{path}: not an align3d-rt {command} output ({markers[0]} missing or other entries, e.g. "
+                           f"{example}); its {len(entries)} entries are never overwritten: choose a new or empty --out")
 
 
 def _entries(path: Path) -> list[Path]:
@@ -81,7 +97,7 @@ def owned_files(path: Path, command: str) -> set[str]:
                           if f.name.endswith(suffixes) and f.is_file() and not f.is_symlink()}
         return owned
     try:
-        data = json.loads((path / "scores.json").read_text(encoding="utf-8"))
+        data = read_json(path / "scores.json")
     except (OSError, UnicodeDecodeError, ValueError):
         return set()
     owned = {"scores.json"}
@@ -99,7 +115,7 @@ def written_by(path: Path) -> str | None:
     """The align3d-rt command whose output ``path`` holds ('infer', 'eval', 'render') or None."""
     for command, (name, keys) in _SIGNATURES.items():
         try:
-            data = json.loads((Path(path) / name).read_text(encoding="utf-8"))
+            data = read_json(Path(path) / name)
         except (OSError, UnicodeDecodeError, ValueError):
             continue
         if isinstance(data, dict) and all(k in data for k in keys):

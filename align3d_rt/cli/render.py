@@ -11,7 +11,7 @@ import numpy as np
 from align3d_rt import errors
 from align3d_rt.io_utils import atomic_path, save_npz_atomic, save_png_atomic
 from align3d_rt.render.views import VIEW_PRESETS
-from align3d_rt.cli.numbers import positive_int
+from align3d_rt.cli.numbers import image_size
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, choices=sorted(VIEW_PRESETS), help="view preset (default: paper9, "
                    "or the dataset's preset with --dataset)")
     p.add_argument("--renderer", default="splat", choices=["splat", "open3d"])
-    p.add_argument("--image-size", type=positive_int, default=336)
+    p.add_argument("--image-size", type=image_size, default=336)
     p.add_argument("--out", required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier render output at --out: only the files it wrote (a folder holding "
@@ -73,13 +73,15 @@ def run(args: argparse.Namespace) -> int:
 
     from align3d_rt.cli.out_folder import OutputFolder
 
+    from align3d_rt.render.views import category_problem
+
+    if (problem := category_problem(args.dataset or "", args.category)) is not None:  # the names infer accepts
+        raise errors.Align3DError(problem)
     folder = OutputFolder(Path(args.out), "render", overwrite=args.overwrite)
     folder.check()  # before any work: files of the user's are never overwritten
     path = Path(args.dataset_root) / args.path if args.dataset_root else Path(args.path)
     if not path.is_file():
         raise errors.input_error(path, "point file not found")
-    if args.image_size < 8:
-        raise errors.Align3DError(f"--image-size: {args.image_size} is too small (at least 8)")
     sample = load_point_file(path, num_points=REAL3D_POINTS if args.dataset == "real3d" else None)
     settings = _settings(args)
     result = render_views(sample.points, settings, colors=sample.colors, labels=sample.point_labels)

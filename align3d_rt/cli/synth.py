@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_synth)
 
 
+MAX_SCAN_CELLS = 2048 * 2048  # MVTec 3D-AD scans are about 800x800; larger ones do not fit in memory
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -31,11 +34,15 @@ def _size(text: str) -> tuple[int, int]:
         raise errors.Align3DError(f"--size: expected HxW like 180x240, got {text!r}") from None
     if h < 40 or w < 40:
         raise errors.Align3DError(f"--size: scans must be at least 40x40, got {text!r}")
+    if h * w > MAX_SCAN_CELLS:
+        raise errors.Align3DError(f"--size: scans hold at most {MAX_SCAN_CELLS} cells (e.g. 2048x2048), got {text!r}")
     return h, w
 
 
 def run_synth(args: argparse.Namespace) -> int:
     cats = [c.strip() for c in args.categories.split(",") if c.strip()] or None
+    if args.categories.strip() and cats is None:
+        raise errors.Align3DError(f"--categories {args.categories!r}: names no category (leave it out for all)")
     for name in ("n_train", "n_test_good", "n_per_defect", "n_test", "n_points"):
         if getattr(args, name) < 0:
             raise errors.Align3DError(f"--{name.replace('_', '-')} must be >= 0")

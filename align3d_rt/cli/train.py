@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from align3d_rt.errors import Align3DError
-from align3d_rt.cli.numbers import fraction, non_negative_float, non_negative_int, positive_float, positive_int
+from align3d_rt.cli.numbers import fraction, image_size, non_negative_float, non_negative_int, positive_float, positive_int
 
 DATASETS = ("mvtec3d", "eyecandies", "real3d", "synthetic")
 
@@ -17,6 +17,15 @@ def _stop_after(text: str) -> tuple[int, int]:
     if stage not in (1, 2) or epochs < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: stage must be 1 or 2 and epochs >= 0")
     return stage, epochs
+
+
+def train_device(text: str) -> str:
+    """--device: auto, cpu, cuda or cuda:N (anything else would be a torch traceback mid-run)."""
+    import re
+
+    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:[0-9]+", text):
+        return text
+    raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda or cuda:N, got {text!r}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,9 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fusion-weight", type=fraction, default=0.5, help="weight of the aligned branch at inference")
     p.add_argument("--preset", default=None, help="view preset (default: the dataset's)")
     p.add_argument("--renderer", default="splat", choices=("splat", "open3d"))
-    p.add_argument("--image-size", type=positive_int, default=None, help="render size (default 336; smaller for quick demos)")
+    p.add_argument("--image-size", type=image_size, default=None, help="render size (default 336; smaller for quick demos)")
     p.add_argument("--max-samples", type=positive_int, default=None, help="use at most N training samples")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", type=train_device, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--stop-after", type=_stop_after, default=None, metavar="STAGE:EPOCHS",
                    help="stop once STAGE has finished EPOCHS epochs (continue later with --resume)")

@@ -5,7 +5,6 @@ samples) and ``NAME_classes/<class>.examples.npz`` (the example renders for the 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import numpy as np
 from align3d_rt.errors import Align3DError
 from align3d_rt.eval.pictures import Example
 from align3d_rt.eval.report import ClassResult
-from align3d_rt.io_utils import save_npz_atomic, write_json_atomic
+from align3d_rt.io_utils import read_json, save_npz_atomic, write_json_atomic
 
 
 def class_dir(out: Path, name: str) -> Path:
@@ -47,7 +46,7 @@ def load_class(folder: Path, category: str, identity: dict[str, Any]) -> tuple[C
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)
         if data["identity"] != identity:
             raise Align3DError(f"{path}: written by an evaluation with other settings (detector, dataset or "
                                f"protocol); --resume needs the same ones, or use --overwrite")

@@ -23,7 +23,7 @@ from align3d_rt.artifacts.bundle import Bundle, load_bundle, manifest_digest
 from align3d_rt.errors import BundleError
 from align3d_rt.export.triton_config import (ENCODER_SERVING, ONNX, OPENVINO, PYTHON, TENSORRT, EncoderServing,
                                              encoder_config, pipeline_config, to_pbtxt)
-from align3d_rt.io_utils import rename_noreplace, sha256_file, write_json_atomic, write_text_atomic
+from align3d_rt.io_utils import read_json, rename_noreplace, sha256_file, write_json_atomic, write_text_atomic
 
 AUTO = "auto"
 ENCODER_CHOICES = (AUTO, *ENCODER_SERVING)
@@ -51,8 +51,8 @@ class TritonPythonModel:
 def is_repository(path: Path) -> bool:
     """True when ``path`` holds the marker of a repository this tool wrote."""
     try:
-        marker = json.loads((Path(path) / layout.MARKER_NAME).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        marker = read_json(Path(path) / layout.MARKER_NAME)
+    except (OSError, ValueError):
         return False
     return isinstance(marker, dict) and marker.get("format") == layout.MARKER_FORMAT
 
@@ -77,8 +77,8 @@ def check_target(out: Path, overwrite: bool) -> None:
 def repository_files(path: Path) -> set[str]:
     """The files the repository's marker lists as written by this tool (older markers: its two model folders)."""
     try:
-        marker = json.loads((Path(path) / layout.MARKER_NAME).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        marker = read_json(Path(path) / layout.MARKER_NAME)
+    except (OSError, ValueError):
         return set()
     files = marker.get("files") if isinstance(marker, dict) else None
     if isinstance(files, list):

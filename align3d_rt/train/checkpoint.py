@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from align3d_rt.errors import RunDirError
-from align3d_rt.io_utils import sha256_file, write_json_atomic
+from align3d_rt.io_utils import read_json, sha256_file, write_json_atomic
 from align3d_rt.artifacts.run_dir import CHECKPOINTS, load_tensors, save_tensors, write_losses
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def read_checkpoint(run: str | Path, stage: int) -> Checkpoint | None:
     if not meta_path.is_file():
         return None
     try:
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path)
         file = folder / meta["file"]
         epoch = int(meta["epoch"])
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -146,8 +146,8 @@ def read_history(run: str | Path, stage: int) -> list[dict[str, Any]]:
     """Loss history recorded in the stage's checkpoint JSON ([] when none or unreadable)."""
     path = Path(run) / CHECKPOINTS / f"stage{stage}.json"
     try:
-        return list(json.loads(path.read_text()).get("history", []))
-    except (OSError, json.JSONDecodeError, AttributeError):
+        return list(read_json(path).get("history", []))
+    except (OSError, ValueError, AttributeError, TypeError):
         return []
 
 

@@ -138,6 +138,12 @@ bool has_nonfinite(const nlohmann::json& v) {
 
 nlohmann::json read_json(const std::string& path, bool& nonfinite) {
   auto fail = [&](const std::string& detail) { throw Error(path + ": unreadable calibration (" + detail + ")"); };
+  // as io_utils.read_json: a FIFO or device would block or never end; no calibration is near 64 MiB
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (!ec && fs::exists(st) && !fs::is_regular_file(st)) fail("JSONFileError: not a regular file");
+  if (!ec && fs::is_regular_file(st) && fs::file_size(path, ec) > (std::uintmax_t{64} << 20) && !ec)
+    fail("JSONFileError: larger than 64 MiB; not a file this tool wrote");
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     const int e = errno;

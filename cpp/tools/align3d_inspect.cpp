@@ -96,6 +96,8 @@ Args parse(int argc, char** argv) {
     const std::string arg = argv[i];
     auto value = [&](const char* name) -> std::string {
       if (i + 1 >= argc) throw align3d::Error(std::string(name) + ": expects a value");
+      if (argv[i + 1][0] == '\0')  // as align3d-rt: "" (an unset variable) is never read as the current folder
+        throw align3d::Error(std::string("argument ") + name + ": empty value (an unset shell variable?)");
       return argv[++i];
     };
     if (arg == "-h" || arg == "--help") {
@@ -118,7 +120,6 @@ Args parse(int argc, char** argv) {
       a.options.category = value("--category");
     else if (arg == "--calibration") {
       a.options.calibration = value("--calibration");
-      if (a.options.calibration.empty()) a.options.calibration = ".";  // pathlib's Path(""), refused as a folder
     } else if (arg == "--png")
       a.png = true;
     else if (arg == "--overwrite")
@@ -127,9 +128,13 @@ Args parse(int argc, char** argv) {
       const std::string v = value("--threads");  // a positive integer, all digits (Python: cli/numbers.positive_int)
       const bool digits = !v.empty() && v.size() <= 9 && v.find_first_not_of("0123456789") == std::string::npos;
       if (!digits || std::stoi(v) < 1) throw align3d::Error("--threads: must be a positive integer, got '" + v + "'");
+      if (std::stoi(v) > 1024)  // as align3d-rt (cli/numbers.MAX_THREADS)
+        throw align3d::Error("--threads: must be an integer from 1 to 1024, got '" + v + "'");
       a.options.threads = std::stoi(v);
     } else if (arg.rfind("--", 0) == 0)
       throw align3d::Error(arg + ": unknown option");
+    else if (arg.empty())
+      throw align3d::Error("a path argument: empty value (an unset shell variable?)");
     else
       positional.push_back(arg);
   }
