@@ -338,7 +338,7 @@ def test_sharded_eval_equals_single_process(dome_root: Path, tmp_path: Path) -> 
 
 @pytest.mark.heavy
 def test_a_dying_rank_aborts_a_sharded_eval(dome_root: Path, tmp_path: Path) -> None:
-    """Rank 1 dies after scoring its shard: the job ends non-zero naming rank 1; the manifest never says complete."""
+    """Rank 1 dies after scoring its shard: the job ends non-zero naming rank 1; no manifest says running or complete."""
     from align3d_rt.train.random_run import random_run_dir
 
     run = random_run_dir(tmp_path / "run", category="box")
@@ -350,6 +350,9 @@ def test_a_dying_rank_aborts_a_sharded_eval(dome_root: Path, tmp_path: Path) -> 
     # rank 0's progress bar (carriage returns, no newline) may share a line with rank 1's message
     lines = re.findall(r"align3d-rt eval: error: rank 1 of 2: [^\r\n]*", res.stderr)
     assert len(lines) == 1 and "injected failure at 'eval'" in lines[0], res.stderr[-3000:]
-    assert (out / "manifest.json").is_file(), res.stderr[-3000:]
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "running" and not (out / "results.json").exists(), manifest["status"]
+    assert not (out / "results.json").exists()
+    # No class finished on every rank: the stop rule (eval/protocols.py) removes the manifest, or, when
+    # the job was cut off while publishing, it says stopped; it never says running or complete.
+    if (out / "manifest.json").is_file():
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["status"] in ("stopped", "interrupted"), manifest["status"]

@@ -173,6 +173,37 @@ def test_eval_stopped_after_a_class_says_stopped(tiny_run: Path, synthetic_root:
     assert manifest["status"] == "stopped" and len(manifest["finished_classes"]) == 1
 
 
+def test_eval_terminated_after_a_class_says_interrupted(tiny_run: Path, synthetic_root: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """SIGTERM (kill, torchrun stopping the ranks) unwinds like Ctrl-C: exit 143, one line, and the manifest
+    says "interrupted" with the finished class kept; the SIGTERM handler is restored afterwards."""
+    import os
+    import signal
+
+    import align3d_rt.eval.protocols as protocols
+
+    real = protocols.evaluate_class
+    calls = {"n": 0}
+
+    def second_is_killed(*args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(protocols, "evaluate_class", second_is_killed)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "e"
+    rc = main(["eval", "--dataset", "synthetic", "--root", str(synthetic_root), "--run", str(tiny_run),
+               "--out", str(out), "--protocol", "cross-dataset", "--examples", "0"])
+    assert rc == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "align3d-rt eval: terminated"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted" and len(manifest["finished_classes"]) == 1
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 @pytest.mark.parametrize("case, problem", [
     ("int_entry_key", "entry key 7 is not a string"),
     ("int_sd_key", "state-dict key 5 is not a string"),

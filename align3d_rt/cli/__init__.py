@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
+from typing import Any
 
 # Each module's register(subparsers) adds its command. Modules must not import torch at import time
 # (the line-side ONNX Runtime path runs without it).
@@ -52,8 +55,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # a usage error (one line, 2) or --help/--version (0): returned like any other
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    previous = _stop_on_sigterm()
     try:
         rc = args.func(args)
+    except Terminated:
+        print(f"align3d-rt {args.command}: terminated", file=sys.stderr)
+        return 143
     except Align3DError as err:
         print(f"align3d-rt {args.command}: error: {_rank_prefix()}{err}", file=sys.stderr)
         _tell_torchrun(err)
@@ -71,7 +78,27 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"align3d-rt {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return int(rc or 0)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, torchrun stopping the other ranks): unwinds like Ctrl-C, so a stopped train or eval
+    records that it stopped instead of leaving a manifest that says "running"."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _stop_on_sigterm() -> Any:
+    """Turn SIGTERM into :class:`Terminated` while a command runs; returns the handler to restore (None off
+    the main thread, where Python cannot install one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _empty_argument(argv: list[str]) -> str | None:
