@@ -138,14 +138,15 @@ def test_decisions_match_python(build_dir: Path, bundle: Path, clouds: dict[str,
     for name, (dataset, files) in clouds.items():
         keys = [f.stem for f in files]
         raw = tmp_path / f"{name}_raw"
-        args = [str(bundle), *map(str, files), "--out", str(raw)] + (["--dataset", dataset] if dataset else [])
+        args = [str(bundle), *map(str, files), "--out", str(raw), "--precision-hint", "f32"] + (
+            ["--dataset", dataset] if dataset else [])
         proc = _inspect(build_dir, *args)
         assert proc.returncode == 0, proc.stderr
         cal_path, obj_gap, pt_gap = _calibration(bundle, raw, keys, dataset, tmp_path / f"{name}.calibration.json")
         cal = load_calibration(cal_path)
         # no --dataset on either side: the calibration's dataset is the default
         proc = _inspect(build_dir, str(bundle), *map(str, files), "--calibration", str(cal_path), "--out",
-                        str(tmp_path / f"{name}_cpp"))
+                        str(tmp_path / f"{name}_cpp"), "--precision-hint", "f32")  # bit-exact with Python's f32
         assert proc.returncode == 0, proc.stderr
         assert main(["infer", *map(str, files), "--bundle", str(bundle), "--backend", "openvino", "--precision-hint",
                      "f32", "--calibration", str(cal_path), "--out", str(tmp_path / f"{name}_py"), "--no-ply",

@@ -3,6 +3,7 @@ against Python's `align3d-rt infer --backend openvino` on the same fp32 bundle (
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -103,8 +104,10 @@ def test_cli_matches_python_openvino(build_dir: Path, bundle: Path, clouds: dict
     from align3d_rt.cli import main
 
     files = [str(p) for p in clouds.values()]
-    proc = _inspect(build_dir, str(bundle), *files, "--out", str(tmp_path / "cpp"), "--png")
+    # f32 compute on both sides: the bit-exact route (the inspector's default is the fastest one, bf16 on AMX)
+    proc = _inspect(build_dir, str(bundle), *files, "--out", str(tmp_path / "cpp"), "--png", "--precision-hint", "f32")
     assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "cpp" / "scores.json").read_text())["inspector"]["compute_precision"] == "f32"
     rc = main(["infer", *files, "--bundle", str(bundle), "--backend", "openvino", "--precision-hint", "f32",
                "--out", str(tmp_path / "py"), "--no-ply", "--no-png"])
     assert rc == 0
@@ -313,3 +316,33 @@ def test_tensorrt_option_builds_nothing_without_tensorrt(tmp_path: Path) -> None
     assert "TensorRT (set TENSORRT_ROOT) or the CUDA toolkit not found; backend not built" in proc.stdout
     cache = (tmp_path / "b" / "CMakeCache.txt").read_text()
     assert "TRT_INCLUDE_DIR:PATH=TRT_INCLUDE_DIR-NOTFOUND" in cache
+
+
+def test_default_route_is_the_fastest_compiled_once_through_the_cache(build_dir: Path, bundle: Path,
+                                                                     clouds: dict[str, Path], tmp_path: Path) -> None:
+    """Without --precision-hint the inspector computes in bf16 where the CPU reports BF16 (else f32), as
+    Python's `auto`; the compiled model goes to $ALIGN3D_CACHE/openvino/<setting>/ (never the bundle's folder)
+    and a second process loads it from there with the same scores."""
+    import openvino as ov
+
+    caps = {str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
+    want = "bf16" if "BF16" in caps else "f32"
+    cache = tmp_path / "cache"
+    env = {**os.environ, "ALIGN3D_CACHE": str(cache)}
+    before = sorted(p.name for p in bundle.iterdir())
+    scores = []
+    for i in range(2):
+        proc = subprocess.run([str(build_dir / "cpp" / "align3d-inspect"), str(bundle), str(clouds["sphere"]),
+                               "--out", str(tmp_path / f"o{i}")], capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr
+        info = json.loads((tmp_path / f"o{i}" / "scores.json").read_text())["inspector"]
+        assert info["compute_precision"] == want and info["model_file"].endswith(".xml")
+        scores.append(np.load(tmp_path / f"o{i}" / "sphere.scores.npy"))
+        blobs = list((cache / "openvino" / f"CPU-{want}-LATENCY-sdefault-t0").glob("*.blob"))
+        assert len(blobs) == 1, list(cache.rglob("*"))  # the first run wrote it, the second reused it
+    np.testing.assert_array_equal(scores[0], scores[1])
+    assert np.isfinite(scores[0]).all()
+    assert sorted(p.name for p in bundle.iterdir()) == before
+    proc = _inspect(build_dir, str(bundle), str(clouds["sphere"]), "--out", str(tmp_path / "auto"),
+                    "--precision-hint", "AUTO")  # the spellings Python accepts (fp32, bfloat16, ...)
+    assert proc.returncode == 0, proc.stderr

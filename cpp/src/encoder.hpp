@@ -24,6 +24,8 @@ class Encoder {
   virtual std::string describe() const = 0;  // e.g. "openvino CPU f32"
   virtual std::string model_file() const = 0;
   virtual std::string precision() const = 0;
+  /// What the encoder computes in (OpenVINO: the precision hint in use, e.g. "bf16"); the graph's otherwise.
+  virtual std::string compute_precision() const { return precision(); }
 };
 
 /// Backends compiled into this build ("openvino" and, when found at configure time, "onnxruntime",

@@ -22,7 +22,7 @@ struct Inspector::Impl {
   BundleInfo bundle;
   RenderSettings settings;  // the bundle's, with the dataset's point size / window (spec 5.1)
   std::unique_ptr<Encoder> encoder;
-  std::string precision, model_file;
+  std::string precision, model_file, compute_precision;
   std::string dataset, category;             // options' or, when empty, the calibration's
   std::unique_ptr<Calibration> calibration;  // spec 13.2, checked against this bundle
   mutable std::mutex encoder_mutex;          // one OpenVINO infer request: calls are serialised
@@ -49,6 +49,7 @@ Inspector::Inspector(const std::string& bundle_dir, const InspectorOptions& opti
   impl_->encoder = make_encoder(impl_->bundle, options);
   impl_->precision = impl_->encoder->precision();
   impl_->model_file = impl_->encoder->model_file();
+  impl_->compute_precision = impl_->encoder->compute_precision();
 }
 
 Inspector::~Inspector() = default;
@@ -60,6 +61,7 @@ int Inspector::image_size() const { return impl_->settings.image_size; }
 double Inspector::fusion_weight() const { return impl_->bundle.fusion_weight; }
 const std::string& Inspector::precision() const { return impl_->precision; }
 const std::string& Inspector::model_file() const { return impl_->model_file; }
+const std::string& Inspector::compute_precision() const { return impl_->compute_precision; }
 const std::string& Inspector::bundle_hash() const { return impl_->bundle.onnx_sha256; }
 const std::string& Inspector::dataset() const { return impl_->dataset; }
 const std::string& Inspector::category() const { return impl_->category; }

@@ -14,7 +14,7 @@ class OnnxRuntimeEncoder final : public Encoder {
  public:
   OnnxRuntimeEncoder(const BundleInfo& b, const InspectorOptions& o)
       : env_(ORT_LOGGING_LEVEL_ERROR, "align3d"), model_(b.onnx_file), precision_(b.precision) {
-    if (o.precision_hint != "f32" && o.precision_hint != "fp32")
+    if (o.precision_hint != "auto" && o.precision_hint != "f32" && o.precision_hint != "fp32")
       throw Error(
           "--precision-hint: only the openvino backend takes it (onnxruntime computes in the graph's precision)");
     try {

@@ -1,9 +1,17 @@
 // OpenVINO C++ backend: compiles the bundle's IR (encoder.xml/.bin), or its ONNX graph when the
-// bundle has no IR, once; runs all V views of a sample in one request.
+// bundle has no IR, once (through OpenVINO's model cache); runs all V views of a sample in one
+// reused infer request. Same settings as Python's runtime/openvino_backend.py: LATENCY hint,
+// compute precision "auto" = bf16 where the device reports BF16 (AVX512-BF16 / AMX), else f32.
 #include <openvino/openvino.hpp>
 
 #include <algorithm>
-#include <cstring>
+#include <cctype>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <set>
+#include <system_error>
 
 #include "encoder.hpp"
 
@@ -15,15 +23,74 @@ std::string first_line(const std::string& text) {
   return pos == std::string::npos ? text : text.substr(0, pos);
 }
 
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+  return text;
+}
+
+/// "auto", "bf16", "f16" or "f32" (Python: normalise_precision_hint, with its fp32/fp16/bfloat16 spellings).
+std::string normalised_hint(const std::string& given) {
+  static const std::map<std::string, std::string> aliases = {
+      {"fp32", "f32"}, {"float32", "f32"}, {"fp16", "f16"}, {"float16", "f16"}, {"bfloat16", "bf16"}};
+  std::string name = lower(given.empty() ? "auto" : given);
+  if (aliases.count(name)) name = aliases.at(name);
+  if (name != "auto" && name != "f32" && name != "bf16" && name != "f16")
+    throw Error("--precision-hint: unknown precision '" + given + "' (choose auto, f32, bf16 or f16)");
+  return name;
+}
+
+/// The hint to compile with for the device's OPTIMIZATION_CAPABILITIES (Python: choose_precision_hint):
+/// auto = bf16 where BF16 is reported, else f32; a hint the device cannot honour falls back to f32
+/// with one notice line on stderr.
+std::string chosen_hint(const std::string& requested, const std::vector<std::string>& capabilities,
+                        const std::string& device) {
+  const std::set<std::string> caps(capabilities.begin(), capabilities.end());
+  if (requested == "auto") return caps.count("BF16") ? "bf16" : "f32";
+  const std::string cap = requested == "bf16" ? "BF16" : requested == "f16" ? "FP16" : "FP32";
+  if (requested == "f32" || caps.count(cap)) return requested;
+  std::string have;
+  for (const auto& c : caps) have += (have.empty() ? "" : ", ") + c;
+  std::cerr << "align3d: openvino: device " << device << " cannot compute in " << requested
+            << " (capabilities: " << (have.empty() ? "none reported" : have) << "); using f32\n";
+  return "f32";
+}
+
+/// The device's OPTIMIZATION_CAPABILITIES; only FP32 (the safe choice) for a device without the property.
+std::vector<std::string> capabilities(ov::Core& core, const std::string& device) {
+  try {
+    return core.get_property(device, ov::device::capabilities);
+  } catch (const std::exception&) {
+    return {"FP32"};
+  }
+}
+
+/// $ALIGN3D_CACHE/openvino/<device>-<hint>-LATENCY-sdefault-t<threads> (default root ~/.cache/align3d_rt),
+/// the folder Python's backend uses for the same setting; empty when it cannot be created (no cache).
+std::string cache_folder(const std::string& device, const std::string& hint, int threads) {
+  namespace fs = std::filesystem;
+  const char* env = std::getenv("ALIGN3D_CACHE");
+  const char* home = std::getenv("HOME");
+  fs::path root;
+  if (env && *env) root = env;
+  else if (home && *home)
+    root = fs::path(home) / ".cache" / "align3d_rt";
+  else
+    return "";
+  std::string key = device + "-" + hint + "-LATENCY-sdefault-t" + std::to_string(threads);
+  for (char& c : key)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
+  const fs::path dir = root / "openvino" / key;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  return ec ? "" : dir.string();
+}
+
 class OpenVinoEncoder final : public Encoder {
  public:
   OpenVinoEncoder(const BundleInfo& b, const InspectorOptions& o) {
-    const std::string hint = o.precision_hint == "fp32" ? "f32" : o.precision_hint == "fp16" ? "f16" : o.precision_hint;
-    if (hint != "f32" && hint != "bf16" && hint != "f16")
-      throw Error("--precision-hint: unknown precision '" + o.precision_hint + "' (choose f32, bf16 or f16)");
+    const std::string requested = normalised_hint(o.precision_hint);
     model_ = b.ir_xml.empty() ? b.onnx_file : b.ir_xml;
     precision_ = b.ir_xml.empty() ? b.precision : b.ir_precision;
-    // An fp16 graph runs too, but only f32 compute of an fp32 graph is held to the 1e-4 contract.
     device_ = o.device;
     std::transform(device_.begin(), device_.end(), device_.begin(), ::toupper);
     try {
@@ -40,22 +107,26 @@ class OpenVinoEncoder final : public Encoder {
         throw Error("openvino: device " + device_ +
                     " is not available here (OpenVINO reports: " + (have.empty() ? "none" : have) + ")");
       }
+      hint_ = chosen_hint(requested, capabilities(core, virtual_dev ? "CPU" : device_), device_);
       ov::AnyMap config{{ov::hint::performance_mode.name(), ov::hint::PerformanceMode::LATENCY},
-                        {ov::hint::inference_precision.name(), hint == "f32"    ? ov::element::f32
-                                                               : hint == "bf16" ? ov::element::bf16
-                                                                                : ov::element::f16}};
+                        {ov::hint::inference_precision.name(), hint_ == "f32"    ? ov::element::f32
+                                                               : hint_ == "bf16" ? ov::element::bf16
+                                                                                 : ov::element::f16}};
       if (o.threads > 0) config.emplace(ov::inference_num_threads.name(), o.threads);
+      // One cache folder per setting, as Python: a blob compiled with another precision hint must not be
+      // picked up (OpenVINO 2026.4 keys CPU blobs without the hint). Never inside the bundle's folder.
+      const std::string cache = cache_folder(device_, hint_, o.threads);
+      if (!cache.empty()) config.emplace(ov::cache_dir.name(), cache);
       compiled_ = core.compile_model(model_, device_, config);
       views_ = port(compiled_.inputs(), kViewsTensor, "input");
       maps_ = port(compiled_.outputs(), kPatchMapsTensor, "output");
       probs_ = port(compiled_.outputs(), kGlobalProbsTensor, "output");
-      request_ = compiled_.create_infer_request();
+      request_ = compiled_.create_infer_request();  // one request, reused by every infer()
     } catch (const Error&) {
       throw;
     } catch (const std::exception& err) {
       throw Error(model_ + ": OpenVINO cannot compile the model for " + device_ + " (" + first_line(err.what()) + ")");
     }
-    hint_ = hint;
   }
 
   EncoderOutput infer(const std::uint8_t* views, int v, int s, int g) override {
@@ -94,6 +165,7 @@ class OpenVinoEncoder final : public Encoder {
   std::string describe() const override { return "openvino " + device_ + " " + hint_; }
   std::string model_file() const override { return model_; }
   std::string precision() const override { return precision_; }
+  std::string compute_precision() const override { return hint_; }
 
  private:
   std::string model_, precision_, device_, hint_;

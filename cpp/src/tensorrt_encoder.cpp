@@ -112,7 +112,7 @@ struct DeviceBuffer {
 class TensorRtEncoder final : public Encoder {
  public:
   TensorRtEncoder(const BundleInfo& b, const InspectorOptions& o) : precision_(b.precision) {
-    if (o.precision_hint != "f32" && o.precision_hint != "fp32")
+    if (o.precision_hint != "auto" && o.precision_hint != "f32" && o.precision_hint != "fp32")
       throw Error("--precision-hint: only the openvino backend takes it (TensorRT runs the engine's precision)");
     const nlohmann::json entry = select_engine(b, gpu_name(0), tensorrt_version());
     model_ = b.path + "/" + entry.value("file", std::string());

@@ -37,7 +37,7 @@ namespace {
 
 const char* kUsage =
     "usage: align3d-inspect BUNDLE CLOUD|FOLDER... --out DIR [--backend openvino] [--device-name CPU]\n"
-    "                       [--precision-hint f32|bf16|f16] [--threads N] [--dataset D] [--category C] [--png]\n"
+    "                       [--precision-hint auto|f32|bf16|f16] [--threads N] [--dataset D] [--category C] [--png]\n"
     "                       [--calibration CAL] [--overwrite]\n"
     "Score .ply/.pcd/.npy/.tiff point files (or every one below a folder) with an exported align3d_rt bundle.\n";
 
@@ -212,7 +212,7 @@ int run(const Args& a) {
                           {"backend", a.options.backend},
                           {"device", a.options.device},
                           {"precision", inspector.precision()},
-                          {"compute_precision", a.options.precision_hint},
+                          {"compute_precision", inspector.compute_precision()},
                           {"model_file", inspector.model_file()},
                           {"fusion_weight", inspector.fusion_weight()},
                           {"dataset", inspector.dataset()},

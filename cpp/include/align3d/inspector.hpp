@@ -26,14 +26,16 @@ class Error : public std::runtime_error {
 };
 
 struct InspectorOptions {
-  std::string backend = "openvino";    // "openvino" (default), "onnxruntime" / "tensorrt" when built
-  std::string device = "CPU";          // OpenVINO device name
-  std::string precision_hint = "f32";  // OpenVINO INFERENCE_PRECISION_HINT: f32 (parity), bf16, f16
-  int threads = 0;                     // encoder threads (0: backend default)
-  std::string dataset;                 // optional: mvtec3d, synthetic, eyecandies, real3d (spec 5.1)
-  std::string category;                // optional MVTec category (point size)
-  std::string calibration;             // optional calibration file (spec 13.2): score() then decides;
-                                       // its dataset/category are the defaults (another one is refused)
+  std::string backend = "openvino";  // "openvino" (default), "onnxruntime" / "tensorrt" when built
+  std::string device = "CPU";        // OpenVINO device name
+  // OpenVINO INFERENCE_PRECISION_HINT: auto (bf16 where the device reports BF16, else f32; the fast
+  // route), f32 (bit-exact with Python's f32 compute), bf16, f16 (also fp32/fp16/bfloat16)
+  std::string precision_hint = "auto";
+  int threads = 0;          // encoder threads (0: backend default)
+  std::string dataset;      // optional: mvtec3d, synthetic, eyecandies, real3d (spec 5.1)
+  std::string category;     // optional MVTec category (point size)
+  std::string calibration;  // optional calibration file (spec 13.2): score() then decides;
+                            // its dataset/category are the defaults (another one is refused)
 };
 
 /// Seconds spent per stage of one score() call (read is filled by the caller that read the file).
@@ -77,6 +79,9 @@ class Inspector {
   const Calibration* calibration() const;  // the attached calibration, nullptr without one
   const std::string& dataset() const;      // options.dataset, or the calibration's when that is empty
   const std::string& category() const;     // likewise
+
+  /// What the encoder computes in (OpenVINO: the hint in use, f32, bf16 or f16).
+  const std::string& compute_precision() const;
 
  private:
   struct Impl;
