@@ -45,8 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the align3d-inspect binary (default: $ALIGN3D_INSPECT, else build/cpp)")
     p.add_argument("--skip", action="append", default=[], metavar="ROW=REASON",
                    help="do not measure ROW in this run; REASON is printed in the table (repeatable)")
-    p.add_argument("--inspector-precision", choices=("fp32", "int8"), default="fp32",
-                   help="precision of the ONNX bundle the C++ inspector reads (default fp32)")
+    p.add_argument("--inspector-precision", choices=("fp32", "int8"), default="int8",
+                   help="precision of the OpenVINO IR the C++ inspector reads: the bundle of the Python openvino "
+                        "row of that precision (default int8, the fastest route)")
     p.add_argument("--note", default="", help="a sentence printed under the table (e.g. that the machine was shared)")
     p.add_argument("--list", action="store_true", help="list the rows and whether each runs here, then exit")
     p.set_defaults(func=run_bench_cmd)

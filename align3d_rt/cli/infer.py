@@ -34,7 +34,7 @@ import numpy as np
 from align3d_rt.cli import calibration_options
 from align3d_rt.cli.infer_page import add_html_option, write_index, write_result_page
 from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_detector
-from align3d_rt.cli.options import add_detector_options, build_detector
+from align3d_rt.cli.options import add_detector_options, build_detector, throughput_for_batches
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.data.files import collect_files
 from align3d_rt.cli.numbers import positive_int
@@ -64,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--category", default=None, help="category of the files (MVTec point size per class); needs "
                    "--dataset and one of its categories")
     calibration_options.add_calibration_option(p)
-    p.add_argument("--batch-size", type=positive_int, default=1, help="samples scored per encoder batch (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=1,
+                   help="clouds encoded in one encoder call (default 1); > 1 also selects OpenVINO's THROUGHPUT "
+                        "hint unless --performance-hint is given")
     p.add_argument("--no-ply", action="store_true", help="do not write heat-coloured .ply files")
     p.add_argument("--no-png", action="store_true", help="do not write view pictures")
     add_html_option(p)
@@ -102,6 +104,7 @@ def run_infer(args: argparse.Namespace) -> int:
         raise Align3DError(problem)
     # with --html, a file called index.* would have its page overwritten by index.html
     files = collect_files(list(args.paths), exclude=args.out, reserved=("index",) if args.html else ())
+    throughput_for_batches(args, args.batch_size)  # several clouds per encoder call: OpenVINO streams
     detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))
     if cal is not None:
         calibration_options.attach(detector, cal, args.calibration)

@@ -44,12 +44,24 @@ def add_runner_options(parser: argparse.ArgumentParser) -> None:
                         help=f"compute precision of the encoder ({who('precision_hint')}): auto (default) = bf16 "
                              "where the CPU computes bf16 natively, else f32; f32 keeps fp32 parity with torch")
     parser.add_argument("--performance-hint", choices=("LATENCY", "THROUGHPUT"), default=None,
-                        help=f"latency (default, one sample at a time) or throughput (large batches) "
+                        help=f"LATENCY (default, one sample at a time) or THROUGHPUT (streams; infer's default "
+                             f"with --batch-size > 1) "
                              f"({who('performance_hint')})")
     parser.add_argument("--device-name", default=None,
                         help=f"the backend's own device name, e.g. CPU (default), GPU, NPU, AUTO ({who('device_name')})")
     parser.add_argument("--num-streams", type=num_streams, default=None, help=f"parallel inference streams ({who('num_streams')})")
     parser.add_argument("--threads", type=thread_count, default=None, help=f"encoder threads ({who('threads')})")
+
+
+def throughput_for_batches(args: argparse.Namespace, batch_size: int) -> None:
+    """Batches of clouds (``batch_size`` > 1) run with the THROUGHPUT performance hint (OpenVINO streams,
+    the views split over parallel infer requests) when the backend takes the hint and none was given."""
+    if batch_size < 2 or getattr(args, "performance_hint", None) is not None or getattr(args, "triton", None):
+        return
+    backend = getattr(args, "backend", None) or registry.default_backend(
+        "run" if getattr(args, "run", None) is not None else "bundle")
+    if "performance_hint" in registry.get(backend).options:
+        args.performance_hint = "THROUGHPUT"
 
 
 def runner_options(args: argparse.Namespace, backend: str | None) -> dict[str, Any]:

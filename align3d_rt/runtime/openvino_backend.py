@@ -105,7 +105,8 @@ class OpenVinoBackend(BaseRunner):
     def detector_info(self) -> dict[str, Any]:
         """What the Detector records about this runner (after activation)."""
         return {"precision": self.ir_precision, "compute_precision": self.precision_hint,
-                "openvino_device": self.device_name, "performance_hint": self.performance_hint}
+                "openvino_device": self.device_name, "performance_hint": self.performance_hint,
+                "infer_requests": self._requests}
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def _activate_impl(self) -> None:

@@ -162,4 +162,7 @@ register(BackendSpec("openvino", "align3d_rt.runtime.openvino_backend", "OpenVin
                       Variant("bf16-hint", "fp32 IR, bf16 hint", "fp32", (("precision_hint", "bf16"),),
                               note="f32 where the CPU has no bf16"),
                       Variant("int8", "int8 IR (NNCF), auto hint", "int8", (("precision_hint", "auto"),),
-                              _OV_INT8_CALIBRATION, note="calibrated on 2 generated clouds (18 views)"))))
+                              _OV_INT8_CALIBRATION, note="calibrated on 2 generated clouds (18 views)"),
+                      Variant("int8-throughput", "int8 IR (NNCF), auto hint, THROUGHPUT", "int8",
+                              (("precision_hint", "auto"), ("performance_hint", "THROUGHPUT")), _OV_INT8_CALIBRATION,
+                              note="streams: a batch's views split over parallel infer requests"))))

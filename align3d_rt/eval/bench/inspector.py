@@ -6,7 +6,8 @@ JSON with the object score and its own timings. Measured here:
             its own stage times (read, render, encode, back-project + score) from its scores.json
   fps       one process over every cloud: clouds / wall seconds (the model is loaded once)
   memory    the process's peak RSS (psutil, sampled every 5 ms)
-The ONNX bundle it reads is the one the ONNX Runtime rows use (FORMAT at the row's precision). It does not
+The bundle it reads is the one the Python OpenVINO row of the same precision uses (FORMAT, same export
+options; default int8: the IR the inspector compiles, at its default compute precision). It does not
 preprocess organized scans (no RANSAC plane + DBSCAN), so it gets their preprocessed points as .npy: its
 mvtec latency leaves the preprocessing out (the Python rows' uncached latency has it).
 """
@@ -24,7 +25,7 @@ from align3d_rt.eval.bench.measure import summary
 
 ENV_VAR = "ALIGN3D_INSPECT"
 BINARY_NAME = "align3d-inspect"
-FORMAT = "onnx"
+FORMAT = "openvino"  # the export format, and the registry backend whose bench variants it follows
 CALL_TIMEOUT_S = 600
 
 

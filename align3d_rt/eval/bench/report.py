@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from align3d_rt.eval.bench.batches import batch_lines
 from align3d_rt.eval.bench.machine import hardware_label
 
 # The paper's Table 7: batch 1, 9 views per sample, GPU memory.
@@ -94,6 +95,7 @@ def markdown(report: dict[str, Any]) -> str:
             st = k["stages_s"]
             lines.append(f"| {r['label']} | {kind} | " + " | ".join(_f(st.get(s), 3) for s in STAGE_LABELS)
                          + f" | {k['encoder_alone_fps']:.3f} | {k['end_to_end_over_encoder_fps']:.2f} |")
+    lines += batch_lines(report)
     other = [r for r in report["rows"] if r.get("status") != "ok"]
     if other:
         lines += ["", "Rows not measured:", ""]

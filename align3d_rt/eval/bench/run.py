@@ -47,7 +47,7 @@ class BenchConfig:
     row_timeout_s: float = 3600.0
     roots: dict[str, tuple[Path, str]] = field(default_factory=dict)
     inspector: Path | None = None
-    inspector_precision: str = "fp32"
+    inspector_precision: str = "int8"
     note: str = ""
     mvtec_scan_size: tuple[int, int] = MVTEC_SCAN_SIZE
     skip: dict[str, str] = field(default_factory=dict)  # row id -> why it is not measured in this run
@@ -110,7 +110,8 @@ def measure_row(row: rowlib.Row, config: BenchConfig, loads: dict[str, Any]) -> 
             from align3d_rt.eval.bench.inspector import measure_inspector
 
             run_dir = rowlib.ensure_run(config.work, config.clip, config.run)
-            bundle, export_s = rowlib.ensure_bundle(config.work, run_dir, config.clip, row.export_format, row.precision)
+            bundle, export_s = rowlib.ensure_bundle(config.work, run_dir, config.clip, row.export_format, row.precision,
+                                                    row.export_options)
             out["prep"] = {"bundle": str(bundle), "export_s": export_s}
             assert config.inspector is not None
             out.update(measure_inspector(config.inspector, bundle, sets, scratch))
