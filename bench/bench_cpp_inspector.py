@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip", default="ViT-L-14-336")
     ap.add_argument("--points", type=int, default=112_896)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--precision-hint", default="f32", choices=("f32", "bf16", "f16"))
+    ap.add_argument("--precision-hint", default="f32", choices=("auto", "f32", "bf16", "f16"))
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)

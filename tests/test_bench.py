@@ -52,6 +52,7 @@ def test_bench_runs_end_to_end_and_writes_table_json_png(tiny_bench: tuple[dict,
     md = (out / "bench.md").read_text()
     assert "RTX 4090" in md and "0.19" in md and "5.30" in md and "2791" in md  # the paper's row, labelled
     assert row["label"] in md and "encoder-alone FPS" in md
+    assert "Batches of clouds" in md and ("batch 2:" in md or "no gain:" in md)  # the gain, or why none
     data = json.loads((out / "bench.json").read_text())
     assert data["machine"]["cpu_model"] and data["machine"]["logical_cores"] >= 1
     assert "numpy" in data["machine"]["libraries"] and data["best_cpu"]["row_id"] == baseline_row_id()
@@ -237,3 +238,4 @@ def test_inspector_row_times_the_binary_and_reads_its_timings(tmp_path: Path) ->
     assert res["memory"]["host_peak_rss_mb"] > 0
     args = json.loads((tmp_path / "out" / "real3d" / "all" / "scores.json").read_text())["args"]
     assert args[:1] == [str(tmp_path / "bundle")] and args[-2:] == ["--dataset", "real3d"]
+    assert "--overwrite" in args  # a later bench over the same workdir replaces the inspector's earlier outputs

@@ -114,10 +114,12 @@ def inspector_inputs(clouds: CloudSet, folder: Path) -> CloudSet:
 
 
 def measure_inspector(binary: Path, bundle: Path, sets: list[CloudSet], out_dir: Path) -> dict[str, Any]:
-    """Warm-up call (file cache, first load), then per kind: one call per cloud, then one call over all."""
+    """Warm-up call (file cache, first load), then per kind: one call per cloud, then one call over all.
+    Every call has --overwrite: a later bench over the same --workdir replaces the inspector's earlier outputs."""
     sets = [inspector_inputs(c, out_dir / "inputs" / c.kind) for c in sets]
     first = sets[0].files[0][0]
-    _run([str(binary), str(bundle), str(first), "--out", str(out_dir / "warmup"), *_dataset_args(sets[0])])
+    _run([str(binary), str(bundle), str(first), "--out", str(out_dir / "warmup"), "--overwrite",
+          *_dataset_args(sets[0])])
     out: dict[str, Any] = {"by_kind": {}, "binary": str(binary), "bundle": str(bundle)}
     peak_all = 0.0
     for clouds in sets:
@@ -125,13 +127,13 @@ def measure_inspector(binary: Path, bundle: Path, sets: list[CloudSet], out_dir:
         extra = _dataset_args(clouds)
         for path, key in clouds.files:
             one = out_dir / clouds.kind / key
-            wall, peak, _ = _run([str(binary), str(bundle), str(path), "--out", str(one), *extra])
+            wall, peak, _ = _run([str(binary), str(bundle), str(path), "--out", str(one), "--overwrite", *extra])
             lat.append(wall)
             peaks.append(peak)
             timings += _timings(one)
         all_dir = out_dir / clouds.kind / "all"
         wall, peak, _ = _run([str(binary), str(bundle), *(str(p) for p, _ in clouds.files), "--out", str(all_dir),
-                              *extra])
+                              "--overwrite", *extra])
         peak_all = max(peak_all, peak, *peaks)
         n = len(clouds.files)
         kind = {
