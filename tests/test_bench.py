@@ -239,3 +239,6 @@ def test_inspector_row_times_the_binary_and_reads_its_timings(tmp_path: Path) ->
     args = json.loads((tmp_path / "out" / "real3d" / "all" / "scores.json").read_text())["args"]
     assert args[:1] == [str(tmp_path / "bundle")] and args[-2:] == ["--dataset", "real3d"]
     assert "--overwrite" in args  # a later bench over the same workdir replaces the inspector's earlier outputs
+    twice = json.loads((tmp_path / "out" / "real3d" / "twice" / "scores.json").read_text())["args"]
+    assert twice[1:5] == twice[1:3] * 2 and len(k["inspector_warm_timings"]) == 1  # the files twice, first left out
+    assert k["fps_warm"] is None or k["fps_warm"] > 0  # None when the second pass was not slower (noise)
