@@ -36,7 +36,7 @@ def _kind(fps: dict[str, float]) -> dict[str, object]:
 
 def test_batch_section_states_the_gain_or_why_there_is_none() -> None:
     detector = {"performance_hint": "THROUGHPUT", "infer_requests": 2}
-    report = {"machine": {"usable_cores": 2}, "rows": [
+    report = {"machine": {"usable_cores": 2}, "views": 9, "rows": [
         {"status": "ok", "label": "gains", "detector": detector, "by_kind": {"mvtec": _kind({"1": 1.0, "2": 1.5})}},
         {"status": "ok", "label": "flat", "detector": {"performance_hint": "LATENCY", "infer_requests": 1},
          "by_kind": {"real3d": _kind({"1": 1.0, "2": 1.02, "4": 0.9})}},
@@ -46,7 +46,7 @@ def test_batch_section_states_the_gain_or_why_there_is_none() -> None:
     flat = next(ln for ln in lines if ln.startswith("| flat |"))
     assert "| 1.000 | 1.500 | – |" in gains
     assert "batch 2: 1.50x batch 1 (THROUGHPUT, 2 infer request(s); 2 usable" in gains
-    assert "no gain: best 2 at 1.02x batch 1 (LATENCY, 1 infer request(s); 2 usable cores" in flat
+    assert "no gain: best 2 at 1.02x batch 1 (LATENCY, 1 infer request(s); 2 usable cores: one cloud's 9 views" in flat
     assert not any("broken" in ln for ln in lines)
     assert batch_lines({"machine": {}, "rows": [{"status": "ok", "label": "x", "by_kind": {}}]}) == []
 
