@@ -346,3 +346,22 @@ def test_default_route_is_the_fastest_compiled_once_through_the_cache(build_dir:
     proc = _inspect(build_dir, str(bundle), str(clouds["sphere"]), "--out", str(tmp_path / "auto"),
                     "--precision-hint", "AUTO")  # the spellings Python accepts (fp32, bfloat16, ...)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_throughput_hint_splits_the_views_and_scores_as_latency(build_dir: Path, bundle: Path,
+                                                                clouds: dict[str, Path], tmp_path: Path) -> None:
+    """--performance-hint THROUGHPUT (Python's option): one infer request per stream, the 9 views split over
+    them, results in view order: the same scores as LATENCY (f32 compute)."""
+    files = [str(clouds["sphere"]), str(clouds["box"])]
+    for hint in ("LATENCY", "THROUGHPUT"):
+        proc = _inspect(build_dir, str(bundle), *files, "--out", str(tmp_path / hint), "--precision-hint", "f32",
+                        "--performance-hint", hint)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((tmp_path / hint / "scores.json").read_text())["inspector"]["performance_hint"] == hint
+    for key in ("sphere", "box"):
+        lat, thr = (np.load(tmp_path / hint / f"{key}.scores.npy") for hint in ("LATENCY", "THROUGHPUT"))
+        assert np.abs(lat - thr).max() <= SCORE_TOL, key
+    proc = _inspect(build_dir, str(bundle), files[0], "--out", str(tmp_path / "bad"), "--performance-hint", "FAST")
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "--performance-hint: unknown hint 'FAST' (choose LATENCY or THROUGHPUT)"), proc.stderr
+    assert not (tmp_path / "bad").exists()

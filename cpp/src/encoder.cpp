@@ -17,6 +17,8 @@ std::vector<std::string> available_backends() {
 }
 
 std::unique_ptr<Encoder> make_encoder(const BundleInfo& bundle, const InspectorOptions& options) {
+  if (options.backend != "openvino" && options.performance_hint != "LATENCY")
+    throw Error("--performance-hint: only the openvino backend takes it");
 #ifdef ALIGN3D_WITH_OPENVINO
   if (options.backend == "openvino") return make_openvino_encoder(bundle, options);
 #endif

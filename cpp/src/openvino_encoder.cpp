@@ -1,7 +1,8 @@
 // OpenVINO C++ backend: compiles the bundle's IR (encoder.xml/.bin), or its ONNX graph when the
 // bundle has no IR, once (through OpenVINO's model cache); runs all V views of a sample in one
-// reused infer request. Same settings as Python's runtime/openvino_backend.py: LATENCY hint,
-// compute precision "auto" = bf16 where the device reports BF16 (AVX512-BF16 / AMX), else f32.
+// reused infer request (THROUGHPUT: one per stream, the views split over them). Same settings as
+// Python's runtime/openvino_backend.py: LATENCY hint by default, compute precision "auto" = bf16
+// where the device reports BF16 (AVX512-BF16 / AMX), else f32.
 #include <openvino/openvino.hpp>
 
 #include <algorithm>
@@ -64,9 +65,10 @@ std::vector<std::string> capabilities(ov::Core& core, const std::string& device)
   }
 }
 
-/// $ALIGN3D_CACHE/openvino/<device>-<hint>-LATENCY-sdefault-t<threads> (default root ~/.cache/align3d_rt),
+/// $ALIGN3D_CACHE/openvino/<device>-<hint>-<performance>-sdefault-t<threads> (default root ~/.cache/align3d_rt),
 /// the folder Python's backend uses for the same setting; empty when it cannot be created (no cache).
-std::string cache_folder(const std::string& device, const std::string& hint, int threads) {
+std::string cache_folder(const std::string& device, const std::string& hint, const std::string& performance,
+                         int threads) {
   namespace fs = std::filesystem;
   const char* env = std::getenv("ALIGN3D_CACHE");
   const char* home = std::getenv("HOME");
@@ -76,7 +78,7 @@ std::string cache_folder(const std::string& device, const std::string& hint, int
     root = fs::path(home) / ".cache" / "align3d_rt";
   else
     return "";
-  std::string key = device + "-" + hint + "-LATENCY-sdefault-t" + std::to_string(threads);
+  std::string key = device + "-" + hint + "-" + performance + "-sdefault-t" + std::to_string(threads);
   for (char& c : key)
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') c = '_';
   const fs::path dir = root / "openvino" / key;
@@ -89,6 +91,10 @@ class OpenVinoEncoder final : public Encoder {
  public:
   OpenVinoEncoder(const BundleInfo& b, const InspectorOptions& o) {
     const std::string requested = normalised_hint(o.precision_hint);
+    performance_ = o.performance_hint;
+    std::transform(performance_.begin(), performance_.end(), performance_.begin(), ::toupper);
+    if (performance_ != "LATENCY" && performance_ != "THROUGHPUT")
+      throw Error("--performance-hint: unknown hint '" + o.performance_hint + "' (choose LATENCY or THROUGHPUT)");
     model_ = b.ir_xml.empty() ? b.onnx_file : b.ir_xml;
     precision_ = b.ir_xml.empty() ? b.precision : b.ir_precision;
     device_ = o.device;
@@ -108,20 +114,24 @@ class OpenVinoEncoder final : public Encoder {
                     " is not available here (OpenVINO reports: " + (have.empty() ? "none" : have) + ")");
       }
       hint_ = chosen_hint(requested, capabilities(core, virtual_dev ? "CPU" : device_), device_);
-      ov::AnyMap config{{ov::hint::performance_mode.name(), ov::hint::PerformanceMode::LATENCY},
+      const auto mode =
+          performance_ == "LATENCY" ? ov::hint::PerformanceMode::LATENCY : ov::hint::PerformanceMode::THROUGHPUT;
+      ov::AnyMap config{{ov::hint::performance_mode.name(), mode},
                         {ov::hint::inference_precision.name(), hint_ == "f32"    ? ov::element::f32
                                                                : hint_ == "bf16" ? ov::element::bf16
                                                                                  : ov::element::f16}};
       if (o.threads > 0) config.emplace(ov::inference_num_threads.name(), o.threads);
       // One cache folder per setting, as Python: a blob compiled with another precision hint must not be
       // picked up (OpenVINO 2026.4 keys CPU blobs without the hint). Never inside the bundle's folder.
-      const std::string cache = cache_folder(device_, hint_, o.threads);
+      const std::string cache = cache_folder(device_, hint_, performance_, o.threads);
       if (!cache.empty()) config.emplace(ov::cache_dir.name(), cache);
       compiled_ = core.compile_model(model_, device_, config);
       views_ = port(compiled_.inputs(), kViewsTensor, "input");
       maps_ = port(compiled_.outputs(), kPatchMapsTensor, "output");
       probs_ = port(compiled_.outputs(), kGlobalProbsTensor, "output");
-      request_ = compiled_.create_infer_request();  // one request, reused by every infer()
+      // One request (LATENCY) or one per stream (THROUGHPUT), created once and reused by every infer().
+      const unsigned n = performance_ == "LATENCY" ? 1u : compiled_.get_property(ov::optimal_number_of_infer_requests);
+      for (unsigned i = 0; i < std::max(1u, n); ++i) requests_.push_back(compiled_.create_infer_request());
     } catch (const Error&) {
       throw;
     } catch (const std::exception& err) {
@@ -132,21 +142,34 @@ class OpenVinoEncoder final : public Encoder {
   EncoderOutput infer(const std::uint8_t* views, int v, int s, int g) override {
     EncoderOutput out;
     if (v == 0) return out;
-    ov::Tensor input(ov::element::u8,
-                     ov::Shape{static_cast<size_t>(v), static_cast<size_t>(s), static_cast<size_t>(s), 3},
-                     const_cast<std::uint8_t*>(views));  // read only: OpenVINO does not write inputs
-    request_.set_tensor(views_, input);
-    request_.infer();
-    const ov::Tensor maps = request_.get_tensor(maps_);
-    const ov::Tensor probs = request_.get_tensor(probs_);
-    const size_t want_maps = static_cast<size_t>(v) * 2 * g * g, want_probs = static_cast<size_t>(v) * 2;
-    if (maps.get_element_type() != ov::element::f32 || maps.get_size() != want_maps ||
-        probs.get_element_type() != ov::element::f32 || probs.get_size() != want_probs)
-      throw Error(model_ + ": encoder outputs have unexpected shapes (want patch_maps (" + std::to_string(v) + ",2," +
-                  std::to_string(g) + "," + std::to_string(g) + ") f32 and global_probs (" + std::to_string(v) +
-                  ",2))");
-    out.patch_maps.assign(maps.data<const float>(), maps.data<const float>() + want_maps);
-    out.global_probs.assign(probs.data<const float>(), probs.data<const float>() + want_probs);
+    // THROUGHPUT: the views split into near-equal parts (the first v % k one view longer, as Python's
+    // np.array_split), one per request, run at once; results in view order.
+    const int k = std::min<int>(static_cast<int>(requests_.size()), v);
+    const size_t view_bytes = static_cast<size_t>(s) * s * 3;
+    std::vector<int> first(k + 1, 0);
+    for (int i = 0; i < k; ++i) first[i + 1] = first[i] + v / k + (i < v % k ? 1 : 0);
+    for (int i = 0; i < k; ++i) {
+      const size_t n = static_cast<size_t>(first[i + 1] - first[i]);
+      ov::Tensor input(ov::element::u8, ov::Shape{n, static_cast<size_t>(s), static_cast<size_t>(s), 3},
+                       const_cast<std::uint8_t*>(views + first[i] * view_bytes));  // read only
+      requests_[i].set_tensor(views_, input);
+      requests_[i].start_async();
+    }
+    for (int i = 0; i < k; ++i) requests_[i].wait();
+    for (int i = 0; i < k; ++i) {
+      const int n = first[i + 1] - first[i];
+      const ov::Tensor maps = requests_[i].get_tensor(maps_);
+      const ov::Tensor probs = requests_[i].get_tensor(probs_);
+      const size_t want_maps = static_cast<size_t>(n) * 2 * g * g, want_probs = static_cast<size_t>(n) * 2;
+      if (maps.get_element_type() != ov::element::f32 || maps.get_size() != want_maps ||
+          probs.get_element_type() != ov::element::f32 || probs.get_size() != want_probs)
+        throw Error(model_ + ": encoder outputs have unexpected shapes (want patch_maps (" + std::to_string(n) + ",2," +
+                    std::to_string(g) + "," + std::to_string(g) + ") f32 and global_probs (" + std::to_string(n) +
+                    ",2))");
+      out.patch_maps.insert(out.patch_maps.end(), maps.data<const float>(), maps.data<const float>() + want_maps);
+      out.global_probs.insert(out.global_probs.end(), probs.data<const float>(),
+                              probs.data<const float>() + want_probs);
+    }
     return out;
   }
 
@@ -162,15 +185,15 @@ class OpenVinoEncoder final : public Encoder {
                 "); re-export the bundle with align3d-rt export");
   }
 
-  std::string describe() const override { return "openvino " + device_ + " " + hint_; }
+  std::string describe() const override { return "openvino " + device_ + " " + hint_ + " " + performance_; }
   std::string model_file() const override { return model_; }
   std::string precision() const override { return precision_; }
   std::string compute_precision() const override { return hint_; }
 
  private:
-  std::string model_, precision_, device_, hint_;
+  std::string model_, precision_, device_, hint_, performance_;
   ov::CompiledModel compiled_;
-  ov::InferRequest request_;
+  std::vector<ov::InferRequest> requests_;
   ov::Output<const ov::Node> views_, maps_, probs_;
 };
 

@@ -13,6 +13,7 @@
 // before anything is written (exit 2). Files are written under temporary names and renamed into
 // place at the end.
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -37,7 +38,8 @@ namespace {
 
 const char* kUsage =
     "usage: align3d-inspect BUNDLE CLOUD|FOLDER... --out DIR [--backend openvino] [--device-name CPU]\n"
-    "                       [--precision-hint auto|f32|bf16|f16] [--threads N] [--dataset D] [--category C] [--png]\n"
+    "                       [--precision-hint auto|f32|bf16|f16] [--performance-hint LATENCY|THROUGHPUT] [--threads N] "
+    "[--dataset D] [--category C] [--png]\n"
     "                       [--calibration CAL] [--overwrite]\n"
     "Score .ply/.pcd/.npy/.tiff point files (or every one below a folder) with an exported align3d_rt bundle.\n";
 
@@ -114,7 +116,10 @@ Args parse(int argc, char** argv) {
       std::cerr << "align3d-inspect: --device is deprecated, use --device-name (as align3d-rt infer)\n";
     } else if (arg == "--precision-hint")
       a.options.precision_hint = value("--precision-hint");
-    else if (arg == "--dataset")
+    else if (arg == "--performance-hint") {
+      a.options.performance_hint = value("--performance-hint");  // LATENCY or THROUGHPUT (any case)
+      for (char& c : a.options.performance_hint) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    } else if (arg == "--dataset")
       a.options.dataset = value("--dataset");
     else if (arg == "--category")
       a.options.category = value("--category");
@@ -213,6 +218,7 @@ int run(const Args& a) {
                           {"device", a.options.device},
                           {"precision", inspector.precision()},
                           {"compute_precision", inspector.compute_precision()},
+                          {"performance_hint", a.options.performance_hint},
                           {"model_file", inspector.model_file()},
                           {"fusion_weight", inspector.fusion_weight()},
                           {"dataset", inspector.dataset()},

@@ -31,6 +31,8 @@ struct InspectorOptions {
   // OpenVINO INFERENCE_PRECISION_HINT: auto (bf16 where the device reports BF16, else f32; the fast
   // route), f32 (bit-exact with Python's f32 compute), bf16, f16 (also fp32/fp16/bfloat16)
   std::string precision_hint = "auto";
+  // OpenVINO PERFORMANCE_HINT: LATENCY (default) or THROUGHPUT (streams; a sample's views split over them)
+  std::string performance_hint = "LATENCY";
   int threads = 0;          // encoder threads (0: backend default)
   std::string dataset;      // optional: mvtec3d, synthetic, eyecandies, real3d (spec 5.1)
   std::string category;     // optional MVTec category (point size)
