@@ -65,6 +65,8 @@ def test_inspector_row_runs_the_python_openvino_rows_bundle(tmp_path: Path) -> N
         assert row.export_format == "openvino" and row.precision == precision
         assert all(dict(v.export_options) == row.export_options for v in py)  # one bundle folder for all of them
     assert rowlib.all_rows("cpu", False, None)[-1].precision == "int8"  # the default: the fastest route
+    row = rowlib.inspector_row(tmp_path / "align3d-inspect", "int8", "THROUGHPUT")
+    assert row.options == {"performance_hint": "THROUGHPUT"} and "THROUGHPUT" in row.label
 
 
 def test_infer_batches_of_clouds_match_one_at_a_time(tmp_path: Path) -> None:

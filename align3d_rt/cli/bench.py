@@ -48,6 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--inspector-precision", choices=("fp32", "int8"), default="int8",
                    help="precision of the OpenVINO IR the C++ inspector reads: the bundle of the Python openvino "
                         "row of that precision (default int8, the fastest route)")
+    p.add_argument("--inspector-performance-hint", choices=("LATENCY", "THROUGHPUT"), default="LATENCY",
+                   help="--performance-hint of the C++ inspector row (default LATENCY, as align3d-inspect)")
     p.add_argument("--note", default="", help="a sentence printed under the table (e.g. that the machine was shared)")
     p.add_argument("--list", action="store_true", help="list the rows and whether each runs here, then exit")
     p.set_defaults(func=run_bench_cmd)
@@ -111,7 +113,8 @@ def config_from_args(args: argparse.Namespace) -> "BenchConfig":  # noqa: F821 -
                        batch_sizes=_ints(args.batch_sizes, "--batch-sizes"),
                        warmup_each_batch=not args.no_warmup_each_batch, isolate=not args.in_process,
                        row_timeout_s=args.row_timeout, roots=roots, inspector=inspector or find_inspector(),
-                       inspector_precision=args.inspector_precision, note=args.note, skip=skip)
+                       inspector_precision=args.inspector_precision,
+                       inspector_performance_hint=args.inspector_performance_hint, note=args.note, skip=skip)
 
 
 def run_bench_cmd(args: argparse.Namespace) -> int:

@@ -117,18 +117,20 @@ def inspector_inputs(clouds: CloudSet, folder: Path) -> CloudSet:
     return replace(clouds, files=files, origin=clouds.origin + "; preprocessed points (.npy) for the inspector")
 
 
-def measure_inspector(binary: Path, bundle: Path, sets: list[CloudSet], out_dir: Path) -> dict[str, Any]:
+def measure_inspector(binary: Path, bundle: Path, sets: list[CloudSet], out_dir: Path,
+                      options: list[str] | None = None) -> dict[str, Any]:
     """Warm-up call (file cache, first load), then per kind: one call per cloud, then one call over all.
-    Every call has --overwrite: a later bench over the same --workdir replaces the inspector's earlier outputs."""
+    Every call has --overwrite: a later bench over the same --workdir replaces the inspector's earlier outputs;
+    ``options`` (e.g. ``--performance-hint THROUGHPUT``) go to every call."""
     sets = [inspector_inputs(c, out_dir / "inputs" / c.kind) for c in sets]
     first = sets[0].files[0][0]
     _run([str(binary), str(bundle), str(first), "--out", str(out_dir / "warmup"), "--overwrite",
-          *_dataset_args(sets[0])])
+          *(options or []), *_dataset_args(sets[0])])
     out: dict[str, Any] = {"by_kind": {}, "binary": str(binary), "bundle": str(bundle)}
     peak_all = 0.0
     for clouds in sets:
         lat, peaks, timings = [], [], []
-        extra = _dataset_args(clouds)
+        extra = [*(options or []), *_dataset_args(clouds)]
         for path, key in clouds.files:
             one = out_dir / clouds.kind / key
             wall, peak, _ = _run([str(binary), str(bundle), str(path), "--out", str(one), "--overwrite", *extra])

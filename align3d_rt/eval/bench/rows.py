@@ -42,7 +42,8 @@ class Row:
         return cls(**data)
 
 
-def all_rows(device: str, gpu: bool, inspector: Path | None, inspector_precision: str = "int8") -> list[Row]:
+def all_rows(device: str, gpu: bool, inspector: Path | None, inspector_precision: str = "int8",
+             inspector_performance_hint: str = "LATENCY") -> list[Row]:
     """Every row the registry describes (and the inspector's), with a skip reason where it cannot run here.
 
     ``device``: where rows that can run on either device run ('cpu' or 'cuda'); ``gpu``: a CUDA GPU is usable."""
@@ -64,18 +65,19 @@ def all_rows(device: str, gpu: bool, inspector: Path | None, inspector_precision
                 except BackendUnavailable as err:
                     row.skip_reason = str(err)
             rows.append(row)
-    rows.append(inspector_row(inspector, inspector_precision))
+    rows.append(inspector_row(inspector, inspector_precision, inspector_performance_hint))
     return rows
 
 
-def inspector_row(binary: Path | None, precision: str) -> Row:
+def inspector_row(binary: Path | None, precision: str, performance_hint: str = "LATENCY") -> Row:
     """The C++ inspector on the bundle the Python OpenVINO row of ``precision`` runs (same export options, so
     the same bundle folder), at its default compute precision (auto: bf16 where the CPU has it)."""
     from align3d_rt.eval.bench.inspector import FORMAT
 
     same = [v for v in registry.get(FORMAT).bench_variants() if v.precision == precision]
-    row = Row(INSPECTOR_ROW, "", "inspector", f"C++ inspector (align3d-inspect, {precision} IR, auto hint)",
-              "inspector", "cpu", precision, export_format=FORMAT,
+    hint = "" if performance_hint == "LATENCY" else f", {performance_hint}"
+    row = Row(INSPECTOR_ROW, "", "inspector", f"C++ inspector (align3d-inspect, {precision} IR, auto hint{hint})",
+              "inspector", "cpu", precision, {"performance_hint": performance_hint}, export_format=FORMAT,
               export_options=dict(same[-1].export_options) if same else {}, note=str(binary or ""))
     if binary is None:
         row.skip_reason = ("no built align3d-inspect found (set ALIGN3D_INSPECT to the binary, or build it into "

@@ -48,6 +48,7 @@ class BenchConfig:
     roots: dict[str, tuple[Path, str]] = field(default_factory=dict)
     inspector: Path | None = None
     inspector_precision: str = "int8"
+    inspector_performance_hint: str = "LATENCY"
     note: str = ""
     mvtec_scan_size: tuple[int, int] = MVTEC_SCAN_SIZE
     skip: dict[str, str] = field(default_factory=dict)  # row id -> why it is not measured in this run
@@ -85,7 +86,8 @@ def plan(config: BenchConfig) -> list[rowlib.Row]:
 
     gpu = cuda_available()
     device = "cuda" if config.device == "cuda" or (config.device == "auto" and gpu) else "cpu"
-    rows = rowlib.all_rows(device, gpu, config.inspector, config.inspector_precision)
+    rows = rowlib.all_rows(device, gpu, config.inspector, config.inspector_precision,
+                           config.inspector_performance_hint)
     unknown = sorted(set(config.skip) - {r.row_id for r in rows})
     if unknown:
         from align3d_rt.errors import Align3DError
@@ -114,7 +116,8 @@ def measure_row(row: rowlib.Row, config: BenchConfig, loads: dict[str, Any]) -> 
                                                     row.export_options)
             out["prep"] = {"bundle": str(bundle), "export_s": export_s}
             assert config.inspector is not None
-            out.update(measure_inspector(config.inspector, bundle, sets, scratch))
+            out.update(measure_inspector(config.inspector, bundle, sets, scratch,
+                                         ["--performance-hint", row.options.get("performance_hint", "LATENCY")]))
         else:
             detector, out["prep"] = rowlib.build_detector(row, config.work, config.clip, config.run)
             out.update(measure_detector(detector, sets, settings, scratch, loads))
