@@ -331,3 +331,44 @@ def test_an_earlier_repository_is_replaced_whole(tmp_path: Path) -> None:
         (stage / "align3d_triton.json").write_text(json.dumps({**marker, "files": []}))
     assert sorted(p.name for p in out.iterdir()) == ["align3d_triton.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # the old one is gone, no staging left
+
+
+def test_the_written_model_py_files_load_and_answer(in_process: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each model.py the export writes, imported from its file as Triton's Python stub does, finds the
+    align3d_rt.serving module it names and answers a request (a moved module would break exactly here)."""
+    import importlib.util
+    import sys
+
+    repo, _, _ = in_process
+    pb = FakePbUtils()
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    models = {}
+    for name in ("align3d_encoder", "align3d"):
+        spec = importlib.util.spec_from_file_location(f"model_{name}", repo / name / "1" / "model.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = json_format.MessageToDict(_config(repo / name / "config.pbtxt"), preserving_proto_field_name=True)
+        models[name] = module.TritonPythonModel()
+        models[name].initialize({"model_config": json.dumps(config), "model_repository": str(repo / name),
+                                 "model_version": "1"})
+        pb.models[name] = models[name]
+    pts = np.random.default_rng(2).standard_normal((200, 3)).astype(np.float32)
+    (resp,) = models["align3d"].execute([_request(pts)])
+    assert not resp.has_error() and pb.bls_batches == [9]
+    out = {t.name(): t.as_numpy() for t in resp.output_tensors}
+    assert out["point_scores"].shape == (200, 3) and np.isfinite(out["point_scores"]).all()
+    for model in models.values():
+        model.finalize()
+
+
+def test_the_encoder_model_stands_alone() -> None:
+    """The encoder model imports neither the pipeline model nor the Detector (each Triton model stands alone)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, align3d_rt.serving.triton_encoder\n"
+            "print(sorted(m for m in sys.modules if m.startswith('align3d_rt.serving.triton_pipeline') "
+            "or m.startswith('align3d_rt.runtime.detector')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:] + out.stdout
