@@ -1,4 +1,4 @@
-"""The Triton model repository's contract shared by its writer (export) and its models/client (runtime).
+"""The Triton model repository's contract shared by its writer, its models and the client (``align3d_rt.serving``).
 
 Layout written by ``align3d-rt export --format triton``::
 
