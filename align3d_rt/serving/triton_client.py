@@ -1,9 +1,10 @@
 """Score clouds on a Triton Inference Server: the client side of ``align3d-rt infer --triton URL``.
 
 ``TritonScorer`` is a :class:`~align3d_rt.runtime.scorer.Scorer` like the local Detector (same
-``score_stream``, ``describe`` and ``fusion_weight``), not a Detector: files are read and preprocessed here exactly as for local
-inference, the scored points are sent to the pipeline model (``artifacts/triton_layout.py``) and
-the answer becomes the same ScoreResult, so the command writes the same outputs.
+``score_stream``, ``describe`` and ``fusion_weight``), not a Detector: files are read and
+preprocessed here exactly as for local inference, the scored points are sent to the pipeline model
+(``artifacts/triton_layout.py``) and the answer becomes the same ScoreResult, so the command writes
+the same outputs.
 
 Protocol from the URL: ``http://host:port`` (tritonclient.http) or ``grpc://host:port``
 (tritonclient.grpc). Every call has a timeout; connection failures and timeouts are retried a
@@ -228,7 +229,8 @@ class TritonScorer:
                                                "views", "image_size", "grid_size") if k in self.params}}
 
     def score_stream(self, items: Iterable[Any], load: Callable[[Any], PointCloudSample] | None = None,
-                     batch_size: int = 1, keep_render: KeepRender = False) -> Iterator[tuple[Any, ScoreResult | InputError]]:
+                     batch_size: int = 1, keep_render: KeepRender = False
+                     ) -> Iterator[tuple[Any, ScoreResult | InputError]]:
         """(item, ScoreResult or InputError) per item, in order; one request per cloud.
 
         ``batch_size`` is not used: the server batches the encoder work of concurrent requests."""
