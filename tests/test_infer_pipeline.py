@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_eval_support import bump_cloud, fake_detector, shared_tiny_run
 
 from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError, BackendUnavailable
-from align3d_rt.scoring import object_score, upsample_map
 from align3d_rt.runtime.detector import Detector
-from infer_eval_support import bump_cloud, fake_detector, shared_tiny_run
+from align3d_rt.scoring import object_score, upsample_map
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_pipeline_runs_with_torch_unimportable() -> None:
         sys.modules['torch'] = None
         sys.path.insert(0, %r)
         import align3d_rt.runtime.detector, align3d_rt.cli.infer, align3d_rt.cli.eval, align3d_rt.eval.protocols
-        import align3d_rt.eval.report, align3d_rt.eval.pictures, align3d_rt.runtime.outputs
+        import align3d_rt.eval.report, align3d_rt.eval.pictures, align3d_rt.eval.outputs
         from infer_eval_support import bump_cloud, fake_detector
         det, _ = fake_detector()
         r = det.score([bump_cloud(20)])[0]

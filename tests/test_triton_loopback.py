@@ -13,12 +13,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
-
 from export_support import session_samples, session_tiny
 from triton_server import REPO, Server, pytriton_dir, start_server
 
@@ -153,11 +152,11 @@ def test_two_concurrent_clients_score_like_local_inference_and_the_encoder_batch
 def test_a_cloud_the_server_rejects_is_that_files_failure(served: tuple[Server, dict[str, Path], float]) -> None:
     from align3d_rt.data.sample import PointCloudSample
     from align3d_rt.errors import InputError
-    from align3d_rt.runtime.triton_client import TritonDetector
+    from align3d_rt.serving.triton_client import TritonScorer
 
     server = served[0]
     for url in (server.http_url, server.grpc_url):
-        with TritonDetector(url, timeout=60) as detector:
+        with TritonScorer(url, timeout=60) as detector:
             bad = PointCloudSample(points=np.array([[0, 0, np.nan], [1, 2, 3]], np.float32), source="bad.npy")
             result = detector.score_sample(bad)
             assert isinstance(result, InputError)

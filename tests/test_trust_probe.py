@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -16,9 +16,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from infer_eval_support import bump_cloud  # noqa: E402
 
+from align3d_rt import io_utils  # noqa: E402
 from align3d_rt.cli import main  # noqa: E402
 from align3d_rt.errors import Align3DError  # noqa: E402
-from align3d_rt import io_utils  # noqa: E402
 
 DEEP = "[" * 100_000 + "]" * 100_000
 
@@ -100,7 +100,7 @@ def test_infer_overwrite_onto_a_strange_scores_json_is_refused_on_one_line(
 
 def test_triton_marker_too_deep_is_not_a_repository(tmp_path: Path) -> None:
     from align3d_rt.artifacts import triton_layout as layout
-    from align3d_rt.export.triton_repository import is_repository, repository_files
+    from align3d_rt.serving.triton_repository import is_repository, repository_files
 
     (tmp_path / layout.MARKER_NAME).write_text(DEEP, encoding="utf-8")
     assert not is_repository(tmp_path) and repository_files(tmp_path) == set()

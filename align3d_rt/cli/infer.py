@@ -27,20 +27,23 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from align3d_rt.cli import calibration_options
 from align3d_rt.cli.infer_page import add_html_option, write_index, write_result_page
-from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_detector
+from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_scorer
+from align3d_rt.cli.numbers import positive_int
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.data.files import collect_files
-from align3d_rt.cli.numbers import positive_int
 from align3d_rt.errors import Align3DError, InputError, input_error
 from align3d_rt.io_utils import save_npy_atomic
 from align3d_rt.render.views import DATASET_CATEGORIES
+
+if TYPE_CHECKING:
+    from align3d_rt.runtime.scorer import Scorer
 
 DATASET_CHOICES = tuple(DATASET_CATEGORIES)
 
@@ -90,7 +93,6 @@ def sample_loader(dataset: str, category: str) -> Any:
 
 def run_infer(args: argparse.Namespace) -> int:
     from align3d_rt.cli.out_folder import OutputFolder
-
     from align3d_rt.render.views import category_problem
 
     check_triton_choice(args)
@@ -102,17 +104,17 @@ def run_infer(args: argparse.Namespace) -> int:
         raise Align3DError(problem)
     # with --html, a file called index.* would have its page overwritten by index.html
     files = collect_files(list(args.paths), exclude=args.out, reserved=("index",) if args.html else ())
-    detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))
+    detector = triton_scorer(args) if args.triton else apply_scoring(args, build_detector(args))
     if cal is not None:
         calibration_options.attach(detector, cal, args.calibration)
     with folder:
         return _infer_into(args, files, detector)
 
 
-def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detector: Any) -> int:
+def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detector: Scorer) -> int:
     from align3d_rt import progress
+    from align3d_rt.eval import outputs
     from align3d_rt.io_utils import write_json_atomic
-    from align3d_rt.runtime import outputs
 
     summary: dict[str, Any] = {
         "detector": {**detector.describe(), "dataset": args.dataset or None, "category": args.category or None},
@@ -120,10 +122,10 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
         "samples": {},
         "failed": {},
     }
-    if getattr(detector, "calibration", None) is not None:
-        summary["calibration"] = calibration_options.summary_field(detector.calibration, args.calibration)
-    elif getattr(detector, "calibration_summary", None) is not None:  # --triton: the served calibration
-        summary["calibration"] = detector.calibration_summary
+    if (local_cal := getattr(detector, "calibration", None)) is not None:
+        summary["calibration"] = calibration_options.summary_field(local_cal, args.calibration)
+    elif (served := getattr(detector, "calibration_summary", None)) is not None:  # --triton: the served calibration
+        summary["calibration"] = served
     if args.html:
         summary["index"] = "index.html"  # named before it is written: ours for a later --overwrite
     scores_json = args.out / "scores.json"

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
 
-from align3d_rt.errors import Align3DError
 from align3d_rt.cli.numbers import non_negative_int, positive_float
+from align3d_rt.errors import Align3DError
+
+if TYPE_CHECKING:
+    from align3d_rt.serving.triton_client import TritonScorer
 
 
 def add_triton_client_options(p: argparse.ArgumentParser) -> None:
@@ -43,9 +46,9 @@ def check_triton_choice(args: argparse.Namespace) -> None:
                            f"leave them out with --triton")
 
 
-def triton_detector(args: argparse.Namespace) -> Any:
-    from align3d_rt.runtime.triton_client import TritonDetector
+def triton_scorer(args: argparse.Namespace) -> TritonScorer:
+    from align3d_rt.serving.triton_client import TritonScorer
 
-    detector = TritonDetector(args.triton, args.model, timeout=args.timeout, retries=args.retries)
-    detector.connect()  # before the output folder is made: an unreachable server leaves nothing behind
-    return detector
+    scorer = TritonScorer(args.triton, args.model, timeout=args.timeout, retries=args.retries)
+    scorer.connect()  # before the output folder is made: an unreachable server leaves nothing behind
+    return scorer

@@ -7,8 +7,9 @@ import base64
 import html
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ def _point_size(pts: np.ndarray) -> float:
 
 
 def _colormap() -> list[list[int]]:
-    from align3d_rt.runtime.outputs import heat_colors
+    from align3d_rt.eval.outputs import heat_colors
 
     rgb = heat_colors(np.linspace(0.0, 1.0, 256), 0.0, 1.0)
     return np.rint(rgb * 255).astype(int).tolist()

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from align3d_rt.artifacts.bundle import INPUT_NAME, OUTPUT_NAMES
+from align3d_rt.artifacts.triton_layout import model_parameters
 from align3d_rt.errors import BundleError, import_backend
 from align3d_rt.io_utils import sha256_file
-from align3d_rt.runtime.triton_pipeline import model_parameters
 
 
 def open_session(path: Path, precision: str, threads: int) -> Any:
