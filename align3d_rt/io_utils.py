@@ -6,11 +6,11 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-
 
 # The largest JSON file the tool reads (manifests, run configs, calibrations, scores.json: all far smaller).
 JSON_MAX_BYTES = 64 << 20

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import height_field_cloud, warm_up_kernels  # noqa: E402
+from bench_pipeline import height_field_cloud, warm_up_kernels
 
 
 def hot_calibration(fused: np.ndarray, object_score: float, source: dict, hot_share: float = 0.05):  # noqa: ANN201

@@ -21,8 +21,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -146,9 +147,9 @@ def run(clip: str, view_counts: list[int], repeats: int, threads: int | None,
 
             calls: dict[str, Callable[[], Any]] = {"torch_fp32": torch_call, "torch_bf16": torch_bf16}
             for name, sess in sessions.items():
-                calls[name] = lambda s=sess, x=x: s.run(None, {"views": x})  # noqa: E731
+                calls[name] = lambda s=sess, x=x: s.run(None, {"views": x})
             for name, cm in compiled.items():
-                calls[name] = lambda c=cm, x=x: c(x)  # noqa: E731
+                calls[name] = lambda c=cm, x=x: c(x)
             ref_maps, ref_probs = (t.numpy() for t in torch_call())  # also the warm-up
             row: dict[str, Any] = {}
             for name, call in calls.items():

@@ -6,7 +6,7 @@ Run: ``.venv/bin/python -m pytest bench/bench_kernels.py -s`` (pytest-benchmark)
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -12,7 +12,6 @@ and, for torch, picks its kernels: it is much slower than the following ones).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -61,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from align3d_rt.train.random_run import random_run_dir
     from align3d_rt.runtime.detector import Detector
+    from align3d_rt.train.random_run import random_run_dir
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import numpy as np
 
 from align3d_rt.render import RenderSettings, render_views, settings_for
 from align3d_rt.render.shapes import organized_object, unorganized_cloud
-
 
 # Best of 30 calls (about 1 s): on this shared 2-vCPU machine a render runs about 1.5x slower for
 # stretches of several calls at a time (both threads on one vCPU); the minimum is the quiet figure.

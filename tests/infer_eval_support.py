@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from align3d_rt.data.sample import PointCloudSample
+from align3d_rt.render.views import RenderSettings
 from align3d_rt.runtime.base import BaseRunner, EncoderOutput
 from align3d_rt.runtime.detector import Detector
-from align3d_rt.render.views import RenderSettings
 
 
 def fake_maps(views: np.ndarray, grid: int) -> EncoderOutput:
@@ -32,7 +32,7 @@ class FakeBackend(BaseRunner):
         self.calls: list[int] = []
 
     @classmethod
-    def from_source(cls, source: object, device: str = "cpu") -> "FakeBackend":
+    def from_source(cls, source: object, device: str = "cpu") -> FakeBackend:
         return cls()
 
     @property
@@ -67,7 +67,7 @@ def bump_cloud(n_side: int, seed: int = 0, category: str = "dome", source: str =
 _TINY_RUN: dict[str, object] = {}
 
 
-def shared_tiny_run(tmp_path_factory) -> "Path":  # noqa: ANN001
+def shared_tiny_run(tmp_path_factory) -> Path:  # noqa: ANN001
     """One random tiny-CLIP run directory per test process (built on first use)."""
     from pathlib import Path
 

@@ -3,8 +3,8 @@ order and byte order of .npy, header lies, truncations, short and text rows, too
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 

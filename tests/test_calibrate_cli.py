@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_eval_support import bump_cloud, shared_tiny_run
 
 from align3d_rt.artifacts.calibration import calibration_digest, load_calibration, save_calibration
 from align3d_rt.cli import main
 from align3d_rt.eval.calibration import fit_calibration
 from align3d_rt.runtime.decisions import normalize
-from infer_eval_support import bump_cloud, shared_tiny_run
 
 ALPHA = "0.2"  # conformal at 0.2 needs 4 good parts (keeps the test fast)
 

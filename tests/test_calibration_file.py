@@ -3,20 +3,31 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from scipy.stats import beta
 
 from align3d_rt.artifacts.calibration import (
-    CALIBRATION_FORMAT, CALIBRATION_VERSION, Calibration, calibration_digest, check_source, load_calibration,
-    run_id, save_calibration,
+    CALIBRATION_FORMAT,
+    CALIBRATION_VERSION,
+    Calibration,
+    calibration_digest,
+    check_source,
+    load_calibration,
+    run_id,
+    save_calibration,
 )
 from align3d_rt.errors import Align3DError
 from align3d_rt.eval.calibration import (
-    conformal_rank, fit_calibration, fit_threshold, good_parts_needed, pac_rank,
+    conformal_rank,
+    fit_calibration,
+    fit_threshold,
+    good_parts_needed,
+    pac_rank,
 )
 
 BUNDLE_A = {"kind": "bundle", "manifest_sha256": "a" * 64}

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cpp_build  # noqa: E402
-from export_support import make_run_dir  # noqa: E402
+import cpp_build
+from export_support import make_run_dir
 
 pytest.importorskip("openvino")
 SCORE_TOL = 1e-4  # fp32 model, per-point and object scores (spec 10.3)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cpp_build  # noqa: E402
-from export_support import make_run_dir  # noqa: E402
+import cpp_build
+from export_support import make_run_dir
 
 pytest.importorskip("openvino")
 if cpp_build.missing_tools():

@@ -7,12 +7,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_eval_support import fake_detector
 
 from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError
 from align3d_rt.eval.protocols import ClassScores, run_protocol, select_classes, training_origin
-from align3d_rt.eval.report import ClassResult, csv_table, markdown_table, mean_metrics, side_by_side_markdown, write_tables
-from infer_eval_support import fake_detector
+from align3d_rt.eval.report import (
+    ClassResult,
+    csv_table,
+    markdown_table,
+    mean_metrics,
+    side_by_side_markdown,
+    write_tables,
+)
 
 
 def _grid_sample(label: str, anomalous_cells: slice | None, rng: np.random.Generator) -> tuple[PointCloudSample, np.ndarray]:

@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+from infer_eval_support import fake_detector
 
 from align3d_rt.cli import main
-from infer_eval_support import fake_detector
 
 CLASSES = ("dome", "box")
 

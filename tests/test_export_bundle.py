@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from export_support import session_tiny
 
-from align3d_rt.errors import BundleError
 from align3d_rt.artifacts.bundle import FORMAT_VERSION, MANIFEST_NAME, ONNX_NAME, load_bundle, staged_directory
+from align3d_rt.errors import BundleError
 from align3d_rt.io_utils import sha256_file
 
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_eval_support import bump_cloud, fake_detector, shared_tiny_run
 
 from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError, BackendUnavailable
-from align3d_rt.scoring import object_score, upsample_map
 from align3d_rt.runtime.detector import Detector
-from infer_eval_support import bump_cloud, fake_detector, shared_tiny_run
+from align3d_rt.scoring import object_score, upsample_map
 
 
 @pytest.fixture(scope="module")

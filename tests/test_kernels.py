@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from blocking import run_blocked
 
 from align3d_rt.kernels import backproject
 from align3d_rt.scoring import bilinear_tables
-from blocking import run_blocked
 
 
 def torch_reference(maps: np.ndarray, pixels: np.ndarray, visible: np.ndarray, image_size: int,

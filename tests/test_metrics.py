@@ -3,12 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from blocking import run_blocked
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from align3d_rt.eval.metrics import (MetricUndefinedWarning, aupro, blur_grid, grid_metrics, object_ap,
-                                     object_auroc, per_point_metrics, point_auroc, points_to_grid)
-from blocking import run_blocked
+from align3d_rt.eval.metrics import (
+    MetricUndefinedWarning,
+    aupro,
+    blur_grid,
+    grid_metrics,
+    object_ap,
+    object_auroc,
+    per_point_metrics,
+    point_auroc,
+    points_to_grid,
+)
 
 
 def test_object_metrics_match_sklearn() -> None:

@@ -60,8 +60,8 @@ def test_manifest_lists_and_hashes_the_ir(ov: dict[str, Path]) -> None:
 
 
 def test_fp32_ir_matches_torch_and_bf16_hint_runs(ov: dict[str, Path]) -> None:
-    from align3d_rt.runtime import registry
     from align3d_rt.artifacts.bundle import load_bundle
+    from align3d_rt.runtime import registry
 
     views = random_views(3)
     ref_maps, ref_probs = _torch_reference(ov["run"], views)
@@ -172,8 +172,8 @@ def test_tampered_ir_is_refused(ov: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_unknown_device_and_bad_hints(ov: dict[str, Path]) -> None:
-    from align3d_rt.runtime import registry
     from align3d_rt.artifacts.bundle import load_bundle
+    from align3d_rt.runtime import registry
     from align3d_rt.runtime.openvino_backend import choose_precision_hint
 
     bundle = load_bundle(ov["fp32"])

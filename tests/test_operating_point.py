@@ -5,9 +5,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from align3d_rt.eval.operating_point import (OperatingPoint, RegionHits, conformal_false_reject_range,
-                                             conformal_rank, object_operating_point, operating_markdown,
-                                             region_hits)
+from align3d_rt.eval.operating_point import (
+    OperatingPoint,
+    RegionHits,
+    conformal_false_reject_range,
+    conformal_rank,
+    object_operating_point,
+    operating_markdown,
+    region_hits,
+)
 
 
 def test_object_rates_and_f1_by_hand() -> None:
@@ -124,8 +130,9 @@ _FAKE_SOURCE = {"kind": "bundle", "manifest_sha256": "b" * 64}
 
 
 def _fake_eval(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
-    from align3d_rt.cli import eval as eval_cli
     from infer_eval_support import fake_detector
+
+    from align3d_rt.cli import eval as eval_cli
 
     det, _ = fake_detector(info={"backend": "fake", "source": "bundle", "bundle_manifest": dict(_FAKE_SOURCE),
                                  "run_config": {"dataset": "synthetic", "category": "dome"}})

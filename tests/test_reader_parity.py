@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cpp_build  # noqa: E402
-import reader_cases  # noqa: E402
+import cpp_build
+import reader_cases
 
-from align3d_rt.data.readers import load_point_file  # noqa: E402
-from align3d_rt.errors import InputError  # noqa: E402
+from align3d_rt.data.readers import load_point_file
+from align3d_rt.errors import InputError
 
 if cpp_build.missing_tools():
     pytest.skip(f"C++ toolchain missing ({', '.join(cpp_build.missing_tools())}); run scripts/setup.sh",

@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from result_page_support import decode, embedded_data, planted_part
 
 from align3d_rt.errors import Align3DError
 from align3d_rt.eval.page import write_index_page, write_part_page
 from align3d_rt.eval.page.assets import THREE_JS, THREE_LICENSE, read_asset
-from result_page_support import decode, embedded_data, planted_part
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -189,8 +189,9 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_infer_html_writes_pages_and_index(tiny_run: Path, tmp_path: Path) -> None:
-    from align3d_rt.cli import main
     from infer_eval_support import bump_cloud
+
+    from align3d_rt.cli import main
 
     clouds = tmp_path / "clouds"
     clouds.mkdir()

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from align3d_rt.eval.page import write_part_page
 from chromium_page import chromium_binary, open_page
 from result_page_support import planted_part
+
+from align3d_rt.eval.page import write_part_page
 
 BACKGROUND = (0x1B, 0x1E, 0x24)  # the canvas clear colour (part.js)
 REJECT_RED = (0xD0, 0x20, 0x1A)  # .decision.reject (page.css)

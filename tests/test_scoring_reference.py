@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from align3d_rt.scoring_reference import (ReferenceScoringError, ReferenceSettings, grid_layout,
-                                          reference_scores)
 from reference_formulas import np_gaussian_blur, np_reference
+
+from align3d_rt.scoring_reference import ReferenceScoringError, ReferenceSettings, grid_layout, reference_scores
 
 TOL = 1e-6
 
@@ -123,9 +122,10 @@ def test_detector_reference_mode_equals_numpy_on_the_same_tensors(dataset: str) 
 def test_infer_cli_reference_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     """infer --scoring reference: square clouds scored the reference way, others refused per file."""
+    from infer_eval_support import bump_cloud, fake_detector
+
     from align3d_rt.cli import infer as infer_cli
     from align3d_rt.cli import main
-    from infer_eval_support import bump_cloud, fake_detector
 
     det, _ = fake_detector(fusion_weight=0.5)
     monkeypatch.setattr(infer_cli, "build_detector", lambda args: det)
@@ -153,9 +153,10 @@ def test_infer_cli_reference_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_reference_weights_are_checked() -> None:
     import argparse
 
+    from infer_eval_support import fake_detector
+
     from align3d_rt.cli.scoring_options import apply_scoring
     from align3d_rt.errors import Align3DError
-    from infer_eval_support import fake_detector
 
     det, _ = fake_detector(fusion_weight=0.0)
     with pytest.raises(Align3DError, match="only with --scoring reference"):
@@ -175,9 +176,10 @@ def test_reference_weights_are_checked() -> None:
 
 def test_eval_cli_reference_mode(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """eval --scoring reference: records the mode, and its P-R/O-R differ from ours on the same data."""
+    from infer_eval_support import fake_detector
+
     from align3d_rt.cli import eval as eval_cli
     from align3d_rt.cli import main
-    from infer_eval_support import fake_detector
 
     results = {}
     for mode in ("ours", "reference"):

@@ -111,9 +111,9 @@ def test_dpca_scale_defaults_to_the_papers_value_and_says_so() -> None:
     import argparse
 
     from align3d_rt.cli import train as train_cli
+    from align3d_rt.render.views import RenderSettings
     from align3d_rt.train.runner import TrainConfig, _build_config, dpca_scale_note
     from align3d_rt.train.stage2 import Stage2Settings
-    from align3d_rt.render.views import RenderSettings
 
     parser = argparse.ArgumentParser()
     train_cli.register(parser.add_subparsers())

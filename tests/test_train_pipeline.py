@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from align3d_rt.artifacts import run_dir as rd  # noqa: E402
 from align3d_rt.errors import Align3DError, InputError, RunDirError  # noqa: E402
 from align3d_rt.train import feature_cache as fc  # noqa: E402
-from align3d_rt.artifacts import run_dir as rd  # noqa: E402
 from align3d_rt.train.runner import TrainConfig, train_run  # noqa: E402
 
 EPOCHS2 = 8

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from align3d_rt.artifacts import run_dir as rd
 from align3d_rt.errors import RunDirError
 from align3d_rt.render.views import RenderSettings
-from align3d_rt.artifacts import run_dir as rd
 
 
 def _fake_run(path: Path, dim: int = 8) -> np.ndarray:

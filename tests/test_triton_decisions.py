@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from export_support import session_samples, session_tiny
 from triton_fakes import FakePbUtils, Request, Tensor
 

@@ -13,12 +13,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
-
 from export_support import session_samples, session_tiny
 from triton_server import REPO, Server, pytriton_dir, start_server
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from export_support import session_samples, session_tiny
 from triton_fakes import FakePbUtils, Request, Tensor
 
@@ -16,8 +15,8 @@ from align3d_rt.artifacts import triton_layout as layout
 from align3d_rt.cli import main
 
 pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is in requirements.txt")
-from google.protobuf import json_format, text_format  # noqa: E402
-from tritonclient.grpc import model_config_pb2  # noqa: E402
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
 
 
 @pytest.fixture(scope="module")

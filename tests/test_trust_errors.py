@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_eval_support import bump_cloud, shared_tiny_run
 
 from align3d_rt.cli import main
 from align3d_rt.errors import Align3DError
-from infer_eval_support import bump_cloud, shared_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,6 @@ def test_eval_terminated_after_a_class_says_interrupted(tiny_run: Path, syntheti
 def test_import_checkpoint_malformed_keys_and_values(case: str, problem: str, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     import torch
-
     from test_import_checkpoint import _import, write_pair
 
     folder = tmp_path / "ckpt"

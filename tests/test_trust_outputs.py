@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_eval_support import bump_cloud, shared_tiny_run
 
 from align3d_rt.cli import main
 from align3d_rt.cli.out_folder import OutputFolder
 from align3d_rt.data.files import collect_files, unique_keys
 from align3d_rt.errors import Align3DError, BundleError
 from align3d_rt.io_utils import foreign_entries, remove_owned
-from infer_eval_support import bump_cloud, shared_tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,18 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from infer_eval_support import bump_cloud  # noqa: E402
+from infer_eval_support import bump_cloud
 
-from align3d_rt.cli import main  # noqa: E402
-from align3d_rt.errors import Align3DError  # noqa: E402
-from align3d_rt import io_utils  # noqa: E402
+from align3d_rt import io_utils
+from align3d_rt.cli import main
+from align3d_rt.errors import Align3DError
 
 DEEP = "[" * 100_000 + "]" * 100_000
 

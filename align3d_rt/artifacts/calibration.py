@@ -55,7 +55,7 @@ class ThresholdSet:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ThresholdSet":
+    def from_dict(cls, data: dict[str, Any]) -> ThresholdSet:
         extras = {k: v for k, v in data.items() if k not in ("threshold", "lo", "hi", "rank")}
         rank = data.get("rank")
         return cls(float(data["threshold"]), float(data["lo"]), float(data["hi"]),
@@ -108,7 +108,7 @@ class Calibration:
         """The whole file object (with ``calibration_sha256`` = ``self.sha256``)."""
         return dict(self.body(), **{DIGEST_KEY: self.sha256})
 
-    def sealed(self) -> "Calibration":
+    def sealed(self) -> Calibration:
         """This calibration with its digest computed (what ``save_calibration`` writes)."""
         return dataclasses.replace(self, sha256=calibration_digest(self.body()))
 
@@ -117,7 +117,7 @@ class Calibration:
         return str(self.source.get(SOURCE_KINDS.get(str(self.source.get("kind")), ""), ""))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], path: str | os.PathLike[str] = "calibration") -> "Calibration":
+    def from_dict(cls, data: dict[str, Any], path: str | os.PathLike[str] = "calibration") -> Calibration:
         """Validate the fields (13.2 from the thresholds on, then the other fields) and build it.
 
         The format, version and digest are checked by ``load_calibration`` before this."""

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from align3d_rt.errors import RunDirError
 from align3d_rt.artifacts.migrate import ALIGNER_CHANGE, Upgrade, upgrade
+from align3d_rt.errors import RunDirError
 from align3d_rt.io_utils import atomic_path, read_json, write_json_atomic, write_text_atomic
 from align3d_rt.render.views import RenderSettings
 
@@ -89,9 +89,8 @@ def clip_seed(weights_id: str | None, config: dict[str, Any]) -> int:
 
 def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     """Write numpy arrays as safetensors atomically."""
-    from safetensors.numpy import save_file
-
     from safetensors import SafetensorError
+    from safetensors.numpy import save_file
 
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     with atomic_path(path) as tmp:

@@ -27,10 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
+from align3d_rt.cli.numbers import non_negative_int
 from align3d_rt.io_utils import sha256_json, write_json_atomic, write_text_atomic
 from align3d_rt.runtime.devices import DEVICE_CHOICES
-from align3d_rt.cli.numbers import non_negative_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -100,7 +99,7 @@ class DemoConfig:
     device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def quick(self) -> "DemoConfig":
+    def quick(self) -> DemoConfig:
         """A smoke-test sized demo (seconds, not a result)."""
         return dataclasses.replace(self, categories=self.categories[:3], n_test_good=2, n_per_defect=1, size=(96, 128),
                                    epochs1=4, reweight_epochs=1, epochs2=2, dpca_epochs=1, calibration_samples=2)

@@ -5,10 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from align3d_rt.cli.numbers import non_negative_int, positive_int
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.errors import Align3DError
-from align3d_rt.cli.numbers import non_negative_int, positive_int
 
 DATASETS = ("mvtec3d", "eyecandies", "real3d", "synthetic")
 
@@ -74,10 +74,9 @@ def _run_eval(args: argparse.Namespace, main: bool) -> int:
     import contextlib
 
     from align3d_rt import distributed
+    from align3d_rt.cli.out_folder import OutputFolder
     from align3d_rt.eval.protocols import run_protocol
     from align3d_rt.eval.report import markdown_table, operating_section
-
-    from align3d_rt.cli.out_folder import OutputFolder
 
     if args.overwrite and args.resume:
         raise Align3DError("--overwrite and --resume: choose one (replace the folder, or continue in it)")

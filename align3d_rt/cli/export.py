@@ -9,10 +9,10 @@ from pathlib import Path
 
 from align3d_rt.artifacts.bundle import PRECISIONS
 from align3d_rt.cli.export_triton import TRITON, add_triton_options, run_triton_export
+from align3d_rt.cli.numbers import positive_float, positive_int
 from align3d_rt.cli.options import add_clip_weights_option
 from align3d_rt.errors import Align3DError
 from align3d_rt.export.openvino_export import DEFAULT_CALIBRATION_SAMPLES, EXPORT_FORMATS, IR_PRECISIONS
-from align3d_rt.cli.numbers import positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,9 +73,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.run is None:
         raise Align3DError(f"--bundle is the source of --format {TRITON}; export a bundle from a training run with --run")
     check_used_options(args)
-    from align3d_rt.export.onnx_export import export_bundle
-
-    from align3d_rt.export.onnx_export import check_opset
+    from align3d_rt.export.onnx_export import check_opset, export_bundle
 
     check_opset(args.opset)
     check_export_target(args.run, args.out, args.overwrite)  # before any work; never deletes

@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from align3d_rt.errors import Align3DError
 from align3d_rt.cli.numbers import non_negative_int, positive_int
+from align3d_rt.errors import Align3DError
 
 TRITON = "triton"
 # Options only --format triton reads, with their defaults (filled by add_triton_options).

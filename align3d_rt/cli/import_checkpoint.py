@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
 from align3d_rt.cli.numbers import fraction
 
 DATASETS = ("mvtec3d", "eyecandies", "real3d", "synthetic")

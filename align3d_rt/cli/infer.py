@@ -34,10 +34,10 @@ import numpy as np
 from align3d_rt.cli import calibration_options
 from align3d_rt.cli.infer_page import add_html_option, write_index, write_result_page
 from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_detector
+from align3d_rt.cli.numbers import positive_int
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.data.files import collect_files
-from align3d_rt.cli.numbers import positive_int
 from align3d_rt.errors import Align3DError, InputError, input_error
 from align3d_rt.io_utils import save_npy_atomic
 from align3d_rt.render.views import DATASET_CATEGORIES
@@ -90,7 +90,6 @@ def sample_loader(dataset: str, category: str) -> Any:
 
 def run_infer(args: argparse.Namespace) -> int:
     from align3d_rt.cli.out_folder import OutputFolder
-
     from align3d_rt.render.views import category_problem
 
     check_triton_choice(args)

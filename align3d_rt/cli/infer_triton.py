@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from align3d_rt.errors import Align3DError
 from align3d_rt.cli.numbers import non_negative_int, positive_float
+from align3d_rt.errors import Align3DError
 
 
 def add_triton_client_options(p: argparse.ArgumentParser) -> None:

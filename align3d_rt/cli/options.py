@@ -5,9 +5,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from align3d_rt.cli.numbers import num_streams, thread_count
 from align3d_rt.runtime import registry
 from align3d_rt.runtime.devices import DEVICE_CHOICES
-from align3d_rt.cli.numbers import num_streams, thread_count
 
 
 def add_detector_options(parser: argparse.ArgumentParser, required: bool = True) -> None:

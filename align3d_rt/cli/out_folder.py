@@ -176,7 +176,7 @@ class OutputFolder:
             raise Align3DError(f"{self.path}: output folder is not empty ({len(entries)} entries); pass {hint}, "
                                f"or choose a new --out")
 
-    def __enter__(self) -> "OutputFolder":
+    def __enter__(self) -> OutputFolder:
         self.check()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:

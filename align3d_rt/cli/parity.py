@@ -7,12 +7,12 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
+from align3d_rt.cli.numbers import positive_int
 from align3d_rt.cli.options import add_backend_option, add_runner_options, runner_options
 from align3d_rt.data.files import collect_files
 from align3d_rt.errors import Align3DError
 from align3d_rt.runtime import registry
 from align3d_rt.runtime.devices import DEVICE_CHOICES
-from align3d_rt.cli.numbers import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

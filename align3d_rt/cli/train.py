@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from align3d_rt.cli.numbers import (
+    fraction,
+    image_size,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from align3d_rt.errors import Align3DError
-from align3d_rt.cli.numbers import fraction, image_size, non_negative_float, non_negative_int, positive_float, positive_int
 
 DATASETS = ("mvtec3d", "eyecandies", "real3d", "synthetic")
 
@@ -66,11 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from align3d_rt.train.runner import TrainConfig, train_run
-
     from pathlib import Path
 
     from align3d_rt.cli.out_folder import check_writable_target
+    from align3d_rt.train.runner import TrainConfig, train_run
 
     if args.max_samples is not None and args.max_samples < 1:
         raise Align3DError(f"--max-samples {args.max_samples}: must be at least 1")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 MARGIN = 1e-6  # relative radius margin of candidate searches (far above f64 rounding, far below any spacing)
 
 

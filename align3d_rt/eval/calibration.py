@@ -10,13 +10,19 @@ false-reject rate):
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from align3d_rt import __version__
 from align3d_rt.artifacts.calibration import (
-    DEFAULT_MIN_POINTS, DEFAULT_SPACING_FACTOR, RULES, Calibration, ThresholdSet, local_time,
+    DEFAULT_MIN_POINTS,
+    DEFAULT_SPACING_FACTOR,
+    RULES,
+    Calibration,
+    ThresholdSet,
+    local_time,
 )
 from align3d_rt.errors import Align3DError
 

@@ -1,9 +1,9 @@
 """Pictures of evaluation examples: per-sample view overlays and a contact sheet (matplotlib, atomic)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class SampleScores:
     hits: RegionHits | None = None   # with a calibration: the part's regions against its defects
 
     @classmethod
-    def of(cls, sample: Any, fused: np.ndarray, object_score: float, reference: Any = None) -> "SampleScores":
+    def of(cls, sample: Any, fused: np.ndarray, object_score: float, reference: Any = None) -> SampleScores:
         anomalous = sample.is_anomalous
         if anomalous is None:
             raise Align3DError(f"{sample.source}: test sample without a label; evaluation needs ground truth")

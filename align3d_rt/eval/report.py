@@ -14,9 +14,10 @@ import csv
 import io
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from align3d_rt.io_utils import write_json_atomic, write_text_atomic
 from align3d_rt.versions import library_versions

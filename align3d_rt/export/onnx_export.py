@@ -16,9 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from align3d_rt.errors import Align3DError
-from align3d_rt.scoring import scoring_settings
-from align3d_rt.versions import library_versions
 from align3d_rt.artifacts.bundle import (
     INPUT_NAME,
     ONNX_NAME,
@@ -28,6 +25,9 @@ from align3d_rt.artifacts.bundle import (
     staged_directory,
     write_manifest,
 )
+from align3d_rt.errors import Align3DError
+from align3d_rt.scoring import scoring_settings
+from align3d_rt.versions import library_versions
 
 EXAMPLE_BATCH = 2
 # ONNX opsets the encoder exports at: below 13 torch cannot export aten::unflatten; 23 is the newest the

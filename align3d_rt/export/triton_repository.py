@@ -21,9 +21,18 @@ from typing import Any
 from align3d_rt.artifacts import triton_layout as layout
 from align3d_rt.artifacts.bundle import Bundle, load_bundle, manifest_digest
 from align3d_rt.errors import BundleError
-from align3d_rt.export.triton_config import (ENCODER_SERVING, ONNX, OPENVINO, PYTHON, TENSORRT, EncoderServing,
-                                             encoder_config, pipeline_config, to_pbtxt)
-from align3d_rt.io_utils import read_json, rename_noreplace, sha256_file, write_json_atomic, write_text_atomic
+from align3d_rt.export.triton_config import (
+    ENCODER_SERVING,
+    ONNX,
+    OPENVINO,
+    PYTHON,
+    TENSORRT,
+    EncoderServing,
+    encoder_config,
+    pipeline_config,
+    to_pbtxt,
+)
+from align3d_rt.io_utils import read_json, rename_noreplace, write_json_atomic, write_text_atomic
 
 AUTO = "auto"
 ENCODER_CHOICES = (AUTO, *ENCODER_SERVING)

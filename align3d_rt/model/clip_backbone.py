@@ -14,9 +14,10 @@ import os
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from align3d_rt.errors import WeightsError
 
@@ -267,7 +268,7 @@ def weights_id_for(name: str, weights: str | None, seed: int = 0) -> str | None:
     return None
 
 
-def load_clip(name: str, weights: str | None = None, seed: int = 0) -> tuple["open_clip.CLIP", ClipInfo]:
+def load_clip(name: str, weights: str | None = None, seed: int = 0) -> tuple[open_clip.CLIP, ClipInfo]:
     """Build a frozen CLIP model (eval mode, requires_grad False) and describe it.
 
     name: 'ViT-L-14-336' (OpenAI weights; built with its QuickGELU config), 'align3d-tiny' (random, seeded),

@@ -6,7 +6,6 @@ ONNX export traces (dynamic batch) and what the torch backend runs.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -100,7 +99,7 @@ def build_encoder_graph(
     return graph
 
 
-def encoder_graph_from_run(run: "RunArtifacts", clip_weights: str | None = None) -> EncoderGraph:
+def encoder_graph_from_run(run: RunArtifacts, clip_weights: str | None = None) -> EncoderGraph:
     """The encoder graph of a finished run (the one rule: CLIP of the run, its init seed, its aligner
     and text embeddings); refuses CLIP weights other than the ones the run was trained with.
 

@@ -101,7 +101,7 @@ class PromptLearner(nn.Module):
     def text_tower(self) -> FrozenTextTower:
         return self._tower
 
-    def _apply(self, fn: Any, recurse: bool = True) -> "PromptLearner":  # .to()/.cuda()/.half() move the tower too
+    def _apply(self, fn: Any, recurse: bool = True) -> PromptLearner:  # .to()/.cuda()/.half() move the tower too
         super()._apply(fn, recurse)
         self._tower._apply(fn, recurse)
         return self

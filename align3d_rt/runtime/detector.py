@@ -21,9 +21,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -147,7 +148,7 @@ class Detector:
     @classmethod
     def from_run(cls, run_dir: str | Path, backend: str | None = None, device: str = "auto",
                  view_chunk: int = 36, clip_weights: str | Path | None = None, calibration: Any = None,
-                 **runner_options: Any) -> "Detector":
+                 **runner_options: Any) -> Detector:
         """Detector over a training run directory (torch: the reference for parity).
 
         ``clip_weights``: where the run's CLIP weights are now (checked against the run's tensor identity).
@@ -175,7 +176,7 @@ class Detector:
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, backend: str | None = None, device: str = "auto",
-                    view_chunk: int = 36, calibration: Any = None, **runner_options: Any) -> "Detector":
+                    view_chunk: int = 36, calibration: Any = None, **runner_options: Any) -> Detector:
         """Detector over an exported bundle (hash-verified on load).
 
         ``calibration``: a calibration file or Calibration for this bundle (``calibrate_with``).
@@ -217,7 +218,7 @@ class Detector:
             return {"kind": "run", "run_id": self.info["run_id"], "path": self.info["run_dir"]}
         raise Align3DError(f"a {self.backend_name} detector has no bundle or run to calibrate against")
 
-    def calibrate_with(self, calibration: Any, path: str | Path | None = None) -> "Detector":
+    def calibrate_with(self, calibration: Any, path: str | Path | None = None) -> Detector:
         """Attach a calibration (a file path or a Calibration; ``path`` names it in errors) after checking
         it is for this bundle/run; its scoring mode is checked when scoring starts. Returns the detector."""
         from align3d_rt.artifacts.calibration import Calibration, check_source, load_calibration
@@ -226,7 +227,7 @@ class Detector:
             path = "calibration" if isinstance(calibration, Calibration) else calibration
         path = str(path)
         try:
-            import scipy.sparse.csgraph  # noqa: F401
+            import scipy.sparse.csgraph
             import scipy.spatial  # noqa: F401
         except ImportError as err:  # the line-side install has no scipy
             raise Align3DError(f"{path}: decisions need scipy (its k-d tree finds the defect regions; {err}); "
@@ -247,7 +248,7 @@ class Detector:
             raise Align3DError(f"{self.calibration_path}: calibration was made with {self.calibration.scoring} "
                                f"scoring, this detector uses {mine}; score with {flag} or calibrate again")
 
-    def _decide(self, res: ScoreResult) -> "ScoreResult | InputError":
+    def _decide(self, res: ScoreResult) -> ScoreResult | InputError:
         """Attach the calibration's decision; a non-finite score fails the part."""
         from align3d_rt.runtime.decisions import decide
 
@@ -260,7 +261,7 @@ class Detector:
         return res
 
     # ---- runner lifetime ----------------------------------------------------------------------
-    def __enter__(self) -> "Detector":
+    def __enter__(self) -> Detector:
         self._activate()
         return self
 
@@ -384,7 +385,7 @@ class Detector:
                 out[i] = self._decide(out[i])
         return out
 
-    def _to_reference(self, res: ScoreResult) -> "ScoreResult | InputError":
+    def _to_reference(self, res: ScoreResult) -> ScoreResult | InputError:
         """Reference mode: the fused channel and the object score become the reference's
         (``scoring_reference``); render/aligned channels and the global probabilities stay."""
         from align3d_rt.scoring_reference import ReferenceScoringError, reference_scores
@@ -504,7 +505,7 @@ class Detector:
         return out
 
 
-def _finite_or_failed(res: "ScoreResult | InputError", sample: PointCloudSample) -> "ScoreResult | InputError":
+def _finite_or_failed(res: ScoreResult | InputError, sample: PointCloudSample) -> ScoreResult | InputError:
     """A result whose scores are not all finite is a failed sample (NaN/Inf weights or input), never a result."""
     if isinstance(res, InputError):
         return res

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class OrtBackend(BaseRunner):
         self._session: Any = None
 
     @classmethod
-    def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> "OrtBackend":
+    def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> OrtBackend:
         return cls(bundle, **options)
 
     @property
@@ -124,7 +125,7 @@ class OrtBackend(BaseRunner):
         path = str(self.bundle.onnx_path)
         try:
             return ort.InferenceSession(path, sess_options=opts, providers=providers)
-        except Exception as err:  # noqa: BLE001
+        except Exception:  # noqa: BLE001
             if providers != ["CPUExecutionProvider"]:
                 # A GPU provider failed hard (missing CUDA libraries): retry on CPU alone.
                 if self.bundle.precision == "fp16":

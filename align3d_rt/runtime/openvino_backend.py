@@ -90,7 +90,7 @@ class OpenVinoBackend(BaseRunner):
         self._requests = 1
 
     @classmethod
-    def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> "OpenVinoBackend":
+    def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> OpenVinoBackend:
         return cls(bundle, **options)
 
     @property

@@ -38,7 +38,7 @@ class TrtBackend(BaseRunner):
         self._dtypes: dict[str, np.dtype] = {}
 
     @classmethod
-    def from_source(cls, bundle: Bundle, device: str = "cuda", **options: Any) -> "TrtBackend":
+    def from_source(cls, bundle: Bundle, device: str = "cuda", **options: Any) -> TrtBackend:
         return cls(bundle, **options)
 
     @property
@@ -152,24 +152,24 @@ class _PycudaIO:
         self.cuda = cuda
         self.stream = cuda.Stream()
 
-    def to_device(self, views: Any) -> "_DeviceArray":
+    def to_device(self, views: Any) -> _DeviceArray:
         host = np.ascontiguousarray(views, dtype=np.uint8)
         return _DeviceArray.from_host(self.cuda, host, self.stream)
 
-    def pad(self, x: "_DeviceArray", n: int) -> "_DeviceArray":
+    def pad(self, x: _DeviceArray, n: int) -> _DeviceArray:
         host = x.get(self.stream)
         return self.to_device(np.concatenate([host, np.repeat(host[-1:], n, axis=0)]))
 
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> "_DeviceArray":
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> _DeviceArray:
         return _DeviceArray.empty(self.cuda, shape, np.dtype(dtype))
 
-    def address(self, x: "_DeviceArray") -> int:
+    def address(self, x: _DeviceArray) -> int:
         return int(x.ptr)
 
     def stream_handle(self) -> int:
         return int(self.stream.handle)
 
-    def result(self, x: "_DeviceArray") -> np.ndarray:
+    def result(self, x: _DeviceArray) -> np.ndarray:
         return np.asarray(x.get(self.stream), dtype=np.float32)
 
 
@@ -183,11 +183,11 @@ class _DeviceArray:
         self.rows = shape[0] if rows is None else rows
 
     @classmethod
-    def empty(cls, cuda: Any, shape: tuple[int, ...], dtype: np.dtype) -> "_DeviceArray":
+    def empty(cls, cuda: Any, shape: tuple[int, ...], dtype: np.dtype) -> _DeviceArray:
         return cls(cuda, cuda.mem_alloc(max(1, int(np.prod(shape)) * dtype.itemsize)), shape, dtype)
 
     @classmethod
-    def from_host(cls, cuda: Any, host: np.ndarray, stream: Any) -> "_DeviceArray":
+    def from_host(cls, cuda: Any, host: np.ndarray, stream: Any) -> _DeviceArray:
         arr = cls.empty(cuda, host.shape, host.dtype)
         cuda.memcpy_htod_async(arr.alloc, host, stream)
         return arr
@@ -204,7 +204,7 @@ class _DeviceArray:
     def ptr(self) -> int:
         return int(self.alloc) + self.offset_rows * self.row_bytes
 
-    def __getitem__(self, sl: slice) -> "_DeviceArray":
+    def __getitem__(self, sl: slice) -> _DeviceArray:
         start, stop, _ = sl.indices(self.rows)
         return _DeviceArray(self.cuda, self.alloc, self.full_shape, self.dtype, self.offset_rows + start, stop - start)
 

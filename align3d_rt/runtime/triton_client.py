@@ -13,8 +13,9 @@ model rejects is that file's failure (the others go on).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -89,7 +90,7 @@ class TritonDetector:
         self._lib: Any = None
 
     # ---- connection ---------------------------------------------------------------------------
-    def __enter__(self) -> "TritonDetector":
+    def __enter__(self) -> TritonDetector:
         self.connect()
         return self
 
@@ -176,7 +177,7 @@ class TritonDetector:
         for attempt in range(self.retries + 1):
             try:
                 return getattr(self._client, method)(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - sorted into transport failures and refusals below
+            except Exception as err:  # sorted into transport failures (handled below) and refusals (re-raised)
                 if not self._is_transport(err):
                     raise
                 last = err
@@ -284,7 +285,7 @@ class TritonDetector:
             timings={"load": load_seconds, "request": seconds}, sample=sample, decision=decision)
 
     @staticmethod
-    def _decision(answer: Any, sample: PointCloudSample) -> "RemoteDecision | InputError":
+    def _decision(answer: Any, sample: PointCloudSample) -> RemoteDecision | InputError:
         """The decision outputs of a calibrated pipeline, checked against the cloud's size."""
         import json
 

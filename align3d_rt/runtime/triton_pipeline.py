@@ -21,14 +21,23 @@ from typing import Any
 import numpy as np
 
 from align3d_rt.artifacts.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle, load_bundle
-from align3d_rt.artifacts.triton_layout import (CATEGORY, DATASET, DECISION, GLOBAL_PROBS, OBJECT_SCORE,
-                                                POINT_SCORES, POINT_SCORES_NORMALIZED, POINTS, REGION_LABELS,
-                                                VIEW_MAPS, VIEWS)
+from align3d_rt.artifacts.triton_layout import (
+    CATEGORY,
+    DATASET,
+    DECISION,
+    GLOBAL_PROBS,
+    OBJECT_SCORE,
+    POINT_SCORES,
+    POINT_SCORES_NORMALIZED,
+    POINTS,
+    REGION_LABELS,
+    VIEW_MAPS,
+    VIEWS,
+)
 from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError, InputError
 from align3d_rt.runtime.base import BaseRunner, EncoderOutput
 from align3d_rt.runtime.detector import Detector
-
 
 
 class EncoderCallError(Align3DError):

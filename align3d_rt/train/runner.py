@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from align3d_rt import distributed as dist_util
+from align3d_rt.artifacts import run_dir as rd
 from align3d_rt.errors import Align3DError, InputError, RunDirError
 from align3d_rt.render.views import RenderSettings
-from align3d_rt.artifacts import run_dir as rd
 from align3d_rt.versions import library_versions
 
 __all__ = ["TrainConfig", "train_run", "render_settings_for", "select_samples", "DATASETS"]

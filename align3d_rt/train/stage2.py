@@ -7,9 +7,10 @@ CE of the sample's own view-averaged logits; DpCA contrast in the last epochs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,8 +18,14 @@ import torch
 from align3d_rt import distributed as dist_util
 from align3d_rt.model.head import state_logits
 from align3d_rt.train import ddp
-from align3d_rt.train.batches import (Stage2Batch, batches, epoch_order, load_stage2_batch, optimizer_step,
-                                      seed_everything)
+from align3d_rt.train.batches import (
+    Stage2Batch,
+    batches,
+    epoch_order,
+    load_stage2_batch,
+    optimizer_step,
+    seed_everything,
+)
 from align3d_rt.train.checkpoint import read_checkpoint, restore_checkpoint, rewrite_losses, save_checkpoint
 from align3d_rt.train.feature_cache import CacheEntry
 from align3d_rt.train.losses import BranchLosses, branch_losses, dpca_loss

@@ -61,7 +61,7 @@ class BenchConfig:
         return json.loads(json.dumps(d, default=str))
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "BenchConfig":
+    def from_json(cls, d: dict[str, Any]) -> BenchConfig:
         d = dict(d)
         for key in ("out", "run", "workdir", "inspector"):
             d[key] = Path(d[key]) if d.get(key) else None

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from align3d_rt.eval.page.assets import read_asset
 from align3d_rt.eval.page.part import _fmt
