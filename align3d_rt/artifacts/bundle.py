@@ -302,8 +302,3 @@ def _folder_state(path: Path) -> tuple[int, tuple[int, int] | None] | None:
         return inode, (m.st_ino, m.st_mtime_ns)
     except FileNotFoundError:
         return inode, None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
