@@ -195,7 +195,7 @@ def sum_floats(values: dict[str, float]) -> dict[str, float]:
     device = _CURRENT.device if (_CURRENT.device or "").startswith("cuda") else "cpu"
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return {k: float(v) for k, v in zip(keys, t.cpu().tolist())}
+    return {k: float(v) for k, v in zip(keys, t.cpu().tolist(), strict=True)}
 
 
 def fail_point(point: str) -> None:

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             encode = first.timings.get("encode")
             vitl = vitl_encode_seconds(first.render.images, Path(tmp)) if args.vitl else None
     load_after = os.getloadavg()
-    ratios = [d / p for d, p in zip(decided, plain)]
+    ratios = [d / p for d, p in zip(decided, plain, strict=True)]
     med_p, med_d, med_dec = statistics.median(plain), statistics.median(decided), statistics.median(decide_only)
     report = {
         "points": sample.num_points, "views": 9, "encoder": "align3d-tiny (random)", "rounds": args.rounds,

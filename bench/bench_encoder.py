@@ -173,7 +173,7 @@ def run(clip: str, view_counts: list[int], repeats: int, threads: int | None,
                 row[f"{name}_all_s"] = ts
                 row[f"{name}_speedup_vs_torch"] = row["torch_fp32_s"] / row[f"{name}_s"]
                 # Per round: the ratio of the two calls made back to back in that round.
-                row[f"{name}_speedup_range"] = [min(per := [t / u for t, u in zip(times["torch_fp32"], ts)]), max(per)]
+                row[f"{name}_speedup_range"] = [min(per := [t / u for t, u in zip(times["torch_fp32"], ts, strict=True)]), max(per)]
             row["ort_int8_target_met"] = row["ort_int8_speedup_vs_torch"] >= TARGET_INT8_SPEEDUP
             if "ov_int8_s" in row:
                 row["ov_int8_target_met"] = row["ov_int8_speedup_vs_torch"] >= TARGET_OV_INT8_SPEEDUP

@@ -28,7 +28,7 @@ def scored():
 
 def test_shapes_and_dtypes(scored) -> None:
     det, _, samples, batch, _ = scored
-    for s, r in zip(samples, batch):
+    for s, r in zip(samples, batch, strict=True):
         assert r.point_scores.shape == (s.num_points, 3) and r.point_scores.dtype == np.float32
         assert r.view_maps.shape == (9, 2, 24, 24) and r.global_probs.shape == (9, 2)
         assert r.render.images.shape == (9, 336, 336, 3)
@@ -51,7 +51,7 @@ def test_batched_equals_one_by_one(scored) -> None:
     _, backend, _, batch, single = scored
     assert backend.enters == 1  # the context manager activated the backend once
     assert backend.calls[0] == 27  # one encoder call over all views of the batch
-    for a, b in zip(batch, single):
+    for a, b in zip(batch, single, strict=True):
         np.testing.assert_allclose(a.point_scores, b.point_scores, atol=1e-6)
         assert a.object_score == pytest.approx(b.object_score, abs=1e-6)
 
@@ -62,7 +62,7 @@ def test_view_chunking_same_result() -> None:
     samples = [bump_cloud(30, seed=5), bump_cloud(35, seed=6)]
     a, b = det.score(samples), ref_det.score(samples)
     assert max(backend.calls) <= 4 and sum(backend.calls) == 18
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x.point_scores, y.point_scores, atol=1e-6)
 
 
@@ -174,7 +174,7 @@ def test_score_stream_equals_score_in_order_and_isolates_bad_items() -> None:
     assert [item for item, _ in streamed] == items
     assert isinstance(streamed[2][1], InputError) and "empty.npy" in str(streamed[2][1])
     got = [r for _, r in streamed if not isinstance(r, InputError)]
-    for a, b in zip(serial, got):
+    for a, b in zip(serial, got, strict=True):
         np.testing.assert_allclose(a.point_scores, b.point_scores, atol=1e-6)
         assert a.object_score == pytest.approx(b.object_score, abs=1e-6)
         assert b.sample is not None and b.render is None

@@ -121,8 +121,8 @@ def test_grid_metrics_reference_protocol() -> None:
     rng = np.random.default_rng(3)
     scores, labels, indices, shapes = _organized_samples(rng, 5, 24, 26)
     got = grid_metrics(scores, labels, indices, shapes, sigma=2.0)
-    maps = [gaussian_filter(points_to_grid(s, i, sh), sigma=2.0) for s, i, sh in zip(scores, indices, shapes)]
-    masks = [points_to_grid(lab, i, sh) > 0 for lab, i, sh in zip(labels, indices, shapes)]
+    maps = [gaussian_filter(points_to_grid(s, i, sh), sigma=2.0) for s, i, sh in zip(scores, indices, shapes, strict=True)]
+    masks = [points_to_grid(lab, i, sh) > 0 for lab, i, sh in zip(labels, indices, shapes, strict=True)]
     ref_auroc = roc_auc_score(np.concatenate([m.ravel() for m in masks]), np.concatenate([m.ravel() for m in maps]))
     assert abs(got["auroc"] - ref_auroc) < 1e-6
     assert abs(got["aupro"] - aupro(np.stack(masks), np.stack(maps))) < 1e-12
@@ -136,9 +136,9 @@ def test_per_point_metrics_true_protocol() -> None:
     assert abs(got["auroc"] - roc_auc_score(np.concatenate(labels), np.concatenate(scores))) < 1e-6
     # AUPRO over valid points only: the same as AUPRO on the grids with a validity mask, and
     # independent of what the invalid cells would hold.
-    masks = np.stack([points_to_grid(lab, i, sh) for lab, i, sh in zip(labels, indices, shapes)])
-    maps = np.stack([points_to_grid(s, i, sh) for s, i, sh in zip(scores, indices, shapes)])
-    valid = np.stack([points_to_grid(np.ones(i.size), i, sh) > 0 for i, sh in zip(indices, shapes)])
+    masks = np.stack([points_to_grid(lab, i, sh) for lab, i, sh in zip(labels, indices, shapes, strict=True)])
+    maps = np.stack([points_to_grid(s, i, sh) for s, i, sh in zip(scores, indices, shapes, strict=True)])
+    valid = np.stack([points_to_grid(np.ones(i.size), i, sh) > 0 for i, sh in zip(indices, shapes, strict=True)])
     maps[~valid] = -5.0
     assert abs(got["aupro"] - aupro(masks, maps, valid=valid)) < 1e-12
     assert abs(got["aupro"] - aupro(masks, np.where(valid, maps, 0.0), valid=valid)) < 1e-12

@@ -108,7 +108,7 @@ def test_detector_reference_mode_equals_numpy_on_the_same_tensors(dataset: str) 
         ours = det.score(samples, keep_render=False)
         det.reference_scoring = ReferenceSettings(image_weight=0.4, point_weight=0.6)
         ref = det.score(samples, keep_render=False)
-    for sample, o, r in zip(samples, ours, ref):
+    for sample, o, r in zip(samples, ours, ref, strict=True):
         np.testing.assert_array_equal(o.point_scores[:, :2], r.point_scores[:, :2])
         want = np_reference(o.point_scores[:, 0], o.point_scores[:, 1], o.global_probs, sample.grid_index,
                             (336, 336), 0.4, 0.6, mvtec=dataset == "mvtec3d")

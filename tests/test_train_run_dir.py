@@ -101,7 +101,7 @@ def test_checkpoint_round_trip_is_exact(tmp_path: Path) -> None:
     restore_checkpoint(ckpt, {"net": m2}, opt2)
     for k in range(3, 6):
         step(m2, opt2, k)
-    for a, b in zip(ref.parameters(), m2.parameters()):
+    for a, b in zip(ref.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
     # a corrupted checkpoint file is detected
     file = tmp_path / "checkpoints" / ckpt.meta["file"]

@@ -114,7 +114,7 @@ def test_two_concurrent_clients_score_like_local_inference_and_the_encoder_batch
                  "--out", str(local), "--no-ply", *map(str, files[0] + files[1])]) == 0
     local_json = json.loads((local / "scores.json").read_text())
     latencies = []
-    for out, client_files in zip(outs, files):
+    for out, client_files in zip(outs, files, strict=True):
         summary = json.loads((out / "scores.json").read_text())
         assert summary["detector"]["source"] == "triton" and not summary["failed"]
         for path in client_files:

@@ -118,7 +118,7 @@ def test_pipeline_model_scores_like_local_inference(in_process: tuple, tiny: dic
     with Detector.from_bundle(tiny["fp32"], backend="onnxruntime", device="cpu") as local:
         expected = local.score(samples, keep_render=True)
     assert len(samples) == 3 and pb.bls_batches[calls_before:] == [9, 9, 9]  # one BLS call per cloud, all 9 views
-    for resp, exp in zip(responses, expected):
+    for resp, exp in zip(responses, expected, strict=True):
         assert not resp.has_error()
         out = {t.name(): t.as_numpy() for t in resp.output_tensors}
         np.testing.assert_allclose(out["point_scores"], exp.point_scores, atol=1e-5, rtol=0)

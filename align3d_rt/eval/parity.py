@@ -102,7 +102,7 @@ def compare(samples: Sequence[Any], reference: Sequence[Any], test: Sequence[Any
     if not (len(samples) == len(reference) == len(test)) or not samples:
         raise ValueError("compare needs the same non-zero number of samples and results on both sides")
     diff = {"view_maps": 0.0, "global_probs": 0.0, "point_scores": 0.0, "object_scores": 0.0}
-    for r, t in zip(reference, test):
+    for r, t in zip(reference, test, strict=True):
         diff["view_maps"] = max(diff["view_maps"], float(np.abs(np.asarray(r.view_maps) - np.asarray(t.view_maps)).max()))
         diff["global_probs"] = max(diff["global_probs"], float(np.abs(np.asarray(r.global_probs) - np.asarray(t.global_probs)).max()))
         diff["point_scores"] = max(diff["point_scores"], float(np.abs(np.asarray(r.point_scores) - np.asarray(t.point_scores)).max()))

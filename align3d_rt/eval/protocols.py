@@ -114,7 +114,7 @@ class ClassScores:
                     out.update({"P-R": ref["auroc"], "P-P": ref["aupro"], "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
                 elif self.organized:
                     ref = metrics.grid_metrics(self.point_scores, self.point_labels, self.grid_index,
-                                               self.grid_shapes, sigma=sigma)  # type: ignore[arg-type]
+                                               self.grid_shapes, sigma=sigma)
                     pt = metrics.per_point_metrics(self.point_scores, self.point_labels, self.grid_index,
                                                    self.grid_shapes)
                     out.update({"P-R": ref["auroc"], "P-P": ref["aupro"], "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
@@ -126,7 +126,7 @@ class ClassScores:
     def _reference_map_metrics(self, metrics: Any) -> dict[str, float]:
         """--scoring reference: P-R/P-P over every cell of the reference's point maps (already blurred)."""
         masks = [metrics.points_to_grid(np.asarray(lab) > 0, idx, shape).astype(np.uint8)
-                 for lab, idx, shape in zip(self.point_labels, self.grid_index, self.grid_shapes)]
+                 for lab, idx, shape in zip(self.point_labels, self.grid_index, self.grid_shapes, strict=True)]
         return metrics.map_metrics(self.reference_maps, masks)
 
 

@@ -490,7 +490,7 @@ class Detector:
             t.start()
         try:
             for batch_items, results in _drain(done, stop):
-                yield from zip(batch_items, results)
+                yield from zip(batch_items, results, strict=True)
         finally:
             stop.set()
             for t in stages:
