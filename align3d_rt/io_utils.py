@@ -186,7 +186,7 @@ def remove_owned(root: str | os.PathLike[str], owned: set[str] | frozenset[str])
     empty by that; ``root`` itself and everything else stay."""
     root_path, owned_set = Path(root), frozenset(owned)
     dirs = _owned_dirs(owned_set)
-    for dirpath, dirnames, filenames in os.walk(root_path, topdown=False):
+    for dirpath, _dirnames, filenames in os.walk(root_path, topdown=False):
         base = Path(dirpath).relative_to(root_path).as_posix()
         prefix = "" if base == "." else base + "/"
         for name in filenames:

@@ -16,11 +16,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from align3d_rt.data.sample import PointCloudSample
 
-def height_field_cloud(n_points: int, seed: int = 0):  # -> PointCloudSample
+
+def height_field_cloud(n_points: int, seed: int = 0) -> PointCloudSample:
     """An organized-scan-like cloud: a bumpy surface with a dent, n_points points (metres)."""
     from align3d_rt.data.sample import PointCloudSample
 

@@ -1,7 +1,10 @@
 """Test support for the infer/eval/demo tests: a fast deterministic encoder backend and small clouds."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.render.views import RenderSettings
@@ -67,10 +70,8 @@ def bump_cloud(n_side: int, seed: int = 0, category: str = "dome", source: str =
 _TINY_RUN: dict[str, object] = {}
 
 
-def shared_tiny_run(tmp_path_factory) -> Path:  # noqa: ANN001
+def shared_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One random tiny-CLIP run directory per test process (built on first use)."""
-    from pathlib import Path
-
     from align3d_rt.train.random_run import random_run_dir
 
     if "path" not in _TINY_RUN:

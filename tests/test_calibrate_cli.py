@@ -294,7 +294,7 @@ def test_infer_calibration_html_page_carries_the_decision(calibrated: tuple[Path
                  "--html", "--no-ply", "--no-png"]) == 0
     summary = json.loads((out / "scores.json").read_text())
     assert sum(e["num_regions"] for e in summary["samples"].values()) >= 1
-    for key, entry in summary["samples"].items():
+    for entry in summary["samples"].values():
         data = embedded_data((out / entry["outputs"]["html"]).read_text(encoding="utf-8"))
         assert data["part"]["decision"] == entry["decision"]
         assert data["part"]["regions"] == entry["regions"]

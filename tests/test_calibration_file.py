@@ -238,7 +238,7 @@ def test_f1_rule_known_numbers_and_ties() -> None:
             continue
         t = fit_threshold(good, bad, rule="f1").threshold
 
-        def f1(th: float) -> float:
+        def f1(th: float, good: np.ndarray = good, bad: np.ndarray = bad) -> float:
             tp, fp = (bad > th).sum(), (good > th).sum()
             return 2 * tp / (2 * tp + fp + (bad <= th).sum()) if tp else 0.0
 

@@ -19,6 +19,7 @@ import os
 import re
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -110,7 +111,7 @@ def _preload_toolkit_nvvm() -> str | None:
     return None
 
 
-def _probe(a):  # pragma: no cover - compiled only
+def _probe(a: Any) -> None:  # pragma: no cover - compiled only
     i = cuda.grid(1)
     if i < a.size:
         a[i] = 1.0

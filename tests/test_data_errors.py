@@ -1,6 +1,7 @@
 """Every bad input is a one-line InputError that names the file."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from align3d_rt.data.synthetic_real3d import write_gt_txt, write_pcd
 from align3d_rt.errors import InputError
 
 
-def _raises(path_part: str, fn, *args, **kwargs) -> str:  # type: ignore[no-untyped-def]
+def _raises(path_part: str, fn: Callable[..., object], *args: object, **kwargs: object) -> str:
     with pytest.raises(InputError) as info:
         fn(*args, **kwargs)
     msg = str(info.value)

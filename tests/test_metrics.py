@@ -100,7 +100,8 @@ def test_points_to_grid_and_blur() -> None:
     assert np.abs(out - gaussian_filter(img, sigma=4, mode="constant")).max() > 1e-3  # the mode matters
 
 
-def _organized_samples(rng: np.random.Generator, count: int, h: int, w: int):
+def _organized_samples(rng: np.random.Generator, count: int, h: int,
+                       w: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[tuple[int, int]]]:
     scores, labels, indices, shapes = [], [], [], []
     for i in range(count):
         valid = rng.random((h, w)) > 0.3

@@ -11,7 +11,8 @@ from sklearn.metrics import auc
 from align3d_rt.eval.metrics import MetricUndefinedWarning, aupro
 
 
-def plain_paper_aupro(masks, maps, fpr_limit=0.3, steps=200, valid=None) -> float:
+def plain_paper_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3, steps: int = 200,
+                      valid: np.ndarray | None = None) -> float:
     """PointAD protocol written out: one full pass per threshold, loop over regions."""
     maps = [np.asarray(m) for m in maps]
     valid = [np.ones(m.shape, bool) for m in maps] if valid is None else [np.asarray(v, bool) for v in valid]
@@ -40,7 +41,7 @@ def plain_paper_aupro(masks, maps, fpr_limit=0.3, steps=200, valid=None) -> floa
     return float(auc(f, pros[keep]))
 
 
-def plain_exact_aupro(masks, maps, fpr_limit=0.3) -> float:
+def plain_exact_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
     """Exact curve: every distinct score a threshold (score >= t), (0,0) start, cut at the limit."""
     regions, normals = [], []
     for mask, amap in zip(masks, maps, strict=True):

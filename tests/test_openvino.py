@@ -145,7 +145,7 @@ def test_bundle_without_ir_is_refused(ov: dict[str, Path], tmp_path: Path, capsy
     from align3d_rt.runtime.detector import Detector
 
     with pytest.raises(BundleError, match="has no OpenVINO IR.*--format openvino"):
-        Detector.from_bundle(ov["onnx_fp32"], backend="openvino").runner
+        Detector.from_bundle(ov["onnx_fp32"], backend="openvino").runner  # noqa: B018 - the property raises
     np.save(tmp_path / "c.npy", np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32))
     rc = main(["infer", str(tmp_path / "c.npy"), "--bundle", str(ov["onnx_fp32"]), "--backend", "openvino",
                "--out", str(tmp_path / "o"), "--no-ply", "--no-png"])

@@ -1,6 +1,8 @@
 """Operating-point figures (eval/operating_point.py) on inputs whose answers are known by hand."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -140,8 +142,9 @@ def _fake_eval(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
     return det
 
 
-def test_eval_cli_with_calibration_reports_the_operating_point(synthetic_root, tmp_path, monkeypatch,
-                                                               capsys) -> None:  # noqa: ANN001
+def test_eval_cli_with_calibration_reports_the_operating_point(synthetic_root: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from align3d_rt.artifacts.calibration import save_calibration

@@ -119,7 +119,7 @@ def load_tensors(path: str | Path, what: str = "file") -> dict[str, np.ndarray]:
         raise RunDirError(f"{p}: missing {what}")
     try:
         return load_file(str(p))
-    except Exception as err:  # safetensors raises its own error types for truncated/garbled headers
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for truncated/garbled headers
         raise RunDirError(f"{p}: corrupt safetensors {what} ({type(err).__name__}); re-run training or "
                           f"restore the file") from None
 

@@ -11,7 +11,7 @@ import numpy as np
 from align3d_rt import errors
 from align3d_rt.cli.numbers import image_size
 from align3d_rt.io_utils import atomic_path, save_npz_atomic, save_png_atomic
-from align3d_rt.render.views import VIEW_PRESETS
+from align3d_rt.render.views import VIEW_PRESETS, RenderSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,10 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> RenderSettings:
     from dataclasses import replace
 
-    from align3d_rt.render.views import RenderSettings, settings_for
+    from align3d_rt.render.views import settings_for
 
     s = settings_for(args.dataset, args.category) if args.dataset else RenderSettings()
     if args.preset:

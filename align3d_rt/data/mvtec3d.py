@@ -48,7 +48,7 @@ def read_xyz_tiff(path: str | os.PathLike[str]) -> np.ndarray:
         raise errors.input_error(path, problem)
     try:
         xyz = tifffile.imread(path)
-    except Exception as err:  # tifffile raises many types for broken files
+    except Exception as err:  # noqa: BLE001 - tifffile raises many types for broken files
         raise errors.input_error(path, f"unreadable tiff ({type(err).__name__}: {err})") from None
     if xyz.ndim != 3 or xyz.shape[2] != 3:
         raise errors.input_error(path, f"xyz tiff must be HxWx3, got shape {xyz.shape}")
@@ -160,7 +160,7 @@ def _read_cache(file: Path) -> tuple[np.ndarray, tuple[int, int]] | None:
     try:
         with np.load(file, allow_pickle=False) as data:
             grid, shape = data["grid"], data["shape"]
-    except Exception:  # missing, truncated or corrupt cache entries are recomputed
+    except Exception:  # noqa: BLE001 - missing, truncated or corrupt cache entries are recomputed
         return None
     size = gridlib.GRID_SIZE
     if grid.shape != (size, size, 3) or grid.dtype != np.float32 or shape.shape != (2,):
@@ -202,7 +202,7 @@ def _read_image(path: Path, kind: str, shape: tuple[int, int], mode: str) -> np.
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert(mode) if mode == "RGB" else im)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken images: one input-error line
         raise errors.input_error(path, f"unreadable {kind} image ({type(err).__name__})") from None
     if arr.shape[:2] != shape:
         raise errors.input_error(path, f"{kind} image is {arr.shape[1]}x{arr.shape[0]}, xyz is {shape[1]}x{shape[0]}")

@@ -27,7 +27,7 @@ def fit_on_split(detector: Any, dataset: str, root: str | Path, category: str, s
     refs = list_samples(dataset, root, category, split)
     objects: list[float] = []
     points: list[np.ndarray] = []
-    for ref, res in detector.score_stream(refs, load=lambda r: r.load(), batch_size=batch_size):
+    for _ref, res in detector.score_stream(refs, load=lambda r: r.load(), batch_size=batch_size):
         if isinstance(res, Exception):
             if progress:
                 print(f"align3d-rt eval: calibration part left out: {res}", file=sys.stderr)

@@ -173,7 +173,7 @@ def _readable(path: Path, keys: tuple[str, ...]) -> bool:
 
         with safe_open(str(path), framework="numpy") as f:
             return set(keys) <= set(f.keys())
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unreadable cache entry is recomputed
         return False
 
 
