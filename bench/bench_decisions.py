@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['hot_points']} hot points in {report['regions']} regions (h = {warm.regions.spacing:.3g})")
     print(f"  score            median {med_p:.3f} s  ({min(plain):.3f}-{max(plain):.3f})")
     print(f"  score + decide   median {med_d:.3f} s  ({min(decided):.3f}-{max(decided):.3f})")
-    print(f"  decide alone     median {med_dec * 1e3:.1f} ms ({min(decide_only) * 1e3:.1f}-{max(decide_only) * 1e3:.1f})")
+    print(f"  decide alone     median {med_dec * 1e3:.1f} ms "
+          f"({min(decide_only) * 1e3:.1f}-{max(decide_only) * 1e3:.1f})")
     print(f"  ratio {med_d / med_p:.3f} (per-round {min(ratios):.3f}-{max(ratios):.3f}); load {load_before[0]:.1f} -> "
           f"{load_after[0]:.1f}")
     if vitl is not None:

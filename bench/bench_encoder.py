@@ -204,20 +204,24 @@ def main(argv: list[str] | None = None) -> int:
     r = run(args.clip, counts, args.repeats, args.threads, args.calibration_samples, not args.no_openvino)
     print(f"{r['clip']} (random weights) at 336, {r['threads']} thread(s), median of {r['repeats']}, round-robin:")
     for views, row in r["by_views"].items():
-        print(f"  {views} view(s) in one batch (machine load average {row['loadavg_1m']:.1f} on {os.cpu_count()} CPUs):")
+        print(f"  {views} view(s) in one batch (machine load average {row['loadavg_1m']:.1f} on {os.cpu_count()} "
+              "CPUs):")
         for name in [k[:-2] for k in row if k.endswith("_s") and not k.endswith("_all_s")]:
             diff = row.get(f"{name}_max_abs_diff_maps")
             lo, hi = row[name + "_speedup_range"]
-            print(f"    {_LABELS.get(name, name):30s} {row[name + '_s']:7.3f} s  {row[name + '_speedup_vs_torch']:5.2f}x torch"
+            print(f"    {_LABELS.get(name, name):30s} {row[name + '_s']:7.3f} s  "
+                  f"{row[name + '_speedup_vs_torch']:5.2f}x torch"
                   f" (rounds {lo:.2f}-{hi:.2f})" + ("" if diff is None else f"  max abs diff maps {diff:.2e}"))
-        print(f"    onnxruntime int8 >= {TARGET_INT8_SPEEDUP}x torch fp32: {'met' if row['ort_int8_target_met'] else 'NOT met'}")
+        print(f"    onnxruntime int8 >= {TARGET_INT8_SPEEDUP}x torch fp32: "
+              f"{'met' if row['ort_int8_target_met'] else 'NOT met'}")
         if "ov_int8_target_met" in row:
             print(f"    openvino int8 >= {TARGET_OV_INT8_SPEEDUP}x torch fp32: "
                   f"{'met' if row['ov_int8_target_met'] else 'NOT met'}; faster than onnxruntime int8: "
                   f"{'yes' if row['ov_int8_faster_than_ort_int8'] else 'no'}")
     extra = (f", openvino convert {r['ov_convert_s']:.1f} s, nncf quantize {r['ov_quantize_s']:.1f} s "
              f"({r['ov_calibration_views']} views)" if "ov_convert_s" in r else "")
-    print(f"  (export {r['export_s']:.1f} s, ort quantize {r['quantize_s']:.1f} s{extra}, fp32 {r['onnx_fp32_mb']:.0f} MB, "
+    print(f"  (export {r['export_s']:.1f} s, ort quantize {r['quantize_s']:.1f} s{extra}, fp32 "
+          f"{r['onnx_fp32_mb']:.0f} MB, "
           f"int8 {r['onnx_int8_mb']:.0f} MB)")
     if args.json:
         from align3d_rt.io_utils import write_json_atomic

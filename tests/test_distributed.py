@@ -167,8 +167,10 @@ def test_share_weighted_shards_give_the_global_batch_gradient() -> None:
     sharded = grads([([0, 2], 2 / 3), ([1], 1 / 3)])   # rank 0 takes batch[0::2], rank 1 batch[1::2]
     naive = grads([([0, 2], 0.5), ([1], 0.5)])          # mean of per-rank means
     scale = max(float(g.abs().max()) for g in whole)
-    print(f"\nshard-weighted vs whole: {max(float((a - b).abs().max()) for a, b in zip(whole, sharded, strict=True)) / scale:.1e}, "
-          f"mean of means vs whole: {max(float((a - b).abs().max()) for a, b in zip(whole, naive, strict=True)) / scale:.1e} (relative)")
+    print("\nshard-weighted vs whole: "
+          f"{max(float((a - b).abs().max()) for a, b in zip(whole, sharded, strict=True)) / scale:.1e}, "
+          "mean of means vs whole: "
+          f"{max(float((a - b).abs().max()) for a, b in zip(whole, naive, strict=True)) / scale:.1e} (relative)")
     assert max(float((a - b).abs().max()) for a, b in zip(whole, sharded, strict=True)) < 1e-5 * scale
     assert max(float((a - b).abs().max()) for a, b in zip(whole, naive, strict=True)) > 1e-3 * scale
 

@@ -101,7 +101,8 @@ def test_fp16_and_int8_pipeline_parity(signal_root: Path, record_figure) -> None
         test = score_all(Detector.from_bundle(signal_bundle(signal_root, precision)), samples, batch_size=4)
         report = compare(samples, reference, test, precision)
         record_figure(f"onnxruntime {precision}: AUROC diff point {report.auroc['point']['diff']:+.5f}, "
-                      f"object {report.auroc['object']['diff']:+.5f}; max abs view maps {report.max_abs['view_maps']:.4f}")
+                      f"object {report.auroc['object']['diff']:+.5f}; max abs view maps "
+                      f"{report.max_abs['view_maps']:.4f}")
         assert_auroc_parity(samples, reference, report, f"onnxruntime {precision}")
         # Sanity bound on the raw maps (the documented parity threshold is the AUROC one above).
         limit = {"fp16": 1e-2, "int8": 0.1}[precision]

@@ -80,7 +80,8 @@ def select_engine(bundle: Bundle, gpu_name: str, trt_version: str, batch: int | 
     engines = bundle.engines
     if key is not None:
         if key not in engines:
-            raise BundleError(f"{bundle.path}: no TensorRT engine {key!r} in the bundle (have: {', '.join(engines) or 'none'})")
+            raise BundleError(f"{bundle.path}: no TensorRT engine {key!r} in the bundle (have: "
+                              f"{', '.join(engines) or 'none'})")
         engines = {key: engines[key]}
     if not engines:
         raise BundleError(f"{bundle.path}: no TensorRT engine in the bundle; build one with "

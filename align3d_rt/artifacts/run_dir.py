@@ -150,7 +150,8 @@ def read_config(run: str | Path) -> dict:
     except (OSError, ValueError) as err:
         raise RunDirError(f"{path}: unreadable config ({err.__class__.__name__}: {err}); re-run training") from None
     if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
-        raise RunDirError(f"{path}: not an align3d_rt run config (format {config.get('format') if isinstance(config, dict) else None!r})")
+        raise RunDirError(f"{path}: not an align3d_rt run config (format "
+                          f"{config.get('format') if isinstance(config, dict) else None!r})")
     return upgrade(config, RUN_FORMAT_VERSION, UPGRADES, lambda problem: RunDirError(f"{path}: {problem}"),
                    "run", "re-train with this version", obsolete=OBSOLETE)
 

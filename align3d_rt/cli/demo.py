@@ -301,7 +301,8 @@ def render_report(cfg: DemoConfig, run_dir: Path, evals: dict[str, Any], tables:
     lines = [
         "# align3d_rt demo: zero-shot one-vs-rest on synthetic data",
         "",
-        f"Trained on **{cfg.train_category}** (test split, stage 1 {cfg.epochs1} epochs, stage 2 {cfg.epochs2} epochs), "
+        f"Trained on **{cfg.train_category}** (test split, stage 1 {cfg.epochs1} epochs, stage 2 {cfg.epochs2} "
+        "epochs), "
         f"tested on {', '.join(c for c in cfg.categories if c != cfg.train_category)}. "
         f"CLIP: `{man.get('clip_name')}` (random tiny model, weights id `{man.get('clip_weights_id')}`); views preset "
         f"`{man.get('views_preset')}`, renderer `{man.get('renderer')}`, fusion weight {man.get('fusion_weight')}.",
@@ -344,6 +345,7 @@ def render_report(cfg: DemoConfig, run_dir: Path, evals: dict[str, Any], tables:
         f"`{Path(ev.paths['manifest']).parent.relative_to(out).as_posix()}/results_examples/`" for ev in evals.values()), ""]
     lines += ["## Time (seconds)", "", "| step | s |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in times.items()]
-    lines += ["", f"Run directory: `{run_dir.relative_to(out).as_posix() if run_dir.is_relative_to(out) else run_dir}`; "
+    lines += ["", "Run directory: "
+                  f"`{run_dir.relative_to(out).as_posix() if run_dir.is_relative_to(out) else run_dir}`; "
               "everything used is recorded in `manifest.json` and each evaluation's own manifest.", ""]
     return "\n".join(lines)

@@ -154,7 +154,8 @@ def select_classes(protocol: str, dataset: str, root: str | Path, info: dict[str
     if categories:
         unknown = [c for c in categories if c not in available]
         if unknown:
-            raise Align3DError(f"{root}: no class {', '.join(unknown)} in this {dataset} root (has: {', '.join(available)})")
+            raise Align3DError(f"{root}: no class {', '.join(unknown)} in this {dataset} root (has: "
+                               f"{', '.join(available)})")
         chosen = list(categories)
     else:
         chosen = available

@@ -78,7 +78,8 @@ def check_target(out: Path, overwrite: bool) -> None:
             raise BundleError(f"{out}: already holds a Triton repository; pass --overwrite to replace it")
         foreign = foreign_in_repository(out)
         if foreign:
-            raise BundleError(f"{out}: the repository also holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} "
+            raise BundleError(f"{out}: the repository also holds {len(foreign)} "
+                              f"entr{'y' if len(foreign) == 1 else 'ies'} "
                               f"align3d-rt did not write (e.g. {foreign[0]}); they are never deleted: move them, or "
                               f"choose another --out")
 

@@ -121,6 +121,7 @@ def encoder_graph_from_run(run: RunArtifacts, clip_weights: str | None = None) -
 
         got = sha256_file(info.weights_path)  # a run made before tensor identities: compare file bytes
     if run.clip_weights_id and got != run.clip_weights_id:
-        raise RunDirError(f"{run.path}: trained with CLIP weights {run.clip_weights_id}, but {weights or run.clip_name} "
+        raise RunDirError(f"{run.path}: trained with CLIP weights {run.clip_weights_id}, but "
+                          f"{weights or run.clip_name} "
                           f"holds {got}; pass the original weights with --clip-weights PATH")
     return graph

@@ -90,7 +90,8 @@ def plan(config: BenchConfig) -> list[rowlib.Row]:
     if unknown:
         from align3d_rt.errors import Align3DError
 
-        raise Align3DError(f"--skip: unknown row(s) {', '.join(unknown)}; choose from {', '.join(r.row_id for r in rows)}")
+        raise Align3DError(f"--skip: unknown row(s) {', '.join(unknown)}; choose from "
+                           f"{', '.join(r.row_id for r in rows)}")
     for row in rows:
         if row.row_id in config.skip and not row.skip_reason:
             row.skip_reason = f"skipped in this run: {config.skip[row.row_id]}"
