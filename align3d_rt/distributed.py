@@ -24,7 +24,8 @@ __all__ = ["RankInfo", "launched_by_torchrun", "env_rank_info", "current", "sess
 
 TIMEOUT_ENV = "ALIGN3D_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
-FAIL_ENV = "ALIGN3D_TEST_FAIL"  # test hook: "RANK:POINT" makes that rank raise at that point; "RANK:POINT:hang" stalls it
+# test hook: "RANK:POINT" makes that rank raise at that point; "RANK:POINT:hang" stalls it
+FAIL_ENV = "ALIGN3D_TEST_FAIL"
 T = TypeVar("T")
 
 

@@ -1,4 +1,5 @@
-"""``align3d-rt demo``, the offline end-to-end demo: synthetic data -> train (tiny CLIP) -> one-vs-rest eval (torch, ONNX Runtime, OpenVINO) -> report.
+"""``align3d-rt demo``, the offline end-to-end demo: synthetic data -> train (tiny CLIP) -> one-vs-rest
+eval (torch, ONNX Runtime, OpenVINO) -> report.
 
 ``run_demo(DemoConfig(out=...))`` (CLI: ``align3d-rt demo --out DIR``) writes under OUT:
   data/            generated MVTec-layout dataset (several synthetic categories)
@@ -172,7 +173,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     evals: dict[str, Any] = {}
     t0 = time.perf_counter()
     reference, deploy = registry.default_backend("run"), registry.default_backend("bundle")
-    calibrated = f" (calibrated per shape on {cfg.n_calibration} good {cfg.calibrate_on} parts)" if cfg.calibrate_on else ""
+    calibrated = (f" (calibrated per shape on {cfg.n_calibration} good {cfg.calibrate_on} parts)"
+                  if cfg.calibrate_on else "")
     _say(f"3/4 one-vs-rest evaluation, {reference} backend{calibrated}")
     evals[reference] = run_protocol(Detector.from_run(run_dir, device=cfg.device), "one-vs-rest", "synthetic",
                                     data_root, out / f"eval_{reference}", batch_size=cfg.eval_batch,
@@ -246,8 +248,9 @@ def _ir_evaluations(cfg: DemoConfig, run_dir: Path, data_root: Path, bundles: di
         t0 = time.perf_counter()
         label = f"{backend}-{prec}"
         det = Detector.from_bundle(bundles[key], backend=backend, device="cpu")
-        evals[label] = run_protocol(det, "one-vs-rest", "synthetic", data_root, Path(cfg.out) / f"eval_{backend}_{prec}",
-                                    batch_size=cfg.eval_batch, progress=cfg.progress)
+        evals[label] = run_protocol(det, "one-vs-rest", "synthetic", data_root,
+                                    Path(cfg.out) / f"eval_{backend}_{prec}", batch_size=cfg.eval_batch,
+                                    progress=cfg.progress)
         tables[label] = evals[label].results
         times[f"eval {label}"] = time.perf_counter() - t0
         notes.append(f"{label}: OpenVINO IR {prec} computed in {det.info.get('compute_precision', '?')} on "
@@ -342,7 +345,8 @@ def render_report(cfg: DemoConfig, run_dir: Path, evals: dict[str, Any], tables:
                       f"![{label} examples]({Path(sheet).relative_to(out).as_posix()})", ""]
             break
     lines += ["Per-example pictures (all views): " + ", ".join(
-        f"`{Path(ev.paths['manifest']).parent.relative_to(out).as_posix()}/results_examples/`" for ev in evals.values()), ""]
+        f"`{Path(ev.paths['manifest']).parent.relative_to(out).as_posix()}/results_examples/`"
+        for ev in evals.values()), ""]
     lines += ["## Time (seconds)", "", "| step | s |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in times.items()]
     lines += ["", "Run directory: "

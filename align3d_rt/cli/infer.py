@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="point-cloud files or folders (every point file below is scored)")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="point-cloud files or folders (every point file below is scored)")
     add_detector_options(p, required=False)
     add_triton_client_options(p)
     add_scoring_options(p)
@@ -128,7 +129,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
         summary["index"] = "index.html"  # named before it is written: ours for a later --overwrite
     scores_json = args.out / "scores.json"
     keep_render = not args.no_png or args.html
-    with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
+    with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr,
+                                dynamic_ncols=True) as bar:
         stream = detector.score_stream(files, load=sample_loader(args.dataset, args.category),
                                        batch_size=args.batch_size, keep_render=keep_render)
         for (path, key), result in stream:
@@ -145,7 +147,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json_atomic(scores_json, summary)
     n_fail = len(summary["failed"])
-    print(f"align3d-rt infer: scored {len(summary['samples'])} sample(s), {n_fail} failed -> {scores_json}", file=sys.stderr)
+    print(f"align3d-rt infer: scored {len(summary['samples'])} sample(s), {n_fail} failed -> {scores_json}",
+          file=sys.stderr)
     return 1 if n_fail else 0
 
 

@@ -49,7 +49,8 @@ def add_runner_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device-name", default=None,
                         help="the backend's own device name, e.g. CPU (default), GPU, NPU, AUTO "
                              f"({who('device_name')})")
-    parser.add_argument("--num-streams", type=num_streams, default=None, help=f"parallel inference streams ({who('num_streams')})")
+    parser.add_argument("--num-streams", type=num_streams, default=None,
+                        help=f"parallel inference streams ({who('num_streams')})")
     parser.add_argument("--threads", type=thread_count, default=None, help=f"encoder threads ({who('threads')})")
 
 

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--run", type=Path, required=True, help="training run directory (torch reference)")
     q.add_argument("--bundle", type=Path, required=True, help="bundle exported from that run")
     add_backend_option(q, source="bundle")
-    q.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="device of the bundle backend (default auto)")
+    q.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                   help="device of the bundle backend (default auto)")
     add_runner_options(q)
     q.add_argument("--dataset", default="", help="treat DATA as roots of this dataset (mvtec3d, eyecandies, real3d, "
                                                    "synthetic): labelled samples, so AUROC is compared too")

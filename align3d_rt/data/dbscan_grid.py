@@ -95,7 +95,8 @@ class _Roots:
 
 
 def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_points: int) -> np.ndarray:
-    """Spec §4.2 step 3 DBSCAN labels (-1 = noise; Open3D's numbering) of the valid cells of ``xyz`` (H,W,3), row-major."""
+    """Spec §4.2 step 3 DBSCAN labels (-1 = noise; Open3D's numbering) of the valid cells of ``xyz``
+    (H,W,3), row-major."""
     from scipy.spatial import cKDTree
 
     pts = np.ascontiguousarray(xyz[valid], dtype=np.float64)

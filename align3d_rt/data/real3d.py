@@ -129,7 +129,8 @@ def load_real3d_sample(pcd_path: str | os.PathLike[str], gt_path: str | os.PathL
         points, labels = read_gt_txt(gt, expected_points=points.shape[0])
         colors = None
     elif label_name not in ("good", ""):
-        raise errors.input_error(gt if gt is not None else pcd_path, f"gt txt missing for anomalous sample '{label_name}'")
+        raise errors.input_error(gt if gt is not None else pcd_path,
+                                 f"gt txt missing for anomalous sample '{label_name}'")
     else:
         labels = np.zeros(points.shape[0], np.uint8)
     original = int(points.shape[0])

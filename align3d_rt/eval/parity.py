@@ -103,9 +103,12 @@ def compare(samples: Sequence[Any], reference: Sequence[Any], test: Sequence[Any
         raise ValueError("compare needs the same non-zero number of samples and results on both sides")
     diff = {"view_maps": 0.0, "global_probs": 0.0, "point_scores": 0.0, "object_scores": 0.0}
     for r, t in zip(reference, test, strict=True):
-        diff["view_maps"] = max(diff["view_maps"], float(np.abs(np.asarray(r.view_maps) - np.asarray(t.view_maps)).max()))
-        diff["global_probs"] = max(diff["global_probs"], float(np.abs(np.asarray(r.global_probs) - np.asarray(t.global_probs)).max()))
-        diff["point_scores"] = max(diff["point_scores"], float(np.abs(np.asarray(r.point_scores) - np.asarray(t.point_scores)).max()))
+        diff["view_maps"] = max(diff["view_maps"],
+                            float(np.abs(np.asarray(r.view_maps) - np.asarray(t.view_maps)).max()))
+        diff["global_probs"] = max(diff["global_probs"],
+                               float(np.abs(np.asarray(r.global_probs) - np.asarray(t.global_probs)).max()))
+        diff["point_scores"] = max(diff["point_scores"],
+                            float(np.abs(np.asarray(r.point_scores) - np.asarray(t.point_scores)).max()))
         diff["object_scores"] = max(diff["object_scores"], abs(float(r.object_score) - float(t.object_score)))
 
     auroc: dict[str, dict[str, float | None]] = {}
@@ -121,7 +124,8 @@ def compare(samples: Sequence[Any], reference: Sequence[Any], test: Sequence[Any
     limits = THRESHOLDS.get(precision, THRESHOLDS["fp16"])
     failures = []
     if "max_abs" in limits:
-        failures += [f"{k} max abs diff {v:.3g} > {limits['max_abs']:g}" for k, v in diff.items() if v > limits["max_abs"]]
+        failures += [f"{k} max abs diff {v:.3g} > {limits['max_abs']:g}" for k, v in diff.items()
+                     if v > limits["max_abs"]]
     computed = {k: v for k, v in auroc.items() if v["diff"] is not None}
     failures += [f"{k} AUROC diff {v['diff']:+.4f} exceeds {limits['auroc']:g}" for k, v in computed.items()
                  if abs(float(v["diff"])) > limits["auroc"]]

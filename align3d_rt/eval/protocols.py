@@ -111,13 +111,15 @@ class ClassScores:
                     ref = self._reference_map_metrics(metrics)
                     pt = metrics.per_point_metrics(self.point_scores, self.point_labels, self.grid_index,
                                                    self.grid_shapes)
-                    out.update({"P-R": ref["auroc"], "P-P": ref["aupro"], "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
+                    out.update({"P-R": ref["auroc"], "P-P": ref["aupro"],
+                                "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
                 elif self.organized:
                     ref = metrics.grid_metrics(self.point_scores, self.point_labels, self.grid_index,
                                                self.grid_shapes, sigma=sigma)
                     pt = metrics.per_point_metrics(self.point_scores, self.point_labels, self.grid_index,
                                                    self.grid_shapes)
-                    out.update({"P-R": ref["auroc"], "P-P": ref["aupro"], "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
+                    out.update({"P-R": ref["auroc"], "P-P": ref["aupro"],
+                                "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
                 else:  # unorganized clouds (Real3D-AD): point AUROC only
                     auroc = metrics.point_auroc(self.point_labels, self.point_scores)
                     out.update({"P-R": auroc, "P-R (pt)": auroc})
@@ -319,7 +321,8 @@ def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, o
     store = class_store.class_dir(out, name)
     if main:
         store.mkdir(parents=True, exist_ok=True)
-    title = f"{protocol}: trained on {train_ds or '?'}/{train_cat or '?'}, tested on {dataset} ({detector.backend_name})"
+    title = (f"{protocol}: trained on {train_ds or '?'}/{train_cat or '?'}, tested on {dataset} "
+             f"({detector.backend_name})")
     manifest_path = out / (f"{name}_manifest.json" if name != "results" else "manifest.json")
     cal_dir = out / f"{name}_calibrations"
     cal_manifest: dict[str, Any] | None = None

@@ -226,7 +226,8 @@ def build_manifest(run: Any, run_dir: str | os.PathLike[str], graph: Any, precis
                 OUTPUT_NAMES[1]: {"dtype": "float32", "shape": ["batch", 2]},
             },
             "fp32_ops": list(FP16_FP32_OPS) if precision == "fp16" else [],
-            "quantization": "onnxruntime dynamic int8, per-channel MatMul/Gemm weights" if precision == "int8" else None,
+            "quantization": ("onnxruntime dynamic int8, per-channel MatMul/Gemm weights"
+                             if precision == "int8" else None),
             "export_check": check,
         },
         "image_size": image_size,

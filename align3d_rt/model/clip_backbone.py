@@ -104,7 +104,8 @@ def _arch_for(name: str) -> str:
         raise WeightsError(f"{name}: unknown CLIP model (known: {TINY_NAME}, ViT-L-14-336 and open_clip's "
                            "list_models())")
     tag = get_pretrained_cfg(name, "openai")
-    if tag and tag.get("quick_gelu") and not name.endswith("-quickgelu") and f"{name}-quickgelu" in open_clip.list_models():
+    if (tag and tag.get("quick_gelu") and not name.endswith("-quickgelu")
+            and f"{name}-quickgelu" in open_clip.list_models()):
         return f"{name}-quickgelu"
     return name
 

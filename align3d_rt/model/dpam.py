@@ -29,7 +29,8 @@ def _merge(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).flatten(2)
 
 
-def _softmax_attend(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+def _softmax_attend(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, scale: float,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(a b^T * scale + mask) v per head. Eager runs use the fused SDPA kernel; ONNX export and
     tracing get explicit MatMul/Softmax with float32 softmax (what an FP16/strongly-typed graph needs)."""
     if not (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()) and a.dtype == torch.float32:

@@ -89,7 +89,8 @@ class PromptLearner(nn.Module):
             raise ValueError("prompt longer than the text context")
 
         placeholder = " ".join(["X"] * n_ctx)
-        tokens = open_clip.tokenize([t.format(placeholder) for t in STATE_TEMPLATES], context_length=tower.context_length)
+        tokens = open_clip.tokenize([t.format(placeholder) for t in STATE_TEMPLATES],
+                                    context_length=tower.context_length)
         with torch.no_grad():
             embeds = tower.token_embedding(tokens)
         self.register_buffer("tokens", tokens, persistent=False)

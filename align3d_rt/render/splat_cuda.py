@@ -39,7 +39,8 @@ _MASK = np.uint64(_math.INDEX_MASK)
 
 @cuda.jit(device=True)
 def _thread_pixel(size):
-    """(view, row, column) of this thread in a per-pixel launch (grid x: pixels, grid y: views); row -1 past the image."""
+    """(view, row, column) of this thread in a per-pixel launch (grid x: pixels, grid y: views); row -1
+    past the image."""
     p = cuda.grid(1)
     if p >= size * size:
         return cuda.blockIdx.y, -1, 0

@@ -63,7 +63,8 @@ class ScoreResult:
     render: Any = None
     timings: dict[str, float] = field(default_factory=dict)
     sample: PointCloudSample | None = None
-    reference: Any = None  # scoring_reference.ReferenceScores in reference mode (object score and fused channel from it)
+    # scoring_reference.ReferenceScores in reference mode (object score and fused channel from it)
+    reference: Any = None
     decision: Any = None  # runtime.decisions.PartDecision when the detector has a calibration (spec 13)
 
     @property

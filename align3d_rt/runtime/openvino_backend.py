@@ -188,5 +188,6 @@ def infer_split(requests: list[Any], host: np.ndarray) -> tuple[np.ndarray, np.n
         request.start_async(np.ascontiguousarray(host[rows[0]:rows[-1] + 1]))
     for request in requests[:len(parts)]:
         request.wait()
-    return (np.concatenate([np.array(r.get_output_tensor(0).data, np.float32, copy=True) for r in requests[:len(parts)]]),
-            np.concatenate([np.array(r.get_output_tensor(1).data, np.float32, copy=True) for r in requests[:len(parts)]]))
+    used = requests[:len(parts)]
+    return (np.concatenate([np.array(r.get_output_tensor(0).data, np.float32, copy=True) for r in used]),
+            np.concatenate([np.array(r.get_output_tensor(1).data, np.float32, copy=True) for r in used]))

@@ -77,7 +77,8 @@ def save_view_overlay(
         ax.set_axis_off()
         if i < n:
             ax.imshow(images[i])
-            im = ax.imshow(object_only(ups[i], images[i]), cmap=HEAT_CMAP, alpha=alpha, vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+            im = ax.imshow(object_only(ups[i], images[i]), cmap=HEAT_CMAP, alpha=alpha, vmin=lo,
+                           vmax=hi if hi > lo else lo + 1e-6)
             if gt_masks is not None and gt_masks[i].any():
                 ax.contour(gt_masks[i] > 0, levels=[0.5], colors="white", linewidths=0.8)
             ax.set_title(f"view {i}", fontsize=7)

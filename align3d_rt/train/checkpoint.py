@@ -21,8 +21,8 @@ from align3d_rt.io_utils import read_json, sha256_file, write_json_atomic
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Checkpoint", "trainable_state", "load_trainable", "save_checkpoint", "read_checkpoint", "restore_checkpoint",
-           "read_history", "rewrite_losses"]
+__all__ = ["Checkpoint", "trainable_state", "load_trainable", "save_checkpoint", "read_checkpoint",
+           "restore_checkpoint", "read_history", "rewrite_losses"]
 
 CHECKPOINT_FORMAT = 1
 

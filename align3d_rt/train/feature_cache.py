@@ -105,7 +105,8 @@ def shared_encoder(clip_name: str, clip_weights: str | None, seed: int = 0, devi
 
 
 def render_and_encode(sample: Any, settings: RenderSettings, encoder: ViewEncoder,
-                      need_gray: bool = True, need_rgb: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+                      need_gray: bool = True,
+                      need_rgb: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """Render one PointCloudSample and encode its views: (gray record, rgb record or None).
 
     The gray record holds the features and the geometry stage 2 needs (module docstring).

@@ -179,7 +179,8 @@ def train_stage2(entries: list[CacheEntry], clip_model: Any, aligner: torch.nn.M
     bar = tqdm(range(start, end), desc="stage 2", unit="epoch", disable=not (progress and main), initial=start,
                total=settings.epochs)
     for epoch in bar:
-        record = run_stage2_epoch(epoch, len(entries), lambda idx: load_stage2_batch([entries[i] for i in idx], settings.device),
+        record = run_stage2_epoch(epoch, len(entries),
+                                  lambda idx: load_stage2_batch([entries[i] for i in idx], settings.device),
                                   aligner, learners, optimizer, settings, bar)
         history.append(record)
         if main:

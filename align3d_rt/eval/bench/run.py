@@ -180,7 +180,8 @@ def run_bench(config: BenchConfig, progress: Any = None) -> dict[str, Any]:
     rows = plan(config)
     config.out.mkdir(parents=True, exist_ok=True)
     config.work.mkdir(parents=True, exist_ok=True)
-    sets = cloud_sets(config.work, list(config.kinds), config.samples, config.roots, config.mvtec_scan_size)  # generated once
+    # generated once
+    sets = cloud_sets(config.work, list(config.kinds), config.samples, config.roots, config.mvtec_scan_size)
     if progress:
         progress("align3d-rt bench: timing loading + preprocessing (uncached and cached) once per cloud ...")
     loads = measure_loads(sets)
