@@ -3,9 +3,9 @@
 Routes: torch fp32 eager, torch bf16 autocast, ONNX Runtime fp32 and dynamic INT8, OpenVINO fp32 (f32
 compute), OpenVINO fp32 IR with the bf16 precision hint, OpenVINO NNCF INT8 (auto hint: bf16 where the CPU
 has it; also with f32 compute, and with the THROUGHPUT hint as the backend runs it: the batch split over
-parallel infer requests). Runs the full EncoderGraph (CLIP visual tower with DPAM + aligner + text head) of 'ViT-L-14-336'
-with random weights (timings do not depend on the values) on V views at 336x336 for each V of --views
-(e.g. 1 and 9 views in one batch). The ONNX/IR files (~1.2 GB fp32) live in a temporary directory that is
+parallel infer requests). Runs the full EncoderGraph (CLIP visual tower with DPAM + aligner + text
+head) of 'ViT-L-14-336' with random weights (timings do not depend on the values) on V views at
+336x336 for each V of --views (e.g. 1 and 9 views in one batch). The ONNX/IR files (~1.2 GB fp32) live in a temporary directory that is
 removed afterwards. OpenVINO routes are skipped when openvino/nncf are not installed.
 
     python bench/bench_encoder.py [--clip ViT-L-14-336] [--views 1,9] [--repeats 3] [--json out.json]
@@ -173,7 +173,8 @@ def run(clip: str, view_counts: list[int], repeats: int, threads: int | None,
                 row[f"{name}_all_s"] = ts
                 row[f"{name}_speedup_vs_torch"] = row["torch_fp32_s"] / row[f"{name}_s"]
                 # Per round: the ratio of the two calls made back to back in that round.
-                row[f"{name}_speedup_range"] = [min(per := [t / u for t, u in zip(times["torch_fp32"], ts, strict=True)]), max(per)]
+                per = [t / u for t, u in zip(times["torch_fp32"], ts, strict=True)]
+                row[f"{name}_speedup_range"] = [min(per), max(per)]
             row["ort_int8_target_met"] = row["ort_int8_speedup_vs_torch"] >= TARGET_INT8_SPEEDUP
             if "ov_int8_s" in row:
                 row["ov_int8_target_met"] = row["ov_int8_speedup_vs_torch"] >= TARGET_OV_INT8_SPEEDUP

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     best = min(rows, key=lambda r: r["total"])
     report = {
         "clip": args.clip, "weights": "random", "device": args.device, "preset": args.preset,
-        "views": detector.render_settings.num_views, "points": sample.num_points, "torch_threads": torch.get_num_threads(),
+        "views": detector.render_settings.num_views, "points": sample.num_points,
+        "torch_threads": torch.get_num_threads(),
         "setup_seconds": setup, "warmup_seconds": warmup, "repeat": args.repeat, "best": best, "runs": rows,
     }
     print(f"pipeline bench: {args.clip} (random weights), {report['views']} views, {sample.num_points} points, "

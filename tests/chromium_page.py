@@ -173,8 +173,9 @@ def open_page(path: Path, expressions: dict[str, str], width: int = 1280, height
         if then:
             for method, params in then:
                 pipe.call(method, params, session=session)
-            pipe.call("Runtime.evaluate", {"expression": "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))",
-                                           "awaitPromise": True}, session=session)
+            pipe.call("Runtime.evaluate",
+                      {"expression": "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))",
+                       "awaitPromise": True}, session=session)
             run.after = _screenshot(pipe, session)
         run.errors, run.messages = _errors_and_messages(pipe.events)
     finally:

@@ -64,7 +64,8 @@ def bump_cloud(n_side: int, seed: int = 0, category: str = "dome", source: str =
     u, v = np.meshgrid(np.linspace(-1, 1, n_side), np.linspace(-1, 1, n_side))
     z = 0.3 * np.exp(-(u ** 2 + v ** 2) * 2) + 0.01 * rng.standard_normal(u.shape)
     pts = (np.stack([u.ravel(), v.ravel(), z.ravel()], 1) * 0.05).astype(np.float32)
-    return PointCloudSample(points=pts, category=category, dataset="synthetic", source=source or f"bump{n_side}_{seed}.npy")
+    return PointCloudSample(points=pts, category=category, dataset="synthetic",
+                            source=source or f"bump{n_side}_{seed}.npy")
 
 
 _TINY_RUN: dict[str, object] = {}

@@ -298,8 +298,10 @@ def test_infer_calibration_html_page_carries_the_decision(calibrated: tuple[Path
         data = embedded_data((out / entry["outputs"]["html"]).read_text(encoding="utf-8"))
         assert data["part"]["decision"] == entry["decision"]
         assert data["part"]["regions"] == entry["regions"]
-        np.testing.assert_array_equal(decode(data["cloud"]["scores"], "<f4"), np.load(out / entry["outputs"]["normalized"]))
-        np.testing.assert_array_equal(decode(data["cloud"]["labels"], "<i4"), np.load(out / entry["outputs"]["regions"]))
+        np.testing.assert_array_equal(decode(data["cloud"]["scores"], "<f4"),
+                                      np.load(out / entry["outputs"]["normalized"]))
+        np.testing.assert_array_equal(decode(data["cloud"]["labels"], "<i4"),
+                                      np.load(out / entry["outputs"]["regions"]))
     index = (out / "index.html").read_text(encoding="utf-8")
     order = [m for m in re.findall(r'href="([^"]+\.html)"', index)]
     decisions = [summary["samples"][h[:-5]]["decision"] for h in order]

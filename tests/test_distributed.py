@@ -340,7 +340,8 @@ def test_sharded_eval_equals_single_process(dome_root: Path, tmp_path: Path) -> 
 
 @pytest.mark.heavy
 def test_a_dying_rank_aborts_a_sharded_eval(dome_root: Path, tmp_path: Path) -> None:
-    """Rank 1 dies after scoring its shard: the job ends non-zero naming rank 1; no manifest says running or complete."""
+    """Rank 1 dies after scoring its shard: the job ends non-zero naming rank 1; no manifest says running or
+    complete."""
     from align3d_rt.train.random_run import random_run_dir
 
     run = random_run_dir(tmp_path / "run", category="box")

@@ -1,4 +1,5 @@
-"""ONNX Runtime backend: torch-free fp32 parity (1e-4), fp16/int8 AUROC parity (on the trained signal fixture),\nprovider handling."""
+"""ONNX Runtime backend: torch-free fp32 parity (1e-4), fp16/int8 AUROC parity (on the trained signal
+fixture),\nprovider handling."""
 from __future__ import annotations
 
 import json
@@ -139,7 +140,8 @@ def test_resolve_providers() -> None:
     assert resolve_providers(["cuda"], cpu) == (cpu, ["CUDAExecutionProvider"])
 
 
-def test_unavailable_provider_falls_back_with_one_line(tiny: dict[str, Path], capfd: pytest.CaptureFixture[str]) -> None:
+def test_unavailable_provider_falls_back_with_one_line(tiny: dict[str, Path],
+                                                       capfd: pytest.CaptureFixture[str]) -> None:
     from align3d_rt.runtime.onnxruntime_backend import OrtBackend
 
     with OrtBackend(tiny["int8"], providers=["cuda"], threads=1) as b:

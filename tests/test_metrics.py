@@ -122,7 +122,8 @@ def test_grid_metrics_reference_protocol() -> None:
     rng = np.random.default_rng(3)
     scores, labels, indices, shapes = _organized_samples(rng, 5, 24, 26)
     got = grid_metrics(scores, labels, indices, shapes, sigma=2.0)
-    maps = [gaussian_filter(points_to_grid(s, i, sh), sigma=2.0) for s, i, sh in zip(scores, indices, shapes, strict=True)]
+    maps = [gaussian_filter(points_to_grid(s, i, sh), sigma=2.0)
+            for s, i, sh in zip(scores, indices, shapes, strict=True)]
     masks = [points_to_grid(lab, i, sh) > 0 for lab, i, sh in zip(labels, indices, shapes, strict=True)]
     ref_auroc = roc_auc_score(np.concatenate([m.ravel() for m in masks]), np.concatenate([m.ravel() for m in maps]))
     assert abs(got["auroc"] - ref_auroc) < 1e-6

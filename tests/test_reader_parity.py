@@ -200,8 +200,8 @@ def test_readers_clean_under_asan_ubsan(reader_tool: Path, case_files: list[Path
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
                UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
     (tmp_path / "asan").mkdir()
-    proc = subprocess.run([str(build / "cpp" / "align3d_read_points"), "--out", str(tmp_path / "asan"), *map(str, paths)],
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run([str(build / "cpp" / "align3d_read_points"), "--out", str(tmp_path / "asan"),
+                           *map(str, paths)], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0 and "runtime error" not in proc.stderr and "Sanitizer" not in proc.stderr, \
         proc.stderr[-3000:]
     plain = cpp_read(reader_tool, paths, tmp_path / "plain")

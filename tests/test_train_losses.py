@@ -70,7 +70,8 @@ def test_stage1_loss_reweighting() -> None:
     s = (F.normalize(praw, dim=-1) @ F.normalize(prgb, dim=-1).transpose(1, 2)).mean(dim=2)
     torch.testing.assert_close(w, 1 + 0.5 * torch.sigmoid(s))
     rew, _ = L.stage1_loss(g, grgb, p, prgb, praw, reweight=True, lam=0.5)
-    want_rew = (1 - F.cosine_similarity(g, grgb, dim=-1)).mean() + (w * (1 - F.cosine_similarity(p, prgb, dim=-1))).mean()
+    want_rew = ((1 - F.cosine_similarity(g, grgb, dim=-1)).mean()
+                + (w * (1 - F.cosine_similarity(p, prgb, dim=-1))).mean())
     assert float(rew) == pytest.approx(float(want_rew), rel=1e-6)
     assert float(rew) > float(plain) - 1e-6  # weights >= 1
 

@@ -211,7 +211,8 @@ def test_native_encoder_configs_pass_the_real_servers_parsing_up_to_the_backend_
     (trt / "engines" / "e.engine").write_bytes(b"placeholder plan")
     bundle = load_bundle(trt)
     record_engine(bundle, "e", {"file": "engines/e.engine", "gpu_name": "GPU", "tensorrt_version": "11", "min_batch": 1,
-                                "opt_batch": 9, "max_batch": 18, "onnx_sha256": bundle.onnx_sha256}, ["engines/e.engine"])
+                                "opt_batch": 9, "max_batch": 18, "onnx_sha256": bundle.onnx_sha256},
+                  ["engines/e.engine"])
     sources = {"onnx": tiny["fp32"], "openvino": export_bundle(tiny["run"], work / "b_ov", fmt="openvino"), "trt": trt}
     repos = []
     for name, src in sources.items():

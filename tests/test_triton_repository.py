@@ -206,7 +206,8 @@ def test_export_refuses_folders_it_did_not_write_and_replaces_its_own(tiny: dict
     (["--bundle", "BUNDLE", "--opt-batch", "20"], "1 <= opt <= max"),
     (["--bundle", "BUNDLE", "--triton-name", "../x"], "--triton-name '../x': use letters"),
     (["--bundle", "BUNDLE", "--triton-instances", "0"], "argument --triton-instances: must be a positive integer"),
-    (["--bundle", "BUNDLE", "--triton-queue-delay-us", "-1"], "argument --triton-queue-delay-us: must be an integer >= 0"),
+    (["--bundle", "BUNDLE", "--triton-queue-delay-us", "-1"],
+     "argument --triton-queue-delay-us: must be an integer >= 0"),
 ])
 def test_export_bad_choices_are_one_line(tiny: dict[str, Path], tmp_path: Path, argv: list[str], message: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
