@@ -5,8 +5,8 @@ compute), OpenVINO fp32 IR with the bf16 precision hint, OpenVINO NNCF INT8 (aut
 has it; also with f32 compute, and with the THROUGHPUT hint as the backend runs it: the batch split over
 parallel infer requests). Runs the full EncoderGraph (CLIP visual tower with DPAM + aligner + text
 head) of 'ViT-L-14-336' with random weights (timings do not depend on the values) on V views at
-336x336 for each V of --views (e.g. 1 and 9 views in one batch). The ONNX/IR files (~1.2 GB fp32) live in a temporary directory that is
-removed afterwards. OpenVINO routes are skipped when openvino/nncf are not installed.
+336x336 for each V of --views (e.g. 1 and 9 views in one batch). The ONNX/IR files (~1.2 GB fp32) live
+in a temporary directory that is removed afterwards. OpenVINO routes are skipped when openvino/nncf are not installed.
 
     python bench/bench_encoder.py [--clip ViT-L-14-336] [--views 1,9] [--repeats 3] [--json out.json]
 
