@@ -11,7 +11,7 @@ THREE_LICENSE = "THREE_LICENSE"
 @cache
 def read_asset(name: str) -> str:
     """The text of ``assets/NAME`` (UTF-8)."""
-    return resources.files("align3d_rt.eval.page").joinpath("assets", name).read_text(encoding="utf-8")
+    return resources.files("align3d_rt.eval.page").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
 
 
 def inline_script(name: str) -> str:
