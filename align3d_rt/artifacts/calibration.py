@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from align3d_rt.artifacts.bundle import canonical_digest
 from align3d_rt.errors import Align3DError
@@ -141,11 +141,11 @@ def calibration_digest(body: dict[str, Any]) -> str:
     return canonical_digest(body, DIGEST_KEY)
 
 
-def _fail(path: Path | str, problem: str) -> CalibrationError:
+def _fail(path: str | os.PathLike[str], problem: str) -> CalibrationError:
     return CalibrationError(f"{path}: {problem}")
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: Any) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 

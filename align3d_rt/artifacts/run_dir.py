@@ -162,7 +162,7 @@ def write_losses(run: str | Path, records: list[dict[str, Any]]) -> None:
     write_text_atomic(Path(run) / LOSSES, text)
 
 
-def load_run(path: str | Path) -> RunArtifacts:
+def load_run(path: str | os.PathLike[str]) -> RunArtifacts:
     """Load a finished run (torch-free). Incomplete, foreign or corrupt runs raise RunDirError."""
     run = Path(path)
     if not run.is_dir():
@@ -194,7 +194,7 @@ def load_run(path: str | Path) -> RunArtifacts:
         raise RunDirError(f"{run / CONFIG}: config lacks or garbles {err}; re-run training") from None
 
 
-def with_clip_weights(run: RunArtifacts, clip_weights: str | Path | None) -> RunArtifacts:
+def with_clip_weights(run: RunArtifacts, clip_weights: str | os.PathLike[str] | None) -> RunArtifacts:
     """The run with its CLIP weights looked for at ``clip_weights`` (absolute) instead of the recorded path;
     the identity check (tensor hash) happens when the weights are loaded (``model.graph``)."""
     if clip_weights is None:

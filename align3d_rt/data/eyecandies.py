@@ -128,7 +128,7 @@ def load_eyecandies_sample(depth_path: str | os.PathLike[str], *, category: str 
     if not gridlib.valid_mask(xyz).any():
         raise errors.input_error(files["depth"], "point cloud has no valid point (all depth values are 0)")
     shape = depth.shape
-    rows, cols = gridlib.pad_resize_index(*shape, pad=False)
+    rows, cols = gridlib.pad_resize_index(shape[0], shape[1], pad=False)
     grid = gridlib.gather(xyz, rows, cols)
     if not files["rgb"].is_file():
         raise errors.input_error(files["rgb"], "colour image not found")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class SampleRef:
         return f"{self.category}/{self.split}/{self.label_name}/{self.path.stem}"
 
     def load(self) -> PointCloudSample:
-        fields = {"category": self.category, "split": self.split, "label_name": self.label_name,
+        fields: dict[str, Any] = {"category": self.category, "split": self.split, "label_name": self.label_name,
                   "dataset": self.dataset}
         if self.dataset in ("mvtec3d", "synthetic"):
             from align3d_rt.data.mvtec3d import load_mvtec_sample

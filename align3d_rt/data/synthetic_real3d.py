@@ -95,7 +95,7 @@ def write_pcd(path: Path, points: np.ndarray) -> None:
 
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, np.float64)))
     with atomic_path(path) as tmp:
-        if not o3d.io.write_point_cloud(str(tmp), cloud, write_ascii=False):
+        if not o3d.io.write_point_cloud(Path(tmp), cloud, write_ascii=False):
             raise OSError(f"{path}: Open3D could not write the point cloud")
 
 

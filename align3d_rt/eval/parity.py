@@ -127,8 +127,8 @@ def compare(samples: Sequence[Any], reference: Sequence[Any], test: Sequence[Any
         failures += [f"{k} max abs diff {v:.3g} > {limits['max_abs']:g}" for k, v in diff.items()
                      if v > limits["max_abs"]]
     computed = {k: v for k, v in auroc.items() if v["diff"] is not None}
-    failures += [f"{k} AUROC diff {v['diff']:+.4f} exceeds {limits['auroc']:g}" for k, v in computed.items()
-                 if abs(float(v["diff"])) > limits["auroc"]]
+    failures += [f"{k} AUROC diff {d:+.4f} exceeds {limits['auroc']:g}" for k, v in computed.items()
+                 if (d := v["diff"]) is not None and abs(float(d)) > limits["auroc"]]
     checked = bool(computed) or "max_abs" in limits
     return ParityReport(
         precision=precision,

@@ -25,6 +25,10 @@ if TYPE_CHECKING:  # pragma: no cover
 class EncoderGraph(nn.Module):
     """forward(views uint8 (B,S,S,3)) -> (patch_maps (B,2,G,G) float32, global_probs (B,2) float32)."""
 
+    text: torch.Tensor  # buffers
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         visual: DPAMVisual,

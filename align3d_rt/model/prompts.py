@@ -32,6 +32,10 @@ def round_fp16_straight_through(t: torch.Tensor) -> torch.Tensor:
 class FrozenTextTower(nn.Module):
     """The pieces of an open_clip CLIP text tower the learner runs, with its own block-by-block forward."""
 
+    attn_mask: torch.Tensor  # buffer
+    blocks: Any  # open_clip's resblocks (open_clip ships no type information)
+    ln_final: nn.LayerNorm
+
     def __init__(self, clip_model: Any) -> None:
         super().__init__()
         if getattr(clip_model, "text_pool_type", "argmax") != "argmax" or not hasattr(clip_model, "token_embedding"):
@@ -75,6 +79,10 @@ class PromptLearner(nn.Module):
     Trainable parameters (= state-dict keys): 'ctx' (2, n_ctx, W) and 'deep_ctx' (n_deep, deep_len, W),
     n_deep = min(deep_depth, text layers) - 1 (a (0, deep_len, W) tensor when deep prompts are off).
     """
+
+    tokens: torch.Tensor  # buffers
+    token_embeds: torch.Tensor
+    _tower: FrozenTextTower  # set with object.__setattr__: not a submodule
 
     def __init__(self, clip_model: Any, n_ctx: int = 12, deep_depth: int = 9, deep_len: int = 4) -> None:
         super().__init__()

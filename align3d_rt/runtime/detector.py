@@ -68,7 +68,7 @@ class ScoreResult:
     decision: Any = None  # runtime.decisions.PartDecision when the detector has a calibration (spec 13)
 
     @property
-    def view_maps(self) -> np.ndarray:
+    def view_maps(self) -> np.ndarray | None:
         if self.maps is not None and not isinstance(self.maps, np.ndarray):
             self.maps = np.asarray(arrays.to_host(self.maps), dtype=np.float32)
         return self.maps
@@ -189,7 +189,8 @@ class Detector:
         bundle = load_bundle(bundle_dir)
         dev = resolve_device(device, registry.get(name).devices)
         manifest = dict(bundle.manifest)
-        clip = manifest.get("clip") if isinstance(manifest.get("clip"), dict) else {}
+        clip_entry = manifest.get("clip")
+        clip = clip_entry if isinstance(clip_entry, dict) else {}
         info = {
             "source": "bundle",
             "bundle_dir": str(Path(bundle_dir).resolve()),
@@ -368,7 +369,7 @@ class Detector:
             assert sample is not None
             pts = points[j]
             g = gprobs[j * v:(j + 1) * v].copy()
-            out[i] = ScoreResult(
+            result = ScoreResult(
                 sample_id=sample.sample_id,
                 point_scores=pts,
                 object_score=scoring.object_score(pts[:, 2], g, self.fusion_weight),
@@ -379,11 +380,11 @@ class Detector:
                          "backproject": back_time / b, "batch_size": float(b)},
                 sample=sample,
             )
-            if self.reference_scoring is not None:
-                out[i] = self._to_reference(out[i])
-            out[i] = _finite_or_failed(out[i], sample)
-            if self.calibration is not None and isinstance(out[i], ScoreResult):
-                out[i] = self._decide(out[i])
+            checked = self._to_reference(result) if self.reference_scoring is not None else result
+            checked = _finite_or_failed(checked, sample)
+            if self.calibration is not None and isinstance(checked, ScoreResult):
+                checked = self._decide(checked)
+            out[i] = checked
         return out
 
     def _to_reference(self, res: ScoreResult) -> ScoreResult | InputError:

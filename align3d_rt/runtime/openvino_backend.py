@@ -174,6 +174,7 @@ class OpenVinoBackend(BaseRunner):
         return self._infer_split(host)
 
     def _infer_split(self, host: np.ndarray) -> EncoderOutput:
+        assert self._pool is not None
         maps, probs = infer_split(self._pool, host)
         return EncoderOutput(patch_maps=maps, global_probs=probs)
 

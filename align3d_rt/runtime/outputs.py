@@ -43,7 +43,7 @@ def save_heat_ply(path: str | Path, points: np.ndarray, scores: np.ndarray) -> N
     cloud.points = o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64))
     cloud.colors = o3d.utility.Vector3dVector(heat_colors(scores))
     with atomic_path(path) as tmp:
-        if not o3d.io.write_point_cloud(str(tmp), cloud, write_ascii=False):
+        if not o3d.io.write_point_cloud(Path(tmp), cloud, write_ascii=False):
             raise OSError(f"{path}: Open3D could not write the point cloud")
 
 
