@@ -205,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     r = run(args.clip, counts, args.repeats, args.threads, args.calibration_samples, not args.no_openvino)
     print(f"{r['clip']} (random weights) at 336, {r['threads']} thread(s), median of {r['repeats']}, round-robin:")
     for views, row in r["by_views"].items():
-        print(f"  {views} view(s) in one batch (machine load average {row['loadavg_1m']:.1f} on {os.cpu_count()} "
-              "CPUs):")
+        print(f"  {views} view(s) in one batch "
+              f"(machine load average {row['loadavg_1m']:.1f} on {os.cpu_count()} CPUs):")
         for name in [k[:-2] for k in row if k.endswith("_s") and not k.endswith("_all_s")]:
             diff = row.get(f"{name}_max_abs_diff_maps")
             lo, hi = row[name + "_speedup_range"]

@@ -190,8 +190,8 @@ def ply_cases() -> dict[str, bytes]:
                                         + "3 0 1 2\n3 one two three\n" + rows).encode()
     cases["ascii_list_fraction"] = (_ply_header(before="element face 1\nproperty list uchar int vertex_indices\n")
                                     + "2.5 0 1\n" + rows).encode()
-    cases["ascii_double_props"] = (_ply_header(props="double x\nproperty double y\nproperty double z\nproperty uchar "
-                                                     "red")
+    cases["ascii_double_props"] = (_ply_header(props="double x\nproperty double y\nproperty double z\n"
+                                                     "property uchar red")
                                    + _rows(pts, lambda r: " ".join(repr(float(v)) for v in r) + " 255")).encode()
     cases["ascii_nan_rows"] = (_ply_header() + "nan 0 0\n" * 30 + "0 0 0\n" * 10 + _rows(pts[40:])).encode()
     cases["ascii_too_few"] = (_ply_header(vertex=30) + _rows(pts[:30])).encode()

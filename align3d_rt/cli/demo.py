@@ -304,8 +304,8 @@ def render_report(cfg: DemoConfig, run_dir: Path, evals: dict[str, Any], tables:
     lines = [
         "# align3d_rt demo: zero-shot one-vs-rest on synthetic data",
         "",
-        f"Trained on **{cfg.train_category}** (test split, stage 1 {cfg.epochs1} epochs, stage 2 {cfg.epochs2} "
-        "epochs), "
+        f"Trained on **{cfg.train_category}** (test split, stage 1 {cfg.epochs1} epochs, "
+        f"stage 2 {cfg.epochs2} epochs), "
         f"tested on {', '.join(c for c in cfg.categories if c != cfg.train_category)}. "
         f"CLIP: `{man.get('clip_name')}` (random tiny model, weights id `{man.get('clip_weights_id')}`); views preset "
         f"`{man.get('views_preset')}`, renderer `{man.get('renderer')}`, fusion weight {man.get('fusion_weight')}.",

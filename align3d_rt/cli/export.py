@@ -78,8 +78,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.fmt == TRITON:
         return run_triton_export(args)
     if args.run is None:
-        raise Align3DError(f"--bundle is the source of --format {TRITON}; export a bundle from a training run with "
-                           "--run")
+        raise Align3DError(f"--bundle is the source of --format {TRITON}; "
+                           "export a bundle from a training run with --run")
     check_used_options(args)
     from align3d_rt.export.onnx_export import check_opset, export_bundle
 

@@ -59,8 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scoring_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier infer output at --out: only the files it wrote (a folder holding anything "
-                        "else is refused)")
+                   help="replace an earlier infer output at --out: only the files it wrote "
+                        "(a folder holding anything else is refused)")
     p.add_argument("--dataset", default=None, choices=DATASET_CHOICES,
                    help="dataset the files come from (render point size/normals; real3d: resampled to 112,896 points)")
     p.add_argument("--category", default=None, help="category of the files (MVTec point size per class); needs "

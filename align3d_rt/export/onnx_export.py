@@ -135,8 +135,8 @@ def check_dynamic_batch(path: Path, graph: Any, image_size: int, precision: str,
     for b in batches:
         maps, probs = run_onnx(path, views[:b], precision)
         if maps.shape[0] != b or probs.shape != (b, 2):
-            raise Align3DError(f"{path}: batch {b} gave outputs {maps.shape} {probs.shape}; the batch axis is not "
-                               "dynamic")
+            raise Align3DError(f"{path}: batch {b} gave outputs {maps.shape} {probs.shape}; "
+                               "the batch axis is not dynamic")
         if not (np.isfinite(maps).all() and np.isfinite(probs).all()):  # NaN/Inf weights (e.g. the CLIP's)
             raise Align3DError(f"{path}: the exported graph gives non-finite outputs (NaN/Inf in its weights); "
                                f"no bundle was written")

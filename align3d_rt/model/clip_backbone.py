@@ -101,8 +101,8 @@ def _arch_for(name: str) -> str:
         register_tiny_config()
         return name
     if name not in open_clip.list_models():
-        raise WeightsError(f"{name}: unknown CLIP model (known: {TINY_NAME}, ViT-L-14-336 and open_clip's "
-                           "list_models())")
+        raise WeightsError(f"{name}: unknown CLIP model "
+                           f"(known: {TINY_NAME}, ViT-L-14-336 and open_clip's list_models())")
     tag = get_pretrained_cfg(name, "openai")
     if (tag and tag.get("quick_gelu") and not name.endswith("-quickgelu")
             and f"{name}-quickgelu" in open_clip.list_models()):

@@ -188,8 +188,8 @@ def to_u8(val):
 
 
 FUNCTIONS = ("view_camera", "rotated", "rotated_bounds", "camera_coords", "window_constants", "window_coords",
-             "pixel_index", "depth_key", "splat_span", "key_position", "pow100", "neighbour_or_self", "shade_value",
-             "to_u8")
+             "pixel_index", "depth_key", "splat_span", "key_position", "pow100", "neighbour_or_self",
+             "shade_value", "to_u8")
 CONSTANTS = ("ZOOM", "TAN_HALF_FOV", "EMPTY_KEY", "INDEX_MASK", "DEPTH_LEVELS", "SHADE_AMBIENT",
              "SHADE_DIFFUSE", "SHADE_SPECULAR", "SHADE_SHININESS", "DEPTH_JUMP")
 

@@ -154,8 +154,7 @@ def check_graph_input(bundle: Bundle, shape: Sequence[Any], graph: Any = None) -
     fixed = [d for d in dims[1:3] if isinstance(d, int)] if len(dims) == 4 else []
     if len(dims) != 4 or (isinstance(dims[3], int) and dims[3] != 3) or any(d != s for d in fixed):
         raise BundleError(f"{graph or bundle.onnx_path}: the graph takes views of shape {dims}, but the manifest's "
-                          "image_size "
-                          f"is {s} (expected (batch, {s}, {s}, 3)); re-export the bundle")
+                          f"image_size is {s} (expected (batch, {s}, {s}, 3)); re-export the bundle")
 
 
 def _set_ort_log_level(ort: Any, level: int | None) -> int | None:

@@ -73,8 +73,8 @@ class TorchBackend(BaseRunner):
         import torch
 
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(f"torch backend: device '{self.torch_device}' requested but CUDA is not "
-                                     "available here")
+            raise BackendUnavailable(f"torch backend: device '{self.torch_device}' requested "
+                                     "but CUDA is not available here")
         self.graph.to(self.torch_device).eval()
         self._module = torch.compile(self.graph) if self.compile else self.graph
 

@@ -125,8 +125,8 @@ def read_checkpoint(run: str | Path, stage: int) -> Checkpoint | None:
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise RunDirError(f"{meta_path}: checkpoint format {meta.get('format')} is not supported; delete {folder}")
     if not file.is_file() or sha256_file(file) != meta.get("sha256"):
-        raise RunDirError(f"{file}: checkpoint missing or corrupt (hash mismatch); delete {folder} to restart the "
-                          "stage")
+        raise RunDirError(f"{file}: checkpoint missing or corrupt (hash mismatch); "
+                          f"delete {folder} to restart the stage")
     return Checkpoint(stage=stage, epoch=epoch, tensors=load_tensors(file, "checkpoint"), meta=meta)
 
 
