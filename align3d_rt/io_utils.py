@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -123,7 +123,8 @@ def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
 
 def save_npz_atomic(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, **arrays)
+        # numpy's stub also matches **arrays against its allow_pickle keyword
+        np.savez_compressed(tmp, **cast(dict[str, Any], arrays))
 
 
 def save_png_atomic(path: str | os.PathLike[str], image: np.ndarray) -> None:

@@ -98,7 +98,7 @@ def measure(n_clouds: int, rounds: int) -> dict[str, Any]:
                 expected = local_run()[1]  # warm-up of every mode, and the equality check
                 for fn in modes.values():
                     _, got = fn()
-                    for a, b in zip(expected, got):
+                    for a, b in zip(expected, got, strict=True):
                         assert np.abs(a.point_scores - b.point_scores).max() <= 1e-5, "Triton scores differ from local"
                 times: dict[str, list[float]] = {k: [] for k in modes}
                 for _ in range(rounds):

@@ -60,8 +60,8 @@ def test_manifest_lists_and_hashes_the_ir(ov: dict[str, Path]) -> None:
 
 
 def test_fp32_ir_matches_torch_and_bf16_hint_runs(ov: dict[str, Path]) -> None:
-    from align3d_rt.runtime import registry
     from align3d_rt.artifacts.bundle import load_bundle
+    from align3d_rt.runtime import registry
 
     views = random_views(3)
     ref_maps, ref_probs = _torch_reference(ov["run"], views)
@@ -145,7 +145,7 @@ def test_bundle_without_ir_is_refused(ov: dict[str, Path], tmp_path: Path, capsy
     from align3d_rt.runtime.detector import Detector
 
     with pytest.raises(BundleError, match="has no OpenVINO IR.*--format openvino"):
-        Detector.from_bundle(ov["onnx_fp32"], backend="openvino").runner
+        Detector.from_bundle(ov["onnx_fp32"], backend="openvino").runner  # noqa: B018 - the property raises
     np.save(tmp_path / "c.npy", np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32))
     rc = main(["infer", str(tmp_path / "c.npy"), "--bundle", str(ov["onnx_fp32"]), "--backend", "openvino",
                "--out", str(tmp_path / "o"), "--no-ply", "--no-png"])
@@ -172,8 +172,8 @@ def test_tampered_ir_is_refused(ov: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_unknown_device_and_bad_hints(ov: dict[str, Path]) -> None:
-    from align3d_rt.runtime import registry
     from align3d_rt.artifacts.bundle import load_bundle
+    from align3d_rt.runtime import registry
     from align3d_rt.runtime.openvino_backend import choose_precision_hint
 
     bundle = load_bundle(ov["fp32"])

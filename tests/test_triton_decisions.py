@@ -72,7 +72,7 @@ def test_triton_decisions_equal_local_decisions(tiny: dict[str, Path], tmp_path:
     with Detector.from_bundle(tiny["fp32"], backend="onnxruntime", device="cpu") as local:
         expected = local.score(samples, keep_render=False)
     n_regions = 0
-    for sample, resp, exp in zip(samples, responses, expected):
+    for sample, resp, exp in zip(samples, responses, expected, strict=True):
         assert not resp.has_error()
         out = {t.name(): t.as_numpy() for t in resp.output_tensors}
         want = decide(sample.points, exp.fused, exp.object_score, cal)
@@ -80,7 +80,7 @@ def test_triton_decisions_equal_local_decisions(tiny: dict[str, Path], tmp_path:
         ref = want.to_json()
         assert got["decision"] == ref["decision"] and got["num_regions"] == ref["num_regions"]
         assert got["object_score_normalized"] == pytest.approx(ref["object_score_normalized"], abs=1e-5)
-        for g, r in zip(got["regions"], ref["regions"]):
+        for g, r in zip(got["regions"], ref["regions"], strict=True):
             assert {k: v for k, v in g.items() if not isinstance(v, float) and not isinstance(v, list)} == \
                    {k: v for k, v in r.items() if not isinstance(v, float) and not isinstance(v, list)}
             assert g["max_score"] == pytest.approx(r["max_score"], abs=1e-5)
@@ -199,7 +199,7 @@ def test_infer_triton_writes_what_local_infer_calibration_writes(tiny: dict[str,
         assert set(la["outputs"]) == set(lb["outputs"]) and {"normalized", "regions"} <= set(la["outputs"])
         assert la["decision"] == lb["decision"] and la["num_regions"] == lb["num_regions"]
         assert la["object_score_normalized"] == pytest.approx(lb["object_score_normalized"], abs=1e-5)
-        for ra, rb in zip(la["regions"], lb["regions"]):
+        for ra, rb in zip(la["regions"], lb["regions"], strict=True):
             assert ra.keys() == rb.keys()
             assert (ra["id"], ra["num_points"], ra["seed_index"]) == (rb["id"], rb["num_points"], rb["seed_index"])
             assert ra["max_score"] == pytest.approx(rb["max_score"], abs=1e-5)

@@ -16,8 +16,8 @@ from align3d_rt.artifacts import triton_layout as layout
 from align3d_rt.cli import main
 
 pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is in requirements.txt")
-from google.protobuf import json_format, text_format  # noqa: E402
-from tritonclient.grpc import model_config_pb2  # noqa: E402
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_pipeline_model_scores_like_local_inference(in_process: tuple, tiny: dic
     with Detector.from_bundle(tiny["fp32"], backend="onnxruntime", device="cpu") as local:
         expected = local.score(samples, keep_render=True)
     assert len(samples) == 3 and pb.bls_batches[calls_before:] == [9, 9, 9]  # one BLS call per cloud, all 9 views
-    for resp, exp in zip(responses, expected):
+    for resp, exp in zip(responses, expected, strict=True):
         assert not resp.has_error()
         out = {t.name(): t.as_numpy() for t in resp.output_tensors}
         np.testing.assert_allclose(out["point_scores"], exp.point_scores, atol=1e-5, rtol=0)
@@ -207,7 +207,8 @@ def test_export_refuses_folders_it_did_not_write_and_replaces_its_own(tiny: dict
     (["--bundle", "BUNDLE", "--opt-batch", "20"], "1 <= opt <= max"),
     (["--bundle", "BUNDLE", "--triton-name", "../x"], "--triton-name '../x': use letters"),
     (["--bundle", "BUNDLE", "--triton-instances", "0"], "argument --triton-instances: must be a positive integer"),
-    (["--bundle", "BUNDLE", "--triton-queue-delay-us", "-1"], "argument --triton-queue-delay-us: must be an integer >= 0"),
+    (["--bundle", "BUNDLE", "--triton-queue-delay-us", "-1"],
+     "argument --triton-queue-delay-us: must be an integer >= 0"),
 ])
 def test_export_bad_choices_are_one_line(tiny: dict[str, Path], tmp_path: Path, argv: list[str], message: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:

@@ -55,7 +55,8 @@ def select_engine(bundle: Bundle, gpu_name: str, trt_version: str, batch: int | 
     engines = bundle.engines
     if key is not None:
         if key not in engines:
-            raise BundleError(f"{bundle.path}: no TensorRT engine {key!r} in the bundle (have: {', '.join(engines) or 'none'})")
+            raise BundleError(f"{bundle.path}: no TensorRT engine {key!r} in the bundle (have: "
+                              f"{', '.join(engines) or 'none'})")
         engines = {key: engines[key]}
     if not engines:
         raise BundleError(f"{bundle.path}: no TensorRT engine in the bundle; build one with "
@@ -66,11 +67,13 @@ def select_engine(bundle: Bundle, gpu_name: str, trt_version: str, batch: int | 
     same_host = {k: e for k, e in engines.items()
                  if e.get("gpu_name") == gpu_name and str(e.get("tensorrt_version")) == str(trt_version)}
     if not same_host:
-        built = "; ".join(sorted(f"{e.get('gpu_name')} / TensorRT {e.get('tensorrt_version')}" for e in engines.values()))
+        built = "; ".join(sorted(f"{e.get('gpu_name')} / TensorRT {e.get('tensorrt_version')}"
+                                 for e in engines.values()))
         raise BundleError(f"{bundle.path}: TensorRT engines were built for {built}, this machine has {gpu_name} / "
                           f"TensorRT {trt_version}; engines do not transfer across GPUs or TensorRT versions: rebuild "
                           f"with `align3d-rt export --tensorrt` (or build_engine)")
-    fitting = {k: e for k, e in same_host.items() if batch is None or int(e["min_batch"]) <= batch <= int(e["max_batch"])}
+    fitting = {k: e for k, e in same_host.items()
+               if batch is None or int(e["min_batch"]) <= batch <= int(e["max_batch"])}
     pool = fitting or same_host  # larger batches are split into chunks of max_batch by the backend
     key = max(pool, key=lambda k: (int(pool[k]["max_batch"]), k))
     entry = pool[key]

@@ -52,7 +52,8 @@ def run_triton_export(args: argparse.Namespace) -> int:
     from align3d_rt.serving.triton_repository import write_triton_repository
 
     if args.bundle is None:
-        raise Align3DError(f"--format {TRITON} serves an exported bundle: pass --bundle (export one from the run first)")
+        raise Align3DError(f"--format {TRITON} serves an exported bundle: "
+                           "pass --bundle (export one from the run first)")
     if args.tensorrt or args.precision != "fp32" or args.calibration_samples is not None:
         raise Align3DError(f"--format {TRITON} copies the bundle as it is; --tensorrt/--precision/"
                            f"--calibration-samples apply when the bundle is exported")

@@ -55,13 +55,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="point-cloud files or folders (every point file below is scored)")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="point-cloud files or folders (every point file below is scored)")
     add_detector_options(p, required=False)
     add_triton_client_options(p)
     add_scoring_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier infer output at --out: only the files it wrote (a folder holding anything else is refused)")
+                   help="replace an earlier infer output at --out: only the files it wrote "
+                        "(a folder holding anything else is refused)")
     p.add_argument("--dataset", default=None, choices=DATASET_CHOICES,
                    help="dataset the files come from (render point size/normals; real3d: resampled to 112,896 points)")
     p.add_argument("--category", default=None, help="category of the files (MVTec point size per class); needs "
@@ -130,7 +132,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
         summary["index"] = "index.html"  # named before it is written: ours for a later --overwrite
     scores_json = args.out / "scores.json"
     keep_render = not args.no_png or args.html
-    with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
+    with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr,
+                                dynamic_ncols=True) as bar:
         stream = detector.score_stream(files, load=sample_loader(args.dataset, args.category),
                                        batch_size=args.batch_size, keep_render=keep_render)
         for (path, key), result in stream:
@@ -147,7 +150,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json_atomic(scores_json, summary)
     n_fail = len(summary["failed"])
-    print(f"align3d-rt infer: scored {len(summary['samples'])} sample(s), {n_fail} failed -> {scores_json}", file=sys.stderr)
+    print(f"align3d-rt infer: scored {len(summary['samples'])} sample(s), {n_fail} failed -> {scores_json}",
+          file=sys.stderr)
     return 1 if n_fail else 0
 
 

@@ -21,7 +21,8 @@ def add_triton_client_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"the pipeline model's name (default {DEFAULT_MODEL})")
     g.add_argument("--timeout", type=positive_float, default=120.0,
                    help="seconds each server call may take (default 120); failed connections are retried")
-    g.add_argument("--retries", type=non_negative_int, default=3, help="retries of a call the server did not answer (default 3)")
+    g.add_argument("--retries", type=non_negative_int, default=3,
+                   help="retries of a call the server did not answer (default 3)")
 
 
 def check_triton_choice(args: argparse.Namespace) -> None:

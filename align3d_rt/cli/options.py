@@ -5,9 +5,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from align3d_rt.cli.numbers import num_streams, thread_count
 from align3d_rt.runtime import registry
 from align3d_rt.runtime.devices import DEVICE_CHOICES
-from align3d_rt.cli.numbers import num_streams, thread_count
 
 
 def add_detector_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -47,8 +47,10 @@ def add_runner_options(parser: argparse.ArgumentParser) -> None:
                         help=f"latency (default, one sample at a time) or throughput (large batches) "
                              f"({who('performance_hint')})")
     parser.add_argument("--device-name", default=None,
-                        help=f"the backend's own device name, e.g. CPU (default), GPU, NPU, AUTO ({who('device_name')})")
-    parser.add_argument("--num-streams", type=num_streams, default=None, help=f"parallel inference streams ({who('num_streams')})")
+                        help="the backend's own device name, e.g. CPU (default), GPU, NPU, AUTO "
+                             f"({who('device_name')})")
+    parser.add_argument("--num-streams", type=num_streams, default=None,
+                        help=f"parallel inference streams ({who('num_streams')})")
     parser.add_argument("--threads", type=thread_count, default=None, help=f"encoder threads ({who('threads')})")
 
 

@@ -172,7 +172,8 @@ class OutputFolder:
             if self.command not in _OVERWRITABLE:
                 raise Align3DError(f"{self.path}: output folder is not empty ({len(entries)} entries); its files are "
                                    f"never overwritten: choose a new or empty --out")
-            hint = "--overwrite to replace its contents" + (" or --resume to continue" if self.command == "eval" else "")
+            hint = "--overwrite to replace its contents" + (" or --resume to continue"
+                                                             if self.command == "eval" else "")
             raise Align3DError(f"{self.path}: output folder is not empty ({len(entries)} entries); pass {hint}, "
                                f"or choose a new --out")
 

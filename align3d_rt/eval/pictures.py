@@ -73,7 +73,8 @@ def save_contact_sheet(path: str | Path, examples: Sequence[Example], cols: int 
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.set_axis_off()
         ax.imshow(ex.images[v])
-        im = ax.imshow(object_only(up, ex.images[v]), cmap=HEAT_CMAP, alpha=0.5, vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+        im = ax.imshow(object_only(up, ex.images[v]), cmap=HEAT_CMAP, alpha=0.5, vmin=lo,
+                       vmax=hi if hi > lo else lo + 1e-6)
         if ex.gt_masks is not None and ex.gt_masks[v].any():
             ax.contour(ex.gt_masks[v] > 0, levels=[0.5], colors="white", linewidths=0.8)
         ax.set_title(f"{ex.category} {ex.label}\nscore {ex.object_score:.3f} (view {v})", fontsize=7)

@@ -16,9 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from align3d_rt.errors import Align3DError
-from align3d_rt.scoring import scoring_settings
-from align3d_rt.versions import library_versions
 from align3d_rt.artifacts.bundle import (
     INPUT_NAME,
     ONNX_NAME,
@@ -28,6 +25,9 @@ from align3d_rt.artifacts.bundle import (
     staged_directory,
     write_manifest,
 )
+from align3d_rt.errors import Align3DError
+from align3d_rt.scoring import scoring_settings
+from align3d_rt.versions import library_versions
 
 EXAMPLE_BATCH = 2
 # ONNX opsets the encoder exports at: below 13 torch cannot export aten::unflatten; 23 is the newest the
@@ -135,7 +135,8 @@ def check_dynamic_batch(path: Path, graph: Any, image_size: int, precision: str,
     for b in batches:
         maps, probs = run_onnx(path, views[:b], precision)
         if maps.shape[0] != b or probs.shape != (b, 2):
-            raise Align3DError(f"{path}: batch {b} gave outputs {maps.shape} {probs.shape}; the batch axis is not dynamic")
+            raise Align3DError(f"{path}: batch {b} gave outputs {maps.shape} {probs.shape}; "
+                               "the batch axis is not dynamic")
         if not (np.isfinite(maps).all() and np.isfinite(probs).all()):  # NaN/Inf weights (e.g. the CLIP's)
             raise Align3DError(f"{path}: the exported graph gives non-finite outputs (NaN/Inf in its weights); "
                                f"no bundle was written")
@@ -225,7 +226,8 @@ def build_manifest(run: Any, run_dir: str | os.PathLike[str], graph: Any, precis
                 OUTPUT_NAMES[1]: {"dtype": "float32", "shape": ["batch", 2]},
             },
             "fp32_ops": list(FP16_FP32_OPS) if precision == "fp16" else [],
-            "quantization": "onnxruntime dynamic int8, per-channel MatMul/Gemm weights" if precision == "int8" else None,
+            "quantization": ("onnxruntime dynamic int8, per-channel MatMul/Gemm weights"
+                             if precision == "int8" else None),
             "export_check": check,
         },
         "image_size": image_size,
@@ -272,5 +274,5 @@ class _quiet_warnings:
         self._ctx.__enter__()
         warnings.simplefilter("ignore")
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._ctx.__exit__(*exc)

@@ -213,7 +213,8 @@ def check_ir(xml: Path, graph: Any, image_size: int, precision: str, batches: tu
     for b in batches:
         maps, probs = run_ir(xml, views[:b])
         if maps.shape[0] != b or probs.shape != (b, 2):
-            raise Align3DError(f"{xml}: batch {b} gave outputs {maps.shape} {probs.shape}; the batch axis is not dynamic")
+            raise Align3DError(f"{xml}: batch {b} gave outputs {maps.shape} {probs.shape}; "
+                               "the batch axis is not dynamic")
         diffs[str(b)] = float(max(np.abs(maps - ref_maps[:b]).max(), np.abs(probs - ref_probs[:b]).max()))
     worst = max(diffs.values())
     if precision == "fp32" and worst > tol:

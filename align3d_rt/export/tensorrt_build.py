@@ -32,7 +32,8 @@ __all__ = ["build_engine", "check_profile", "engine_key", "import_tensorrt"]
 def _network_flags(trt: Any) -> int:
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if flag is None:
-        raise BackendUnavailable(f"TensorRT {trt.__version__} lacks strongly typed networks; use TensorRT 10.12 or newer")
+        raise BackendUnavailable(f"TensorRT {trt.__version__} lacks strongly typed networks; "
+                                 "use TensorRT 10.12 or newer")
     return 1 << int(flag)
 
 

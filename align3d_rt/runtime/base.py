@@ -38,7 +38,7 @@ class EncoderOutput:
     def on_device(self) -> bool:
         return arrays.is_device(self.patch_maps)
 
-    def to_host(self) -> "EncoderOutput":
+    def to_host(self) -> EncoderOutput:
         return EncoderOutput(np.asarray(arrays.to_host(self.patch_maps), dtype=np.float32),
                              np.asarray(arrays.to_host(self.global_probs), dtype=np.float32))
 
@@ -49,7 +49,7 @@ class Timer:
     def __init__(self) -> None:
         self.seconds = 0.0
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self._t0 = time.perf_counter()
         return self
 
@@ -78,7 +78,7 @@ class BaseRunner:
         self.infer_calls = 0
 
     # -- life cycle ------------------------------------------------------------------------------
-    def activate(self) -> "BaseRunner":
+    def activate(self) -> BaseRunner:
         """Allocate (load the session/engine, move weights to the device). Not re-entrant."""
         if self.is_active:
             raise RuntimeError(f"{self.name} runner is already active")
@@ -95,7 +95,7 @@ class BaseRunner:
         finally:
             self.is_active = False
 
-    def __enter__(self) -> "BaseRunner":
+    def __enter__(self) -> BaseRunner:
         return self.activate()
 
     def __exit__(self, *exc: object) -> None:

@@ -21,9 +21,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,11 +63,12 @@ class ScoreResult:
     render: Any = None
     timings: dict[str, float] = field(default_factory=dict)
     sample: PointCloudSample | None = None
-    reference: Any = None  # scoring_reference.ReferenceScores in reference mode (object score and fused channel from it)
+    # scoring_reference.ReferenceScores in reference mode (object score and fused channel from it)
+    reference: Any = None
     decision: Any = None  # runtime.decisions.PartDecision when the detector has a calibration (spec 13)
 
     @property
-    def view_maps(self) -> np.ndarray:
+    def view_maps(self) -> np.ndarray | None:
         if self.maps is not None and not isinstance(self.maps, np.ndarray):
             self.maps = np.asarray(arrays.to_host(self.maps), dtype=np.float32)
         return self.maps
@@ -147,7 +149,7 @@ class Detector:
     @classmethod
     def from_run(cls, run_dir: str | Path, backend: str | None = None, device: str = "auto",
                  view_chunk: int = 36, clip_weights: str | Path | None = None, calibration: Any = None,
-                 **runner_options: Any) -> "Detector":
+                 **runner_options: Any) -> Detector:
         """Detector over a training run directory (torch: the reference for parity).
 
         ``clip_weights``: where the run's CLIP weights are now (checked against the run's tensor identity).
@@ -175,7 +177,7 @@ class Detector:
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, backend: str | None = None, device: str = "auto",
-                    view_chunk: int = 36, calibration: Any = None, **runner_options: Any) -> "Detector":
+                    view_chunk: int = 36, calibration: Any = None, **runner_options: Any) -> Detector:
         """Detector over an exported bundle (hash-verified on load).
 
         ``calibration``: a calibration file or Calibration for this bundle (``calibrate_with``).
@@ -187,7 +189,8 @@ class Detector:
         bundle = load_bundle(bundle_dir)
         dev = resolve_device(device, registry.get(name).devices)
         manifest = dict(bundle.manifest)
-        clip = manifest.get("clip") if isinstance(manifest.get("clip"), dict) else {}
+        clip_entry = manifest.get("clip")
+        clip = clip_entry if isinstance(clip_entry, dict) else {}
         info = {
             "source": "bundle",
             "bundle_dir": str(Path(bundle_dir).resolve()),
@@ -217,7 +220,7 @@ class Detector:
             return {"kind": "run", "run_id": self.info["run_id"], "path": self.info["run_dir"]}
         raise Align3DError(f"a {self.backend_name} detector has no bundle or run to calibrate against")
 
-    def calibrate_with(self, calibration: Any, path: str | Path | None = None) -> "Detector":
+    def calibrate_with(self, calibration: Any, path: str | Path | None = None) -> Detector:
         """Attach a calibration (a file path or a Calibration; ``path`` names it in errors) after checking
         it is for this bundle/run; its scoring mode is checked when scoring starts. Returns the detector."""
         from align3d_rt.artifacts.calibration import Calibration, check_source, load_calibration
@@ -226,7 +229,7 @@ class Detector:
             path = "calibration" if isinstance(calibration, Calibration) else calibration
         path = str(path)
         try:
-            import scipy.sparse.csgraph  # noqa: F401
+            import scipy.sparse.csgraph
             import scipy.spatial  # noqa: F401
         except ImportError as err:  # the line-side install has no scipy
             raise Align3DError(f"{path}: decisions need scipy (its k-d tree finds the defect regions; {err}); "
@@ -247,7 +250,7 @@ class Detector:
             raise Align3DError(f"{self.calibration_path}: calibration was made with {self.calibration.scoring} "
                                f"scoring, this detector uses {mine}; score with {flag} or calibrate again")
 
-    def _decide(self, res: ScoreResult) -> "ScoreResult | InputError":
+    def _decide(self, res: ScoreResult) -> ScoreResult | InputError:
         """Attach the calibration's decision; a non-finite score fails the part."""
         from align3d_rt.runtime.decisions import decide
 
@@ -260,7 +263,7 @@ class Detector:
         return res
 
     # ---- runner lifetime ----------------------------------------------------------------------
-    def __enter__(self) -> "Detector":
+    def __enter__(self) -> Detector:
         self._activate()
         return self
 
@@ -366,7 +369,7 @@ class Detector:
             assert sample is not None
             pts = points[j]
             g = gprobs[j * v:(j + 1) * v].copy()
-            out[i] = ScoreResult(
+            result = ScoreResult(
                 sample_id=sample.sample_id,
                 point_scores=pts,
                 object_score=scoring.object_score(pts[:, 2], g, self.fusion_weight),
@@ -377,14 +380,14 @@ class Detector:
                          "backproject": back_time / b, "batch_size": float(b)},
                 sample=sample,
             )
-            if self.reference_scoring is not None:
-                out[i] = self._to_reference(out[i])
-            out[i] = _finite_or_failed(out[i], sample)
-            if self.calibration is not None and isinstance(out[i], ScoreResult):
-                out[i] = self._decide(out[i])
+            checked = self._to_reference(result) if self.reference_scoring is not None else result
+            checked = _finite_or_failed(checked, sample)
+            if self.calibration is not None and isinstance(checked, ScoreResult):
+                checked = self._decide(checked)
+            out[i] = checked
         return out
 
-    def _to_reference(self, res: ScoreResult) -> "ScoreResult | InputError":
+    def _to_reference(self, res: ScoreResult) -> ScoreResult | InputError:
         """Reference mode: the fused channel and the object score become the reference's
         (``scoring_reference``); render/aligned channels and the global probabilities stay."""
         from align3d_rt.scoring_reference import ReferenceScoringError, reference_scores
@@ -489,7 +492,7 @@ class Detector:
             t.start()
         try:
             for batch_items, results in _drain(done, stop):
-                yield from zip(batch_items, results)
+                yield from zip(batch_items, results, strict=True)
         finally:
             stop.set()
             for t in stages:
@@ -504,7 +507,7 @@ class Detector:
         return out
 
 
-def _finite_or_failed(res: "ScoreResult | InputError", sample: PointCloudSample) -> "ScoreResult | InputError":
+def _finite_or_failed(res: ScoreResult | InputError, sample: PointCloudSample) -> ScoreResult | InputError:
     """A result whose scores are not all finite is a failed sample (NaN/Inf weights or input), never a result."""
     if isinstance(res, InputError):
         return res

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -74,7 +75,7 @@ class OrtBackend(BaseRunner):
         self._session: Any = None
 
     @classmethod
-    def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> "OrtBackend":
+    def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> OrtBackend:
         return cls(bundle, **options)
 
     @property
@@ -124,7 +125,7 @@ class OrtBackend(BaseRunner):
         path = str(self.bundle.onnx_path)
         try:
             return ort.InferenceSession(path, sess_options=opts, providers=providers)
-        except Exception as err:  # noqa: BLE001
+        except Exception:  # noqa: BLE001
             if providers != ["CPUExecutionProvider"]:
                 # A GPU provider failed hard (missing CUDA libraries): retry on CPU alone.
                 if self.bundle.precision == "fp16":
@@ -152,8 +153,8 @@ def check_graph_input(bundle: Bundle, shape: Sequence[Any], graph: Any = None) -
     dims = list(shape)
     fixed = [d for d in dims[1:3] if isinstance(d, int)] if len(dims) == 4 else []
     if len(dims) != 4 or (isinstance(dims[3], int) and dims[3] != 3) or any(d != s for d in fixed):
-        raise BundleError(f"{graph or bundle.onnx_path}: the graph takes views of shape {dims}, but the manifest's image_size "
-                          f"is {s} (expected (batch, {s}, {s}, 3)); re-export the bundle")
+        raise BundleError(f"{graph or bundle.onnx_path}: the graph takes views of shape {dims}, but the manifest's "
+                          f"image_size is {s} (expected (batch, {s}, {s}, 3)); re-export the bundle")
 
 
 def _set_ort_log_level(ort: Any, level: int | None) -> int | None:

@@ -90,7 +90,7 @@ class OpenVinoBackend(BaseRunner):
         self._requests = 1
 
     @classmethod
-    def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> "OpenVinoBackend":
+    def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> OpenVinoBackend:
         return cls(bundle, **options)
 
     @property
@@ -174,6 +174,7 @@ class OpenVinoBackend(BaseRunner):
         return self._infer_split(host)
 
     def _infer_split(self, host: np.ndarray) -> EncoderOutput:
+        assert self._pool is not None
         maps, probs = infer_split(self._pool, host)
         return EncoderOutput(patch_maps=maps, global_probs=probs)
 
@@ -184,9 +185,10 @@ def infer_split(requests: list[Any], host: np.ndarray) -> tuple[np.ndarray, np.n
     Plain requests and ``wait()``, no ``AsyncInferQueue`` callback: a callback needs the GIL on
     OpenVINO's thread, and freeing such a queue while holding the GIL deadlocked (seen in a test run)."""
     parts = [rows for rows in np.array_split(np.arange(host.shape[0]), min(len(requests), host.shape[0]))]
-    for request, rows in zip(requests, parts):
+    for request, rows in zip(requests, parts, strict=False):  # fewer parts than requests for few views
         request.start_async(np.ascontiguousarray(host[rows[0]:rows[-1] + 1]))
     for request in requests[:len(parts)]:
         request.wait()
-    return (np.concatenate([np.array(r.get_output_tensor(0).data, np.float32, copy=True) for r in requests[:len(parts)]]),
-            np.concatenate([np.array(r.get_output_tensor(1).data, np.float32, copy=True) for r in requests[:len(parts)]]))
+    used = requests[:len(parts)]
+    return (np.concatenate([np.array(r.get_output_tensor(0).data, np.float32, copy=True) for r in used]),
+            np.concatenate([np.array(r.get_output_tensor(1).data, np.float32, copy=True) for r in used]))

@@ -149,7 +149,8 @@ class _PycudaIO:
             import pycuda.autoinit  # noqa: F401 - creates the context
             import pycuda.driver as cuda
         except Exception as err:  # noqa: BLE001
-            raise BackendUnavailable(f"TensorRT IO needs torch with CUDA or pycuda; neither works here ({err})") from None
+            raise BackendUnavailable(f"TensorRT IO needs torch with CUDA or pycuda; neither works here "
+                                     f"({err})") from None
         self.cuda = cuda
         self.stream = cuda.Stream()
 

@@ -38,7 +38,7 @@ class TorchBackend(BaseRunner):
 
     @classmethod
     def from_source(cls, run: Any, device: str = "cpu", batch_size: int = 9, precision_hint: str | None = None,
-                    compile: bool = False) -> "TorchBackend":
+                    compile: bool = False) -> TorchBackend:
         """Rebuild the encoder graph of a finished run (RunArtifacts); the CLIP weights must be the ones it used."""
         from align3d_rt.model.graph import encoder_graph_from_run
 
@@ -51,7 +51,7 @@ class TorchBackend(BaseRunner):
         return {"compute_precision": self.precision_hint, "torch_compile": self.compile}
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu", batch_size: int = 9) -> "TorchBackend":
+    def from_run(cls, run_dir: str | Path, device: str = "cpu", batch_size: int = 9) -> TorchBackend:
         from align3d_rt.artifacts.run_dir import load_run
 
         return cls.from_source(load_run(run_dir), device=device, batch_size=batch_size)
@@ -73,7 +73,8 @@ class TorchBackend(BaseRunner):
         import torch
 
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(f"torch backend: device '{self.torch_device}' requested but CUDA is not available here")
+            raise BackendUnavailable(f"torch backend: device '{self.torch_device}' requested "
+                                     "but CUDA is not available here")
         self.graph.to(self.torch_device).eval()
         self._module = torch.compile(self.graph) if self.compile else self.graph
 

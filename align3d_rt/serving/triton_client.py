@@ -178,7 +178,7 @@ class TritonScorer:
         for attempt in range(self.retries + 1):
             try:
                 return getattr(self._client, method)(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - sorted into transport failures and refusals below
+            except Exception as err:  # sorted into transport failures (handled below) and refusals (re-raised)
                 if not self._is_transport(err):
                     raise
                 last = err

@@ -78,7 +78,8 @@ def check_target(out: Path, overwrite: bool) -> None:
             raise BundleError(f"{out}: already holds a Triton repository; pass --overwrite to replace it")
         foreign = foreign_in_repository(out)
         if foreign:
-            raise BundleError(f"{out}: the repository also holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} "
+            raise BundleError(f"{out}: the repository also holds {len(foreign)} "
+                              f"entr{'y' if len(foreign) == 1 else 'ies'} "
                               f"align3d-rt did not write (e.g. {foreign[0]}); they are never deleted: move them, or "
                               f"choose another --out")
 
@@ -109,7 +110,8 @@ def foreign_in_repository(path: Path) -> list[str]:
 
 
 def choose_encoder(bundle: Bundle, wanted: str) -> str:
-    """The encoder kind: ``wanted``, or for 'auto' the bundle's engine (OpenVINO IR, else TensorRT engine, else ONNX)."""
+    """The encoder kind: ``wanted``, or for 'auto' the bundle's engine (OpenVINO IR, else TensorRT engine,
+    else ONNX)."""
     if wanted == AUTO:
         return OPENVINO if bundle.ir else TENSORRT if bundle.engines else ONNX
     if wanted == OPENVINO and not bundle.ir:
@@ -216,7 +218,8 @@ def _write(root: Path, bundle: Bundle, serving: EncoderServing, name: str, pipel
         shutil.copy2(calibration, pipe_dir / layout.CALIBRATION_FILE)
         cal = load_calibration(pipe_dir / layout.CALIBRATION_FILE)
         pipe_params.update({"calibration_file": layout.CALIBRATION_FILE, "calibration_sha256": cal.sha256,
-                            "calibration_product": cal.product, "calibration_rule": json.dumps(cal.rule, sort_keys=True),
+                            "calibration_product": cal.product,
+                            "calibration_rule": json.dumps(cal.rule, sort_keys=True),
                             "object_threshold": repr(float(cal.object.threshold)),
                             "point_threshold": repr(float(cal.point.threshold))})
     write_text_atomic(root / name / "config.pbtxt", to_pbtxt(
@@ -270,7 +273,8 @@ numba and onnxruntime). Then, from this folder:
     tritonserver --model-repository . --backend-config=python,stub-timeout-seconds=300
 
 (the pipeline compiles its numba kernels while it loads; set NUMBA_CACHE_DIR to keep them between starts).
-{'This encoder needs only the Python backend, so the tritonserver bundled with nvidia-pytriton serves it too.' if python_only else
+{'This encoder needs only the Python backend, so the tritonserver bundled with nvidia-pytriton '
+ 'serves it too.' if python_only else
  'The encoder needs the server build with the ' + value + ' backend (the NGC tritonserver container has it); '
  'for a server with only the Python backend, export with --triton-encoder python.'}
 

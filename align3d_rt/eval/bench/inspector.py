@@ -133,7 +133,7 @@ def measure_inspector(binary: Path, bundle: Path, sets: list[CloudSet], out_dir:
                               *extra])
         peak_all = max(peak_all, peak, *peaks)
         n = len(clouds.files)
-        kind = {
+        kind: dict[str, Any] = {
             "latency_uncached_s": summary(lat), "latency_per_process": True,
             "fps_batch1": n / wall, "best_batch": 1, "fps_best": n / wall, "files": n, "origin": clouds.origin,
             "memory_serial": {"host_peak_rss_mb": max(peaks)}, "memory_by_batch": {"1": {"host_peak_rss_mb": peak}},

@@ -247,11 +247,13 @@ def _page_html(key: str, part: dict[str, Any], data: dict[str, Any], pngs: list[
 <header>{decision_banner(part)}<div><h1>{html.escape(key)}</h1><div class="scores">{_score_lines(part)}</div>
 <div class="scores">{cloud["num_points"]:,} points{(" &middot; " + source) if source else ""}</div></div></header>
 <main>
-<div class="controls"><span>drag: rotate &middot; wheel: zoom &middot; right/shift-drag: pan &middot; double-click: reset</span>
+<div class="controls">
+<span>drag: rotate &middot; wheel: zoom &middot; right/shift-drag: pan &middot; double-click: reset</span>
 <label>point size <input id="point-size" type="range" min="0.25" max="4" step="0.05" value="1"></label>
 <label><input id="mark-regions" type="checkbox" checked> mark regions</label>{subsample}</div>
 <div class="viewer"><div class="canvas-box"><canvas id="cloud-canvas"></canvas><div id="cloud-labels"></div></div>
-<div class="legend"><span>{_fmt(hi, 3)}</span><canvas id="colour-bar" width="22" height="480"></canvas><span>{_fmt(lo, 3)}</span>
+<div class="legend"><span>{_fmt(hi, 3)}</span><canvas id="colour-bar" width="22" height="480"></canvas>
+<span>{_fmt(lo, 3)}</span>
 <span style="margin-top:6px;text-align:center">{kind}</span></div></div>
 <h2>Regions</h2>
 {_regions_table(part)}
