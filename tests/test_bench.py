@@ -94,10 +94,11 @@ def test_peak_memory_sees_a_short_allocation() -> None:
 
 
 def test_rows_come_from_the_registry(tmp_path: Path) -> None:
-    spec = registry.BackendSpec("fakebench", "no_such_module_for_bench", "Fake", "bundle", ("cpu",), ("fp32",),
-                                "pip install nothing", "a test backend", (), ("onnx",),
-                                (registry.Variant("v1", "variant one"), registry.Variant("gpu", "on a GPU",
-                                                                                         needs_gpu=True)))
+    spec = registry.BackendSpec(name="fakebench", module="no_such_module_for_bench", runner="Fake", source="bundle",
+                                devices=("cpu",), precisions=("fp32",), install_hint="pip install nothing",
+                                summary="a test backend", formats=("onnx",),
+                                variants=(registry.Variant("v1", "variant one"),
+                                          registry.Variant("gpu", "on a GPU", needs_gpu=True)))
     registry.register(spec)
     try:
         rows = {r.row_id: r for r in plan(BenchConfig(out=tmp_path, device="cpu"))}

@@ -107,13 +107,9 @@ def check_onnx(path: str | os.PathLike[str]) -> None:
 
 def run_onnx(path: str | os.PathLike[str], views: np.ndarray, precision: str) -> tuple[np.ndarray, np.ndarray]:
     """Run an exported graph once on the CPU (used for the post-export checks)."""
-    import onnxruntime as ort
+    from align3d_rt.loaders import OrtSessionLoader
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if precision == "fp16":
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = OrtSessionLoader(Path(path), precision)()
     maps, probs = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: views})
     return np.asarray(maps, np.float32), np.asarray(probs, np.float32)
 

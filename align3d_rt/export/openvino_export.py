@@ -192,10 +192,9 @@ def _signal_name(number: int) -> str:
 
 def run_ir(xml: Path, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run the IR once on the CPU in f32 (the post-export check)."""
-    import openvino as ov
+    from align3d_rt.loaders import OpenVinoCompiler
 
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    res = compiled(views)
+    res = OpenVinoCompiler(xml, "CPU", "f32")().model(views)
     return np.asarray(res[0], np.float32), np.asarray(res[1], np.float32)
 
 
