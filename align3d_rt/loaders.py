@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from align3d_rt.errors import BackendUnavailable, BundleError, import_backend
 
@@ -99,7 +100,7 @@ class OrtSessionLoader:
         path = str(self.path)
         try:
             return ort.InferenceSession(path, sess_options=self.session_options(ort, providers), providers=providers)
-        except Exception as err:  # noqa: BLE001 - one line below, never ONNX Runtime's trace
+        except Exception:  # noqa: BLE001 - one line below, never ONNX Runtime's trace
             if providers != [CPU_PROVIDER]:
                 # A GPU provider failed hard (missing CUDA libraries): retry on CPU alone.
                 try:

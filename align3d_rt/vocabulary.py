@@ -6,8 +6,9 @@ refuses anything else with one ``OptionError`` line naming the setting and the c
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
 from align3d_rt.errors import OptionError
 

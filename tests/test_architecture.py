@@ -89,6 +89,7 @@ MODULE_NAME_USES = {
     "eval/bench/memory.py": "reads the CUDA allocator's peaks only when the torch module is already imported",
     "export/triton_config.py": "the encoder kinds of a Triton repository: Triton's own backends/platforms",
     "runtime/triton_encoder.py": "import_backend('onnxruntime'): the Python module",
+    "vocabulary.py": "the export format is named after the file format (OpenVINO IR), as the manifest section",
     "loaders.py": "import_backend('onnxruntime' / 'openvino'): the Python modules the loaders import",
 }
 

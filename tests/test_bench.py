@@ -183,7 +183,7 @@ def test_gpu_check_skips_cleanly_without_a_gpu(tmp_path: Path, dry: bool) -> Non
 
 def test_torch_backend_autocast_and_bad_hint(tmp_path: Path) -> None:
     from align3d_rt.artifacts.run_dir import load_run
-    from align3d_rt.errors import BackendUnavailable
+    from align3d_rt.errors import OptionError
     from align3d_rt.train.random_run import random_run_dir
 
     run = load_run(random_run_dir(tmp_path / "run", clip="align3d-tiny"))
@@ -197,7 +197,7 @@ def test_torch_backend_autocast_and_bad_hint(tmp_path: Path) -> None:
     assert b.patch_maps.dtype == np.float32 and b.patch_maps.shape == a.patch_maps.shape
     diff = float(np.abs(a.patch_maps - b.patch_maps).max())
     assert 0 < diff < 0.1  # bf16 computes differently, but close
-    with pytest.raises(BackendUnavailable, match="precision hint"):
+    with pytest.raises(OptionError, match="precision hint"):  # a bad value: bad input, not a missing backend
         registry.create_runner(registry.default_backend("run"), run, precision_hint="int4")
 
 

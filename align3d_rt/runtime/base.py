@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -168,7 +169,7 @@ class BaseRunner:
     def _check_views(self, dtype: str, shape: tuple[int, ...]) -> None:
         """Refuse views that do not fit ``input_metadata`` (ValueError naming the expected shape)."""
         want_dtype, want = next(iter(self.input_metadata().values()))
-        fits = len(shape) == len(want) and all(w is None or w == d for w, d in zip(want, shape))
+        fits = len(shape) == len(want) and all(w is None or w == d for w, d in zip(want, shape, strict=True))
         if dtype != want_dtype or not fits:
             side = "S" if want[1] is None else str(want[1])
             raise ValueError(f"views must be {want_dtype} (V,{side},{side},3); got {dtype} {shape}")
@@ -195,7 +196,7 @@ class BundleRunner(BaseRunner):
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
 
     @classmethod
-    def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> "BundleRunner":
+    def from_source(cls, bundle: Bundle, device: str = "cpu", **options: Any) -> BundleRunner:
         """The registry's constructor: the bundle and the runner's options (its device is fixed by the class)."""
         return cls(bundle, **options)
 

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
 
 # Keys of to_dict(), in order, and which a run or a bundle detector always writes (even when None).
 _ORDER = ("source", "run_dir", "bundle_dir", "backend", "device", "precision", "bundle_hash", "clip_name",
@@ -43,13 +44,13 @@ class DetectorInfo:
     runner: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "DetectorInfo":
+    def from_dict(cls, values: Mapping[str, Any]) -> DetectorInfo:
         """From the keys of ``to_dict`` (others become runner entries)."""
         known = {f.name for f in dataclasses.fields(cls)} - {"runner"}
         base = cls(**{k: v for k, v in values.items() if k in known})
         return base.with_runner({k: v for k, v in values.items() if k not in known})
 
-    def with_runner(self, reported: Mapping[str, Any]) -> "DetectorInfo":
+    def with_runner(self, reported: Mapping[str, Any]) -> DetectorInfo:
         """A copy with what the runner reported: a known key (e.g. ``precision``) replaced, others added."""
         known = {f.name for f in dataclasses.fields(self)} - {"runner"}
         fields = {k: v for k, v in reported.items() if k in known}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from align3d_rt.errors import BackendUnavailable
+from align3d_rt.errors import BackendUnavailable, OptionError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -29,7 +29,7 @@ def resolve_device(requested: str, supported: Sequence[str]) -> str:
     if req == "auto":
         return "cuda" if "cuda" in supported and cuda_available() else "cpu"
     if req not in ("cpu", "cuda"):
-        raise BackendUnavailable(f"device {requested!r}: choose one of {', '.join(DEVICE_CHOICES)}")
+        raise OptionError(f"device {requested!r}: choose one of {', '.join(DEVICE_CHOICES)}")
     if req not in supported:
         raise BackendUnavailable(f"this backend runs on {', '.join(supported)}, not on '{req}'")
     return req

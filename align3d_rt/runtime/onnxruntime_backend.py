@@ -7,7 +7,8 @@ for. If a requested GPU provider cannot be used, the session falls back to CPU w
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
