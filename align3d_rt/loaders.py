@@ -98,17 +98,14 @@ class OrtSessionLoader:
 
     def _create(self, ort: Any, providers: list[str]) -> Any:
         path = str(self.path)
-        try:
-            return ort.InferenceSession(path, sess_options=self.session_options(ort, providers), providers=providers)
-        except Exception:  # noqa: BLE001 - one line below, never ONNX Runtime's trace
-            if providers != [CPU_PROVIDER]:
-                # A GPU provider failed hard (missing CUDA libraries): retry on CPU alone.
-                try:
-                    return ort.InferenceSession(path, sess_options=self.session_options(ort, [CPU_PROVIDER]),
-                                                providers=[CPU_PROVIDER])
-                except Exception as err2:  # noqa: BLE001
-                    err = err2
-            raise BundleError(f"{path}: onnxruntime cannot load the encoder ({str(err).splitlines()[0]})") from None
+        attempts = [providers] if providers == [CPU_PROVIDER] else [providers, [CPU_PROVIDER]]
+        problem = ""
+        for use in attempts:  # a GPU provider that fails hard (missing CUDA libraries): retry on CPU alone
+            try:
+                return ort.InferenceSession(path, sess_options=self.session_options(ort, use), providers=use)
+            except Exception as err:  # noqa: BLE001 - one line below, never ONNX Runtime's trace
+                problem = (str(err).splitlines() or [type(err).__name__])[0]
+        raise BundleError(f"{path}: onnxruntime cannot load the encoder ({problem})")
 
 
 def _preload_gpu_libraries(ort: Any) -> None:

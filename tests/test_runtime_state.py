@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from export_support import make_run_dir, random_views
+from infer_eval_support import bump_cloud, fake_detector
 
 from align3d_rt.runtime import registry
 from align3d_rt.runtime.base import VIEW_CHUNK, BaseRunner
-from export_support import make_run_dir, random_views
-from infer_eval_support import bump_cloud, fake_detector
 
 COUNTERS = {"last_infer_seconds", "total_infer_seconds", "infer_calls"}  # what infer() is meant to change
 REPO = Path(__file__).resolve().parents[1]
