@@ -6,7 +6,7 @@ refuses anything else with one ``OptionError`` line naming the setting and the c
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from enum import StrEnum
 from typing import TypeVar
 
@@ -62,6 +62,11 @@ ALIASES: dict[type[StrEnum], dict[str, str]] = {
 }
 
 E = TypeVar("E", bound=StrEnum)
+
+
+def words(members: Iterable[StrEnum]) -> tuple[str, ...]:
+    """The members as plain text (argparse choices, messages): ``words(ExportFormat) == ('onnx', 'openvino')``."""
+    return tuple(str(m) for m in members)
 
 
 def parse(kind: type[E], value: object, what: str, choices: Sequence[E] | None = None) -> E:

@@ -21,6 +21,15 @@ def test_members_read_as_the_plain_words() -> None:
     assert f"{Source.BUNDLE}" == "bundle" and PrecisionHint.F32 == "f32"
 
 
+def test_words_everywhere_come_from_the_enums() -> None:
+    from align3d_rt.artifacts.bundle import IR_SECTION, PRECISIONS
+    from align3d_rt.export.openvino_export import EXPORT_FORMATS, IR_PRECISIONS
+
+    assert PRECISIONS == ("fp32", "fp16", "int8") and IR_PRECISIONS == ("fp32", "int8", "int8-weights")
+    assert EXPORT_FORMATS == ("onnx", "openvino") and ExportFormat.OPENVINO == IR_SECTION
+    assert registry.get("openvino").precisions == IR_PRECISIONS and registry.SOURCES == ("run", "bundle")
+
+
 @pytest.mark.parametrize("text, member", [("fp32", PrecisionHint.F32), ("BFloat16", PrecisionHint.BF16),
                                           ("F16", PrecisionHint.F16), ("auto", PrecisionHint.AUTO)])
 def test_one_parser_takes_case_and_aliases(text: str, member: PrecisionHint) -> None:

@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from align3d_rt.artifacts.bundle import IR_BIN_NAME, IR_SECTION, IR_XML_NAME
+from align3d_rt.artifacts.bundle import IR_BIN_NAME, IR_XML_NAME
 from align3d_rt.errors import Align3DError
+from align3d_rt.vocabulary import IR_PRECISIONS as _IR_PRECISIONS
+from align3d_rt.vocabulary import ExportFormat, words
 
-IR_PRECISIONS = ("fp32", "int8", "int8-weights")
-EXPORT_FORMATS = ("onnx", IR_SECTION)
+IR_PRECISIONS = words(_IR_PRECISIONS)
+EXPORT_FORMATS = words(ExportFormat)  # the OpenVINO format is named after its manifest section (IR_SECTION)
 DEFAULT_CALIBRATION_SAMPLES = 8
 WORKER_ATTEMPTS = 2
 # Kept in float by the int8 IR (on top of NNCF's transformer patterns): softmax and the normalisations,

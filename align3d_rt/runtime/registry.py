@@ -12,7 +12,16 @@ from enum import StrEnum
 from typing import Any
 
 from align3d_rt.errors import Align3DError, BackendUnavailable, OptionError
-from align3d_rt.vocabulary import ExportFormat, PerformanceHint, Precision, PrecisionHint, Source, parse
+from align3d_rt.vocabulary import (
+    IR_PRECISIONS,
+    ONNX_PRECISIONS,
+    ExportFormat,
+    PerformanceHint,
+    PrecisionHint,
+    Source,
+    parse,
+    words,
+)
 
 SOURCES = tuple(Source)  # what a backend runs: a training run directory or an exported bundle
 
@@ -200,7 +209,7 @@ register(BackendSpec(
                       note="compiled by the warm-up call"))))
 register(BackendSpec(
     name="onnxruntime", module="align3d_rt.runtime.onnxruntime_backend", runner="OrtBackend", source=Source.BUNDLE,
-    devices=("cpu",), precisions=("fp32", "fp16", "int8"), install_hint="pip install onnxruntime (or onnxruntime-gpu)",
+    devices=("cpu",), precisions=words(ONNX_PRECISIONS), install_hint="pip install onnxruntime (or onnxruntime-gpu)",
     summary="the bundle's encoder.onnx; host buffers (CUDA execution provider when onnxruntime-gpu has one)",
     options=(_THREADS,), formats=(ExportFormat.ONNX,),
     variants=(Variant("fp32", "fp32 (CPU EP)", "fp32", _CPU_ORT),
@@ -213,7 +222,7 @@ register(BackendSpec(
     variants=(Variant("fp16", "fp16 engine", "fp16", needs_gpu=True, engine=True),)))
 register(BackendSpec(
     name="openvino", module="align3d_rt.runtime.openvino_backend", runner="OpenVinoBackend", source=Source.BUNDLE,
-    devices=("cpu",), precisions=tuple(str(p) for p in (Precision.FP32, Precision.INT8, Precision.INT8_WEIGHTS)),
+    devices=("cpu",), precisions=words(IR_PRECISIONS),
     install_hint="pip install openvino",
     summary="the bundle's OpenVINO IR (export --format openvino); CPU device, bf16 compute where the CPU has it",
     options=(RunnerOption("device_name", str), _PRECISION_HINT, RunnerOption("performance_hint", str, PerformanceHint),
