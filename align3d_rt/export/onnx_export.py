@@ -21,6 +21,7 @@ from align3d_rt.scoring import scoring_settings
 from align3d_rt.versions import library_versions
 from align3d_rt.artifacts.bundle import (
     INPUT_NAME,
+    IR_SECTION,
     ONNX_NAME,
     OUTPUT_NAMES,
     PRECISIONS,
@@ -197,7 +198,7 @@ def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
             count = ovx.DEFAULT_CALIBRATION_SAMPLES if calibration_samples is None else int(calibration_samples)
             section = ovx.write_ir(stage, final, ir_precision, run, count)
             section["export_check"] = ovx.check_ir(stage / section["xml"], graph, image_size, ir_precision)
-            manifest[ovx.IR_SECTION] = section
+            manifest[IR_SECTION] = section
             files += [section["xml"], section["bin"]]
         manifest["files"] = hash_files(stage, files)
         write_manifest(stage, manifest)
