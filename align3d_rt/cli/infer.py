@@ -129,7 +129,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
     scores_json = args.out / "scores.json"
     keep_render = not args.no_png or args.html
     with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
-        summary["detector"] = {**detector.describe(), "dataset": args.dataset or None, "category": args.category or None}
+        summary["detector"] = {**detector.describe(), "dataset": args.dataset or None,
+                               "category": args.category or None}
         stream = detector.score_stream(files, load=sample_loader(args.dataset, args.category),
                                        batch_size=args.batch_size, keep_render=keep_render)
         for (path, key), result in stream:

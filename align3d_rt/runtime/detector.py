@@ -170,7 +170,7 @@ class Detector:
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, backend: str | None = None, device: str = "auto",
-                    view_chunk: int = VIEW_CHUNK, calibration: Any = None, **runner_options: Any) -> "Detector":
+                    view_chunk: int = VIEW_CHUNK, calibration: Any = None, **runner_options: Any) -> Detector:
         """Detector over an exported bundle (hash-verified on load).
 
         ``calibration``: a calibration file or Calibration for this bundle (``calibrate_with``).
