@@ -22,17 +22,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A tiny run, its fp32 ONNX bundle and (where OpenVINO is installed) its fp32 OpenVINO bundle."""
+    """A tiny run and one bundle of it: with OpenVINO installed an OpenVINO-format bundle, which holds the
+    fp32 encoder.onnx (ONNX Runtime's file) beside the IR; without it an ONNX bundle."""
     from align3d_rt.artifacts.bundle import load_bundle
     from align3d_rt.artifacts.run_dir import load_run
     from align3d_rt.export.onnx_export import export_bundle
 
     root = tmp_path_factory.mktemp("state")
     run = make_run_dir(root / "run")
-    out: dict[str, Any] = {"run": load_run(run), "onnx": load_bundle(export_bundle(run, root / "onnx"))}
-    if importlib.util.find_spec("openvino") is not None:
-        out["openvino"] = load_bundle(export_bundle(run, root / "ir", fmt="openvino"))
-    return out
+    with_ir = importlib.util.find_spec("openvino") is not None
+    bundle = load_bundle(export_bundle(run, root / "bundle", fmt="openvino" if with_ir else "onnx"))
+    return {"run": load_run(run), "onnx": bundle, **({"openvino": bundle} if with_ir else {})}
 
 
 def _state(runner: BaseRunner) -> dict[str, Any]:
