@@ -186,7 +186,6 @@ class BaseRunner:
         raise NotImplementedError
 
 
-
 class BundleRunner(BaseRunner):
     """A runner over an exported bundle (a Bundle or its path): ``from_source``, image and grid size."""
 
