@@ -32,20 +32,15 @@ TARGET_OV_INT8_SPEEDUP = 5.0
 
 
 def _session(path: Path, threads: int | None) -> Any:
-    import onnxruntime as ort
+    from align3d_rt.loaders import OrtSessionLoader
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return OrtSessionLoader(path, "fp32", threads)()  # fp32 and int8 graphs: the same settings
 
 
 def _ov_compile(core: Any, model: Any, precision: str, threads: int | None, hint: str = "LATENCY") -> Any:
-    config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(model, "CPU", config)
+    from align3d_rt.loaders import OpenVinoCompiler
+
+    return OpenVinoCompiler(model, "CPU", precision, hint, threads=threads, core=core)().model
 
 
 def _calibration_views(count: int, size: int) -> list[np.ndarray]:

@@ -62,8 +62,9 @@ def test_a_registered_backend_appears_in_every_cli(tmp_path: Path, capsys: pytes
     """Adding a backend is one module + one register(...) line: every --backend takes it from the registry."""
     from align3d_rt.cli import build_parser
 
-    spec = registry.BackendSpec("fakebackend", "infer_eval_support", "FakeBackend", "bundle", ("cpu",), ("fp32",),
-                                "nothing to install", "a test backend")
+    spec = registry.BackendSpec(name="fakebackend", module="infer_eval_support", runner="FakeBackend", source="bundle",
+                                devices=("cpu",), precisions=("fp32",), install_hint="nothing to install",
+                                summary="a test backend")
     registry.register(spec)
     try:
         for command in ("infer", "eval", "parity", "calibrate"):
@@ -92,6 +93,8 @@ MODULE_NAME_USES = {
     "eval/bench/memory.py": "reads the CUDA allocator's peaks only when the torch module is already imported",
     "serving/triton_config.py": "the encoder kinds of a Triton repository: Triton's own backends/platforms",
     "serving/triton_encoder.py": "import_backend('onnxruntime'): the Python module",
+    "vocabulary.py": "the export format is named after the file format (OpenVINO IR), as the manifest section",
+    "loaders.py": "import_backend('onnxruntime' / 'openvino'): the Python modules the loaders import",
 }
 
 

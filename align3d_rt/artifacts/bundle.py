@@ -33,6 +33,7 @@ from align3d_rt.artifacts.migrate import ALIGNER_CHANGE, Upgrade, upgrade
 from align3d_rt.errors import BundleError
 from align3d_rt.io_utils import foreign_entries, read_json, sha256_file, staged_folder, write_json_atomic
 from align3d_rt.render.views import RenderSettings
+from align3d_rt.vocabulary import ONNX_PRECISIONS, words
 
 FORMAT_NAME = "align3d_rt.bundle"
 FORMAT_VERSION = 3
@@ -44,7 +45,7 @@ TIMING_CACHE_NAME = "trt_timing.cache"
 IR_SECTION = "openvino"  # manifest section of the OpenVINO IR (also the export format's name)
 IR_XML_NAME = "encoder.xml"
 IR_BIN_NAME = "encoder.bin"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = words(ONNX_PRECISIONS)
 INPUT_NAME = "views"
 OUTPUT_NAMES = ("patch_maps", "global_probs")
 REQUIRED_KEYS = ("files", "onnx", "precision", "image_size", "grid_size", "fusion_weight", "render_settings", "clip")

@@ -31,6 +31,7 @@ from typing import Any
 from align3d_rt.cli.numbers import non_negative_int
 from align3d_rt.io_utils import sha256_json, write_json_atomic, write_text_atomic
 from align3d_rt.runtime.devices import DEVICE_CHOICES
+from align3d_rt.vocabulary import IR_PRECISIONS, ONNX_PRECISIONS, words
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "backend, exports ONNX bundles and evaluates them with ONNX Runtime, and writes OUT/report.md.",
     )
     d.add_argument("--out", type=Path, required=True, help="output folder (dataset, run, bundles, report)")
-    d.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "int8"), default=["fp32", "int8"],
+    d.add_argument("--precisions", nargs="+", choices=words(ONNX_PRECISIONS), default=["fp32", "int8"],
                    help="bundle precisions to export and evaluate with ONNX Runtime (default fp32 int8)")
-    d.add_argument("--ir-precisions", nargs="*", choices=("fp32", "int8", "int8-weights"), default=["int8"],
+    d.add_argument("--ir-precisions", nargs="*", choices=words(IR_PRECISIONS), default=["int8"],
                    help="OpenVINO IR precisions to export and evaluate (default int8; none: skip; skipped with a "
                         "note when OpenVINO is not installed)")
     d.add_argument("--seed", type=non_negative_int, default=0)

@@ -119,7 +119,7 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
     from align3d_rt.io_utils import write_json_atomic
 
     summary: dict[str, Any] = {
-        "detector": {**detector.describe(), "dataset": args.dataset or None, "category": args.category or None},
+        "detector": None,  # described once active (the runner adds e.g. its compute precision)
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "samples": {},
         "failed": {},
@@ -134,6 +134,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
     keep_render = not args.no_png or args.html
     with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr,
                                 dynamic_ncols=True) as bar:
+        summary["detector"] = {**detector.describe(), "dataset": args.dataset or None,
+                               "category": args.category or None}
         stream = detector.score_stream(files, load=sample_loader(args.dataset, args.category),
                                        batch_size=args.batch_size, keep_render=keep_render)
         for (path, key), result in stream:

@@ -40,10 +40,10 @@ def add_runner_options(parser: argparse.ArgumentParser) -> None:
     def who(option: str) -> str:
         return ", ".join(registry.backends_with_option(option)) or "none"
 
-    parser.add_argument("--precision-hint", choices=("auto", "bf16", "f16", "f32"), default=None,
+    parser.add_argument("--precision-hint", choices=registry.option_choices("precision_hint"), default=None,
                         help=f"compute precision of the encoder ({who('precision_hint')}): auto (default) = bf16 "
                              "where the CPU computes bf16 natively, else f32; f32 keeps fp32 parity with torch")
-    parser.add_argument("--performance-hint", choices=("LATENCY", "THROUGHPUT"), default=None,
+    parser.add_argument("--performance-hint", choices=registry.option_choices("performance_hint"), default=None,
                         help=f"latency (default, one sample at a time) or throughput (large batches) "
                              f"({who('performance_hint')})")
     parser.add_argument("--device-name", default=None,
@@ -63,7 +63,7 @@ def runner_options(args: argparse.Namespace, backend: str | None) -> dict[str, A
         return {}
     if backend is None:
         backend = registry.default_backend("run" if getattr(args, "run", None) is not None else "bundle")
-    takes = registry.get(backend).options
+    takes = registry.get(backend).option_names
     for opt in given:
         if opt not in takes:
             raise Align3DError(f"{RUNNER_FLAGS[opt]}: backend '{backend}' does not take it (backends that do: "

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from align3d_rt.runtime.detector_info import DetectorInfo
 
 FP32_MAX_ABS = 1e-4
 AUROC_TOL = 0.005
@@ -48,7 +51,7 @@ def auroc_standard_error(auroc: float, n_pos: int, n_neg: int) -> float:
     return math.sqrt(max(var, 0.0))
 
 
-def parity_precision(bundle_precision: str, detector_info: dict[str, Any]) -> str:
+def parity_precision(bundle_precision: str, detector_info: Mapping[str, Any] | DetectorInfo) -> str:
     """The precision whose thresholds apply: what the backend ran (its IR precision, bf16 compute)."""
     precision = str(detector_info.get("precision") or bundle_precision)
     if precision == "fp32" and detector_info.get("compute_precision") in ("bf16", "f16"):

@@ -18,6 +18,7 @@ import numpy as np
 
 from align3d_rt.artifacts.bundle import (
     INPUT_NAME,
+    IR_SECTION,
     ONNX_NAME,
     OUTPUT_NAMES,
     PRECISIONS,
@@ -107,13 +108,9 @@ def check_onnx(path: str | os.PathLike[str]) -> None:
 
 def run_onnx(path: str | os.PathLike[str], views: np.ndarray, precision: str) -> tuple[np.ndarray, np.ndarray]:
     """Run an exported graph once on the CPU (used for the post-export checks)."""
-    import onnxruntime as ort
+    from align3d_rt.loaders import OrtSessionLoader
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if precision == "fp16":
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = OrtSessionLoader(Path(path), precision)()
     maps, probs = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: views})
     return np.asarray(maps, np.float32), np.asarray(probs, np.float32)
 
@@ -202,7 +199,7 @@ def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
             count = ovx.DEFAULT_CALIBRATION_SAMPLES if calibration_samples is None else int(calibration_samples)
             section = ovx.write_ir(stage, final, ir_precision, run, count)
             section["export_check"] = ovx.check_ir(stage / section["xml"], graph, image_size, ir_precision)
-            manifest[ovx.IR_SECTION] = section
+            manifest[IR_SECTION] = section
             files += [section["xml"], section["bin"]]
         manifest["files"] = hash_files(stage, files)
         write_manifest(stage, manifest)

@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from align3d_rt.artifacts.bundle import IR_BIN_NAME, IR_SECTION, IR_XML_NAME
+from align3d_rt.artifacts.bundle import IR_BIN_NAME, IR_XML_NAME
 from align3d_rt.errors import Align3DError
+from align3d_rt.vocabulary import IR_PRECISIONS as _IR_PRECISIONS
+from align3d_rt.vocabulary import ExportFormat, words
 
-IR_PRECISIONS = ("fp32", "int8", "int8-weights")
-EXPORT_FORMATS = ("onnx", IR_SECTION)
+IR_PRECISIONS = words(_IR_PRECISIONS)
+EXPORT_FORMATS = words(ExportFormat)  # the OpenVINO format is named after its manifest section (IR_SECTION)
 DEFAULT_CALIBRATION_SAMPLES = 8
 WORKER_ATTEMPTS = 2
 # Kept in float by the int8 IR (on top of NNCF's transformer patterns): softmax and the normalisations,
@@ -192,10 +194,9 @@ def _signal_name(number: int) -> str:
 
 def run_ir(xml: Path, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run the IR once on the CPU in f32 (the post-export check)."""
-    import openvino as ov
+    from align3d_rt.loaders import OpenVinoCompiler
 
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    res = compiled(views)
+    res = OpenVinoCompiler(xml, "CPU", "f32")().model(views)
     return np.asarray(res[0], np.float32), np.asarray(res[1], np.float32)
 
 

@@ -18,6 +18,7 @@ onnxruntime path runs with torch unimportable.
 """
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
@@ -33,8 +34,10 @@ from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError, InputError, input_error
 from align3d_rt.render.views import RenderSettings
 from align3d_rt.runtime import arrays, registry
-from align3d_rt.runtime.base import BaseRunner, EncoderOutput
+from align3d_rt.runtime.base import VIEW_CHUNK, BaseRunner, EncoderOutput
+from align3d_rt.runtime.detector_info import ORIGIN_KEYS, DetectorInfo
 from align3d_rt.runtime.devices import resolve_device
+from align3d_rt.vocabulary import Precision, Source
 
 # numba's default CPU threading layer ('workqueue' where neither TBB nor OpenMP is present) must not
 # run two parallel kernels at once: render and back-projection of different batches take turns.
@@ -125,8 +128,8 @@ class Detector:
         render_settings: RenderSettings,
         fusion_weight: float,
         backend_name: str,
-        info: dict[str, Any] | None = None,
-        view_chunk: int = 36,
+        info: DetectorInfo | dict[str, Any] | None = None,
+        view_chunk: int | None = VIEW_CHUNK,
         device: str = "cpu",
     ) -> None:
         if device not in ("cpu", "cuda"):
@@ -136,9 +139,9 @@ class Detector:
         self.fusion_weight = float(fusion_weight)
         self.backend_name = backend_name
         self.device = device
-        self.info: dict[str, Any] = dict(info or {})
-        self.info.setdefault("device", device)
-        self.view_chunk = max(1, int(view_chunk))
+        info = info if isinstance(info, DetectorInfo) else DetectorInfo.from_dict(info or {})
+        self.info: DetectorInfo = info if info.device is not None else dataclasses.replace(info, device=device)
+        self.view_chunk = max(1, int(view_chunk or VIEW_CHUNK))  # views per encoder call (None: VIEW_CHUNK)
         self._runner: BaseRunner | None = None
         # None = our scoring (docs/runtime-spec.md section 8); a ReferenceSettings = the reference's (section 12)
         self.reference_scoring: Any = None
@@ -148,7 +151,7 @@ class Detector:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_run(cls, run_dir: str | Path, backend: str | None = None, device: str = "auto",
-                 view_chunk: int = 36, clip_weights: str | Path | None = None, calibration: Any = None,
+                 view_chunk: int = VIEW_CHUNK, clip_weights: str | Path | None = None, calibration: Any = None,
                  **runner_options: Any) -> Detector:
         """Detector over a training run directory (torch: the reference for parity).
 
@@ -160,24 +163,16 @@ class Detector:
         name = _backend_for(backend, "run", run_dir)
         run = with_clip_weights(load_run(run_dir), clip_weights)
         dev = resolve_device(device, registry.get(name).devices)
-        info = {
-            "source": "run",
-            "run_dir": str(Path(run_dir).resolve()),
-            "backend": name,
-            "device": dev,
-            "precision": "fp32",
-            "clip_name": run.clip_name,
-            "clip_weights_id": run.clip_weights_id,
-            "seeds": run.config.get("seeds", run.config.get("seed")),
-            "run_config": run.config,
-        }
+        info = DetectorInfo(source=Source.RUN, run_dir=str(Path(run_dir).resolve()), backend=name, device=dev,
+                            precision=Precision.FP32, clip_name=run.clip_name, clip_weights_id=run.clip_weights_id,
+                            seeds=run.config.get("seeds", run.config.get("seed")), run_config=run.config)
         det = cls(lambda: registry.create_runner(name, run, device=dev, **runner_options), run.render_settings,
                   run.fusion_weight, name, info, view_chunk, dev)
         return det.calibrate_with(calibration) if calibration is not None else det
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, backend: str | None = None, device: str = "auto",
-                    view_chunk: int = 36, calibration: Any = None, **runner_options: Any) -> Detector:
+                    view_chunk: int = VIEW_CHUNK, calibration: Any = None, **runner_options: Any) -> Detector:
         """Detector over an exported bundle (hash-verified on load).
 
         ``calibration``: a calibration file or Calibration for this bundle (``calibrate_with``).
@@ -191,18 +186,10 @@ class Detector:
         manifest = dict(bundle.manifest)
         clip_entry = manifest.get("clip")
         clip = clip_entry if isinstance(clip_entry, dict) else {}
-        info = {
-            "source": "bundle",
-            "bundle_dir": str(Path(bundle_dir).resolve()),
-            "backend": name,
-            "device": dev,
-            "precision": bundle.precision,
-            "bundle_hash": bundle.onnx_sha256,
-            "clip_name": clip.get("name"),
-            "clip_weights_id": clip.get("weights_id"),
-            "seeds": manifest.get("seeds"),
-            "bundle_manifest": manifest,
-        }
+        info = DetectorInfo(source=Source.BUNDLE, bundle_dir=str(Path(bundle_dir).resolve()), backend=name,
+                            device=dev, precision=bundle.precision, bundle_hash=bundle.onnx_sha256,
+                            clip_name=clip.get("name"), clip_weights_id=clip.get("weights_id"),
+                            seeds=manifest.get("seeds"), bundle_manifest=manifest)
         det = cls(lambda: registry.create_runner(name, bundle, device=dev, **runner_options), bundle.render_settings,
                   bundle.fusion_weight, name, info, view_chunk, dev)
         return det.calibrate_with(calibration) if calibration is not None else det
@@ -212,12 +199,14 @@ class Detector:
         """This detector's identity for a calibration: the bundle's manifest_sha256 or the run's run_id."""
         from align3d_rt.artifacts.calibration import bundle_source, run_source
 
-        if self.info.get("source") == "bundle":
-            return bundle_source(self.info.get("bundle_manifest") or {}, self.info.get("bundle_dir"))
-        if self.info.get("source") == "run":
-            if "run_id" not in self.info:
-                self.info["run_id"] = run_source(self.info["run_dir"], str(self.info.get("clip_weights_id")))["run_id"]
-            return {"kind": "run", "run_id": self.info["run_id"], "path": self.info["run_dir"]}
+        info = self.info
+        if info.source == Source.BUNDLE:
+            return bundle_source(dict(info.bundle_manifest or {}), info.bundle_dir)
+        if info.source == Source.RUN and info.run_dir is not None:
+            if info.run_id is None:
+                run_id = run_source(info.run_dir, str(info.clip_weights_id))["run_id"]
+                self.info = info = dataclasses.replace(info, run_id=run_id)
+            return {"kind": "run", "run_id": info.run_id, "path": info.run_dir}
         raise Align3DError(f"a {self.backend_name} detector has no bundle or run to calibrate against")
 
     def calibrate_with(self, calibration: Any, path: str | Path | None = None) -> Detector:
@@ -280,9 +269,7 @@ class Detector:
             self._runner = self._factory()
         if not self._runner.is_active:
             self._runner.activate()
-            self.info.update(getattr(self._runner, "detector_info", None) or {})  # e.g. the compute precision
-            limit = self._runner.max_batch
-            self._runner.max_batch = min(limit, self.view_chunk) if limit else self.view_chunk
+            self.info = self.info.with_runner(getattr(self._runner, "detector_info", None) or {})  # compute precision
         return self._runner
 
     def close(self) -> None:
@@ -293,7 +280,7 @@ class Detector:
     # ---- stages -------------------------------------------------------------------------------
     def settings_for_sample(self, sample: PointCloudSample) -> RenderSettings:
         """The run's settings (preset, renderer, image size) with the sample dataset's point size/normals."""
-        dataset = sample.dataset or self.info.get("dataset", "")
+        dataset = sample.dataset
         if not dataset:
             return self.render_settings
         from align3d_rt.render import settings_for
@@ -340,7 +327,7 @@ class Detector:
         runner = self._activate()
         t0 = time.perf_counter()
         views = arrays.concat([batch.renders[i].images for i in ok])
-        batch.encoded = runner.infer(views, copy_outputs_to_host=self.device == "cpu")
+        batch.encoded = runner.infer(views, copy_outputs_to_host=self.device == "cpu", max_views=self.view_chunk)
         batch.encode_time = time.perf_counter() - t0
         return batch
 
@@ -500,7 +487,7 @@ class Detector:
 
     def describe(self) -> dict[str, Any]:
         """What this detector uses (for manifests): render settings, backend, device, model ids, fusion weight."""
-        out = {k: v for k, v in self.info.items() if k not in ("run_config", "bundle_manifest")}
+        out = {k: v for k, v in self.info.to_dict().items() if k not in ORIGIN_KEYS}
         out["render_settings"] = self.render_settings.to_dict()
         out["fusion_weight"] = self.fusion_weight
         out["scoring"] = {"mode": "ours"} if self.reference_scoring is None else self.reference_scoring.to_dict()

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from align3d_rt.errors import BackendUnavailable, import_backend
+from align3d_rt.errors import BackendUnavailable, OptionError, import_backend
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 TRT_HINT = ("pip install tensorrt on a machine with an NVIDIA GPU and driver; "
@@ -33,7 +33,7 @@ def resolve_device(requested: str, supported: Sequence[str]) -> str:
     if req == "auto":
         return "cuda" if "cuda" in supported and cuda_available() else "cpu"
     if req not in ("cpu", "cuda"):
-        raise BackendUnavailable(f"device {requested!r}: choose one of {', '.join(DEVICE_CHOICES)}")
+        raise OptionError(f"device {requested!r}: choose one of {', '.join(DEVICE_CHOICES)}")
     if req not in supported:
         raise BackendUnavailable(f"this backend runs on {', '.join(supported)}, not on '{req}'")
     return req

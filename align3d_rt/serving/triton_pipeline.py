@@ -125,7 +125,7 @@ class PipelineModel:
         info = {"source": "triton", "backend": runner.name, "bundle_hash": self.bundle.onnx_sha256,
                 "precision": self.bundle.precision}
         self.detector = Detector(lambda: runner, self.bundle.render_settings, self.bundle.fusion_weight,
-                                 runner.name, info, view_chunk=max_batch or 36)
+                                 runner.name, info, view_chunk=max_batch)
         self.detector.__enter__()
 
     def close(self) -> None:
