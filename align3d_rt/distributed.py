@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from align3d_rt.errors import Align3DError
 
@@ -23,7 +24,8 @@ __all__ = ["RankInfo", "launched_by_torchrun", "env_rank_info", "current", "sess
 
 TIMEOUT_ENV = "ALIGN3D_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 600.0
-FAIL_ENV = "ALIGN3D_TEST_FAIL"  # test hook: "RANK:POINT" makes that rank raise at that point; "RANK:POINT:hang" stalls it
+# test hook: "RANK:POINT" makes that rank raise at that point; "RANK:POINT:hang" stalls it
+FAIL_ENV = "ALIGN3D_TEST_FAIL"
 T = TypeVar("T")
 
 
@@ -194,7 +196,7 @@ def sum_floats(values: dict[str, float]) -> dict[str, float]:
     device = _CURRENT.device if (_CURRENT.device or "").startswith("cuda") else "cpu"
     t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return {k: float(v) for k, v in zip(keys, t.cpu().tolist())}
+    return {k: float(v) for k, v in zip(keys, t.cpu().tolist(), strict=True)}
 
 
 def fail_point(point: str) -> None:

@@ -25,6 +25,10 @@ class BundleError(Align3DError):
     """An exported bundle is missing files, was altered, or does not fit the runtime."""
 
 
+class OptionError(Align3DError):
+    """A setting has a value the tool does not take (bad input: exit code 2, one line)."""
+
+
 class BackendUnavailable(Align3DError):
     """The requested backend (onnxruntime, tensorrt, CUDA...) is not installed or usable here."""
 

@@ -5,12 +5,13 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, cast
 
 import numpy as np
-
 
 # The largest JSON file the tool reads (manifests, run configs, calibrations, scores.json: all far smaller).
 JSON_MAX_BYTES = 64 << 20
@@ -122,7 +123,8 @@ def save_npy_atomic(path: str | os.PathLike[str], array: np.ndarray) -> None:
 
 def save_npz_atomic(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, **arrays)
+        # numpy's stub also matches **arrays against its allow_pickle keyword
+        np.savez_compressed(tmp, **cast(dict[str, Any], arrays))
 
 
 def save_png_atomic(path: str | os.PathLike[str], image: np.ndarray) -> None:
@@ -186,7 +188,7 @@ def remove_owned(root: str | os.PathLike[str], owned: set[str] | frozenset[str])
     empty by that; ``root`` itself and everything else stay."""
     root_path, owned_set = Path(root), frozenset(owned)
     dirs = _owned_dirs(owned_set)
-    for dirpath, dirnames, filenames in os.walk(root_path, topdown=False):
+    for dirpath, _dirnames, filenames in os.walk(root_path, topdown=False):
         base = Path(dirpath).relative_to(root_path).as_posix()
         prefix = "" if base == "." else base + "/"
         for name in filenames:
@@ -222,3 +224,76 @@ def rename_noreplace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -
     if os.path.lexists(dst):
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), os.fspath(dst))
     os.rename(src, dst)
+
+
+FolderState = tuple[int, tuple[int, int] | None] | None
+
+
+def replaceable_folder(path: str | os.PathLike[str], ours: Callable[[Path], bool]) -> bool:
+    """A path a staged folder may be swapped onto: absent, an empty folder, or a folder ``ours`` accepts."""
+    path = Path(path)
+    if not path.exists() and not path.is_symlink():
+        return True
+    return path.is_dir() and not path.is_symlink() and (not any(path.iterdir()) or ours(path))
+
+
+def folder_state(path: Path, marker: str) -> FolderState:
+    """None when ``path`` is absent, else (its inode, (inode, mtime) of its ``marker`` file or None)."""
+    try:
+        inode = path.stat().st_ino
+    except FileNotFoundError:
+        return None
+    try:
+        m = (path / marker).stat()
+        return inode, (m.st_ino, m.st_mtime_ns)
+    except FileNotFoundError:
+        return inode, None
+
+
+@contextlib.contextmanager
+def staged_folder(final: str | os.PathLike[str], *, marker: str, ours: Callable[[Path], bool], what: str,
+                  error: Callable[[str], Exception]) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``final``; on success it replaces ``final`` in one rename.
+
+    ``final`` may be absent, an empty folder or a folder ``ours`` accepts (one this tool wrote, holding only
+    its own files; ``marker`` is the file that says so); anything else is refused (never deleted) with
+    ``error("FINAL: problem")``. The swap refuses too, nothing replaced, when ``final`` changed meanwhile (e.g.
+    another run into the same new path finished first): a path that was free is taken with a rename that
+    never replaces, and ``final`` is replaced only while it is still the folder found at the start (moved
+    aside, deleted after the swap, put back if the swap fails). On any error the temporary folder goes.
+    """
+    final_path = Path(final)
+    meanwhile = f"{final_path}: was written by another run meanwhile; not replaced (run again, with --overwrite " \
+                f"to replace it)"
+    if not replaceable_folder(final_path, ours):
+        raise error(f"{final_path}: exists and is not an empty folder or {what}; not replaced")
+    start = folder_state(final_path, marker)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".partial", dir=final_path.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+        if folder_state(final_path, marker) != start or not replaceable_folder(final_path, ours):
+            raise error(meanwhile)
+        old: Path | None = None
+        if start is not None and start[1] is not None:  # ours: moved aside, deleted after the swap
+            old = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".old", dir=final_path.parent))
+            os.replace(final_path, old / "previous")
+        elif start is not None:  # an empty folder (another run may have removed it first)
+            with contextlib.suppress(FileNotFoundError):
+                final_path.rmdir()
+        try:
+            rename_noreplace(tmp, final_path)
+        except FileExistsError:
+            raise error(meanwhile) from None
+        except BaseException:
+            if old is not None:
+                os.replace(old / "previous", final_path)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

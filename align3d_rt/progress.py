@@ -17,7 +17,7 @@ class _PlainBar:
         self.total, self.desc, self.n = total, desc, 0
         self.file = file or sys.stderr
 
-    def __enter__(self) -> "_PlainBar":
+    def __enter__(self) -> _PlainBar:
         return self
 
     def __exit__(self, *exc: object) -> None:

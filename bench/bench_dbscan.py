@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 for path in runs:
                     runs[path].append(measure(path, n, pixel, Path(tmp) / f"{path}.npy"))
             same = bool(np.array_equal(np.load(Path(tmp) / "grid.npy"), np.load(Path(tmp) / "open3d.npy")))
-            per_round = [o["seconds"] / g["seconds"] for g, o in zip(runs["grid"], runs["open3d"])]
+            per_round = [o["seconds"] / g["seconds"] for g, o in zip(runs["grid"], runs["open3d"], strict=True)]
             row = {"points": runs["grid"][0]["points"], "same_mask": same, "load_avg_1m": os.getloadavg()[0],
                    "open3d_over_grid_time": statistics.median(per_round), "per_round": per_round}
             for path, rs in runs.items():

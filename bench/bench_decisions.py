@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_pipeline import height_field_cloud, warm_up_kernels  # noqa: E402
+from bench_pipeline import height_field_cloud, warm_up_kernels
 
 
 def hot_calibration(fused: np.ndarray, object_score: float, source: dict, hot_share: float = 0.05):  # noqa: ANN201
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             encode = first.timings.get("encode")
             vitl = vitl_encode_seconds(first.render.images, Path(tmp)) if args.vitl else None
     load_after = os.getloadavg()
-    ratios = [d / p for d, p in zip(decided, plain)]
+    ratios = [d / p for d, p in zip(decided, plain, strict=True)]
     med_p, med_d, med_dec = statistics.median(plain), statistics.median(decided), statistics.median(decide_only)
     report = {
         "points": sample.num_points, "views": 9, "encoder": "align3d-tiny (random)", "rounds": args.rounds,
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{report['hot_points']} hot points in {report['regions']} regions (h = {warm.regions.spacing:.3g})")
     print(f"  score            median {med_p:.3f} s  ({min(plain):.3f}-{max(plain):.3f})")
     print(f"  score + decide   median {med_d:.3f} s  ({min(decided):.3f}-{max(decided):.3f})")
-    print(f"  decide alone     median {med_dec * 1e3:.1f} ms ({min(decide_only) * 1e3:.1f}-{max(decide_only) * 1e3:.1f})")
+    print(f"  decide alone     median {med_dec * 1e3:.1f} ms "
+          f"({min(decide_only) * 1e3:.1f}-{max(decide_only) * 1e3:.1f})")
     print(f"  ratio {med_d / med_p:.3f} (per-round {min(ratios):.3f}-{max(ratios):.3f}); load {load_before[0]:.1f} -> "
           f"{load_after[0]:.1f}")
     if vitl is not None:

@@ -175,7 +175,7 @@ def isolated_finish(detector: Any, samples: list[Any], renders: list[Any], outs:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     t_back, t_write = [], []
-    for sample, r, enc in zip(samples, renders, outs):
+    for sample, r, enc in zip(samples, renders, outs, strict=True):
         t0 = time.perf_counter()
         maps = enc.patch_maps
         pts = backproject(maps[None], r.pixels[None], r.visible[None], image_size=int(r.images.shape[1]),
@@ -278,7 +278,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         iso.update({"encode": statistics.median(enc_runs)})
         iso.update(isolated_finish(detector, samples, renders, outs, workdir / "out_isolated"))
         threads = thread_info(runner)
-    ratios = [e / c for e, c in zip(e2e_runs, enc_runs)]
+    ratios = [e / c for e, c in zip(e2e_runs, enc_runs, strict=True)]
     enc, e2e = statistics.median(enc_runs), statistics.median(e2e_runs)
     order = ("load", "render", "encode", "backproject", "write")
     in_pipe = {k: statistics.fmean(s["stages_mean_s"][k] for s in stream_runs) for k in order}

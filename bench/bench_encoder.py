@@ -3,10 +3,10 @@
 Routes: torch fp32 eager, torch bf16 autocast, ONNX Runtime fp32 and dynamic INT8, OpenVINO fp32 (f32
 compute), OpenVINO fp32 IR with the bf16 precision hint, OpenVINO NNCF INT8 (auto hint: bf16 where the CPU
 has it; also with f32 compute, and with the THROUGHPUT hint as the backend runs it: the batch split over
-parallel infer requests). Runs the full EncoderGraph (CLIP visual tower with DPAM + aligner + text head) of 'ViT-L-14-336'
-with random weights (timings do not depend on the values) on V views at 336x336 for each V of --views
-(e.g. 1 and 9 views in one batch). The ONNX/IR files (~1.2 GB fp32) live in a temporary directory that is
-removed afterwards. OpenVINO routes are skipped when openvino/nncf are not installed.
+parallel infer requests). Runs the full EncoderGraph (CLIP visual tower with DPAM + aligner + text
+head) of 'ViT-L-14-336' with random weights (timings do not depend on the values) on V views at
+336x336 for each V of --views (e.g. 1 and 9 views in one batch). The ONNX/IR files (~1.2 GB fp32) live
+in a temporary directory that is removed afterwards. OpenVINO routes are skipped when openvino/nncf are not installed.
 
     python bench/bench_encoder.py [--clip ViT-L-14-336] [--views 1,9] [--repeats 3] [--json out.json]
 
@@ -21,8 +21,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -31,20 +32,15 @@ TARGET_OV_INT8_SPEEDUP = 5.0
 
 
 def _session(path: Path, threads: int | None) -> Any:
-    import onnxruntime as ort
+    from align3d_rt.loaders import OrtSessionLoader
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads:
-        opts.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return OrtSessionLoader(path, "fp32", threads)()  # fp32 and int8 graphs: the same settings
 
 
 def _ov_compile(core: Any, model: Any, precision: str, threads: int | None, hint: str = "LATENCY") -> Any:
-    config: dict[str, Any] = {"PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
-    if threads:
-        config["INFERENCE_NUM_THREADS"] = threads
-    return core.compile_model(model, "CPU", config)
+    from align3d_rt.loaders import OpenVinoCompiler
+
+    return OpenVinoCompiler(model, "CPU", precision, hint, threads=threads, core=core)().model
 
 
 def _calibration_views(count: int, size: int) -> list[np.ndarray]:
@@ -146,9 +142,9 @@ def run(clip: str, view_counts: list[int], repeats: int, threads: int | None,
 
             calls: dict[str, Callable[[], Any]] = {"torch_fp32": torch_call, "torch_bf16": torch_bf16}
             for name, sess in sessions.items():
-                calls[name] = lambda s=sess, x=x: s.run(None, {"views": x})  # noqa: E731
+                calls[name] = lambda s=sess, x=x: s.run(None, {"views": x})
             for name, cm in compiled.items():
-                calls[name] = lambda c=cm, x=x: c(x)  # noqa: E731
+                calls[name] = lambda c=cm, x=x: c(x)
             ref_maps, ref_probs = (t.numpy() for t in torch_call())  # also the warm-up
             row: dict[str, Any] = {}
             for name, call in calls.items():
@@ -172,7 +168,8 @@ def run(clip: str, view_counts: list[int], repeats: int, threads: int | None,
                 row[f"{name}_all_s"] = ts
                 row[f"{name}_speedup_vs_torch"] = row["torch_fp32_s"] / row[f"{name}_s"]
                 # Per round: the ratio of the two calls made back to back in that round.
-                row[f"{name}_speedup_range"] = [min(per := [t / u for t, u in zip(times["torch_fp32"], ts)]), max(per)]
+                per = [t / u for t, u in zip(times["torch_fp32"], ts, strict=True)]
+                row[f"{name}_speedup_range"] = [min(per), max(per)]
             row["ort_int8_target_met"] = row["ort_int8_speedup_vs_torch"] >= TARGET_INT8_SPEEDUP
             if "ov_int8_s" in row:
                 row["ov_int8_target_met"] = row["ov_int8_speedup_vs_torch"] >= TARGET_OV_INT8_SPEEDUP
@@ -203,20 +200,24 @@ def main(argv: list[str] | None = None) -> int:
     r = run(args.clip, counts, args.repeats, args.threads, args.calibration_samples, not args.no_openvino)
     print(f"{r['clip']} (random weights) at 336, {r['threads']} thread(s), median of {r['repeats']}, round-robin:")
     for views, row in r["by_views"].items():
-        print(f"  {views} view(s) in one batch (machine load average {row['loadavg_1m']:.1f} on {os.cpu_count()} CPUs):")
+        print(f"  {views} view(s) in one batch "
+              f"(machine load average {row['loadavg_1m']:.1f} on {os.cpu_count()} CPUs):")
         for name in [k[:-2] for k in row if k.endswith("_s") and not k.endswith("_all_s")]:
             diff = row.get(f"{name}_max_abs_diff_maps")
             lo, hi = row[name + "_speedup_range"]
-            print(f"    {_LABELS.get(name, name):30s} {row[name + '_s']:7.3f} s  {row[name + '_speedup_vs_torch']:5.2f}x torch"
+            print(f"    {_LABELS.get(name, name):30s} {row[name + '_s']:7.3f} s  "
+                  f"{row[name + '_speedup_vs_torch']:5.2f}x torch"
                   f" (rounds {lo:.2f}-{hi:.2f})" + ("" if diff is None else f"  max abs diff maps {diff:.2e}"))
-        print(f"    onnxruntime int8 >= {TARGET_INT8_SPEEDUP}x torch fp32: {'met' if row['ort_int8_target_met'] else 'NOT met'}")
+        print(f"    onnxruntime int8 >= {TARGET_INT8_SPEEDUP}x torch fp32: "
+              f"{'met' if row['ort_int8_target_met'] else 'NOT met'}")
         if "ov_int8_target_met" in row:
             print(f"    openvino int8 >= {TARGET_OV_INT8_SPEEDUP}x torch fp32: "
                   f"{'met' if row['ov_int8_target_met'] else 'NOT met'}; faster than onnxruntime int8: "
                   f"{'yes' if row['ov_int8_faster_than_ort_int8'] else 'no'}")
     extra = (f", openvino convert {r['ov_convert_s']:.1f} s, nncf quantize {r['ov_quantize_s']:.1f} s "
              f"({r['ov_calibration_views']} views)" if "ov_convert_s" in r else "")
-    print(f"  (export {r['export_s']:.1f} s, ort quantize {r['quantize_s']:.1f} s{extra}, fp32 {r['onnx_fp32_mb']:.0f} MB, "
+    print(f"  (export {r['export_s']:.1f} s, ort quantize {r['quantize_s']:.1f} s{extra}, fp32 "
+          f"{r['onnx_fp32_mb']:.0f} MB, "
           f"int8 {r['onnx_int8_mb']:.0f} MB)")
     if args.json:
         from align3d_rt.io_utils import write_json_atomic

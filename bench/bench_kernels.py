@@ -6,7 +6,8 @@ Run: ``.venv/bin/python -m pytest bench/bench_kernels.py -s`` (pytest-benchmark)
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -50,14 +51,14 @@ def kernel_fn(maps: np.ndarray, pixels: np.ndarray, visible: np.ndarray) -> Call
     return lambda: backproject(maps, pixels, visible)
 
 
-def test_bench_backproject_kernel(benchmark) -> None:  # type: ignore[no-untyped-def]
+def test_bench_backproject_kernel(benchmark: Any) -> None:  # pytest-benchmark fixture
     maps, pixels, visible = make_inputs()
     out = benchmark(kernel_fn(maps, pixels, visible))
     assert out.shape == (B, N, 3)
     _MEDIANS["kernel"] = benchmark.stats.stats.median
 
 
-def test_bench_backproject_torch_reference(benchmark) -> None:  # type: ignore[no-untyped-def]
+def test_bench_backproject_torch_reference(benchmark: Any) -> None:
     maps, pixels, visible = make_inputs()
     out = benchmark(torch_reference_fn(maps, pixels, visible))
     assert out.shape == (B, N, 3)

@@ -12,16 +12,19 @@ and, for torch, picks its kernels: it is much slower than the following ones).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from align3d_rt.data.sample import PointCloudSample
 
-def height_field_cloud(n_points: int, seed: int = 0):  # -> PointCloudSample
+
+def height_field_cloud(n_points: int, seed: int = 0) -> PointCloudSample:
     """An organized-scan-like cloud: a bumpy surface with a dent, n_points points (metres)."""
     from align3d_rt.data.sample import PointCloudSample
 
@@ -61,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from align3d_rt.train.random_run import random_run_dir
     from align3d_rt.runtime.detector import Detector
+    from align3d_rt.train.random_run import random_run_dir
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as tmp:
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     best = min(rows, key=lambda r: r["total"])
     report = {
         "clip": args.clip, "weights": "random", "device": args.device, "preset": args.preset,
-        "views": detector.render_settings.num_views, "points": sample.num_points, "torch_threads": torch.get_num_threads(),
+        "views": detector.render_settings.num_views, "points": sample.num_points,
+        "torch_threads": torch.get_num_threads(),
         "setup_seconds": setup, "warmup_seconds": warmup, "repeat": args.repeat, "best": best, "runs": rows,
     }
     print(f"pipeline bench: {args.clip} (random weights), {report['views']} views, {sample.num_points} points, "

@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 from align3d_rt.render import RenderSettings, render_views, settings_for
 from align3d_rt.render.shapes import organized_object, unorganized_cloud
-
 
 # Best of 30 calls (about 1 s): on this shared 2-vCPU machine a render runs about 1.5x slower for
 # stretches of several calls at a time (both threads on one vCPU); the minimum is the quiet figure.
@@ -59,9 +59,9 @@ def measure(splat_repeats: int = SPLAT_REPEATS, open3d_repeats: int = SPLAT_REPE
         o3d_s = replace(s, renderer="open3d")
         for _ in range(SPLAT_WARMUP):  # compile / load the numba cache, start the thread pool
             render_views(pts, s)
-        t_splat = _best(lambda: render_views(pts, s), splat_repeats)
+        t_splat = _best(lambda pts=pts, s=s: render_views(pts, s), splat_repeats)
         render_views(pts, o3d_s)  # warm-up: the hidden window, Open3D's first full-size render
-        t_o3d = _best(lambda: render_views(pts, o3d_s), open3d_repeats)
+        t_o3d = _best(lambda pts=pts, o3d_s=o3d_s: render_views(pts, o3d_s), open3d_repeats)
         rows.append((name, int(pts.shape[0]), t_splat, t_o3d))
     return rows
 
@@ -102,7 +102,7 @@ if pytest is not None:
         return cases()
 
     @pytest.mark.parametrize("key", _params())
-    def test_splat(benchmark, clouds, key: str) -> None:
+    def test_splat(benchmark: Any, clouds: dict[str, tuple[np.ndarray, RenderSettings]], key: str) -> None:
         pts, s = clouds[key]
         render_views(pts, s)
         result = benchmark.pedantic(render_views, args=(pts, s), rounds=SPLAT_REPEATS, iterations=1,
@@ -111,7 +111,7 @@ if pytest is not None:
         _RESULTS[("splat", key)] = benchmark.stats.stats.min
 
     @pytest.mark.parametrize("key", _params())
-    def test_open3d(benchmark, clouds, key: str) -> None:
+    def test_open3d(benchmark: Any, clouds: dict[str, tuple[np.ndarray, RenderSettings]], key: str) -> None:
         pytest.importorskip("open3d")
         pts, s = clouds[key]
         o3d_s = replace(s, renderer="open3d")
@@ -122,7 +122,7 @@ if pytest is not None:
         _RESULTS[("open3d", key)] = benchmark.stats.stats.min
 
     @pytest.fixture(scope="module", autouse=True)
-    def print_ratios():
+    def print_ratios() -> Iterator[None]:
         """After the module (also under --benchmark-only): print open3d/splat for each cloud."""
         yield
         for key in _params():

@@ -17,7 +17,12 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from align3d_rt.train.batches import Stage2Batch
 
 
 def measure(samples: int, image_size: int, repeats: int, clip: str = "align3d-tiny") -> dict[str, float]:
@@ -46,14 +51,14 @@ def measure(samples: int, image_size: int, repeats: int, clip: str = "align3d-ti
         cfg = Stage2Settings(epochs=1, dpca_epochs=1)
         aligner = new_aligner(encoder.info.embed_dim, 0)
 
-        def cached(idx: list[int]):
+        def cached(idx: list[int]) -> Stage2Batch:
             return load_stage2_batch([entries[i] for i in idx])
 
-        def uncached(idx: list[int]):
+        def uncached(idx: list[int]) -> Stage2Batch:
             records = [render_and_encode(refs[i].load(), settings, encoder)[0] for i in idx]
             return collate_stage2(records)
 
-        def epoch(load) -> float:
+        def epoch(load: Callable[[list[int]], Stage2Batch]) -> float:
             prompts = new_prompt_learners(encoder.model, 0)
             opt = make_optimizer(prompts, cfg)
             t = time.perf_counter()

@@ -45,12 +45,12 @@ def _score_all(detector: Any, samples: list[Any]) -> list[Any]:
 
 def _two_clients(url: str, samples: list[Any]) -> tuple[float, list[Any]]:
     """Wall time for two concurrent clients, each sending every other cloud; the results in cloud order."""
-    from align3d_rt.runtime.triton_client import TritonDetector
+    from align3d_rt.serving.triton_client import TritonScorer
 
     results: list[Any] = [None] * len(samples)
 
     def client(part: int) -> None:
-        with TritonDetector(url) as det:
+        with TritonScorer(url) as det:
             for i in range(part, len(samples), 2):
                 results[i] = det.score_sample(samples[i])
 
@@ -68,7 +68,7 @@ def measure(n_clouds: int, rounds: int) -> dict[str, Any]:
 
     from align3d_rt.cli import main
     from align3d_rt.runtime.detector import Detector
-    from align3d_rt.runtime.triton_client import TritonDetector
+    from align3d_rt.serving.triton_client import TritonScorer
     from align3d_rt.train.random_run import random_run_dir
 
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -82,7 +82,7 @@ def measure(n_clouds: int, rounds: int) -> dict[str, Any]:
         server = start_server(repo, work, numba_cache=REPO / ".venv-triton" / "numba-cache")
         try:
             with Detector.from_bundle(bundle, backend="onnxruntime", device="cpu") as local, \
-                    TritonDetector(server.http_url) as remote:
+                    TritonScorer(server.http_url) as remote:
                 def local_run() -> tuple[float, list[Any]]:
                     t0 = time.perf_counter()
                     out = [local.score_one(s, keep_render=False) for s in samples]
@@ -98,7 +98,7 @@ def measure(n_clouds: int, rounds: int) -> dict[str, Any]:
                 expected = local_run()[1]  # warm-up of every mode, and the equality check
                 for fn in modes.values():
                     _, got = fn()
-                    for a, b in zip(expected, got):
+                    for a, b in zip(expected, got, strict=True):
                         assert np.abs(a.point_scores - b.point_scores).max() <= 1e-5, "Triton scores differ from local"
                 times: dict[str, list[float]] = {k: [] for k in modes}
                 for _ in range(rounds):

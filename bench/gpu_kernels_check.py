@@ -13,8 +13,9 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,8 @@ def check(name: str, points: np.ndarray, settings: Any) -> dict[str, Any]:
     row["score_max_abs_diff"] = float(np.abs(ref - got).max())
     row["render_cpu_s"] = _median_time(lambda: render_views(points, settings))
     row["render_cuda_s"] = _median_time(lambda: (render_views(points, settings, device="cuda"), cuda.synchronize()))
-    row["backproject_cpu_s"] = _median_time(lambda: backproject(maps, cpu.pixels[None], cpu.visible[None], image_size=s))
+    row["backproject_cpu_s"] = _median_time(
+        lambda: backproject(maps, cpu.pixels[None], cpu.visible[None], image_size=s))
     row["backproject_cuda_s"] = _median_time(
         lambda: backproject_cuda(maps, cpu.pixels[None], cpu.visible[None], image_size=s))
     row["ok"] = (row["image_pixel_mismatch"] <= MAX_PIXEL_MISMATCH and row["visible_mismatch"] <= MAX_PIXEL_MISMATCH

@@ -10,7 +10,9 @@ weights (exported once per module, ~15 s), score_stream at batch 1 with the outp
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,10 +24,11 @@ import bench_detector_throughput as bdt
 N_CLOUDS = 4
 SIDE = 128
 ROUNDS = 3
+Case = tuple[Any, list[tuple[Path, str]], Path]  # (detector, clouds, output folder)
 
 
 @pytest.fixture(scope="module")
-def case(tmp_path_factory: pytest.TempPathFactory):
+def case(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Case]:
     pytest.importorskip("onnxruntime")
     from align3d_rt.runtime.detector import Detector
 
@@ -39,7 +42,7 @@ def case(tmp_path_factory: pytest.TempPathFactory):
         yield detector, files, work / "out"
 
 
-def test_score_stream_end_to_end(benchmark, case) -> None:
+def test_score_stream_end_to_end(benchmark: Any, case: Case) -> None:
     detector, files, out = case
     result = benchmark.pedantic(bdt.run_stream, args=(detector, files, out, 1), rounds=ROUNDS, iterations=1)
     assert result["failed"] == {}

@@ -26,7 +26,8 @@ def blocked_prelude(*packages: str) -> str:
     return _PRELUDE.format(blocked=tuple(packages))
 
 
-def run_blocked(code: str, *packages: str, args: tuple[str, ...] = (), timeout: int = 120) -> subprocess.CompletedProcess:
+def run_blocked(code: str, *packages: str, args: tuple[str, ...] = (),
+                timeout: int = 120) -> subprocess.CompletedProcess:
     """Run ``code`` (dedented) after the blocker, from the repository root, with the tests folder importable."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])}
     return subprocess.run([sys.executable, "-c", blocked_prelude(*packages) + textwrap.dedent(code), *args],

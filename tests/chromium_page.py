@@ -162,7 +162,8 @@ def open_page(path: Path, expressions: dict[str, str], width: int = 1280, height
                 break
             time.sleep(0.1)
         # two animation frames so the last WebGL draw is composited before the screenshot
-        pipe.call("Runtime.evaluate", {"expression": "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))",
+        pipe.call("Runtime.evaluate", {"expression": "new Promise(r => requestAnimationFrame(() => "
+                                                     "requestAnimationFrame(r)))",
                                        "awaitPromise": True}, session=session)
         for name, expr in expressions.items():
             res = pipe.call("Runtime.evaluate", {"expression": f"JSON.stringify({expr})", "returnByValue": True},
@@ -172,8 +173,9 @@ def open_page(path: Path, expressions: dict[str, str], width: int = 1280, height
         if then:
             for method, params in then:
                 pipe.call(method, params, session=session)
-            pipe.call("Runtime.evaluate", {"expression": "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))",
-                                           "awaitPromise": True}, session=session)
+            pipe.call("Runtime.evaluate",
+                      {"expression": "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))",
+                       "awaitPromise": True}, session=session)
             run.after = _screenshot(pipe, session)
         run.errors, run.messages = _errors_and_messages(pipe.events)
     finally:

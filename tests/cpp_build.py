@@ -39,4 +39,5 @@ def build(name: str = "cpp", *options: str) -> Path:
 
 
 def ctest(build_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["ctest", "--test-dir", str(build_dir), "--output-on-failure"], capture_output=True, text=True)
+    return subprocess.run(["ctest", "--test-dir", str(build_dir), "--output-on-failure"], capture_output=True,
+                          text=True)

@@ -14,8 +14,8 @@ TINY_DIM = 128
 def make_run_dir(path: Path, clip: str = TINY, weights: str | None = None, dim: int = TINY_DIM, seed: int = 0,
                  fusion_weight: float = 0.5, preset: str = "paper9") -> Path:
     """Write the files the run-directory contract names (config, aligner, prompts, text) with random values."""
-    from align3d_rt.model.graph import aligner_from_state
     from align3d_rt.artifacts import run_dir as rd
+    from align3d_rt.model.graph import aligner_from_state
 
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -1,12 +1,15 @@
 """Test support for the infer/eval/demo tests: a fast deterministic encoder backend and small clouds."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 from align3d_rt.data.sample import PointCloudSample
+from align3d_rt.render.views import RenderSettings
 from align3d_rt.runtime.base import BaseRunner, EncoderOutput
 from align3d_rt.runtime.detector import Detector
-from align3d_rt.render.views import RenderSettings
 
 
 def fake_maps(views: np.ndarray, grid: int) -> EncoderOutput:
@@ -32,7 +35,7 @@ class FakeBackend(BaseRunner):
         self.calls: list[int] = []
 
     @classmethod
-    def from_source(cls, source: object, device: str = "cpu") -> "FakeBackend":
+    def from_source(cls, source: object, device: str = "cpu") -> FakeBackend:
         return cls()
 
     @property
@@ -61,16 +64,15 @@ def bump_cloud(n_side: int, seed: int = 0, category: str = "dome", source: str =
     u, v = np.meshgrid(np.linspace(-1, 1, n_side), np.linspace(-1, 1, n_side))
     z = 0.3 * np.exp(-(u ** 2 + v ** 2) * 2) + 0.01 * rng.standard_normal(u.shape)
     pts = (np.stack([u.ravel(), v.ravel(), z.ravel()], 1) * 0.05).astype(np.float32)
-    return PointCloudSample(points=pts, category=category, dataset="synthetic", source=source or f"bump{n_side}_{seed}.npy")
+    return PointCloudSample(points=pts, category=category, dataset="synthetic",
+                            source=source or f"bump{n_side}_{seed}.npy")
 
 
 _TINY_RUN: dict[str, object] = {}
 
 
-def shared_tiny_run(tmp_path_factory) -> "Path":  # noqa: ANN001
+def shared_tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One random tiny-CLIP run directory per test process (built on first use)."""
-    from pathlib import Path
-
     from align3d_rt.train.random_run import random_run_dir
 
     if "path" not in _TINY_RUN:

@@ -3,8 +3,8 @@ order and byte order of .npy, header lies, truncations, short and text rows, too
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -80,7 +80,8 @@ def npy_cases() -> dict[str, bytes]:
 
 
 def _pcd_header(fields: str = "x y z", size: str = "4 4 4", type_: str = "F F F", count: str | None = "1 1 1",
-                width: int | str = GOOD_N, points: int | str | None = GOOD_N, data: str = "ascii", extra: str = "") -> str:
+                width: int | str = GOOD_N, points: int | str | None = GOOD_N, data: str = "ascii",
+                extra: str = "") -> str:
     lines = ["# .PCD v0.7", "VERSION 0.7", f"FIELDS {fields}", f"SIZE {size}", f"TYPE {type_}"]
     if count is not None:
         lines.append(f"COUNT {count}")
@@ -139,11 +140,11 @@ def pcd_cases(compressed_good: bytes) -> dict[str, bytes]:
     cases["binary_good"] = bin_head + f4.tobytes()
     cases["binary_truncated"] = bin_head + f4.tobytes()[:-7]
     cases["binary_points_lie"] = _pcd_header(points=10**9, data="binary").encode() + f4.tobytes()
+    mixed = np.rec.fromarrays([pts[:, 0], (pts[:, 1] * 1e4).astype("<i2"), (np.abs(pts[:, 2]) * 1e3).astype("u1"),
+                               np.arange(GOOD_N, dtype="<i8")],
+                              dtype=[("x", "<f8"), ("y", "<i2"), ("z", "u1"), ("i", "<i8")])
     cases["binary_types"] = (_pcd_header("x y z i", "8 2 1 8", "F I U I", "1 1 1 1", data="binary").encode()
-                             + np.rec.fromarrays([pts[:, 0], (pts[:, 1] * 1e4).astype("<i2"),
-                                                  (np.abs(pts[:, 2]) * 1e3).astype("u1"),
-                                                  np.arange(GOOD_N, dtype="<i8")],
-                                                 dtype=[("x", "<f8"), ("y", "<i2"), ("z", "u1"), ("i", "<i8")]).tobytes())
+                             + mixed.tobytes())
     cases["binary_count3"] = (_pcd_header("x y z", "4 4 4", "F F F", "1 3 1", data="binary").encode()
                               + np.repeat(f4, [1, 3, 1], axis=1).tobytes())
     nan = f4.copy()
@@ -165,8 +166,8 @@ def pcd_cases(compressed_good: bytes) -> dict[str, bytes]:
     return cases
 
 
-def _ply_header(fmt: str = "ascii", vertex: int | str = GOOD_N, props: str = "float x\nproperty float y\nproperty float z",
-                before: str = "", after: str = "") -> str:
+def _ply_header(fmt: str = "ascii", vertex: int | str = GOOD_N,
+                props: str = "float x\nproperty float y\nproperty float z", before: str = "", after: str = "") -> str:
     return (f"ply\nformat {fmt} 1.0\ncomment test\n{before}element vertex {vertex}\nproperty {props}\n{after}"
             "end_header\n")
 
@@ -189,7 +190,8 @@ def ply_cases() -> dict[str, bytes]:
                                         + "3 0 1 2\n3 one two three\n" + rows).encode()
     cases["ascii_list_fraction"] = (_ply_header(before="element face 1\nproperty list uchar int vertex_indices\n")
                                     + "2.5 0 1\n" + rows).encode()
-    cases["ascii_double_props"] = (_ply_header(props="double x\nproperty double y\nproperty double z\nproperty uchar red")
+    cases["ascii_double_props"] = (_ply_header(props="double x\nproperty double y\nproperty double z\n"
+                                                     "property uchar red")
                                    + _rows(pts, lambda r: " ".join(repr(float(v)) for v in r) + " 255")).encode()
     cases["ascii_nan_rows"] = (_ply_header() + "nan 0 0\n" * 30 + "0 0 0\n" * 10 + _rows(pts[40:])).encode()
     cases["ascii_too_few"] = (_ply_header(vertex=30) + _rows(pts[:30])).encode()

@@ -22,7 +22,8 @@ class PlantedPart:
 def planted_part(side: int = 60, decision: str = "reject", seed: int = 0) -> PlantedPart:
     rng = np.random.default_rng(seed)
     u, v = np.meshgrid(np.linspace(-1.0, 1.0, side), np.linspace(-1.0, 1.0, side))
-    pts = np.column_stack([u.ravel(), v.ravel(), 0.15 * np.sin(3 * u.ravel()) * np.cos(2 * v.ravel())]).astype(np.float32)
+    pts = np.column_stack([u.ravel(), v.ravel(),
+                           0.15 * np.sin(3 * u.ravel()) * np.cos(2 * v.ravel())]).astype(np.float32)
     d = np.linalg.norm(pts[:, :2] - np.array([0.45, 0.3]), axis=1)
     raw = (0.2 + 0.05 * rng.random(len(pts)) + 0.7 * np.exp(-(d / 0.12) ** 2)).astype(np.float32)
     t, lo, hi = 0.5, float(raw.min()), float(raw.max())

@@ -33,7 +33,7 @@ def tree_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_import_contract_holds() -> None:
     res = _lint(REPO)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
-    assert "1 kept, 0 broken" in res.stdout
+    assert "2 kept, 0 broken" in res.stdout
 
 
 @pytest.mark.parametrize("module, forbidden", [
@@ -41,6 +41,10 @@ def test_import_contract_holds() -> None:
     ("runtime/detector.py", "align3d_rt.export.onnx_export"),  # ... nor export/
     ("kernels/backproject.py", "align3d_rt.runtime.registry"),  # kernels never import the runtime
     ("artifacts/bundle.py", "align3d_rt.model.graph"),     # formats sit below the model
+    ("runtime/detector.py", "align3d_rt.serving.triton_client"),  # serving sits above the runtime
+    ("serving/triton_pipeline.py", "align3d_rt.eval.report"),   # serving and eval stand apart
+    ("train/runner.py", "align3d_rt.runtime.devices"),     # training stays apart from the runtime
+    ("artifacts/engine_index.py", "align3d_rt.runtime.devices"),  # formats never probe the machine
 ])
 def test_forbidden_import_breaks_the_contract(tree_copy: Path, module: str, forbidden: str) -> None:
     path = tree_copy / "align3d_rt" / module
@@ -58,8 +62,9 @@ def test_a_registered_backend_appears_in_every_cli(tmp_path: Path, capsys: pytes
     """Adding a backend is one module + one register(...) line: every --backend takes it from the registry."""
     from align3d_rt.cli import build_parser
 
-    spec = registry.BackendSpec("fakebackend", "infer_eval_support", "FakeBackend", "bundle", ("cpu",), ("fp32",),
-                                "nothing to install", "a test backend")
+    spec = registry.BackendSpec(name="fakebackend", module="infer_eval_support", runner="FakeBackend", source="bundle",
+                                devices=("cpu",), precisions=("fp32",), install_hint="nothing to install",
+                                summary="a test backend")
     registry.register(spec)
     try:
         for command in ("infer", "eval", "parity", "calibrate"):
@@ -80,14 +85,16 @@ NAME_HOMES = {"runtime/registry.py", "runtime/torch_backend.py", "runtime/onnxru
               "runtime/tensorrt_backend.py", "runtime/openvino_backend.py"}
 # Files that spell the same word as a Python module or distribution name, not as a backend choice.
 MODULE_NAME_USES = {
-    "artifacts/engine_index.py": "import_backend('tensorrt'): the Python module",
+    "runtime/devices.py": "import_backend('tensorrt'): the Python module",
     "runtime/arrays.py": "recognises torch tensors by their module",
     "versions.py": "distribution names whose versions are recorded",
     "artifacts/bundle.py": "the manifest's OpenVINO IR section is named after the file format",
     "export/openvino_worker.py": "the Python modules kept out of the NNCF child process",
     "eval/bench/memory.py": "reads the CUDA allocator's peaks only when the torch module is already imported",
-    "export/triton_config.py": "the encoder kinds of a Triton repository: Triton's own backends/platforms",
-    "runtime/triton_encoder.py": "import_backend('onnxruntime'): the Python module",
+    "serving/triton_config.py": "the encoder kinds of a Triton repository: Triton's own backends/platforms",
+    "serving/triton_encoder.py": "import_backend('onnxruntime'): the Python module",
+    "vocabulary.py": "the export format is named after the file format (OpenVINO IR), as the manifest section",
+    "loaders.py": "import_backend('onnxruntime' / 'openvino'): the Python modules the loaders import",
 }
 
 

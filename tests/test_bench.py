@@ -95,10 +95,11 @@ def test_peak_memory_sees_a_short_allocation() -> None:
 
 
 def test_rows_come_from_the_registry(tmp_path: Path) -> None:
-    spec = registry.BackendSpec("fakebench", "no_such_module_for_bench", "Fake", "bundle", ("cpu",), ("fp32",),
-                                "pip install nothing", "a test backend", (), ("onnx",),
-                                (registry.Variant("v1", "variant one"), registry.Variant("gpu", "on a GPU",
-                                                                                         needs_gpu=True)))
+    spec = registry.BackendSpec(name="fakebench", module="no_such_module_for_bench", runner="Fake", source="bundle",
+                                devices=("cpu",), precisions=("fp32",), install_hint="pip install nothing",
+                                summary="a test backend", formats=("onnx",),
+                                variants=(registry.Variant("v1", "variant one"),
+                                          registry.Variant("gpu", "on a GPU", needs_gpu=True)))
     registry.register(spec)
     try:
         rows = {r.row_id: r for r in plan(BenchConfig(out=tmp_path, device="cpu"))}
@@ -183,7 +184,7 @@ def test_gpu_check_skips_cleanly_without_a_gpu(tmp_path: Path, dry: bool) -> Non
 
 def test_torch_backend_autocast_and_bad_hint(tmp_path: Path) -> None:
     from align3d_rt.artifacts.run_dir import load_run
-    from align3d_rt.errors import BackendUnavailable
+    from align3d_rt.errors import OptionError
     from align3d_rt.train.random_run import random_run_dir
 
     run = load_run(random_run_dir(tmp_path / "run", clip="align3d-tiny"))
@@ -197,7 +198,7 @@ def test_torch_backend_autocast_and_bad_hint(tmp_path: Path) -> None:
     assert b.patch_maps.dtype == np.float32 and b.patch_maps.shape == a.patch_maps.shape
     diff = float(np.abs(a.patch_maps - b.patch_maps).max())
     assert 0 < diff < 0.1  # bf16 computes differently, but close
-    with pytest.raises(BackendUnavailable, match="precision hint"):
+    with pytest.raises(OptionError, match="precision hint"):  # a bad value: bad input, not a missing backend
         registry.create_runner(registry.default_backend("run"), run, precision_hint="int4")
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_eval_support import bump_cloud, shared_tiny_run
 
 from align3d_rt.artifacts.calibration import calibration_digest, load_calibration, save_calibration
 from align3d_rt.cli import main
 from align3d_rt.eval.calibration import fit_calibration
 from align3d_rt.runtime.decisions import normalize
-from infer_eval_support import bump_cloud, shared_tiny_run
 
 ALPHA = "0.2"  # conformal at 0.2 needs 4 good parts (keeps the test fast)
 
@@ -294,12 +294,14 @@ def test_infer_calibration_html_page_carries_the_decision(calibrated: tuple[Path
                  "--html", "--no-ply", "--no-png"]) == 0
     summary = json.loads((out / "scores.json").read_text())
     assert sum(e["num_regions"] for e in summary["samples"].values()) >= 1
-    for key, entry in summary["samples"].items():
+    for entry in summary["samples"].values():
         data = embedded_data((out / entry["outputs"]["html"]).read_text(encoding="utf-8"))
         assert data["part"]["decision"] == entry["decision"]
         assert data["part"]["regions"] == entry["regions"]
-        np.testing.assert_array_equal(decode(data["cloud"]["scores"], "<f4"), np.load(out / entry["outputs"]["normalized"]))
-        np.testing.assert_array_equal(decode(data["cloud"]["labels"], "<i4"), np.load(out / entry["outputs"]["regions"]))
+        np.testing.assert_array_equal(decode(data["cloud"]["scores"], "<f4"),
+                                      np.load(out / entry["outputs"]["normalized"]))
+        np.testing.assert_array_equal(decode(data["cloud"]["labels"], "<i4"),
+                                      np.load(out / entry["outputs"]["regions"]))
     index = (out / "index.html").read_text(encoding="utf-8")
     order = [m for m in re.findall(r'href="([^"]+\.html)"', index)]
     decisions = [summary["samples"][h[:-5]]["decision"] for h in order]

@@ -3,20 +3,31 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
 from scipy.stats import beta
 
 from align3d_rt.artifacts.calibration import (
-    CALIBRATION_FORMAT, CALIBRATION_VERSION, Calibration, calibration_digest, check_source, load_calibration,
-    run_id, save_calibration,
+    CALIBRATION_FORMAT,
+    CALIBRATION_VERSION,
+    Calibration,
+    calibration_digest,
+    check_source,
+    load_calibration,
+    run_id,
+    save_calibration,
 )
 from align3d_rt.errors import Align3DError
 from align3d_rt.eval.calibration import (
-    conformal_rank, fit_calibration, fit_threshold, good_parts_needed, pac_rank,
+    conformal_rank,
+    fit_calibration,
+    fit_threshold,
+    good_parts_needed,
+    pac_rank,
 )
 
 BUNDLE_A = {"kind": "bundle", "manifest_sha256": "a" * 64}
@@ -227,7 +238,7 @@ def test_f1_rule_known_numbers_and_ties() -> None:
             continue
         t = fit_threshold(good, bad, rule="f1").threshold
 
-        def f1(th: float) -> float:
+        def f1(th: float, good: np.ndarray = good, bad: np.ndarray = bad) -> float:
             tp, fp = (bad > th).sum(), (good > th).sum()
             return 2 * tp / (2 * tp + fp + (bad <= th).sum()) if tp else 0.0
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from infer_eval_support import bump_cloud
 
 from align3d_rt.cli import main
 from align3d_rt.model.clip_backbone import load_clip
-from infer_eval_support import bump_cloud
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cpp_build  # noqa: E402
+import cpp_build
 
 pytest.importorskip("openvino")
 if cpp_build.missing_tools():

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cpp_build  # noqa: E402
-from export_support import make_run_dir  # noqa: E402
+import cpp_build
+from export_support import make_run_dir
 
 pytest.importorskip("openvino")
 FIELD_TOL = 1e-5  # region fields and normalised scores, C++ vs Python (spec 13)
@@ -121,7 +121,7 @@ def _region_sets(labels: np.ndarray) -> dict[int, tuple[int, ...]]:
 
 def _assert_regions_close(cpp: list[dict[str, Any]], py: list[dict[str, Any]], tol: float, where: str) -> None:
     assert len(cpp) == len(py), where
-    for c, p in zip(cpp, py):
+    for c, p in zip(cpp, py, strict=True):
         assert set(c) == set(p), (where, set(c) ^ set(p))
         assert (c["id"], c["num_points"], c["seed_index"]) == (p["id"], p["num_points"], p["seed_index"]), where
         for name in GEOMETRY + SCORES:

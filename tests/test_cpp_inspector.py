@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cpp_build  # noqa: E402
-from export_support import make_run_dir  # noqa: E402
+import cpp_build
+from export_support import make_run_dir
 
 pytest.importorskip("openvino")
 SCORE_TOL = 1e-4  # fp32 model, per-point and object scores (spec 10.3)
@@ -190,7 +190,7 @@ def test_mixed_input_scores_the_good_files_exit_1(build_dir: Path, bundle: Path,
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 3 and "Traceback" not in proc.stderr, lines
-    for line, (path, problem) in zip(lines, bad.items()):
+    for line, (path, problem) in zip(lines[:2], bad.items(), strict=True):  # lines[2]: the summary
         assert line.startswith(f"{path}: ") and problem in line, (line, path)
     assert "scored 2 sample(s), 2 failed" in lines[2]
     summary = json.loads((tmp_path / "cpp" / "scores.json").read_text())

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cpp_build  # noqa: E402
-from export_support import make_run_dir  # noqa: E402
+import cpp_build
+from export_support import make_run_dir
 
 pytest.importorskip("openvino")
 if cpp_build.missing_tools():
@@ -64,7 +64,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_install_holds_public_headers_and_package_files_only(prefix: Path) -> None:
     files = {p.relative_to(prefix).as_posix() for p in prefix.rglob("*") if p.is_file()}
     assert {f"include/align3d/{h}" for h in PUBLIC_HEADERS} == {f for f in files if f.startswith("include/")}
-    private = {p.name for p in (ROOT / "cpp" / "src").iterdir()} | {p.name for p in (ROOT / "cpp/geometry/src").iterdir()}
+    private = ({p.name for p in (ROOT / "cpp" / "src").iterdir()}
+               | {p.name for p in (ROOT / "cpp/geometry/src").iterdir()})
     assert not {Path(f).name for f in files} & private, files
     cmake_dir = "lib/cmake/align3d"
     assert {f"{cmake_dir}/align3dConfig.cmake", f"{cmake_dir}/align3dConfigVersion.cmake",

@@ -19,18 +19,19 @@ import os
 import re
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
+from typing import Any
 
 import pytest
 
 if os.environ.get("NUMBA_ENABLE_CUDASIM", "0").strip() not in ("", "0"):
     pytest.skip("NUMBA_ENABLE_CUDASIM is set: the CUDA simulator has no compile_ptx", allow_module_level=True)
 
-from cuda.pathfinder import DynamicLibNotFoundError, load_nvidia_dynamic_lib  # noqa: E402 (after the skip)
-import numba.cuda.dispatcher  # noqa: E402
-from numba import cuda, types  # noqa: E402
-from numba.core.typing.templates import Signature  # noqa: E402
-from numba.cuda.cudadrv.error import NvvmSupportError  # noqa: E402
-from numba.cuda.dispatcher import CUDADispatcher  # noqa: E402
+import numba.cuda.dispatcher
+from cuda.pathfinder import DynamicLibNotFoundError, load_nvidia_dynamic_lib
+from numba import cuda, types
+from numba.core.typing.templates import Signature
+from numba.cuda.cudadrv.error import NvvmSupportError
+from numba.cuda.dispatcher import CUDADispatcher
 
 PACKAGE = Path(__file__).resolve().parents[1] / "align3d_rt"
 CCS = ((8, 0), (8, 9), (9, 0))
@@ -110,7 +111,7 @@ def _preload_toolkit_nvvm() -> str | None:
     return None
 
 
-def _probe(a):  # pragma: no cover - compiled only
+def _probe(a: Any) -> None:  # pragma: no cover - compiled only
     i = cuda.grid(1)
     if i < a.size:
         a[i] = 1.0

@@ -1,6 +1,7 @@
 """Every bad input is a one-line InputError that names the file."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from align3d_rt.data.synthetic_real3d import write_gt_txt, write_pcd
 from align3d_rt.errors import InputError
 
 
-def _raises(path_part: str, fn, *args, **kwargs) -> str:  # type: ignore[no-untyped-def]
+def _raises(path_part: str, fn: Callable[..., object], *args: object, **kwargs: object) -> str:
     with pytest.raises(InputError) as info:
         fn(*args, **kwargs)
     msg = str(info.value)
@@ -77,8 +78,8 @@ def test_unreadable_pcd_and_bad_gt(tmp_path: Path) -> None:
     pts = np.random.default_rng(0).random((500, 3))
     write_pcd(tmp_path / "1_bulge.pcd", pts)
     (tmp_path / "cols.txt").write_text("\n".join("1 2 3" for _ in range(500)) + "\n")
-    assert "4 columns" in _raises("cols.txt", real3d.load_real3d_sample, tmp_path / "1_bulge.pcd", tmp_path / "cols.txt",
-                                  label_name="bulge")
+    assert "4 columns" in _raises("cols.txt", real3d.load_real3d_sample, tmp_path / "1_bulge.pcd",
+                                  tmp_path / "cols.txt", label_name="bulge")
     write_gt_txt(tmp_path / "count.txt", pts[:499], np.zeros(499, np.uint8))
     assert "499" in _raises("count.txt", real3d.load_real3d_sample, tmp_path / "1_bulge.pcd", tmp_path / "count.txt",
                             label_name="bulge")

@@ -45,7 +45,7 @@ def test_pad_resize_matches_torch_nearest() -> None:
     np.testing.assert_array_equal(gridlib.gather(img, rows, cols), ref.numpy())
 
 
-def _load(root: Path, cat: str, label: str) -> tuple[readers.SampleRef, "object"]:
+def _load(root: Path, cat: str, label: str) -> tuple[readers.SampleRef, object]:
     ref = [r for r in readers.list_samples("synthetic", root, cat, "test") if r.label_name == label][0]
     return ref, ref.load()
 

@@ -20,7 +20,8 @@ def test_fps_matches_naive() -> None:
         pts = rng.random((n, 3))
         np.testing.assert_array_equal(farthest_point_sampling(pts, k), farthest_point_sampling_naive(pts, k))
     pts = rng.normal(size=(2000, 3))
-    np.testing.assert_array_equal(farthest_point_sampling(pts, 500, start=7), farthest_point_sampling_naive(pts, 500, 7))
+    np.testing.assert_array_equal(farthest_point_sampling(pts, 500, start=7),
+                                  farthest_point_sampling_naive(pts, 500, 7))
 
 
 def _write(tmp: Path, pts: np.ndarray, labels: np.ndarray, stem: str) -> tuple[Path, Path]:

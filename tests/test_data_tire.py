@@ -30,7 +30,8 @@ def test_layout_copies_real_files(tire_root: Path, shared_tire_root: Path) -> No
     for ref in refs:
         real = shared_tire_root / "test" / ref.label_name / "gt" / ref.gt_path.name
         assert ref.gt_path.read_bytes() == real.read_bytes()
-        assert ref.rgb_path.read_bytes() == (shared_tire_root / "test" / ref.label_name / "rgb" / "000.png").read_bytes()
+        rgb = shared_tire_root / "test" / ref.label_name / "rgb" / "000.png"
+        assert ref.rgb_path.read_bytes() == rgb.read_bytes()
     import tifffile
 
     xyz = tifffile.imread(refs[0].path)

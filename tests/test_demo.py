@@ -27,9 +27,10 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert "## Backends side by side" in text and "O-R onnxruntime-fp32" in text and "## torch" in text
     torch_json = json.loads((cfg.out / "eval_torch" / "results.json").read_text())
     ort_json = json.loads((cfg.out / "eval_onnxruntime_fp32" / "results.json").read_text())
-    assert sorted(c["category"] for c in torch_json["classes"]) == sorted(c for c in cfg.categories if c != cfg.train_category)
+    assert (sorted(c["category"] for c in torch_json["classes"])
+            == sorted(c for c in cfg.categories if c != cfg.train_category))
     # fp32 ONNX Runtime reproduces the torch reference
-    for a, b in zip(torch_json["classes"], ort_json["classes"]):
+    for a, b in zip(torch_json["classes"], ort_json["classes"], strict=True):
         for key in ("O-R", "P-R", "P-R (pt)"):
             assert a["metrics"][key] == pytest.approx(b["metrics"][key], abs=0.01)
     man = json.loads((cfg.out / "manifest.json").read_text())

@@ -11,8 +11,8 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -167,10 +167,12 @@ def test_share_weighted_shards_give_the_global_batch_gradient() -> None:
     sharded = grads([([0, 2], 2 / 3), ([1], 1 / 3)])   # rank 0 takes batch[0::2], rank 1 batch[1::2]
     naive = grads([([0, 2], 0.5), ([1], 0.5)])          # mean of per-rank means
     scale = max(float(g.abs().max()) for g in whole)
-    print(f"\nshard-weighted vs whole: {max(float((a - b).abs().max()) for a, b in zip(whole, sharded)) / scale:.1e}, "
-          f"mean of means vs whole: {max(float((a - b).abs().max()) for a, b in zip(whole, naive)) / scale:.1e} (relative)")
-    assert max(float((a - b).abs().max()) for a, b in zip(whole, sharded)) < 1e-5 * scale
-    assert max(float((a - b).abs().max()) for a, b in zip(whole, naive)) > 1e-3 * scale
+    print("\nshard-weighted vs whole: "
+          f"{max(float((a - b).abs().max()) for a, b in zip(whole, sharded, strict=True)) / scale:.1e}, "
+          "mean of means vs whole: "
+          f"{max(float((a - b).abs().max()) for a, b in zip(whole, naive, strict=True)) / scale:.1e} (relative)")
+    assert max(float((a - b).abs().max()) for a, b in zip(whole, sharded, strict=True)) < 1e-5 * scale
+    assert max(float((a - b).abs().max()) for a, b in zip(whole, naive, strict=True)) > 1e-3 * scale
 
 
 # ---------------------------------------------------------------- real torchrun jobs
@@ -244,7 +246,7 @@ def test_two_process_training_equals_single_process(dome_root: Path, tmp_path: P
     la = [json.loads(x) for x in (a / rd.LOSSES).read_text().splitlines()]
     lb = [json.loads(x) for x in (b / rd.LOSSES).read_text().splitlines()]
     assert [(r["stage"], r["epoch"]) for r in la] == [(r["stage"], r["epoch"]) for r in lb] and len(la) == 6
-    for ra, rb in zip(la, lb):  # the recorded losses are the global batch's, not rank 0's share
+    for ra, rb in zip(la, lb, strict=True):  # the recorded losses are the global batch's, not rank 0's share
         assert ra.keys() == rb.keys()
         for k, v in ra.items():
             if isinstance(v, float):
@@ -258,7 +260,7 @@ def test_two_process_training_equals_single_process(dome_root: Path, tmp_path: P
     files_a = sorted(cache_one.rglob("*.safetensors"))
     files_b = sorted((tmp_path / "cache_two").rglob("*.safetensors"))
     assert [p.name for p in files_a] == [p.name for p in files_b] and len(files_a) == 14
-    for fa, fb in zip(files_a, files_b):
+    for fa, fb in zip(files_a, files_b, strict=True):
         ta, tb = _tensors(fa), _tensors(fb)
         assert all(np.array_equal(ta[k], tb[k]) for k in ta), fa.name
     assert not list((tmp_path / "cache_two").rglob(".*"))  # no temporary files left behind
@@ -338,7 +340,8 @@ def test_sharded_eval_equals_single_process(dome_root: Path, tmp_path: Path) -> 
 
 @pytest.mark.heavy
 def test_a_dying_rank_aborts_a_sharded_eval(dome_root: Path, tmp_path: Path) -> None:
-    """Rank 1 dies after scoring its shard: the job ends non-zero naming rank 1; no manifest says running or complete."""
+    """Rank 1 dies after scoring its shard: the job ends non-zero naming rank 1; no manifest says running or
+    complete."""
     from align3d_rt.train.random_run import random_run_dir
 
     run = random_run_dir(tmp_path / "run", category="box")

@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+from infer_eval_support import fake_detector, shared_tiny_run
 
 from align3d_rt.cli import main
-from infer_eval_support import fake_detector, shared_tiny_run
 
 
 def test_eval_cli_fake_encoder(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

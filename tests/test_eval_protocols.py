@@ -7,15 +7,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_eval_support import fake_detector
 
 from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError
 from align3d_rt.eval.protocols import ClassScores, run_protocol, select_classes, training_origin
-from align3d_rt.eval.report import ClassResult, csv_table, markdown_table, mean_metrics, side_by_side_markdown, write_tables
-from infer_eval_support import fake_detector
+from align3d_rt.eval.report import (
+    ClassResult,
+    csv_table,
+    markdown_table,
+    mean_metrics,
+    side_by_side_markdown,
+    write_tables,
+)
 
 
-def _grid_sample(label: str, anomalous_cells: slice | None, rng: np.random.Generator) -> tuple[PointCloudSample, np.ndarray]:
+def _grid_sample(label: str, anomalous_cells: slice | None,
+                 rng: np.random.Generator) -> tuple[PointCloudSample, np.ndarray]:
     h = w = 16
     idx = np.sort(rng.choice(h * w, size=180, replace=False)).astype(np.int64)
     labels = np.zeros(idx.size, np.uint8)
@@ -60,8 +68,10 @@ def test_class_scores_unorganized_and_undefined() -> None:
 
 
 def _results() -> list[ClassResult]:
-    return [ClassResult("ring", 7, 5, {"O-R": 0.8, "O-A": 0.9, "P-R": 0.7, "P-P": 0.6, "P-R (pt)": 0.65, "P-P (pt)": None}, 1.0),
-            ClassResult("box", 7, 5, {"O-R": 0.6, "O-A": 0.7, "P-R": 0.9, "P-P": 0.4, "P-R (pt)": 0.75, "P-P (pt)": 0.5}, 2.0)]
+    return [ClassResult("ring", 7, 5, {"O-R": 0.8, "O-A": 0.9, "P-R": 0.7, "P-P": 0.6, "P-R (pt)": 0.65,
+                                       "P-P (pt)": None}, 1.0),
+            ClassResult("box", 7, 5, {"O-R": 0.6, "O-A": 0.7, "P-R": 0.9, "P-P": 0.4, "P-R (pt)": 0.75,
+                                      "P-P (pt)": 0.5}, 2.0)]
 
 
 def test_tables_and_means(tmp_path: Path) -> None:
@@ -85,7 +95,8 @@ def test_tables_and_means(tmp_path: Path) -> None:
 def test_training_origin_and_class_selection(synthetic_root: Path) -> None:
     info = {"run_config": {"dataset": "synthetic", "category": "ring"}}
     assert training_origin(info) == ("synthetic", "ring")
-    assert training_origin({"bundle_manifest": {"run": {"config": {"dataset": "mvtec3d", "category": "carrot"}}}}) == ("mvtec3d", "carrot")
+    carrot = {"bundle_manifest": {"run": {"config": {"dataset": "mvtec3d", "category": "carrot"}}}}
+    assert training_origin(carrot) == ("mvtec3d", "carrot")
     classes, excluded = select_classes("one-vs-rest", "synthetic", synthetic_root, info)
     assert excluded == "ring" and "ring" not in classes and len(classes) >= 2
     classes, excluded = select_classes("cross-dataset", "synthetic", synthetic_root, info)

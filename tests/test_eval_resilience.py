@@ -5,9 +5,9 @@ import json
 from pathlib import Path
 
 import pytest
+from infer_eval_support import fake_detector
 
 from align3d_rt.cli import main
-from infer_eval_support import fake_detector
 
 CLASSES = ("dome", "box")
 
@@ -83,7 +83,8 @@ def test_interrupted_eval_resumes_without_rescoring(corrupt_root: tuple[Path, di
     assert _eval(monkeypatch, root, out) == 130
     # the finished class is on disk already
     assert [c["category"] for c in json.loads((out / "results.json").read_text())["classes"]] == ["dome"]
-    assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"  # never "running" once stopped (issue #21)
+    # never "running" once stopped (issue #21)
+    assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
     capsys.readouterr()
     assert _eval(monkeypatch, root, out) == 2  # a used folder is not silently mixed into
     assert "--resume" in capsys.readouterr().err

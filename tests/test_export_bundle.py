@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from export_support import session_tiny
 
-from align3d_rt.errors import BundleError
 from align3d_rt.artifacts.bundle import FORMAT_VERSION, MANIFEST_NAME, ONNX_NAME, load_bundle, staged_directory
+from align3d_rt.errors import BundleError
 from align3d_rt.io_utils import sha256_file
 
 
@@ -116,7 +116,8 @@ def test_wrong_format_version_is_refused(tiny: dict[str, Path], tmp_path: Path) 
 @pytest.mark.parametrize("key, value", [("precision", "fp32"), ("fusion_weight", 0.9)])
 def test_hand_edited_manifest_is_refused(tiny: dict[str, Path], tmp_path: Path, key: str, value: object,
                                          capsys: pytest.CaptureFixture[str]) -> None:
-    """Editing a setting in manifest.json breaks its checksum: refused by the loader and by the CLI (one line, exit 2)."""
+    """Editing a setting in manifest.json breaks its checksum: refused by the loader and by the CLI (one line,
+    exit 2)."""
     from align3d_rt.cli import main
 
     b = _copy(tiny["int8"], tmp_path / "b")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from export_support import random_views, session_tiny
 
-from align3d_rt.errors import BackendUnavailable, BundleError
 from align3d_rt.artifacts.bundle import add_files, load_bundle
 from align3d_rt.artifacts.engine_index import ENGINES_DIR, engine_key, select_engine
+from align3d_rt.errors import BackendUnavailable, BundleError
 from align3d_rt.export.tensorrt_build import build_engine
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from reference_formulas import np_reference
 
 from align3d_rt.artifacts import run_dir as rd
 from align3d_rt.cli import main
-from reference_formulas import np_reference
 
 TINY_TEXT_WIDTH, TINY_EMBED, N_CTX, DEPTH, T_N_CTX = 128, 128, 12, 9, 4
 
@@ -113,9 +113,10 @@ def test_import_pair_maps_every_tensor(tmp_path: Path, capsys: pytest.CaptureFix
 def test_imported_pair_exports_and_scores(tmp_path: Path) -> None:
     """Import -> export (bundle) -> infer in both scoring modes; reference mode equals the independent
     formulas on the same tensors (the torch detector's own render/aligned channels), to 1e-6."""
+    from infer_eval_support import bump_cloud
+
     from align3d_rt.runtime.detector import Detector
     from align3d_rt.scoring_reference import ReferenceSettings
-    from infer_eval_support import bump_cloud
 
     rgb_path, _, _, _ = write_pair(tmp_path / "ckpt", seed=1)
     run, bundle = tmp_path / "run", tmp_path / "bundle"
@@ -143,8 +144,9 @@ def test_imported_pair_exports_and_scores(tmp_path: Path) -> None:
 
 
 def test_pointad_single_prompt_is_the_rendering_branch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from align3d_rt.runtime.detector import Detector
     from infer_eval_support import bump_cloud
+
+    from align3d_rt.runtime.detector import Detector
 
     gen = torch.Generator().manual_seed(5)
     torch.save({"prompt_learner": reference_prompt_sd(gen)}, tmp_path / "epoch_15.pth")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_eval_support import bump_cloud, shared_tiny_run
 
 from align3d_rt.cli import main
-from infer_eval_support import bump_cloud, shared_tiny_run
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,23 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from infer_eval_support import bump_cloud, fake_detector, shared_tiny_run
 
 from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError, BackendUnavailable
-from align3d_rt.scoring import object_score, upsample_map
 from align3d_rt.runtime.detector import Detector
-from infer_eval_support import bump_cloud, fake_detector, shared_tiny_run
+from align3d_rt.scoring import object_score, upsample_map
+
+# (detector, fake backend, samples, batch results, one-by-one results)
+Scored = tuple[Detector, Any, list[PointCloudSample], list[Any], list[Any]]
 
 
 @pytest.fixture(scope="module")
-def scored():
+def scored() -> Scored:
     det, backend = fake_detector(fusion_weight=0.3)
     samples = [bump_cloud(40, seed=1), bump_cloud(55, seed=2), bump_cloud(30, seed=3)]
     with det:
@@ -26,9 +30,9 @@ def scored():
     return det, backend, samples, batch, single
 
 
-def test_shapes_and_dtypes(scored) -> None:
+def test_shapes_and_dtypes(scored: Scored) -> None:
     det, _, samples, batch, _ = scored
-    for s, r in zip(samples, batch):
+    for s, r in zip(samples, batch, strict=True):
         assert r.point_scores.shape == (s.num_points, 3) and r.point_scores.dtype == np.float32
         assert r.view_maps.shape == (9, 2, 24, 24) and r.global_probs.shape == (9, 2)
         assert r.render.images.shape == (9, 336, 336, 3)
@@ -36,7 +40,7 @@ def test_shapes_and_dtypes(scored) -> None:
         assert r.sample_id == s.sample_id
 
 
-def test_fused_channel_and_object_score_formula(scored) -> None:
+def test_fused_channel_and_object_score_formula(scored: Scored) -> None:
     det, _, _, batch, _ = scored
     w = det.fusion_weight
     for r in batch:
@@ -47,11 +51,11 @@ def test_fused_channel_and_object_score_formula(scored) -> None:
         assert r.object_score == pytest.approx(object_score(r.fused, r.global_probs, w))
 
 
-def test_batched_equals_one_by_one(scored) -> None:
+def test_batched_equals_one_by_one(scored: Scored) -> None:
     _, backend, _, batch, single = scored
     assert backend.enters == 1  # the context manager activated the backend once
     assert backend.calls[0] == 27  # one encoder call over all views of the batch
-    for a, b in zip(batch, single):
+    for a, b in zip(batch, single, strict=True):
         np.testing.assert_allclose(a.point_scores, b.point_scores, atol=1e-6)
         assert a.object_score == pytest.approx(b.object_score, abs=1e-6)
 
@@ -62,11 +66,11 @@ def test_view_chunking_same_result() -> None:
     samples = [bump_cloud(30, seed=5), bump_cloud(35, seed=6)]
     a, b = det.score(samples), ref_det.score(samples)
     assert max(backend.calls) <= 4 and sum(backend.calls) == 18
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_allclose(x.point_scores, y.point_scores, atol=1e-6)
 
 
-def test_point_scores_equal_visible_view_average(scored) -> None:
+def test_point_scores_equal_visible_view_average(scored: Scored) -> None:
     """Each point's branch score = mean over its visible views of the upsampled map at its pixel."""
     _, _, _, batch, _ = scored
     r = batch[1]
@@ -142,9 +146,9 @@ def test_pipeline_runs_with_torch_unimportable() -> None:
         """
         import sys
         sys.modules['torch'] = None
-        sys.path.insert(0, %r)
+        sys.path.insert(0, {support_dir!r})
         import align3d_rt.runtime.detector, align3d_rt.cli.infer, align3d_rt.cli.eval, align3d_rt.eval.protocols
-        import align3d_rt.eval.report, align3d_rt.eval.pictures, align3d_rt.runtime.outputs
+        import align3d_rt.eval.report, align3d_rt.eval.pictures, align3d_rt.eval.outputs
         from infer_eval_support import bump_cloud, fake_detector
         det, _ = fake_detector()
         r = det.score([bump_cloud(20)])[0]
@@ -152,8 +156,7 @@ def test_pipeline_runs_with_torch_unimportable() -> None:
         assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None and m == 'torch']
         print('ok')
         """
-        % str(Path(__file__).parent)
-    )
+    ).format(support_dir=str(Path(__file__).parent))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().endswith("ok")
@@ -174,7 +177,7 @@ def test_score_stream_equals_score_in_order_and_isolates_bad_items() -> None:
     assert [item for item, _ in streamed] == items
     assert isinstance(streamed[2][1], InputError) and "empty.npy" in str(streamed[2][1])
     got = [r for _, r in streamed if not isinstance(r, InputError)]
-    for a, b in zip(serial, got):
+    for a, b in zip(serial, got, strict=True):
         np.testing.assert_allclose(a.point_scores, b.point_scores, atol=1e-6)
         assert a.object_score == pytest.approx(b.object_score, abs=1e-6)
         assert b.sample is not None and b.render is None

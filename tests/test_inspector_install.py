@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from blocking import run_blocked
 from export_support import session_tiny
 

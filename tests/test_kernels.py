@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from blocking import run_blocked
 
 from align3d_rt.kernels import backproject
 from align3d_rt.scoring import bilinear_tables
-from blocking import run_blocked
 
 
 def torch_reference(maps: np.ndarray, pixels: np.ndarray, visible: np.ndarray, image_size: int,
@@ -27,7 +27,8 @@ def torch_reference(maps: np.ndarray, pixels: np.ndarray, visible: np.ndarray, i
     return torch.cat([mean, fused[..., None]], dim=-1).numpy()
 
 
-def make_inputs(rng: np.random.Generator, b: int, v: int, n: int, g: int, s: int):
+def make_inputs(rng: np.random.Generator, b: int, v: int, n: int, g: int,
+                s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     maps = rng.random((b, v, 2, g, g), dtype=np.float32)
     pixels = rng.integers(0, s, (b, v, n, 2)).astype(np.int32)
     corners = np.array([[0, 0], [s - 1, s - 1], [0, s - 1], [s - 1, 0], [0, s // 2], [s - 1, s // 3]], np.int32)

@@ -3,12 +3,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from blocking import run_blocked
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from align3d_rt.eval.metrics import (MetricUndefinedWarning, aupro, blur_grid, grid_metrics, object_ap,
-                                     object_auroc, per_point_metrics, point_auroc, points_to_grid)
-from blocking import run_blocked
+from align3d_rt.eval.metrics import (
+    MetricUndefinedWarning,
+    aupro,
+    blur_grid,
+    grid_metrics,
+    object_ap,
+    object_auroc,
+    per_point_metrics,
+    point_auroc,
+    points_to_grid,
+)
 
 
 def test_object_metrics_match_sklearn() -> None:
@@ -91,7 +100,8 @@ def test_points_to_grid_and_blur() -> None:
     assert np.abs(out - gaussian_filter(img, sigma=4, mode="constant")).max() > 1e-3  # the mode matters
 
 
-def _organized_samples(rng: np.random.Generator, count: int, h: int, w: int):
+def _organized_samples(rng: np.random.Generator, count: int, h: int,
+                       w: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[tuple[int, int]]]:
     scores, labels, indices, shapes = [], [], [], []
     for i in range(count):
         valid = rng.random((h, w)) > 0.3
@@ -112,8 +122,9 @@ def test_grid_metrics_reference_protocol() -> None:
     rng = np.random.default_rng(3)
     scores, labels, indices, shapes = _organized_samples(rng, 5, 24, 26)
     got = grid_metrics(scores, labels, indices, shapes, sigma=2.0)
-    maps = [gaussian_filter(points_to_grid(s, i, sh), sigma=2.0) for s, i, sh in zip(scores, indices, shapes)]
-    masks = [points_to_grid(lab, i, sh) > 0 for lab, i, sh in zip(labels, indices, shapes)]
+    maps = [gaussian_filter(points_to_grid(s, i, sh), sigma=2.0)
+            for s, i, sh in zip(scores, indices, shapes, strict=True)]
+    masks = [points_to_grid(lab, i, sh) > 0 for lab, i, sh in zip(labels, indices, shapes, strict=True)]
     ref_auroc = roc_auc_score(np.concatenate([m.ravel() for m in masks]), np.concatenate([m.ravel() for m in maps]))
     assert abs(got["auroc"] - ref_auroc) < 1e-6
     assert abs(got["aupro"] - aupro(np.stack(masks), np.stack(maps))) < 1e-12
@@ -127,9 +138,9 @@ def test_per_point_metrics_true_protocol() -> None:
     assert abs(got["auroc"] - roc_auc_score(np.concatenate(labels), np.concatenate(scores))) < 1e-6
     # AUPRO over valid points only: the same as AUPRO on the grids with a validity mask, and
     # independent of what the invalid cells would hold.
-    masks = np.stack([points_to_grid(lab, i, sh) for lab, i, sh in zip(labels, indices, shapes)])
-    maps = np.stack([points_to_grid(s, i, sh) for s, i, sh in zip(scores, indices, shapes)])
-    valid = np.stack([points_to_grid(np.ones(i.size), i, sh) > 0 for i, sh in zip(indices, shapes)])
+    masks = np.stack([points_to_grid(lab, i, sh) for lab, i, sh in zip(labels, indices, shapes, strict=True)])
+    maps = np.stack([points_to_grid(s, i, sh) for s, i, sh in zip(scores, indices, shapes, strict=True)])
+    valid = np.stack([points_to_grid(np.ones(i.size), i, sh) > 0 for i, sh in zip(indices, shapes, strict=True)])
     maps[~valid] = -5.0
     assert abs(got["aupro"] - aupro(masks, maps, valid=valid)) < 1e-12
     assert abs(got["aupro"] - aupro(masks, np.where(valid, maps, 0.0), valid=valid)) < 1e-12

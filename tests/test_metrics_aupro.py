@@ -11,18 +11,19 @@ from sklearn.metrics import auc
 from align3d_rt.eval.metrics import MetricUndefinedWarning, aupro
 
 
-def plain_paper_aupro(masks, maps, fpr_limit=0.3, steps=200, valid=None) -> float:
+def plain_paper_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3, steps: int = 200,
+                      valid: np.ndarray | None = None) -> float:
     """PointAD protocol written out: one full pass per threshold, loop over regions."""
     maps = [np.asarray(m) for m in maps]
     valid = [np.ones(m.shape, bool) for m in maps] if valid is None else [np.asarray(v, bool) for v in valid]
-    allv = np.concatenate([m[v] for m, v in zip(maps, valid)])
+    allv = np.concatenate([m[v] for m, v in zip(maps, valid, strict=True)])
     lo, hi = allv.min(), allv.max()
     step = (hi - lo) / steps
     pros, fprs = [], []
     for th in np.arange(lo, hi, step):
         fractions = []
         fp = normal = 0
-        for mask, amap, ok in zip(masks, maps, valid):
+        for mask, amap, ok in zip(masks, maps, valid, strict=True):
             gt = (np.asarray(mask) > 0) & ok
             pred = amap > th
             for region in regionprops(label(gt, connectivity=2)):
@@ -40,10 +41,10 @@ def plain_paper_aupro(masks, maps, fpr_limit=0.3, steps=200, valid=None) -> floa
     return float(auc(f, pros[keep]))
 
 
-def plain_exact_aupro(masks, maps, fpr_limit=0.3) -> float:
+def plain_exact_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
     """Exact curve: every distinct score a threshold (score >= t), (0,0) start, cut at the limit."""
     regions, normals = [], []
-    for mask, amap in zip(masks, maps):
+    for mask, amap in zip(masks, maps, strict=True):
         gt = np.asarray(mask) > 0
         lab = label(gt, connectivity=2)
         for r in range(1, lab.max() + 1):

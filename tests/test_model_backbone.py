@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from align3d_rt.errors import WeightsError
-from align3d_rt.model.weights_identity import tensor_digest
 from align3d_rt.model import clip_backbone
 from align3d_rt.model.clip_backbone import ClipInfo, dpam_start_for, load_clip
+from align3d_rt.model.weights_identity import tensor_digest
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
 
 from align3d_rt.model.aligner import Aligner
-from align3d_rt.model.clip_backbone import load_clip
+from align3d_rt.model.clip_backbone import ClipInfo, load_clip
 from align3d_rt.model.dpam import DPAMVisual
 from align3d_rt.model.head import branch_outputs
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny() -> tuple[Any, ClipInfo]:  # (open_clip model, info)
     return load_clip("align3d-tiny")
 
 
@@ -45,7 +46,7 @@ def _naive_dpam(visual: torch.nn.Module, x: torch.Tensor, start: int) -> torch.T
     return visual.ln_post(vv) @ visual.proj
 
 
-def test_global_matches_open_clip(tiny, image: torch.Tensor) -> None:
+def test_global_matches_open_clip(tiny: tuple[Any, ClipInfo], image: torch.Tensor) -> None:
     model, info = tiny
     with torch.no_grad():
         g, patches = DPAMVisual(model.visual, info.dpam_start)(image)
@@ -54,7 +55,7 @@ def test_global_matches_open_clip(tiny, image: torch.Tensor) -> None:
     torch.testing.assert_close(g, want, atol=1e-5, rtol=1e-5)
 
 
-def test_vv_stream_matches_naive_formula(tiny, image: torch.Tensor) -> None:
+def test_vv_stream_matches_naive_formula(tiny: tuple[Any, ClipInfo], image: torch.Tensor) -> None:
     model, info = tiny
     with torch.no_grad():
         one = image[:1]
@@ -65,7 +66,7 @@ def test_vv_stream_matches_naive_formula(tiny, image: torch.Tensor) -> None:
     assert (late - patches).abs().max() > 1e-3  # the start block matters
 
 
-def test_dpam_off_gives_ordinary_tokens(tiny, image: torch.Tensor) -> None:
+def test_dpam_off_gives_ordinary_tokens(tiny: tuple[Any, ClipInfo], image: torch.Tensor) -> None:
     model, info = tiny
     with torch.no_grad():
         g, patches = DPAMVisual(model.visual, info.dpam_start, dpam=False)(image)
@@ -77,7 +78,7 @@ def test_dpam_off_gives_ordinary_tokens(tiny, image: torch.Tensor) -> None:
     assert (vv - patches).abs().max() > 1e-3
 
 
-def test_frozen_clip_never_changes_in_training(tiny, image: torch.Tensor) -> None:
+def test_frozen_clip_never_changes_in_training(tiny: tuple[Any, ClipInfo], image: torch.Tensor) -> None:
     from align3d_rt.model.prompts import PromptLearner
 
     model, info = tiny

@@ -88,6 +88,6 @@ def test_onnx_export_dynamic_batch_matches_onnxruntime(graph: EncoderGraph, view
         with torch.inference_mode():
             want = graph(views[:n])
         got = sess.run(None, {"views": views[:n].numpy()})
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             assert g.shape == tuple(w.shape)
             np.testing.assert_allclose(g, w.numpy(), atol=1e-5, rtol=0)

@@ -1,11 +1,13 @@
 """Prompt learner: trainable parts, output, and agreement with open_clip's text encoder."""
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
 from align3d_rt.model.aligner import Aligner
-from align3d_rt.model.clip_backbone import load_clip
+from align3d_rt.model.clip_backbone import ClipInfo, load_clip
 from align3d_rt.model.head import TEMPERATURE, state_logits
 from align3d_rt.model.prompts import PromptLearner
 
@@ -13,11 +15,11 @@ WORDS = "a photo of the big small red blue clean shiny metal part"
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def tiny() -> tuple[Any, ClipInfo]:  # (open_clip model, info)
     return load_clip("align3d-tiny")
 
 
-def _word_ctx(model, n_ctx: int = 12) -> torch.Tensor:
+def _word_ctx(model: Any, n_ctx: int = 12) -> torch.Tensor:
     import open_clip
 
     tok = open_clip.tokenize([WORDS])[0]
@@ -25,7 +27,7 @@ def _word_ctx(model, n_ctx: int = 12) -> torch.Tensor:
     return model.token_embedding(tok[1:1 + n_ctx])
 
 
-def test_state_dict_shapes_and_output(tiny) -> None:
+def test_state_dict_shapes_and_output(tiny: tuple[Any, ClipInfo]) -> None:
     model, info = tiny
     learner = PromptLearner(model)
     assert sorted(learner.state_dict()) == ["ctx", "deep_ctx"]
@@ -38,14 +40,14 @@ def test_state_dict_shapes_and_output(tiny) -> None:
     assert not torch.allclose(out[0], out[1])
 
 
-def test_deep_depth_is_clamped_to_text_layers(tiny) -> None:
+def test_deep_depth_is_clamped_to_text_layers(tiny: tuple[Any, ClipInfo]) -> None:
     model, _ = tiny
     n_layers = len(model.transformer.resblocks)
     assert PromptLearner(model, deep_depth=100).deep_ctx.shape[0] == n_layers - 1
     assert PromptLearner(model, deep_depth=1).deep_ctx.shape[0] == 0
 
 
-def test_gradients_reach_only_the_prompts(tiny) -> None:
+def test_gradients_reach_only_the_prompts(tiny: tuple[Any, ClipInfo]) -> None:
     model, _ = tiny
     learner = PromptLearner(model)
     feats = torch.randn(5, 128, generator=torch.Generator().manual_seed(0))
@@ -56,7 +58,7 @@ def test_gradients_reach_only_the_prompts(tiny) -> None:
     assert all(p.grad is None and not p.requires_grad for p in model.parameters())
 
 
-def test_equals_encode_text_with_word_context(tiny) -> None:
+def test_equals_encode_text_with_word_context(tiny: tuple[Any, ClipInfo]) -> None:
     import open_clip
 
     model, _ = tiny
@@ -68,7 +70,7 @@ def test_equals_encode_text_with_word_context(tiny) -> None:
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_deep_prompts_overwrite_blocks_1_to_n(tiny) -> None:
+def test_deep_prompts_overwrite_blocks_1_to_n(tiny: tuple[Any, ClipInfo]) -> None:
     """Deep prompts equal to the hidden states that are already there leave the output unchanged."""
     import open_clip
 
@@ -98,7 +100,7 @@ def test_head_temperature() -> None:
     assert Aligner(4)(torch.zeros(1, 4), torch.zeros(1, 3, 4))[1].shape == (1, 3, 4)
 
 
-def test_deep_prompts_enter_rounded_to_fp16_with_a_straight_through_gradient(tiny) -> None:
+def test_deep_prompts_enter_rounded_to_fp16_with_a_straight_through_gradient(tiny: tuple[Any, ClipInfo]) -> None:
     """Fidelity rule (reference `.half()` on the compound prompts): the forward sees fp16-rounded deep prompts;
     the gradient passes unchanged, so training still moves them by sub-fp16 steps."""
     from align3d_rt.model.prompts import round_fp16_straight_through

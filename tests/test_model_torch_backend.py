@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from align3d_rt.errors import RunDirError
-from align3d_rt.runtime.base import BaseRunner
-from align3d_rt.runtime.torch_backend import TorchBackend
 from align3d_rt.model.aligner import Aligner
 from align3d_rt.model.graph import build_encoder_graph
+from align3d_rt.runtime.base import BaseRunner
+from align3d_rt.runtime.torch_backend import TorchBackend
 
 TEXT = np.random.default_rng(0).standard_normal((2, 2, 128)).astype(np.float32)
 
@@ -41,8 +41,8 @@ def test_protocol_batches_and_timing(views: np.ndarray) -> None:
 
 def _fake_run(tmp_path: Path, weights_id: str) -> Path:
     """A run directory in the train.run_dir layout (written with its own helpers)."""
-    from align3d_rt.render.views import settings_for
     from align3d_rt.artifacts import run_dir as rd
+    from align3d_rt.render.views import settings_for
 
     run = tmp_path / "run"
     run.mkdir(parents=True)

@@ -1,13 +1,21 @@
 """Operating-point figures (eval/operating_point.py) on inputs whose answers are known by hand."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats
 
-from align3d_rt.eval.operating_point import (OperatingPoint, RegionHits, conformal_false_reject_range,
-                                             conformal_rank, object_operating_point, operating_markdown,
-                                             region_hits)
+from align3d_rt.eval.operating_point import (
+    OperatingPoint,
+    RegionHits,
+    conformal_false_reject_range,
+    conformal_rank,
+    object_operating_point,
+    operating_markdown,
+    region_hits,
+)
 
 
 def test_object_rates_and_f1_by_hand() -> None:
@@ -124,8 +132,9 @@ _FAKE_SOURCE = {"kind": "bundle", "manifest_sha256": "b" * 64}
 
 
 def _fake_eval(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
-    from align3d_rt.cli import eval as eval_cli
     from infer_eval_support import fake_detector
+
+    from align3d_rt.cli import eval as eval_cli
 
     det, _ = fake_detector(info={"backend": "fake", "source": "bundle", "bundle_manifest": dict(_FAKE_SOURCE),
                                  "run_config": {"dataset": "synthetic", "category": "dome"}})
@@ -133,8 +142,9 @@ def _fake_eval(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN202
     return det
 
 
-def test_eval_cli_with_calibration_reports_the_operating_point(synthetic_root, tmp_path, monkeypatch,
-                                                               capsys) -> None:  # noqa: ANN001
+def test_eval_cli_with_calibration_reports_the_operating_point(synthetic_root: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from align3d_rt.artifacts.calibration import save_calibration

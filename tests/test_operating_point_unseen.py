@@ -31,14 +31,15 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from infer_eval_support import shared_tiny_run
 
 from align3d_rt.cli import main
-from infer_eval_support import shared_tiny_run
 
 POOL_TRAIN = 60
 POOL_TEST = 60

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cpp_build  # noqa: E402
-import reader_cases  # noqa: E402
+import cpp_build
+import reader_cases
 
-from align3d_rt.data.readers import load_point_file  # noqa: E402
-from align3d_rt.errors import InputError  # noqa: E402
+from align3d_rt.data.readers import load_point_file
+from align3d_rt.errors import InputError
 
 if cpp_build.missing_tools():
     pytest.skip(f"C++ toolchain missing ({', '.join(cpp_build.missing_tools())}); run scripts/setup.sh",
@@ -82,9 +82,9 @@ def assert_same(path: Path, py: tuple[str, object], cpp: tuple[str, object]) -> 
 
 def test_every_case_read_alike(reader_tool: Path, case_files: list[Path], tmp_path: Path) -> None:
     cpp = cpp_read(reader_tool, case_files, tmp_path / "cpp")
-    for path, c in zip(case_files, cpp):
+    for path, c in zip(case_files, cpp, strict=True):
         assert_same(path, python_read(path), c)
-    verdicts = {p.name: c[0] for p, c in zip(case_files, cpp)}
+    verdicts = {p.name: c[0] for p, c in zip(case_files, cpp, strict=True)}
     # The table holds both kinds, and the known defects are refused on both sides.
     assert sum(v == "ok" for v in verdicts.values()) >= 20 and sum(v == "error" for v in verdicts.values()) >= 80
     for name in ("ascii_text_rows.pcd", "ascii_short_rows.pcd", "ascii_text_rows.ply", "ascii_short_rows.ply",
@@ -130,7 +130,7 @@ def test_special_files_say_what_they_are(reader_tool: Path, tmp_path: Path) -> N
     expect = ["not a regular file", "symbolic link loop", "not a regular file", "not a regular file",
               "point file not found", "point file not found"]
     cpp = cpp_read(reader_tool, paths, tmp_path / "out")
-    for path, c, text in zip(paths, cpp, expect):
+    for path, c, text in zip(paths, cpp, expect, strict=True):
         assert_same(path, python_read(path), c)
         assert c[1] == f"{path}: {text}"
 
@@ -142,7 +142,7 @@ def test_header_size_lies_allocate_nothing(reader_tool: Path, case_files: list[P
                                                   "shape_lie_overflow.npy")]
     assert len(lies) == 7
     cpp = cpp_read(reader_tool, lies, tmp_path / "out", limit_mb=400)  # ulimit -v: an allocation of GBs fails
-    for path, c in zip(lies, cpp):
+    for path, c in zip(lies, cpp, strict=True):
         assert c[0] == "error" and "bad_alloc" not in str(c[1]), (path.name, c)
         tracemalloc.start()
         py = python_read(path)
@@ -185,7 +185,7 @@ def test_mutated_files_read_alike(reader_tool: Path, case_files: list[Path], tmp
     """300 mutated good files: both readers agree on each."""
     paths = _mutations(case_files, tmp_path)
     cpp = cpp_read(reader_tool, paths, tmp_path / "out")
-    for path, c in zip(paths, cpp):
+    for path, c in zip(paths, cpp, strict=True):
         assert_same(path, python_read(path), c)
     assert {c[0] for c in cpp} == {"ok", "error"}
 
@@ -200,8 +200,8 @@ def test_readers_clean_under_asan_ubsan(reader_tool: Path, case_files: list[Path
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
                UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1")
     (tmp_path / "asan").mkdir()
-    proc = subprocess.run([str(build / "cpp" / "align3d_read_points"), "--out", str(tmp_path / "asan"), *map(str, paths)],
-                          capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run([str(build / "cpp" / "align3d_read_points"), "--out", str(tmp_path / "asan"),
+                           *map(str, paths)], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0 and "runtime error" not in proc.stderr and "Sanitizer" not in proc.stderr, \
         proc.stderr[-3000:]
     plain = cpp_read(reader_tool, paths, tmp_path / "plain")
@@ -236,7 +236,7 @@ def test_tiff_header_sizes_checked_before_allocation(reader_tool: Path, tmp_path
     assert cpp[0] == ("error", f"{huge}: xyz tiff of 60000x60000 cells is larger than the limit of 16777216 cells")
     assert cpp[1] == ("error", f"{short}: xyz tiff of 1000x1000 cells needs 12000000 data bytes, the file holds "
                                f"{short.stat().st_size} (truncated?)")
-    for path, c in zip((huge, short), cpp):
+    for path, c in zip((huge, short), cpp, strict=True):
         tracemalloc.start()
         py = python_read(path)
         peak = tracemalloc.get_traced_memory()[1]

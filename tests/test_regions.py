@@ -163,7 +163,8 @@ def test_region_order_ids_and_fields() -> None:
     s[25:28, 2:6] = 0.7        # D: 12 points, max 0.7, after A (fewer points)
     found = find_regions(pts, s.ravel(), T, 10, 2.5, lo=0.1, hi=0.9)
     assert [r.id for r in found.regions] == [1, 2, 3, 4]
-    assert [(r.num_points, round(r.max_score, 6)) for r in found.regions] == [(12, 0.9), (36, 0.7), (16, 0.7), (12, 0.7)]
+    assert ([(r.num_points, round(r.max_score, 6)) for r in found.regions]
+            == [(12, 0.9), (36, 0.7), (16, 0.7), (12, 0.7)])
     c, b, a, d = found.regions
     assert c.seed_index == 21 * 30 + 22
     assert a.seed_index == 2 * 30 + 2  # equal scores: the lowest index

@@ -40,7 +40,7 @@ def brute_components(points: np.ndarray, hot: np.ndarray, r2: float) -> list[lis
     p = points[hot].astype(np.float64)
     d = p[:, None, :] - p[None, :, :]
     linked = d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1] + d[..., 2] * d[..., 2] <= r2
-    for a, b in zip(*np.nonzero(np.triu(linked, 1))):
+    for a, b in zip(*np.nonzero(np.triu(linked, 1)), strict=True):
         parent[root(int(hot[a]))] = root(int(hot[b]))
     groups: dict[int, list[int]] = {}
     for i in hot:

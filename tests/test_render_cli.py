@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from align3d_rt.cli import main
 from align3d_rt.render.shapes import unorganized_cloud
@@ -25,7 +26,7 @@ def test_render_cli_writes_outputs(tmp_path: Path) -> None:
     assert not list(out.glob(".*"))  # no temporary leftovers
 
 
-def test_render_cli_missing_file(tmp_path: Path, capsys) -> None:
+def test_render_cli_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
     rc = main(["render", str(tmp_path / "missing.npy"), "--out", str(out)])
     assert rc == 2

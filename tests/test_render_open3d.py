@@ -23,7 +23,7 @@ def pair() -> tuple:
     s = RenderSettings(preset="mvtec9", image_size=112, window=336, point_size=8)
     try:
         o3d_result = render_views(pts, replace(s, renderer="open3d"), labels=labels)
-    except Exception as err:  # no EGL / display: nothing to compare with
+    except Exception as err:  # noqa: BLE001 - no EGL / display: nothing to compare with
         pytest.skip(f"open3d offscreen rendering unavailable: {err}")
     return pts, labels, render_views(pts, s, labels=labels), o3d_result
 

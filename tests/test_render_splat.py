@@ -8,10 +8,10 @@ import pytest
 
 from align3d_rt.errors import InputError
 from align3d_rt.render import RenderResult, RenderSettings, render_views, settings_for
-from align3d_rt.scoring import apply_visibility_fallback
 from align3d_rt.render.camera import default_camera, rotate_about_centre, view_rotations
 from align3d_rt.render.shapes import organized_object, unorganized_cloud
 from align3d_rt.render.splat import render_splat
+from align3d_rt.scoring import apply_visibility_fallback
 
 
 @pytest.fixture(scope="module")

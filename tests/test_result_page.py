@@ -13,11 +13,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from result_page_support import decode, embedded_data, planted_part
 
 from align3d_rt.errors import Align3DError
 from align3d_rt.eval.page import write_index_page, write_part_page
 from align3d_rt.eval.page.assets import THREE_JS, THREE_LICENSE, read_asset
-from result_page_support import decode, embedded_data, planted_part
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -158,17 +158,22 @@ def test_bad_inputs_refused_nothing_written(tmp_path: Path, bad: str) -> None:
         views = [b"GIF89a"]
     else:
         planted.part["regions"][0].pop("bbox_max")
-    with pytest.raises(Align3DError, match=r"^" + re.escape(str(tmp_path / "part.html")) + ": cannot write the result page"):
+    with pytest.raises(Align3DError,
+                       match=r"^" + re.escape(str(tmp_path / "part.html")) + ": cannot write the result page"):
         _write(tmp_path, planted.part, scores=scores, labels=labels, views=views)
     assert not list(tmp_path.iterdir())
 
 
 def test_index_rejects_first_then_by_score(tmp_path: Path) -> None:
     entries = [
-        {"key": "ok_high", "href": "ok_high.html", "decision": "ok", "object_score": 0.5, "object_score_normalized": 0.49, "num_regions": 1},
-        {"key": "rej_low", "href": "rej_low.html", "decision": "reject", "object_score": 0.6, "object_score_normalized": 0.55, "num_regions": 0},
-        {"key": "ok_low", "href": "ok_low.html", "decision": "ok", "object_score": 0.1, "object_score_normalized": 0.2, "num_regions": 0},
-        {"key": "rej_high", "href": "rej_high.html", "decision": "reject", "object_score": 0.9, "object_score_normalized": 0.95, "num_regions": 2},
+        {"key": "ok_high", "href": "ok_high.html", "decision": "ok", "object_score": 0.5,
+         "object_score_normalized": 0.49, "num_regions": 1},
+        {"key": "rej_low", "href": "rej_low.html", "decision": "reject", "object_score": 0.6,
+         "object_score_normalized": 0.55, "num_regions": 0},
+        {"key": "ok_low", "href": "ok_low.html", "decision": "ok", "object_score": 0.1,
+         "object_score_normalized": 0.2, "num_regions": 0},
+        {"key": "rej_high", "href": "rej_high.html", "decision": "reject", "object_score": 0.9,
+         "object_score_normalized": 0.95, "num_regions": 2},
     ]
     text = write_index_page(tmp_path / "index.html", entries).read_text(encoding="utf-8")
     assert _refs(text).refs == ["rej_high.html", "rej_low.html", "ok_high.html", "ok_low.html"]
@@ -189,20 +194,23 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_infer_html_writes_pages_and_index(tiny_run: Path, tmp_path: Path) -> None:
-    from align3d_rt.cli import main
     from infer_eval_support import bump_cloud
+
+    from align3d_rt.cli import main
 
     clouds = tmp_path / "clouds"
     clouds.mkdir()
     for name, seed in (("a", 1), ("b", 2)):
         np.save(clouds / f"{name}.npy", bump_cloud(30, seed=seed).points)
     out = tmp_path / "out"
-    assert main(["infer", str(clouds), "--run", str(tiny_run), "--out", str(out), "--html", "--no-ply", "--no-png"]) == 0
+    assert main(["infer", str(clouds), "--run", str(tiny_run), "--out", str(out), "--html", "--no-ply",
+                 "--no-png"]) == 0
     summary = json.loads((out / "scores.json").read_text())
     assert {e["outputs"]["html"] for e in summary["samples"].values()} == {"clouds__a.html", "clouds__b.html"}
     text = (out / "clouds__a.html").read_text(encoding="utf-8")
     data = embedded_data(text)
-    np.testing.assert_array_equal(decode(data["cloud"]["points"], "<f4").reshape(-1, 3), np.load(out / "clouds__a.points.npy"))
+    np.testing.assert_array_equal(decode(data["cloud"]["points"], "<f4").reshape(-1, 3),
+                                  np.load(out / "clouds__a.points.npy"))
     np.testing.assert_array_equal(decode(data["cloud"]["scores"], "<f4"), np.load(out / "clouds__a.scores.npy")[:, 2])
     assert data["part"]["object_score"] == summary["samples"]["clouds__a"]["object_score"]
     assert "no calibration: raw scores" in text

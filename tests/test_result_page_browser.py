@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from align3d_rt.eval.page import write_part_page
 from chromium_page import chromium_binary, open_page
 from result_page_support import planted_part
+
+from align3d_rt.eval.page import write_part_page
 
 BACKGROUND = (0x1B, 0x1E, 0x24)  # the canvas clear colour (part.js)
 REJECT_RED = (0xD0, 0x20, 0x1A)  # .decision.reject (page.css)
@@ -46,7 +46,8 @@ def _share(pixels: np.ndarray, colour: tuple[int, int, int], tol: int = 6) -> fl
 def test_reject_page_draws_cloud_regions_and_decision(tmp_path: Path) -> None:
     planted = planted_part(decision="reject")
     page = write_part_page(tmp_path / "part.html", key="part", points=planted.points, scores=planted.normalized,
-                           region_labels=planted.labels, part=planted.part, views=np.full((9, 32, 32, 3), 200, np.uint8))
+                           region_labels=planted.labels, part=planted.part,
+                           views=np.full((9, 32, 32, 3), 200, np.uint8))
     cx, cy = 500, 460  # inside the canvas
     drag = [("Input.dispatchMouseEvent", {"type": t, "x": x, "y": cy, "button": "left", "buttons": b, "clickCount": 1})
             for t, x, b in (("mousePressed", cx, 1), ("mouseMoved", cx + 60, 1), ("mouseMoved", cx + 140, 1),

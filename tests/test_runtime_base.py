@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from infer_eval_support import FakeBackend
 
 from align3d_rt.runtime.base import BaseRunner
-from infer_eval_support import FakeBackend
 
 
 def _views(n: int) -> np.ndarray:

@@ -53,7 +53,8 @@ def test_truncated_compressed_pcd_is_refused(tmp_path: Path) -> None:
     assert b"binary_compressed" in path.read_bytes()[:400]
     assert readers.load_point_file(path).num_points == 500
     _truncate(path, 0.6)
-    with pytest.raises(InputError, match=r"header promises 500 points, the file holds fewer \(compressed block truncated\)"):
+    with pytest.raises(InputError, match=r"header promises 500 points, the file holds fewer \(compressed block "
+                                         r"truncated\)"):
         readers.load_point_file(path)
 
 

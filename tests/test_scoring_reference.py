@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from align3d_rt.scoring_reference import (ReferenceScoringError, ReferenceSettings, grid_layout,
-                                          reference_scores)
 from reference_formulas import np_gaussian_blur, np_reference
+
+from align3d_rt.scoring_reference import ReferenceScoringError, ReferenceSettings, grid_layout, reference_scores
 
 TOL = 1e-6
 
@@ -109,7 +108,7 @@ def test_detector_reference_mode_equals_numpy_on_the_same_tensors(dataset: str) 
         ours = det.score(samples, keep_render=False)
         det.reference_scoring = ReferenceSettings(image_weight=0.4, point_weight=0.6)
         ref = det.score(samples, keep_render=False)
-    for sample, o, r in zip(samples, ours, ref):
+    for sample, o, r in zip(samples, ours, ref, strict=True):
         np.testing.assert_array_equal(o.point_scores[:, :2], r.point_scores[:, :2])
         want = np_reference(o.point_scores[:, 0], o.point_scores[:, 1], o.global_probs, sample.grid_index,
                             (336, 336), 0.4, 0.6, mvtec=dataset == "mvtec3d")
@@ -123,9 +122,10 @@ def test_detector_reference_mode_equals_numpy_on_the_same_tensors(dataset: str) 
 def test_infer_cli_reference_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     """infer --scoring reference: square clouds scored the reference way, others refused per file."""
+    from infer_eval_support import bump_cloud, fake_detector
+
     from align3d_rt.cli import infer as infer_cli
     from align3d_rt.cli import main
-    from infer_eval_support import bump_cloud, fake_detector
 
     det, _ = fake_detector(fusion_weight=0.5)
     monkeypatch.setattr(infer_cli, "build_detector", lambda args: det)
@@ -153,9 +153,10 @@ def test_infer_cli_reference_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 def test_reference_weights_are_checked() -> None:
     import argparse
 
+    from infer_eval_support import fake_detector
+
     from align3d_rt.cli.scoring_options import apply_scoring
     from align3d_rt.errors import Align3DError
-    from infer_eval_support import fake_detector
 
     det, _ = fake_detector(fusion_weight=0.0)
     with pytest.raises(Align3DError, match="only with --scoring reference"):
@@ -175,9 +176,10 @@ def test_reference_weights_are_checked() -> None:
 
 def test_eval_cli_reference_mode(synthetic_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """eval --scoring reference: records the mode, and its P-R/O-R differ from ours on the same data."""
+    from infer_eval_support import fake_detector
+
     from align3d_rt.cli import eval as eval_cli
     from align3d_rt.cli import main
-    from infer_eval_support import fake_detector
 
     results = {}
     for mode in ("ours", "reference"):

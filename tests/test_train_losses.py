@@ -70,7 +70,8 @@ def test_stage1_loss_reweighting() -> None:
     s = (F.normalize(praw, dim=-1) @ F.normalize(prgb, dim=-1).transpose(1, 2)).mean(dim=2)
     torch.testing.assert_close(w, 1 + 0.5 * torch.sigmoid(s))
     rew, _ = L.stage1_loss(g, grgb, p, prgb, praw, reweight=True, lam=0.5)
-    want_rew = (1 - F.cosine_similarity(g, grgb, dim=-1)).mean() + (w * (1 - F.cosine_similarity(p, prgb, dim=-1))).mean()
+    want_rew = ((1 - F.cosine_similarity(g, grgb, dim=-1)).mean()
+                + (w * (1 - F.cosine_similarity(p, prgb, dim=-1))).mean())
     assert float(rew) == pytest.approx(float(want_rew), rel=1e-6)
     assert float(rew) > float(plain) - 1e-6  # weights >= 1
 
@@ -111,9 +112,9 @@ def test_dpca_scale_defaults_to_the_papers_value_and_says_so() -> None:
     import argparse
 
     from align3d_rt.cli import train as train_cli
+    from align3d_rt.render.views import RenderSettings
     from align3d_rt.train.runner import TrainConfig, _build_config, dpca_scale_note
     from align3d_rt.train.stage2 import Stage2Settings
-    from align3d_rt.render.views import RenderSettings
 
     parser = argparse.ArgumentParser()
     train_cli.register(parser.add_subparsers())

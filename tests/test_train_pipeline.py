@@ -10,9 +10,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from align3d_rt.artifacts import run_dir as rd  # noqa: E402
 from align3d_rt.errors import Align3DError, InputError, RunDirError  # noqa: E402
 from align3d_rt.train import feature_cache as fc  # noqa: E402
-from align3d_rt.artifacts import run_dir as rd  # noqa: E402
 from align3d_rt.train.runner import TrainConfig, train_run  # noqa: E402
 
 EPOCHS2 = 8
@@ -39,7 +39,8 @@ def trained(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def test_stage1_raises_alignment_cosine(trained: Path) -> None:
     cos = json.loads((trained / "stage1_summary.json").read_text())["cosine"]
-    print(f"\nstage-1 cosine to RGB features: raw {cos['raw']}, aligner at init {cos['init']}, trained {cos['trained']}")
+    print(f"\nstage-1 cosine to RGB features: raw {cos['raw']}, aligner at init {cos['init']}, trained "
+          f"{cos['trained']}")
     for part in ("global", "patch"):
         assert cos["trained"][part] > cos["init"][part]
     s1 = _records(trained, 1)

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from align3d_rt.artifacts import run_dir as rd
 from align3d_rt.errors import RunDirError
 from align3d_rt.render.views import RenderSettings
-from align3d_rt.artifacts import run_dir as rd
 
 
 def _fake_run(path: Path, dim: int = 8) -> np.ndarray:
@@ -101,7 +101,7 @@ def test_checkpoint_round_trip_is_exact(tmp_path: Path) -> None:
     restore_checkpoint(ckpt, {"net": m2}, opt2)
     for k in range(3, 6):
         step(m2, opt2, k)
-    for a, b in zip(ref.parameters(), m2.parameters()):
+    for a, b in zip(ref.parameters(), m2.parameters(), strict=True):
         assert torch.equal(a, b)
     # a corrupted checkpoint file is detected
     file = tmp_path / "checkpoints" / ckpt.meta["file"]

@@ -83,7 +83,7 @@ def test_a_server_that_goes_away_mid_run_ends_it_after_bounded_retries() -> None
     import tritonclient.http as http
 
     from align3d_rt.data.sample import PointCloudSample
-    from align3d_rt.runtime.triton_client import ServerUnavailable, TritonDetector
+    from align3d_rt.serving.triton_client import ServerUnavailable, TritonScorer
 
     class Gone:
         calls = 0
@@ -95,7 +95,7 @@ def test_a_server_that_goes_away_mid_run_ends_it_after_bounded_retries() -> None
         def close(self) -> None:
             pass
 
-    detector = TritonDetector("http://127.0.0.1:9", retries=2, backoff=0.01)
+    detector = TritonScorer("http://127.0.0.1:9", retries=2, backoff=0.01)
     detector._client, detector._lib = Gone(), http  # as connect() leaves them
     sample = PointCloudSample(points=np.zeros((10, 3), np.float32), source="a.npy")
     with pytest.raises(ServerUnavailable, match=r"^http://127.0.0.1:9: no answer from the server after 3 tries "

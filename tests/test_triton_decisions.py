@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from export_support import session_samples, session_tiny
 from triton_fakes import FakePbUtils, Request, Tensor
 
@@ -51,8 +50,8 @@ def test_triton_decisions_equal_local_decisions(tiny: dict[str, Path], tmp_path:
     from align3d_rt.artifacts.calibration import load_calibration
     from align3d_rt.runtime.decisions import decide
     from align3d_rt.runtime.detector import Detector
-    from align3d_rt.runtime.triton_encoder import EncoderModel
-    from align3d_rt.runtime.triton_pipeline import PipelineModel
+    from align3d_rt.serving.triton_encoder import EncoderModel
+    from align3d_rt.serving.triton_pipeline import PipelineModel
 
     cal_path = _calibration(tiny["fp32"], tmp_path / "cal.json")
     repo = tmp_path / "repo"
@@ -73,7 +72,7 @@ def test_triton_decisions_equal_local_decisions(tiny: dict[str, Path], tmp_path:
     with Detector.from_bundle(tiny["fp32"], backend="onnxruntime", device="cpu") as local:
         expected = local.score(samples, keep_render=False)
     n_regions = 0
-    for sample, resp, exp in zip(samples, responses, expected):
+    for sample, resp, exp in zip(samples, responses, expected, strict=True):
         assert not resp.has_error()
         out = {t.name(): t.as_numpy() for t in resp.output_tensors}
         want = decide(sample.points, exp.fused, exp.object_score, cal)
@@ -81,7 +80,7 @@ def test_triton_decisions_equal_local_decisions(tiny: dict[str, Path], tmp_path:
         ref = want.to_json()
         assert got["decision"] == ref["decision"] and got["num_regions"] == ref["num_regions"]
         assert got["object_score_normalized"] == pytest.approx(ref["object_score_normalized"], abs=1e-5)
-        for g, r in zip(got["regions"], ref["regions"]):
+        for g, r in zip(got["regions"], ref["regions"], strict=True):
             assert {k: v for k, v in g.items() if not isinstance(v, float) and not isinstance(v, list)} == \
                    {k: v for k, v in r.items() if not isinstance(v, float) and not isinstance(v, list)}
             assert g["max_score"] == pytest.approx(r["max_score"], abs=1e-5)
@@ -151,10 +150,11 @@ def test_infer_triton_writes_what_local_infer_calibration_writes(tiny: dict[str,
     pipeline model) writes the files and scores.json fields of local ``infer --bundle --calibration``."""
     from types import SimpleNamespace
 
+    from align3d_rt.artifacts.triton_layout import model_parameters
     from align3d_rt.cli import infer as infer_cli
-    from align3d_rt.runtime.triton_client import TritonDetector
-    from align3d_rt.runtime.triton_encoder import EncoderModel
-    from align3d_rt.runtime.triton_pipeline import PipelineModel, model_parameters
+    from align3d_rt.serving.triton_client import TritonScorer
+    from align3d_rt.serving.triton_encoder import EncoderModel
+    from align3d_rt.serving.triton_pipeline import PipelineModel
 
     cal_path = _calibration(tiny["fp32"], tmp_path / "cal.json")
     repo = tmp_path / "repo"
@@ -178,11 +178,11 @@ def test_infer_triton_writes_what_local_infer_calibration_writes(tiny: dict[str,
     config = json_format.MessageToDict(text_format.Parse((repo / "align3d" / "config.pbtxt").read_text(),
                                                          model_config_pb2.ModelConfig()),
                                        preserving_proto_field_name=True)
-    remote = TritonDetector("http://127.0.0.1:8000")
+    remote = TritonScorer("http://127.0.0.1:8000")
     remote._lib = SimpleNamespace(InferInput=_Input, InferRequestedOutput=_Output)
     remote._client = _InProcessClient(pipeline)
     remote.params = model_parameters(config)
-    monkeypatch.setattr(infer_cli, "triton_detector", lambda args: remote)
+    monkeypatch.setattr(infer_cli, "triton_scorer", lambda args: remote)
     served = tmp_path / "served"
     assert main(["infer", "--triton", "http://127.0.0.1:8000", "--out", str(served), "--no-ply", "--no-png",
                  *map(str, files)]) == 0
@@ -199,7 +199,7 @@ def test_infer_triton_writes_what_local_infer_calibration_writes(tiny: dict[str,
         assert set(la["outputs"]) == set(lb["outputs"]) and {"normalized", "regions"} <= set(la["outputs"])
         assert la["decision"] == lb["decision"] and la["num_regions"] == lb["num_regions"]
         assert la["object_score_normalized"] == pytest.approx(lb["object_score_normalized"], abs=1e-5)
-        for ra, rb in zip(la["regions"], lb["regions"]):
+        for ra, rb in zip(la["regions"], lb["regions"], strict=True):
             assert ra.keys() == rb.keys()
             assert (ra["id"], ra["num_points"], ra["seed_index"]) == (rb["id"], rb["num_points"], rb["seed_index"])
             assert ra["max_score"] == pytest.approx(rb["max_score"], abs=1e-5)
@@ -225,7 +225,7 @@ def test_infer_triton_with_a_calibration_file_is_one_line(tmp_path: Path, capsys
 
 def test_pipeline_refuses_an_edited_calibration_copy_at_load(tiny: dict[str, Path], tmp_path: Path) -> None:
     from align3d_rt.errors import Align3DError
-    from align3d_rt.runtime.triton_pipeline import PipelineModel
+    from align3d_rt.serving.triton_pipeline import PipelineModel
 
     cal_path = _calibration(tiny["fp32"], tmp_path / "cal.json")
     repo = tmp_path / "repo"

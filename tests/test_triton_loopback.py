@@ -13,12 +13,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
-
 from export_support import session_samples, session_tiny
 from triton_server import REPO, Server, pytriton_dir, start_server
 
@@ -115,7 +114,7 @@ def test_two_concurrent_clients_score_like_local_inference_and_the_encoder_batch
                  "--out", str(local), "--no-ply", *map(str, files[0] + files[1])]) == 0
     local_json = json.loads((local / "scores.json").read_text())
     latencies = []
-    for out, client_files in zip(outs, files):
+    for out, client_files in zip(outs, files, strict=True):
         summary = json.loads((out / "scores.json").read_text())
         assert summary["detector"]["source"] == "triton" and not summary["failed"]
         for path in client_files:
@@ -153,11 +152,11 @@ def test_two_concurrent_clients_score_like_local_inference_and_the_encoder_batch
 def test_a_cloud_the_server_rejects_is_that_files_failure(served: tuple[Server, dict[str, Path], float]) -> None:
     from align3d_rt.data.sample import PointCloudSample
     from align3d_rt.errors import InputError
-    from align3d_rt.runtime.triton_client import TritonDetector
+    from align3d_rt.serving.triton_client import TritonScorer
 
     server = served[0]
     for url in (server.http_url, server.grpc_url):
-        with TritonDetector(url, timeout=60) as detector:
+        with TritonScorer(url, timeout=60) as detector:
             bad = PointCloudSample(points=np.array([[0, 0, np.nan], [1, 2, 3]], np.float32), source="bad.npy")
             result = detector.score_sample(bad)
             assert isinstance(result, InputError)
@@ -212,7 +211,8 @@ def test_native_encoder_configs_pass_the_real_servers_parsing_up_to_the_backend_
     (trt / "engines" / "e.engine").write_bytes(b"placeholder plan")
     bundle = load_bundle(trt)
     record_engine(bundle, "e", {"file": "engines/e.engine", "gpu_name": "GPU", "tensorrt_version": "11", "min_batch": 1,
-                                "opt_batch": 9, "max_batch": 18, "onnx_sha256": bundle.onnx_sha256}, ["engines/e.engine"])
+                                "opt_batch": 9, "max_batch": 18, "onnx_sha256": bundle.onnx_sha256},
+                  ["engines/e.engine"])
     sources = {"onnx": tiny["fp32"], "openvino": export_bundle(tiny["run"], work / "b_ov", fmt="openvino"), "trt": trt}
     repos = []
     for name, src in sources.items():

@@ -4,11 +4,11 @@ export refuses what it must not overwrite."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from export_support import session_samples, session_tiny
 from triton_fakes import FakePbUtils, Request, Tensor
 
@@ -16,8 +16,8 @@ from align3d_rt.artifacts import triton_layout as layout
 from align3d_rt.cli import main
 
 pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient is in requirements.txt")
-from google.protobuf import json_format, text_format  # noqa: E402
-from tritonclient.grpc import model_config_pb2  # noqa: E402
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,8 @@ def _load(repo: Path, name: str, cls: type, pb: FakePbUtils) -> object:
 
 @pytest.fixture(scope="module")
 def in_process(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FakePbUtils, object]:
-    from align3d_rt.runtime.triton_encoder import EncoderModel
-    from align3d_rt.runtime.triton_pipeline import PipelineModel
+    from align3d_rt.serving.triton_encoder import EncoderModel
+    from align3d_rt.serving.triton_pipeline import PipelineModel
 
     repo = tmp_path_factory.mktemp("inproc") / "repo"
     assert _export(tiny["fp32"], repo, "--triton-encoder", "python") == 0
@@ -119,7 +119,7 @@ def test_pipeline_model_scores_like_local_inference(in_process: tuple, tiny: dic
     with Detector.from_bundle(tiny["fp32"], backend="onnxruntime", device="cpu") as local:
         expected = local.score(samples, keep_render=True)
     assert len(samples) == 3 and pb.bls_batches[calls_before:] == [9, 9, 9]  # one BLS call per cloud, all 9 views
-    for resp, exp in zip(responses, expected):
+    for resp, exp in zip(responses, expected, strict=True):
         assert not resp.has_error()
         out = {t.name(): t.as_numpy() for t in resp.output_tensors}
         np.testing.assert_allclose(out["point_scores"], exp.point_scores, atol=1e-5, rtol=0)
@@ -169,7 +169,7 @@ def test_python_encoder_refuses_an_altered_graph(in_process: tuple, tmp_path: Pa
     import shutil
 
     from align3d_rt.errors import BundleError
-    from align3d_rt.runtime.triton_encoder import EncoderModel
+    from align3d_rt.serving.triton_encoder import EncoderModel
 
     repo, _, _ = in_process
     copy = tmp_path / "repo"
@@ -207,7 +207,8 @@ def test_export_refuses_folders_it_did_not_write_and_replaces_its_own(tiny: dict
     (["--bundle", "BUNDLE", "--opt-batch", "20"], "1 <= opt <= max"),
     (["--bundle", "BUNDLE", "--triton-name", "../x"], "--triton-name '../x': use letters"),
     (["--bundle", "BUNDLE", "--triton-instances", "0"], "argument --triton-instances: must be a positive integer"),
-    (["--bundle", "BUNDLE", "--triton-queue-delay-us", "-1"], "argument --triton-queue-delay-us: must be an integer >= 0"),
+    (["--bundle", "BUNDLE", "--triton-queue-delay-us", "-1"],
+     "argument --triton-queue-delay-us: must be an integer >= 0"),
 ])
 def test_export_bad_choices_are_one_line(tiny: dict[str, Path], tmp_path: Path, argv: list[str], message: str,
                                         capsys: pytest.CaptureFixture[str]) -> None:
@@ -281,15 +282,94 @@ def test_overwrite_never_deletes_user_files_in_a_repository(tiny: dict[str, Path
 def test_second_export_into_the_same_new_repository_fails(tmp_path: Path) -> None:
     """Two exports into one new --out: the one that finishes second fails with one line; the first stays."""
     from align3d_rt.errors import BundleError
-    from align3d_rt.export.triton_repository import _swap_into_place
+    from align3d_rt.serving.triton_repository import staged_repository
 
     out = tmp_path / "repo"
-    first, second = tmp_path / ".s1", tmp_path / ".s2"
-    for stage, who in ((first, "1"), (second, "2")):
-        stage.mkdir()
-        (stage / "align3d_triton.json").write_text(json.dumps({"format": "align3d_rt.triton_repository",
-                                                               "who": who, "files": []}))
-    _swap_into_place(first, out, replacing=False)
-    with pytest.raises(BundleError, match="another run meanwhile"):
-        _swap_into_place(second, out, replacing=False)
+    first, second = staged_repository(out), staged_repository(out)
+    for ctx, who in ((first, "1"), (second, "2")):
+        (ctx.__enter__() / "align3d_triton.json").write_text(json.dumps({"format": "align3d_rt.triton_repository",
+                                                                          "who": who, "files": []}))
+    first.__exit__(None, None, None)
+    with pytest.raises(BundleError, match="another run meanwhile") as err:
+        second.__exit__(None, None, None)
+    assert "\n" not in str(err.value)
     assert json.loads((out / "align3d_triton.json").read_text())["who"] == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # no staging folder left
+
+
+def test_a_repository_replaced_meanwhile_is_not_replaced_again(tmp_path: Path) -> None:
+    """--overwrite of a repository that another run replaced while this one was writing: refused, theirs stays
+    (the bundle's rule: one staging function for both)."""
+    from align3d_rt.errors import BundleError
+    from align3d_rt.serving.triton_repository import staged_repository
+
+    out = tmp_path / "repo"
+    out.mkdir()
+    marker = {"format": "align3d_rt.triton_repository", "files": []}
+    (out / "align3d_triton.json").write_text(json.dumps({**marker, "who": "old"}))
+    ctx = staged_repository(out)
+    (ctx.__enter__() / "align3d_triton.json").write_text(json.dumps({**marker, "who": "mine"}))
+    theirs = tmp_path / ".theirs"
+    theirs.mkdir()
+    (theirs / "align3d_triton.json").write_text(json.dumps({**marker, "who": "theirs"}))
+    shutil.rmtree(out)
+    theirs.rename(out)  # another export swapped its repository in meanwhile
+    with pytest.raises(BundleError, match="another run meanwhile"):
+        ctx.__exit__(None, None, None)
+    assert json.loads((out / "align3d_triton.json").read_text())["who"] == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+
+
+def test_an_earlier_repository_is_replaced_whole(tmp_path: Path) -> None:
+    from align3d_rt.serving.triton_repository import staged_repository
+
+    out = tmp_path / "repo"
+    out.mkdir()
+    marker = {"format": "align3d_rt.triton_repository", "files": ["old.txt"]}
+    (out / "align3d_triton.json").write_text(json.dumps(marker))
+    (out / "old.txt").write_text("old")
+    with staged_repository(out) as stage:
+        (stage / "align3d_triton.json").write_text(json.dumps({**marker, "files": []}))
+    assert sorted(p.name for p in out.iterdir()) == ["align3d_triton.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["repo"]  # the old one is gone, no staging left
+
+
+def test_the_written_model_py_files_load_and_answer(in_process: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each model.py the export writes, imported from its file as Triton's Python stub does, finds the
+    align3d_rt.serving module it names and answers a request (a moved module would break exactly here)."""
+    import importlib.util
+    import sys
+
+    repo, _, _ = in_process
+    pb = FakePbUtils()
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    models = {}
+    for name in ("align3d_encoder", "align3d"):
+        spec = importlib.util.spec_from_file_location(f"model_{name}", repo / name / "1" / "model.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        config = json_format.MessageToDict(_config(repo / name / "config.pbtxt"), preserving_proto_field_name=True)
+        models[name] = module.TritonPythonModel()
+        models[name].initialize({"model_config": json.dumps(config), "model_repository": str(repo / name),
+                                 "model_version": "1"})
+        pb.models[name] = models[name]
+    pts = np.random.default_rng(2).standard_normal((200, 3)).astype(np.float32)
+    (resp,) = models["align3d"].execute([_request(pts)])
+    assert not resp.has_error() and pb.bls_batches == [9]
+    out = {t.name(): t.as_numpy() for t in resp.output_tensors}
+    assert out["point_scores"].shape == (200, 3) and np.isfinite(out["point_scores"]).all()
+    for model in models.values():
+        model.finalize()
+
+
+def test_the_encoder_model_stands_alone() -> None:
+    """The encoder model imports neither the pipeline model nor the Detector (each Triton model stands alone)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, align3d_rt.serving.triton_encoder\n"
+            "print(sorted(m for m in sys.modules if m.startswith('align3d_rt.serving.triton_pipeline') "
+            "or m.startswith('align3d_rt.runtime.detector')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-2000:] + out.stdout

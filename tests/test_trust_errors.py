@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_eval_support import bump_cloud, shared_tiny_run
 
 from align3d_rt.cli import main
 from align3d_rt.errors import Align3DError
-from infer_eval_support import bump_cloud, shared_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_infer_triton_malformed_url_is_one_line(url: str, cloud: Path, tmp_path:
 
 
 def test_triton_url_forms_that_work() -> None:
-    from align3d_rt.runtime.triton_client import parse_url
+    from align3d_rt.serving.triton_client import parse_url
 
     assert parse_url("http://localhost:8000") == ("http", "localhost:8000")
     assert parse_url("grpc://10.0.0.2:8001/") == ("grpc", "10.0.0.2:8001")
@@ -214,7 +214,6 @@ def test_eval_terminated_after_a_class_says_interrupted(tiny_run: Path, syntheti
 def test_import_checkpoint_malformed_keys_and_values(case: str, problem: str, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     import torch
-
     from test_import_checkpoint import _import, write_pair
 
     folder = tmp_path / "ckpt"

@@ -15,15 +15,15 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from export_support import make_run_dir  # noqa: E402
-from infer_eval_support import FakeBackend, bump_cloud  # noqa: E402
-from test_import_checkpoint import _import, write_pair  # noqa: E402
+from export_support import make_run_dir
+from infer_eval_support import FakeBackend, bump_cloud
+from test_import_checkpoint import _import, write_pair
 
-from align3d_rt.artifacts import run_dir as rd  # noqa: E402
-from align3d_rt.cli import main  # noqa: E402
-from align3d_rt.render.views import RenderSettings  # noqa: E402
-from align3d_rt.runtime.base import EncoderOutput  # noqa: E402
-from align3d_rt.runtime.detector import Detector  # noqa: E402
+from align3d_rt.artifacts import run_dir as rd
+from align3d_rt.cli import main
+from align3d_rt.render.views import RenderSettings
+from align3d_rt.runtime.base import EncoderOutput
+from align3d_rt.runtime.detector import Detector
 
 
 def _strict_json(path: Path) -> dict:
@@ -116,8 +116,9 @@ def test_json_outputs_are_standard(tmp_path: Path) -> None:
 
 def test_text_rows_are_refused_not_scored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An ASCII .pcd/.ply of text or short rows: a failed sample (exit 1), not points at (0,0,0) scored."""
-    import align3d_rt.cli.infer as infer_mod
     from infer_eval_support import fake_detector
+
+    import align3d_rt.cli.infer as infer_mod
 
     det, _ = fake_detector()
     monkeypatch.setattr(infer_mod, "build_detector", lambda args: det)
@@ -160,6 +161,7 @@ def test_grid_size_rule_is_the_same_on_both_sides(grid: object, ov_bundle: Path,
     import shutil
 
     import cpp_build
+
     from align3d_rt.artifacts.bundle import MANIFEST_NAME, load_bundle, write_manifest
     from align3d_rt.errors import BundleError
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from infer_eval_support import bump_cloud, fake_detector  # noqa: E402
+from infer_eval_support import bump_cloud, fake_detector
 
-from align3d_rt.cli import main  # noqa: E402
+from align3d_rt.cli import main
 
 BAD_NUMBERS = [
     (["infer", "c.npy", "--out", "o", "--batch-size", "0"], "--batch-size"),

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from infer_eval_support import bump_cloud, shared_tiny_run
 
 from align3d_rt.cli import main
 from align3d_rt.cli.out_folder import OutputFolder
 from align3d_rt.data.files import collect_files, unique_keys
 from align3d_rt.errors import Align3DError, BundleError
 from align3d_rt.io_utils import foreign_entries, remove_owned
-from infer_eval_support import bump_cloud, shared_tiny_run
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def test_unique_keys_property(seed: int) -> None:
     keys = [str(k) for k in rng.choice(["a", "a_1", "a_2", "b", "a_1_1", "b_1"], size=int(rng.integers(0, 13)))]
     out = unique_keys(keys)
     assert len(out) == len(keys) and len(set(out)) == len(out)
-    for given_key, key in zip(keys, out):
+    for given_key, key in zip(keys, out, strict=True):
         assert key == given_key or (key.startswith(given_key + "_") and key[len(given_key) + 1:].isdigit())
     for i, k in enumerate(keys):
         if k not in keys[:i] and k not in out[:i]:

@@ -7,18 +7,18 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from infer_eval_support import bump_cloud  # noqa: E402
+from infer_eval_support import bump_cloud
 
-from align3d_rt.cli import main  # noqa: E402
-from align3d_rt.errors import Align3DError  # noqa: E402
-from align3d_rt import io_utils  # noqa: E402
+from align3d_rt import io_utils
+from align3d_rt.cli import main
+from align3d_rt.errors import Align3DError
 
 DEEP = "[" * 100_000 + "]" * 100_000
 
@@ -100,7 +100,7 @@ def test_infer_overwrite_onto_a_strange_scores_json_is_refused_on_one_line(
 
 def test_triton_marker_too_deep_is_not_a_repository(tmp_path: Path) -> None:
     from align3d_rt.artifacts import triton_layout as layout
-    from align3d_rt.export.triton_repository import is_repository, repository_files
+    from align3d_rt.serving.triton_repository import is_repository, repository_files
 
     (tmp_path / layout.MARKER_NAME).write_text(DEEP, encoding="utf-8")
     assert not is_repository(tmp_path) and repository_files(tmp_path) == set()
@@ -168,8 +168,10 @@ def test_demo_and_bench_resume_from_their_own_output(command: str, entries: list
     check_resumable_out(tmp_path, command, names, markers)  # no error
 
 
-@pytest.mark.parametrize("product", ["a\nb", "tab\there", "\x1b[31mred", "x" * 201], ids=["newline", "tab", "escape", "long"])
-def test_calibrate_product_is_one_printable_line(product: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("product", ["a\nb", "tab\there", "\x1b[31mred", "x" * 201],
+                         ids=["newline", "tab", "escape", "long"])
+def test_calibrate_product_is_one_printable_line(product: str, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
     cloud = tmp_path / "c.npy"
     np.save(cloud, bump_cloud(12, seed=1).points)
     rc = main(["calibrate", "--bundle", str(tmp_path / "b"), "--good", str(cloud), "--product", product,
@@ -187,7 +189,8 @@ EVAL_CHECKED_BEFORE_SCORING = [
 ]
 
 
-@pytest.mark.parametrize("extra, problem", EVAL_CHECKED_BEFORE_SCORING, ids=[" ".join(e) for e, _ in EVAL_CHECKED_BEFORE_SCORING])
+@pytest.mark.parametrize("extra, problem", EVAL_CHECKED_BEFORE_SCORING,
+                         ids=[" ".join(e) for e, _ in EVAL_CHECKED_BEFORE_SCORING])
 def test_eval_refuses_bad_choices_before_any_scoring(extra: list[str], problem: str, tmp_path: Path,
                                                      capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,7 +217,8 @@ def test_eval_root_that_is_a_file_says_so(tmp_path: Path, capsys: pytest.Capture
 
 
 UNCHECKED_BEFORE = [  # (argv, words of the one line): each was a MemoryError/RuntimeError traceback or silently ignored
-    (["render", "c.npy", "--out", "o", "--image-size", "100000"], "argument --image-size: must be an integer from 8 to 4096"),
+    (["render", "c.npy", "--out", "o", "--image-size", "100000"],
+     "argument --image-size: must be an integer from 8 to 4096"),
     (["train", "--dataset", "synthetic", "--root", "r", "--category", "dome", "--out", "o", "--image-size", "5000"],
      "argument --image-size: must be an integer from 8 to 4096"),
     (["train", "--dataset", "synthetic", "--root", "r", "--category", "dome", "--out", "o", "--device", "tpu"],
@@ -363,5 +367,6 @@ def test_threads_beyond_any_machine_are_refused_in_python_and_cpp(value: str, tm
     tool = cpp_build.build("cpp") / "cpp" / "align3d-inspect"
     proc = subprocess.run([str(tool), "b", "c.npy", "--out", str(tmp_path / "o"), "--threads", value],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stderr.strip() == f"--threads: must be an integer from 1 to 1024, got '{value}'"
+    assert (proc.returncode == 2
+            and proc.stderr.strip() == f"--threads: must be an integer from 1 to 1024, got '{value}'")
     assert not (tmp_path / "o").exists()

@@ -25,17 +25,15 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from align3d_rt.artifacts.migrate import ALIGNER_CHANGE, Upgrade, upgrade
 from align3d_rt.errors import BundleError
-from align3d_rt.io_utils import read_json, sha256_file, write_json_atomic
+from align3d_rt.io_utils import foreign_entries, read_json, sha256_file, staged_folder, write_json_atomic
 from align3d_rt.render.views import RenderSettings
+from align3d_rt.vocabulary import ONNX_PRECISIONS, words
 
 FORMAT_NAME = "align3d_rt.bundle"
 FORMAT_VERSION = 3
@@ -47,7 +45,7 @@ TIMING_CACHE_NAME = "trt_timing.cache"
 IR_SECTION = "openvino"  # manifest section of the OpenVINO IR (also the export format's name)
 IR_XML_NAME = "encoder.xml"
 IR_BIN_NAME = "encoder.bin"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = words(ONNX_PRECISIONS)
 INPUT_NAME = "views"
 OUTPUT_NAMES = ("patch_maps", "global_probs")
 REQUIRED_KEYS = ("files", "onnx", "precision", "image_size", "grid_size", "fusion_weight", "render_settings", "clip")
@@ -242,68 +240,38 @@ def add_files(bundle: Bundle, rel_paths: list[str], section: str | None = None,
     return load_bundle(bundle.path, verify=False)
 
 
-@contextlib.contextmanager
-def staged_directory(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield an empty temporary directory beside ``final``; on success it replaces ``final``.
+def is_bundle_dir(path: Path) -> bool:
+    """True when ``path`` is a folder holding a manifest.json of this tool's bundle format."""
+    try:
+        manifest = read_json(Path(path) / MANIFEST_NAME)
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("format") == FORMAT_NAME
 
-    ``final`` may be absent, an empty folder or a bundle; anything else is refused (never deleted).
-    The swap refuses (one line, nothing replaced) when ``final`` changed meanwhile, e.g. another export
-    into the same new ``--out`` finished first: a path that was free is taken with a rename that never
-    replaces, and a bundle is replaced only if it is still the one found at the start.
-    On error the temporary directory is removed and ``final`` (if it existed) is left untouched.
+
+def bundle_files(path: Path) -> set[str]:
+    """The files a bundle's manifest says are its own (its ``files`` and manifest.json itself)."""
+    try:
+        files = read_json(Path(path) / MANIFEST_NAME).get("files")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        return set()
+    return {MANIFEST_NAME, *(f for f in files if isinstance(f, str))} if isinstance(files, dict) else {MANIFEST_NAME}
+
+
+def foreign_in_bundle(path: Path) -> list[str]:
+    """Entries of the bundle folder ``path`` its manifest does not list (the user's; never deleted)."""
+    return foreign_entries(path, bundle_files(path))
+
+
+def own_bundle(path: Path) -> bool:
+    """A bundle folder holding only its own files (export may replace it)."""
+    return is_bundle_dir(path) and not foreign_in_bundle(path)
+
+
+def staged_directory(final: str | os.PathLike[str]) -> contextlib.AbstractContextManager[Path]:
+    """An empty temporary directory beside ``final`` that replaces ``final`` on success (``io_utils.staged_folder``).
+
+    ``final`` may be absent, an empty folder or a bundle holding only its own files; anything else is
+    refused (never deleted). The swap refuses (one line, nothing replaced) when ``final`` changed meanwhile.
     """
-    from align3d_rt.artifacts.bundle_target import replaceable
-    from align3d_rt.io_utils import rename_noreplace
-
-    final_path = Path(final)
-    if not replaceable(final_path):
-        raise _fail(final_path, "exists and is not an empty folder or a bundle; not replaced")
-    start = _folder_state(final_path)
-    final_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".partial", dir=final_path.parent))
-    try:
-        yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; a bundle is an ordinary folder
-        if _folder_state(final_path) != start or not replaceable(final_path):
-            raise _fail(final_path, "was written by another run meanwhile; not replaced (run again, with "
-                                    "--overwrite to replace it)")
-        old: Path | None = None
-        if start is not None and start[1] is not None:  # a bundle: moved aside, deleted after the swap
-            old = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".old", dir=final_path.parent))
-            os.replace(final_path, old / "b")
-        elif start is not None:  # an empty folder
-            with contextlib.suppress(FileNotFoundError):
-                final_path.rmdir()
-        try:
-            rename_noreplace(tmp, final_path)
-        except FileExistsError:
-            raise _fail(final_path, "was written by another run meanwhile; not replaced") from None
-        except BaseException:
-            if old is not None:
-                os.replace(old / "b", final_path)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _folder_state(path: Path) -> tuple[int, tuple[int, int] | None] | None:
-    """None when ``path`` is absent, else (its inode, (inode, mtime) of its manifest.json or None)."""
-    try:
-        inode = path.stat().st_ino
-    except FileNotFoundError:
-        return None
-    try:
-        m = (path / MANIFEST_NAME).stat()
-        return inode, (m.st_ino, m.st_mtime_ns)
-    except FileNotFoundError:
-        return inode, None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return staged_folder(final, marker=MANIFEST_NAME, ours=own_bundle, what="a bundle", error=BundleError)

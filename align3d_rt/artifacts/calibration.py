@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from align3d_rt.artifacts.bundle import canonical_digest
 from align3d_rt.errors import Align3DError
@@ -55,7 +55,7 @@ class ThresholdSet:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ThresholdSet":
+    def from_dict(cls, data: dict[str, Any]) -> ThresholdSet:
         extras = {k: v for k, v in data.items() if k not in ("threshold", "lo", "hi", "rank")}
         rank = data.get("rank")
         return cls(float(data["threshold"]), float(data["lo"]), float(data["hi"]),
@@ -108,7 +108,7 @@ class Calibration:
         """The whole file object (with ``calibration_sha256`` = ``self.sha256``)."""
         return dict(self.body(), **{DIGEST_KEY: self.sha256})
 
-    def sealed(self) -> "Calibration":
+    def sealed(self) -> Calibration:
         """This calibration with its digest computed (what ``save_calibration`` writes)."""
         return dataclasses.replace(self, sha256=calibration_digest(self.body()))
 
@@ -117,7 +117,7 @@ class Calibration:
         return str(self.source.get(SOURCE_KINDS.get(str(self.source.get("kind")), ""), ""))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], path: str | os.PathLike[str] = "calibration") -> "Calibration":
+    def from_dict(cls, data: dict[str, Any], path: str | os.PathLike[str] = "calibration") -> Calibration:
         """Validate the fields (13.2 from the thresholds on, then the other fields) and build it.
 
         The format, version and digest are checked by ``load_calibration`` before this."""
@@ -141,11 +141,11 @@ def calibration_digest(body: dict[str, Any]) -> str:
     return canonical_digest(body, DIGEST_KEY)
 
 
-def _fail(path: Path | str, problem: str) -> CalibrationError:
+def _fail(path: str | os.PathLike[str], problem: str) -> CalibrationError:
     return CalibrationError(f"{path}: {problem}")
 
 
-def _is_number(x: Any) -> bool:
+def _is_number(x: Any) -> TypeGuard[float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 

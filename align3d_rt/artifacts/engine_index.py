@@ -5,7 +5,8 @@ Engines are tied to the GPU and the TensorRT version. Each is stored as ``engine
 and indexed in the manifest's ``engines`` section (both files hashed in ``files``). The timing
 cache ``trt_timing.cache`` speeds up rebuilds. Entries carry ``index_version``; this module reads,
 validates and records them. Building engines is export's job (export/tensorrt_build.py); the
-runtime only selects and loads.
+runtime only selects and loads. Probing the machine (its GPU's name, TensorRT) is the runtime's
+(``runtime/devices.py``).
 """
 from __future__ import annotations
 
@@ -13,38 +14,12 @@ import re
 from typing import Any
 
 from align3d_rt.artifacts.bundle import Bundle, add_files
-from align3d_rt.errors import BackendUnavailable, BundleError, import_backend
+from align3d_rt.errors import BundleError
 
 ENGINES_DIR = "engines"
 TIMING_CACHE_NAME = "trt_timing.cache"
 INDEX_VERSION = 1
 ENTRY_KEYS = ("file", "gpu_name", "tensorrt_version", "min_batch", "max_batch", "onnx_sha256")
-TRT_HINT = ("pip install tensorrt on a machine with an NVIDIA GPU and driver; "
-            "its wheels come from NVIDIA's package index")
-
-
-def import_tensorrt() -> Any:
-    """``import tensorrt`` or BackendUnavailable with an install hint."""
-    return import_backend("tensorrt", "TensorRT", TRT_HINT)
-
-
-def gpu_name(device: int = 0) -> str:
-    """Name of the CUDA device (via torch, else pycuda); BackendUnavailable when there is none."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return str(torch.cuda.get_device_name(device))
-        raise BackendUnavailable("no CUDA GPU is visible to torch (TensorRT needs an NVIDIA GPU)")
-    except ImportError:
-        pass
-    try:
-        import pycuda.driver as cuda
-
-        cuda.init()
-        return str(cuda.Device(device).name())
-    except Exception as err:  # noqa: BLE001 - pycuda missing or no driver
-        raise BackendUnavailable(f"no CUDA GPU found (torch missing; pycuda: {err})") from None
 
 
 def _slug(text: str) -> str:
@@ -80,7 +55,8 @@ def select_engine(bundle: Bundle, gpu_name: str, trt_version: str, batch: int | 
     engines = bundle.engines
     if key is not None:
         if key not in engines:
-            raise BundleError(f"{bundle.path}: no TensorRT engine {key!r} in the bundle (have: {', '.join(engines) or 'none'})")
+            raise BundleError(f"{bundle.path}: no TensorRT engine {key!r} in the bundle (have: "
+                              f"{', '.join(engines) or 'none'})")
         engines = {key: engines[key]}
     if not engines:
         raise BundleError(f"{bundle.path}: no TensorRT engine in the bundle; build one with "
@@ -91,11 +67,13 @@ def select_engine(bundle: Bundle, gpu_name: str, trt_version: str, batch: int | 
     same_host = {k: e for k, e in engines.items()
                  if e.get("gpu_name") == gpu_name and str(e.get("tensorrt_version")) == str(trt_version)}
     if not same_host:
-        built = "; ".join(sorted(f"{e.get('gpu_name')} / TensorRT {e.get('tensorrt_version')}" for e in engines.values()))
+        built = "; ".join(sorted(f"{e.get('gpu_name')} / TensorRT {e.get('tensorrt_version')}"
+                                 for e in engines.values()))
         raise BundleError(f"{bundle.path}: TensorRT engines were built for {built}, this machine has {gpu_name} / "
                           f"TensorRT {trt_version}; engines do not transfer across GPUs or TensorRT versions: rebuild "
                           f"with `align3d-rt export --tensorrt` (or build_engine)")
-    fitting = {k: e for k, e in same_host.items() if batch is None or int(e["min_batch"]) <= batch <= int(e["max_batch"])}
+    fitting = {k: e for k, e in same_host.items()
+               if batch is None or int(e["min_batch"]) <= batch <= int(e["max_batch"])}
     pool = fitting or same_host  # larger batches are split into chunks of max_batch by the backend
     key = max(pool, key=lambda k: (int(pool[k]["max_batch"]), k))
     entry = pool[key]

@@ -1,7 +1,8 @@
 """Format-version upgrades shared by every artifact: one step function per old version."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Upgrade = Callable[[dict[str, Any]], dict[str, Any]]
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from align3d_rt.errors import RunDirError
 from align3d_rt.artifacts.migrate import ALIGNER_CHANGE, Upgrade, upgrade
+from align3d_rt.errors import RunDirError
 from align3d_rt.io_utils import atomic_path, read_json, write_json_atomic, write_text_atomic
 from align3d_rt.render.views import RenderSettings
 
@@ -89,9 +89,8 @@ def clip_seed(weights_id: str | None, config: dict[str, Any]) -> int:
 
 def save_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
     """Write numpy arrays as safetensors atomically."""
-    from safetensors.numpy import save_file
-
     from safetensors import SafetensorError
+    from safetensors.numpy import save_file
 
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     with atomic_path(path) as tmp:
@@ -120,7 +119,7 @@ def load_tensors(path: str | Path, what: str = "file") -> dict[str, np.ndarray]:
         raise RunDirError(f"{p}: missing {what}")
     try:
         return load_file(str(p))
-    except Exception as err:  # safetensors raises its own error types for truncated/garbled headers
+    except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for truncated/garbled headers
         raise RunDirError(f"{p}: corrupt safetensors {what} ({type(err).__name__}); re-run training or "
                           f"restore the file") from None
 
@@ -151,7 +150,8 @@ def read_config(run: str | Path) -> dict:
     except (OSError, ValueError) as err:
         raise RunDirError(f"{path}: unreadable config ({err.__class__.__name__}: {err}); re-run training") from None
     if not isinstance(config, dict) or config.get("format") != RUN_FORMAT:
-        raise RunDirError(f"{path}: not an align3d_rt run config (format {config.get('format') if isinstance(config, dict) else None!r})")
+        raise RunDirError(f"{path}: not an align3d_rt run config (format "
+                          f"{config.get('format') if isinstance(config, dict) else None!r})")
     return upgrade(config, RUN_FORMAT_VERSION, UPGRADES, lambda problem: RunDirError(f"{path}: {problem}"),
                    "run", "re-train with this version", obsolete=OBSOLETE)
 
@@ -162,7 +162,7 @@ def write_losses(run: str | Path, records: list[dict[str, Any]]) -> None:
     write_text_atomic(Path(run) / LOSSES, text)
 
 
-def load_run(path: str | Path) -> RunArtifacts:
+def load_run(path: str | os.PathLike[str]) -> RunArtifacts:
     """Load a finished run (torch-free). Incomplete, foreign or corrupt runs raise RunDirError."""
     run = Path(path)
     if not run.is_dir():
@@ -194,7 +194,7 @@ def load_run(path: str | Path) -> RunArtifacts:
         raise RunDirError(f"{run / CONFIG}: config lacks or garbles {err}; re-run training") from None
 
 
-def with_clip_weights(run: RunArtifacts, clip_weights: str | Path | None) -> RunArtifacts:
+def with_clip_weights(run: RunArtifacts, clip_weights: str | os.PathLike[str] | None) -> RunArtifacts:
     """The run with its CLIP weights looked for at ``clip_weights`` (absolute) instead of the recorded path;
     the identity check (tensor hash) happens when the weights are loaded (``model.graph``)."""
     if clip_weights is None:

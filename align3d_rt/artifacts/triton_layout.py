@@ -1,4 +1,4 @@
-"""The Triton model repository's contract shared by its writer (export) and its models/client (runtime).
+"""The Triton model repository's contract shared by its writer, its models and the client (``align3d_rt.serving``).
 
 Layout written by ``align3d-rt export --format triton``::
 
@@ -17,6 +17,8 @@ calibration also returns ``decision`` (BYTES: JSON), ``point_scores_normalized``
 ``region_labels`` (N,) int32.
 """
 from __future__ import annotations
+
+from typing import Any
 
 MARKER_NAME = "align3d_triton.json"
 MARKER_FORMAT = "align3d_rt.triton_repository"
@@ -46,3 +48,10 @@ ON_REQUEST = (VIEW_MAPS, VIEWS)  # outputs the pipeline computes only when a req
 def encoder_name(pipeline: str) -> str:
     """The encoder model's name beside pipeline model ``pipeline``."""
     return pipeline + ENCODER_SUFFIX
+
+
+def model_parameters(config: dict[str, Any]) -> dict[str, str]:
+    """The string parameters of a model config (its JSON form: what Triton hands a Python model's
+    ``initialize``, and what the client reads from the server)."""
+    params = config.get("parameters") or {}
+    return {k: str(v.get("string_value", "")) for k, v in params.items() if isinstance(v, dict)}

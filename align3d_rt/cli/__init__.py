@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"align3d-rt {args.command}: error: {_rank_prefix()}{os_error_line(err)}", file=sys.stderr)
         _tell_torchrun(err)
         return 2
-    except Exception as err:  # noqa: BLE001 - only under torchrun: one line naming the failing rank
+    except Exception as err:  # re-raised unless under torchrun: then one line naming the failing rank
         if not _rank_prefix():
             raise
         print(f"align3d-rt {args.command}: error: {_rank_prefix()}{_failure_line(err)}", file=sys.stderr)

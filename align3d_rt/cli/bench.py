@@ -10,10 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from align3d_rt.cli.numbers import positive_float, positive_int
 from align3d_rt.errors import Align3DError, input_error
 from align3d_rt.runtime.devices import DEVICE_CHOICES
-from align3d_rt.cli.numbers import positive_float, positive_int
+
+if TYPE_CHECKING:  # imported lazily at run time (bench pulls in the eval layer)
+    from align3d_rt.eval.bench import BenchConfig
 
 KIND_CHOICES = ("mvtec", "real3d")
 
@@ -70,11 +74,11 @@ BENCH_ENTRIES = ("bench.md", "bench.json", "bench.png", "logs", "work")
 BENCH_MARKERS = ("bench.json", "work/clouds")  # one of them marks an earlier bench
 
 
-def config_from_args(args: argparse.Namespace) -> "BenchConfig":  # noqa: F821 - imported lazily
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
     """Check the arguments (one-line errors) and build the BenchConfig; creates nothing."""
+    from align3d_rt.cli.out_folder import check_resumable_out
     from align3d_rt.eval.bench import BenchConfig
     from align3d_rt.eval.bench.inspector import find_inspector
-    from align3d_rt.cli.out_folder import check_resumable_out
 
     check_resumable_out(args.out, "bench", BENCH_ENTRIES, BENCH_MARKERS)
     if args.samples < 1:

@@ -19,16 +19,20 @@ from typing import Any
 import numpy as np
 
 from align3d_rt.artifacts.calibration import (
-    DEFAULT_MIN_POINTS, DEFAULT_SPACING_FACTOR, RULES, check_target, save_calibration, scoring_name,
+    DEFAULT_MIN_POINTS,
+    DEFAULT_SPACING_FACTOR,
+    RULES,
+    check_target,
+    save_calibration,
+    scoring_name,
 )
 from align3d_rt.cli.infer import sample_loader
+from align3d_rt.cli.numbers import positive_int
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.data.files import collect_files
 from align3d_rt.errors import Align3DError, InputError
-from align3d_rt.cli.numbers import positive_int
 from align3d_rt.render.views import DATASET_CATEGORIES, category_problem
-
 
 PRODUCT_MAX_CHARS = 200  # the name appears in one-line messages, scores.json and Triton parameters
 

@@ -1,4 +1,5 @@
-"""``align3d-rt demo``, the offline end-to-end demo: synthetic data -> train (tiny CLIP) -> one-vs-rest eval (torch, ONNX Runtime, OpenVINO) -> report.
+"""``align3d-rt demo``, the offline end-to-end demo: synthetic data -> train (tiny CLIP) -> one-vs-rest
+eval (torch, ONNX Runtime, OpenVINO) -> report.
 
 ``run_demo(DemoConfig(out=...))`` (CLI: ``align3d-rt demo --out DIR``) writes under OUT:
   data/            generated MVTec-layout dataset (several synthetic categories)
@@ -27,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
+from align3d_rt.cli.numbers import non_negative_int
 from align3d_rt.io_utils import sha256_json, write_json_atomic, write_text_atomic
 from align3d_rt.runtime.devices import DEVICE_CHOICES
-from align3d_rt.cli.numbers import non_negative_int
+from align3d_rt.vocabulary import IR_PRECISIONS, ONNX_PRECISIONS, words
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "backend, exports ONNX bundles and evaluates them with ONNX Runtime, and writes OUT/report.md.",
     )
     d.add_argument("--out", type=Path, required=True, help="output folder (dataset, run, bundles, report)")
-    d.add_argument("--precisions", nargs="+", choices=("fp32", "fp16", "int8"), default=["fp32", "int8"],
+    d.add_argument("--precisions", nargs="+", choices=words(ONNX_PRECISIONS), default=["fp32", "int8"],
                    help="bundle precisions to export and evaluate with ONNX Runtime (default fp32 int8)")
-    d.add_argument("--ir-precisions", nargs="*", choices=("fp32", "int8", "int8-weights"), default=["int8"],
+    d.add_argument("--ir-precisions", nargs="*", choices=words(IR_PRECISIONS), default=["int8"],
                    help="OpenVINO IR precisions to export and evaluate (default int8; none: skip; skipped with a "
                         "note when OpenVINO is not installed)")
     d.add_argument("--seed", type=non_negative_int, default=0)
@@ -100,7 +101,7 @@ class DemoConfig:
     device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def quick(self) -> "DemoConfig":
+    def quick(self) -> DemoConfig:
         """A smoke-test sized demo (seconds, not a result)."""
         return dataclasses.replace(self, categories=self.categories[:3], n_test_good=2, n_per_defect=1, size=(96, 128),
                                    epochs1=4, reweight_epochs=1, epochs2=2, dpca_epochs=1, calibration_samples=2)
@@ -173,7 +174,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     evals: dict[str, Any] = {}
     t0 = time.perf_counter()
     reference, deploy = registry.default_backend("run"), registry.default_backend("bundle")
-    calibrated = f" (calibrated per shape on {cfg.n_calibration} good {cfg.calibrate_on} parts)" if cfg.calibrate_on else ""
+    calibrated = (f" (calibrated per shape on {cfg.n_calibration} good {cfg.calibrate_on} parts)"
+                  if cfg.calibrate_on else "")
     _say(f"3/4 one-vs-rest evaluation, {reference} backend{calibrated}")
     evals[reference] = run_protocol(Detector.from_run(run_dir, device=cfg.device), "one-vs-rest", "synthetic",
                                     data_root, out / f"eval_{reference}", batch_size=cfg.eval_batch,
@@ -247,8 +249,9 @@ def _ir_evaluations(cfg: DemoConfig, run_dir: Path, data_root: Path, bundles: di
         t0 = time.perf_counter()
         label = f"{backend}-{prec}"
         det = Detector.from_bundle(bundles[key], backend=backend, device="cpu")
-        evals[label] = run_protocol(det, "one-vs-rest", "synthetic", data_root, Path(cfg.out) / f"eval_{backend}_{prec}",
-                                    batch_size=cfg.eval_batch, progress=cfg.progress)
+        evals[label] = run_protocol(det, "one-vs-rest", "synthetic", data_root,
+                                    Path(cfg.out) / f"eval_{backend}_{prec}", batch_size=cfg.eval_batch,
+                                    progress=cfg.progress)
         tables[label] = evals[label].results
         times[f"eval {label}"] = time.perf_counter() - t0
         notes.append(f"{label}: OpenVINO IR {prec} computed in {det.info.get('compute_precision', '?')} on "
@@ -302,7 +305,8 @@ def render_report(cfg: DemoConfig, run_dir: Path, evals: dict[str, Any], tables:
     lines = [
         "# align3d_rt demo: zero-shot one-vs-rest on synthetic data",
         "",
-        f"Trained on **{cfg.train_category}** (test split, stage 1 {cfg.epochs1} epochs, stage 2 {cfg.epochs2} epochs), "
+        f"Trained on **{cfg.train_category}** (test split, stage 1 {cfg.epochs1} epochs, "
+        f"stage 2 {cfg.epochs2} epochs), "
         f"tested on {', '.join(c for c in cfg.categories if c != cfg.train_category)}. "
         f"CLIP: `{man.get('clip_name')}` (random tiny model, weights id `{man.get('clip_weights_id')}`); views preset "
         f"`{man.get('views_preset')}`, renderer `{man.get('renderer')}`, fusion weight {man.get('fusion_weight')}.",
@@ -342,9 +346,11 @@ def render_report(cfg: DemoConfig, run_dir: Path, evals: dict[str, Any], tables:
                       f"![{label} examples]({Path(sheet).relative_to(out).as_posix()})", ""]
             break
     lines += ["Per-example pictures (all views): " + ", ".join(
-        f"`{Path(ev.paths['manifest']).parent.relative_to(out).as_posix()}/results_examples/`" for ev in evals.values()), ""]
+        f"`{Path(ev.paths['manifest']).parent.relative_to(out).as_posix()}/results_examples/`"
+        for ev in evals.values()), ""]
     lines += ["## Time (seconds)", "", "| step | s |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in times.items()]
-    lines += ["", f"Run directory: `{run_dir.relative_to(out).as_posix() if run_dir.is_relative_to(out) else run_dir}`; "
+    lines += ["", "Run directory: "
+                  f"`{run_dir.relative_to(out).as_posix() if run_dir.is_relative_to(out) else run_dir}`; "
               "everything used is recorded in `manifest.json` and each evaluation's own manifest.", ""]
     return "\n".join(lines)

@@ -5,10 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from align3d_rt.cli.numbers import non_negative_int, positive_int
 from align3d_rt.cli.options import add_detector_options, build_detector
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.errors import Align3DError
-from align3d_rt.cli.numbers import non_negative_int, positive_int
 
 DATASETS = ("mvtec3d", "eyecandies", "real3d", "synthetic")
 
@@ -20,9 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score the test split of every test class and write per-class tables (results.md/.csv/.json), "
                     "example pictures and manifest.json, rewritten as each class finishes. one-vs-rest leaves out "
                     "the run's training class; cross-dataset tests every class of another dataset root. A sample "
-                    "that cannot be scored is listed as failed and the evaluation goes on (exit code 1). Under `torchrun "
-                    "--nproc-per-node N -m align3d_rt eval ...` every rank scores its share of each class and "
-                    "rank 0 merges the scores and writes the outputs.",
+                    "that cannot be scored is listed as failed and the evaluation goes on (exit code 1). "
+                    "Under `torchrun --nproc-per-node N -m align3d_rt eval ...` every rank scores its share of "
+                    "each class and rank 0 merges the scores and writes the outputs.",
     )
     p.add_argument("--protocol", choices=("one-vs-rest", "cross-dataset"), default="one-vs-rest")
     p.add_argument("--dataset", choices=DATASETS, required=True, help="dataset layout of --root")
@@ -31,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_scoring_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier eval output at --out: only the files it wrote (a folder holding anything else is refused)")
+                   help="replace an earlier eval output at --out: only the files it wrote "
+                        "(a folder holding anything else is refused)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted eval in --out: classes whose results are there are not rescored")
     p.add_argument("--categories", nargs="+", default=None, help="test only these classes")
@@ -74,10 +75,9 @@ def _run_eval(args: argparse.Namespace, main: bool) -> int:
     import contextlib
 
     from align3d_rt import distributed
+    from align3d_rt.cli.out_folder import OutputFolder
     from align3d_rt.eval.protocols import run_protocol
     from align3d_rt.eval.report import markdown_table, operating_section
-
-    from align3d_rt.cli.out_folder import OutputFolder
 
     if args.overwrite and args.resume:
         raise Align3DError("--overwrite and --resume: choose one (replace the folder, or continue in it)")

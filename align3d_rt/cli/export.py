@@ -9,10 +9,10 @@ from pathlib import Path
 
 from align3d_rt.artifacts.bundle import PRECISIONS
 from align3d_rt.cli.export_triton import TRITON, add_triton_options, run_triton_export
+from align3d_rt.cli.numbers import positive_float, positive_int
 from align3d_rt.cli.options import add_clip_weights_option
 from align3d_rt.errors import Align3DError
 from align3d_rt.export.openvino_export import DEFAULT_CALIBRATION_SAMPLES, EXPORT_FORMATS, IR_PRECISIONS
-from align3d_rt.cli.numbers import positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", type=Path, help="training run directory (--format onnx/openvino)")
     src.add_argument("--bundle", type=Path, help=f"exported bundle directory (--format {TRITON})")
-    p.add_argument("--out", type=Path, required=True, help="bundle directory to write (new, empty, or an earlier bundle with --overwrite; "
+    p.add_argument("--out", type=Path, required=True,
+                   help="bundle directory to write (new, empty, or an earlier bundle with --overwrite; "
                         "written atomically; never inside --run); with --format triton the model repository")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing bundle (or Triton repository) at --out (only one align3d-rt wrote)")
@@ -37,11 +38,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"OpenVINO int8: samples whose rendered views calibrate the quantization "
                         f"(default {DEFAULT_CALIBRATION_SAMPLES}; recorded in the manifest)")
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset, 13 to 23 (default 17)")
-    p.add_argument("--tensorrt", action="store_true", help="also build a TensorRT engine (fp16 only; needs TensorRT + GPU)")
-    p.add_argument("--min-batch", type=positive_int, default=_TENSORRT_ONLY["min_batch"], help="TensorRT profile: smallest view batch (default 1)")
-    p.add_argument("--opt-batch", type=positive_int, default=_TENSORRT_ONLY["opt_batch"], help="TensorRT profile: tuned view batch (default 9); Triton: preferred encoder batch")
-    p.add_argument("--max-batch", type=positive_int, default=_TENSORRT_ONLY["max_batch"], help="TensorRT profile: largest view batch (default 18); Triton: the encoder max_batch_size (a TensorRT engine brings its own)")
-    p.add_argument("--workspace-gb", type=positive_float, default=_TENSORRT_ONLY["workspace_gb"], help="TensorRT builder workspace in GiB (default 4)")
+    p.add_argument("--tensorrt", action="store_true",
+                   help="also build a TensorRT engine (fp16 only; needs TensorRT + GPU)")
+    p.add_argument("--min-batch", type=positive_int, default=_TENSORRT_ONLY["min_batch"],
+                   help="TensorRT profile: smallest view batch (default 1)")
+    p.add_argument("--opt-batch", type=positive_int, default=_TENSORRT_ONLY["opt_batch"],
+                   help="TensorRT profile: tuned view batch (default 9); Triton: preferred encoder batch")
+    p.add_argument("--max-batch", type=positive_int, default=_TENSORRT_ONLY["max_batch"],
+                   help="TensorRT profile: largest view batch (default 18); Triton: the encoder max_batch_size "
+                        "(a TensorRT engine brings its own)")
+    p.add_argument("--workspace-gb", type=positive_float, default=_TENSORRT_ONLY["workspace_gb"],
+                   help="TensorRT builder workspace in GiB (default 4)")
     add_triton_options(p)
     p.set_defaults(func=run_export)
 
@@ -71,11 +78,10 @@ def run_export(args: argparse.Namespace) -> int:
     if args.fmt == TRITON:
         return run_triton_export(args)
     if args.run is None:
-        raise Align3DError(f"--bundle is the source of --format {TRITON}; export a bundle from a training run with --run")
+        raise Align3DError(f"--bundle is the source of --format {TRITON}; "
+                           "export a bundle from a training run with --run")
     check_used_options(args)
-    from align3d_rt.export.onnx_export import export_bundle
-
-    from align3d_rt.export.onnx_export import check_opset
+    from align3d_rt.export.onnx_export import check_opset, export_bundle
 
     check_opset(args.opset)
     check_export_target(args.run, args.out, args.overwrite)  # before any work; never deletes

@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from align3d_rt.errors import Align3DError
 from align3d_rt.cli.numbers import non_negative_int, positive_int
+from align3d_rt.errors import Align3DError
 
 TRITON = "triton"
 # Options only --format triton reads, with their defaults (filled by add_triton_options).
@@ -15,8 +15,8 @@ TRITON_ONLY_DEFAULTS: dict[str, object] = {}
 
 def add_triton_options(p: argparse.ArgumentParser) -> None:
     from align3d_rt.artifacts.triton_layout import DEFAULT_MODEL
-    from align3d_rt.export.triton_config import PYTHON
-    from align3d_rt.export.triton_repository import AUTO, ENCODER_CHOICES
+    from align3d_rt.serving.triton_config import PYTHON
+    from align3d_rt.serving.triton_repository import AUTO, ENCODER_CHOICES
 
     g = p.add_argument_group("--format triton")
     g.add_argument("--triton-encoder", choices=ENCODER_CHOICES, default=AUTO,
@@ -49,10 +49,11 @@ def unused_triton_options(args: argparse.Namespace) -> list[str]:
 
 
 def run_triton_export(args: argparse.Namespace) -> int:
-    from align3d_rt.export.triton_repository import write_triton_repository
+    from align3d_rt.serving.triton_repository import write_triton_repository
 
     if args.bundle is None:
-        raise Align3DError(f"--format {TRITON} serves an exported bundle: pass --bundle (export one from the run first)")
+        raise Align3DError(f"--format {TRITON} serves an exported bundle: "
+                           "pass --bundle (export one from the run first)")
     if args.tensorrt or args.precision != "fp32" or args.calibration_samples is not None:
         raise Align3DError(f"--format {TRITON} copies the bundle as it is; --tensorrt/--precision/"
                            f"--calibration-samples apply when the bundle is exported")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
 from align3d_rt.cli.numbers import fraction
 
 DATASETS = ("mvtec3d", "eyecandies", "real3d", "synthetic")
@@ -25,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="epoch_N_rgb.pth and/or epoch_N_rendering.pth (the partner is found by name), or a "
                         "PointAD epoch_N.pth; loaded with torch.load(weights_only=True)")
     p.add_argument("--out", type=Path, required=True, help="run directory to create (must not exist or be empty)")
-    p.add_argument("--clip", default="ViT-L-14-336", help="CLIP the checkpoints were trained with (default ViT-L-14-336)")
+    p.add_argument("--clip", default="ViT-L-14-336",
+                   help="CLIP the checkpoints were trained with (default ViT-L-14-336)")
     p.add_argument("--clip-weights", default=None, help="CLIP weights file (default: the local cache)")
     p.add_argument("--dataset", choices=DATASETS, default="mvtec3d", help="dataset the checkpoint was trained on "
                    "(render settings; default mvtec3d)")

@@ -27,20 +27,23 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from align3d_rt.cli import calibration_options
 from align3d_rt.cli.infer_page import add_html_option, write_index, write_result_page
-from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_detector
+from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_scorer
+from align3d_rt.cli.numbers import positive_int
 from align3d_rt.cli.options import add_detector_options, build_detector, throughput_for_batches
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.data.files import collect_files
-from align3d_rt.cli.numbers import positive_int
 from align3d_rt.errors import Align3DError, InputError, input_error
 from align3d_rt.io_utils import save_npy_atomic
 from align3d_rt.render.views import DATASET_CATEGORIES
+
+if TYPE_CHECKING:
+    from align3d_rt.runtime.scorer import Scorer
 
 DATASET_CHOICES = tuple(DATASET_CATEGORIES)
 
@@ -52,13 +55,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="point-cloud files or folders (every point file below is scored)")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="point-cloud files or folders (every point file below is scored)")
     add_detector_options(p, required=False)
     add_triton_client_options(p)
     add_scoring_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an earlier infer output at --out: only the files it wrote (a folder holding anything else is refused)")
+                   help="replace an earlier infer output at --out: only the files it wrote "
+                        "(a folder holding anything else is refused)")
     p.add_argument("--dataset", default=None, choices=DATASET_CHOICES,
                    help="dataset the files come from (render point size/normals; real3d: resampled to 112,896 points)")
     p.add_argument("--category", default=None, help="category of the files (MVTec point size per class); needs "
@@ -92,7 +97,6 @@ def sample_loader(dataset: str, category: str) -> Any:
 
 def run_infer(args: argparse.Namespace) -> int:
     from align3d_rt.cli.out_folder import OutputFolder
-
     from align3d_rt.render.views import category_problem
 
     check_triton_choice(args)
@@ -105,33 +109,36 @@ def run_infer(args: argparse.Namespace) -> int:
     # with --html, a file called index.* would have its page overwritten by index.html
     files = collect_files(list(args.paths), exclude=args.out, reserved=("index",) if args.html else ())
     throughput_for_batches(args, args.batch_size)  # several clouds per encoder call: OpenVINO streams
-    detector = triton_detector(args) if args.triton else apply_scoring(args, build_detector(args))
+    detector = triton_scorer(args) if args.triton else apply_scoring(args, build_detector(args))
     if cal is not None:
         calibration_options.attach(detector, cal, args.calibration)
     with folder:
         return _infer_into(args, files, detector)
 
 
-def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detector: Any) -> int:
+def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detector: Scorer) -> int:
     from align3d_rt import progress
+    from align3d_rt.eval import outputs
     from align3d_rt.io_utils import write_json_atomic
-    from align3d_rt.runtime import outputs
 
     summary: dict[str, Any] = {
-        "detector": {**detector.describe(), "dataset": args.dataset or None, "category": args.category or None},
+        "detector": None,  # described once active (the runner adds e.g. its compute precision)
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "samples": {},
         "failed": {},
     }
-    if getattr(detector, "calibration", None) is not None:
-        summary["calibration"] = calibration_options.summary_field(detector.calibration, args.calibration)
-    elif getattr(detector, "calibration_summary", None) is not None:  # --triton: the served calibration
-        summary["calibration"] = detector.calibration_summary
+    if (local_cal := getattr(detector, "calibration", None)) is not None:
+        summary["calibration"] = calibration_options.summary_field(local_cal, args.calibration)
+    elif (served := getattr(detector, "calibration_summary", None)) is not None:  # --triton: the served calibration
+        summary["calibration"] = served
     if args.html:
         summary["index"] = "index.html"  # named before it is written: ours for a later --overwrite
     scores_json = args.out / "scores.json"
     keep_render = not args.no_png or args.html
-    with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr, dynamic_ncols=True) as bar:
+    with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr,
+                                dynamic_ncols=True) as bar:
+        summary["detector"] = {**detector.describe(), "dataset": args.dataset or None,
+                               "category": args.category or None}
         stream = detector.score_stream(files, load=sample_loader(args.dataset, args.category),
                                        batch_size=args.batch_size, keep_render=keep_render)
         for (path, key), result in stream:
@@ -148,7 +155,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
     summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     write_json_atomic(scores_json, summary)
     n_fail = len(summary["failed"])
-    print(f"align3d-rt infer: scored {len(summary['samples'])} sample(s), {n_fail} failed -> {scores_json}", file=sys.stderr)
+    print(f"align3d-rt infer: scored {len(summary['samples'])} sample(s), {n_fail} failed -> {scores_json}",
+          file=sys.stderr)
     return 1 if n_fail else 0
 
 

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING
 
-from align3d_rt.errors import Align3DError
 from align3d_rt.cli.numbers import non_negative_int, positive_float
+from align3d_rt.errors import Align3DError
+
+if TYPE_CHECKING:
+    from align3d_rt.serving.triton_client import TritonScorer
 
 
 def add_triton_client_options(p: argparse.ArgumentParser) -> None:
@@ -18,7 +21,8 @@ def add_triton_client_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=DEFAULT_MODEL, help=f"the pipeline model's name (default {DEFAULT_MODEL})")
     g.add_argument("--timeout", type=positive_float, default=120.0,
                    help="seconds each server call may take (default 120); failed connections are retried")
-    g.add_argument("--retries", type=non_negative_int, default=3, help="retries of a call the server did not answer (default 3)")
+    g.add_argument("--retries", type=non_negative_int, default=3,
+                   help="retries of a call the server did not answer (default 3)")
 
 
 def check_triton_choice(args: argparse.Namespace) -> None:
@@ -43,9 +47,9 @@ def check_triton_choice(args: argparse.Namespace) -> None:
                            f"leave them out with --triton")
 
 
-def triton_detector(args: argparse.Namespace) -> Any:
-    from align3d_rt.runtime.triton_client import TritonDetector
+def triton_scorer(args: argparse.Namespace) -> TritonScorer:
+    from align3d_rt.serving.triton_client import TritonScorer
 
-    detector = TritonDetector(args.triton, args.model, timeout=args.timeout, retries=args.retries)
-    detector.connect()  # before the output folder is made: an unreachable server leaves nothing behind
-    return detector
+    scorer = TritonScorer(args.triton, args.model, timeout=args.timeout, retries=args.retries)
+    scorer.connect()  # before the output folder is made: an unreachable server leaves nothing behind
+    return scorer

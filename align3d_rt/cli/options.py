@@ -5,9 +5,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from align3d_rt.cli.numbers import num_streams, thread_count
 from align3d_rt.runtime import registry
 from align3d_rt.runtime.devices import DEVICE_CHOICES
-from align3d_rt.cli.numbers import num_streams, thread_count
 
 
 def add_detector_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -40,16 +40,18 @@ def add_runner_options(parser: argparse.ArgumentParser) -> None:
     def who(option: str) -> str:
         return ", ".join(registry.backends_with_option(option)) or "none"
 
-    parser.add_argument("--precision-hint", choices=("auto", "bf16", "f16", "f32"), default=None,
+    parser.add_argument("--precision-hint", choices=registry.option_choices("precision_hint"), default=None,
                         help=f"compute precision of the encoder ({who('precision_hint')}): auto (default) = bf16 "
                              "where the CPU computes bf16 natively, else f32; f32 keeps fp32 parity with torch")
-    parser.add_argument("--performance-hint", choices=("LATENCY", "THROUGHPUT"), default=None,
+    parser.add_argument("--performance-hint", choices=registry.option_choices("performance_hint"), default=None,
                         help=f"LATENCY (default, one sample at a time) or THROUGHPUT (streams; infer's default "
                              f"with --batch-size > 1) "
                              f"({who('performance_hint')})")
     parser.add_argument("--device-name", default=None,
-                        help=f"the backend's own device name, e.g. CPU (default), GPU, NPU, AUTO ({who('device_name')})")
-    parser.add_argument("--num-streams", type=num_streams, default=None, help=f"parallel inference streams ({who('num_streams')})")
+                        help="the backend's own device name, e.g. CPU (default), GPU, NPU, AUTO "
+                             f"({who('device_name')})")
+    parser.add_argument("--num-streams", type=num_streams, default=None,
+                        help=f"parallel inference streams ({who('num_streams')})")
     parser.add_argument("--threads", type=thread_count, default=None, help=f"encoder threads ({who('threads')})")
 
 
@@ -60,7 +62,7 @@ def throughput_for_batches(args: argparse.Namespace, batch_size: int) -> None:
         return
     backend = getattr(args, "backend", None) or registry.default_backend(
         "run" if getattr(args, "run", None) is not None else "bundle")
-    if "performance_hint" in registry.get(backend).options:
+    if "performance_hint" in registry.get(backend).option_names:
         args.performance_hint = "THROUGHPUT"
 
 
@@ -73,7 +75,7 @@ def runner_options(args: argparse.Namespace, backend: str | None) -> dict[str, A
         return {}
     if backend is None:
         backend = registry.default_backend("run" if getattr(args, "run", None) is not None else "bundle")
-    takes = registry.get(backend).options
+    takes = registry.get(backend).option_names
     for opt in given:
         if opt not in takes:
             raise Align3DError(f"{RUNNER_FLAGS[opt]}: backend '{backend}' does not take it (backends that do: "

@@ -144,7 +144,7 @@ class OutputFolder:
     def check(self) -> None:
         """Every refusal that needs no lock (call before any expensive work)."""
         check_writable_target(self.path)
-        from align3d_rt.artifacts.bundle_target import is_bundle_dir
+        from align3d_rt.artifacts.bundle import is_bundle_dir
 
         for folder in self.inputs:
             if is_bundle_dir(folder) and (self.path.resolve() == folder.resolve()
@@ -172,11 +172,12 @@ class OutputFolder:
             if self.command not in _OVERWRITABLE:
                 raise Align3DError(f"{self.path}: output folder is not empty ({len(entries)} entries); its files are "
                                    f"never overwritten: choose a new or empty --out")
-            hint = "--overwrite to replace its contents" + (" or --resume to continue" if self.command == "eval" else "")
+            hint = "--overwrite to replace its contents" + (" or --resume to continue"
+                                                             if self.command == "eval" else "")
             raise Align3DError(f"{self.path}: output folder is not empty ({len(entries)} entries); pass {hint}, "
                                f"or choose a new --out")
 
-    def __enter__(self) -> "OutputFolder":
+    def __enter__(self) -> OutputFolder:
         self.check()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:

@@ -7,12 +7,12 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
+from align3d_rt.cli.numbers import positive_int
 from align3d_rt.cli.options import add_backend_option, add_runner_options, runner_options
 from align3d_rt.data.files import collect_files
 from align3d_rt.errors import Align3DError
 from align3d_rt.runtime import registry
 from align3d_rt.runtime.devices import DEVICE_CHOICES
-from align3d_rt.cli.numbers import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--run", type=Path, required=True, help="training run directory (torch reference)")
     q.add_argument("--bundle", type=Path, required=True, help="bundle exported from that run")
     add_backend_option(q, source="bundle")
-    q.add_argument("--device", choices=DEVICE_CHOICES, default="auto", help="device of the bundle backend (default auto)")
+    q.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
+                   help="device of the bundle backend (default auto)")
     add_runner_options(q)
     q.add_argument("--dataset", default="", help="treat DATA as roots of this dataset (mvtec3d, eyecandies, real3d, "
                                                    "synthetic): labelled samples, so AUROC is compared too")

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from align3d_rt import errors
-from align3d_rt.io_utils import atomic_path, save_npz_atomic, save_png_atomic
-from align3d_rt.render.views import VIEW_PRESETS
 from align3d_rt.cli.numbers import image_size
+from align3d_rt.io_utils import atomic_path, save_npz_atomic, save_png_atomic
+from align3d_rt.render.views import VIEW_PRESETS, RenderSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,10 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> RenderSettings:
     from dataclasses import replace
 
-    from align3d_rt.render.views import RenderSettings, settings_for
+    from align3d_rt.render.views import settings_for
 
     s = settings_for(args.dataset, args.category) if args.dataset else RenderSettings()
     if args.preset:
@@ -67,12 +67,10 @@ def contact_sheet(images: np.ndarray, labels: list[str], path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from align3d_rt.cli.out_folder import OutputFolder
     from align3d_rt.data.readers import load_point_file
     from align3d_rt.data.real3d import NUM_POINTS as REAL3D_POINTS  # Real3D-AD clouds are resampled like the dataset
     from align3d_rt.render.api import render_views
-
-    from align3d_rt.cli.out_folder import OutputFolder
-
     from align3d_rt.render.views import category_problem
 
     if (problem := category_problem(args.dataset or "", args.category)) is not None:  # the names infer accepts

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from align3d_rt.cli.numbers import fraction
 from align3d_rt.errors import Align3DError
 from align3d_rt.scoring_reference import SCORING_MODES, ReferenceSettings
-from align3d_rt.cli.numbers import fraction
 
 
 def add_scoring_options(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,8 @@ from align3d_rt.cli.numbers import non_negative_int, positive_int
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("synth", help="generate a small synthetic dataset in a real dataset layout",
                               description="Generate a synthetic dataset (deterministic by --seed).")
-    p.add_argument("--out", required=True, type=Path, help="output folder, new or empty (categories are written inside)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output folder, new or empty (categories are written inside)")
     p.add_argument("--layout", choices=("mvtec3d", "real3d"), default="mvtec3d")
     p.add_argument("--categories", default="", help="comma-separated shape names (default: all of the layout)")
     p.add_argument("--n-train", type=non_negative_int, default=2)

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from align3d_rt.cli.numbers import (
+    fraction,
+    image_size,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from align3d_rt.errors import Align3DError
-from align3d_rt.cli.numbers import fraction, image_size, non_negative_float, non_negative_int, positive_float, positive_int
 
 DATASETS = ("mvtec3d", "eyecandies", "real3d", "synthetic")
 
@@ -44,10 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", default="both", choices=("1", "2", "both"))
     p.add_argument("--resume", action="store_true", help="continue from the last finished epoch")
     p.add_argument("--epochs1", type=non_negative_int, default=250)
-    p.add_argument("--reweight-epochs", type=non_negative_int, default=50, help="stage-1 epochs (at the end) with reweighting")
+    p.add_argument("--reweight-epochs", type=non_negative_int, default=50,
+                   help="stage-1 epochs (at the end) with reweighting")
     p.add_argument("--reweight-lambda", type=non_negative_float, default=1.0)
     p.add_argument("--epochs2", type=non_negative_int, default=15)
-    p.add_argument("--dpca-epochs", type=non_negative_int, default=5, help="stage-2 epochs (at the end) with the DpCA term")
+    p.add_argument("--dpca-epochs", type=non_negative_int, default=5,
+                   help="stage-2 epochs (at the end) with the DpCA term")
     p.add_argument("--dpca-scale", type=non_negative_float, default=0.05,
                    help="weight of the DpCA term: 0.05 (default) is the paper's value, 0.1 the reference code's")
     p.add_argument("--batch-size", type=positive_int, default=4, help="clouds per step")
@@ -56,7 +65,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fusion-weight", type=fraction, default=0.5, help="weight of the aligned branch at inference")
     p.add_argument("--preset", default=None, help="view preset (default: the dataset's)")
     p.add_argument("--renderer", default="splat", choices=("splat", "open3d"))
-    p.add_argument("--image-size", type=image_size, default=None, help="render size (default 336; smaller for quick demos)")
+    p.add_argument("--image-size", type=image_size, default=None,
+                   help="render size (default 336; smaller for quick demos)")
     p.add_argument("--max-samples", type=positive_int, default=None, help="use at most N training samples")
     p.add_argument("--device", type=train_device, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -66,11 +76,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from align3d_rt.train.runner import TrainConfig, train_run
-
     from pathlib import Path
 
     from align3d_rt.cli.out_folder import check_writable_target
+    from align3d_rt.train.runner import TrainConfig, train_run
 
     if args.max_samples is not None and args.max_samples < 1:
         raise Align3DError(f"--max-samples {args.max_samples}: must be at least 1")
@@ -80,7 +89,8 @@ def run_train(args: argparse.Namespace) -> int:
         clip_weights=args.clip_weights, stage=args.stage, resume=args.resume, epochs1=args.epochs1,
         reweight_epochs=args.reweight_epochs, reweight_lambda=args.reweight_lambda, epochs2=args.epochs2,
         dpca_epochs=args.dpca_epochs, dpca_scale=args.dpca_scale, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, fusion_weight=args.fusion_weight, preset=args.preset, renderer=args.renderer, image_size=args.image_size,
+        seed=args.seed, fusion_weight=args.fusion_weight, preset=args.preset, renderer=args.renderer,
+        image_size=args.image_size,
         max_samples=args.max_samples, device=args.device, progress=not args.no_progress, stop_after=args.stop_after,
     )
     from align3d_rt import distributed

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 MARGIN = 1e-6  # relative radius margin of candidate searches (far above f64 rounding, far below any spacing)
 
 
@@ -41,7 +40,7 @@ def within(p: np.ndarray, q: np.ndarray, eps: float) -> np.ndarray:
 def _exact_lists(tree: object, pts: np.ndarray, queries: np.ndarray, eps: float) -> list[np.ndarray]:
     """Per query index, the indices of tree points within eps by the exact predicate (sorted)."""
     out = []
-    for q, near in zip(queries, tree.query_ball_point(pts[queries], eps * (1.0 + MARGIN))):  # type: ignore[attr-defined]
+    for q, near in zip(queries, tree.query_ball_point(pts[queries], eps * (1.0 + MARGIN)), strict=True):  # type: ignore[attr-defined]
         near = np.asarray(near, np.int64)
         out.append(np.sort(near[within(pts[q][None, :], tree.data[near], eps)]))  # type: ignore[attr-defined]
     return out
@@ -96,7 +95,8 @@ class _Roots:
 
 
 def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_points: int) -> np.ndarray:
-    """Spec §4.2 step 3 DBSCAN labels (-1 = noise; Open3D's numbering) of the valid cells of ``xyz`` (H,W,3), row-major."""
+    """Spec §4.2 step 3 DBSCAN labels (-1 = noise; Open3D's numbering) of the valid cells of ``xyz``
+    (H,W,3), row-major."""
     from scipy.spatial import cKDTree
 
     pts = np.ascontiguousarray(xyz[valid], dtype=np.float64)
@@ -121,7 +121,7 @@ def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_point
         below = sparse[lo < min_points]
         hi = tree.query_ball_point(pts[below], eps * (1.0 + MARGIN), return_length=True)
         unsure = below[hi >= min_points]
-        for i, near in zip(unsure, _exact_lists(tree, pts, unsure, eps)):
+        for i, near in zip(unsure, _exact_lists(tree, pts, unsure, eps), strict=True):
             core[i] = near.size >= min_points
     core_ids = np.flatnonzero(core)
     if core_ids.size == 0:
@@ -170,7 +170,7 @@ def dbscan_labels_grid(xyz: np.ndarray, valid: np.ndarray, eps: float, min_point
     labels[core_ids] = rank[comp]
     border = np.flatnonzero(~core)
     if border.size:
-        for i, near in zip(border, _exact_lists(tree, pts, border, eps)):
+        for i, near in zip(border, _exact_lists(tree, pts, border, eps), strict=True):
             near = near[core[near]]
             if near.size:
                 labels[i] = int(rank[comp[np.searchsorted(core_ids, near)]].min())

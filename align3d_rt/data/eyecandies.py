@@ -45,7 +45,7 @@ def read_yaml(path: Path) -> dict:
         raise errors.input_error(path, "file not found")
     try:
         data = yaml.safe_load(path.read_text())
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one input-error line
         raise errors.input_error(path, f"unreadable yaml ({type(err).__name__})") from None
     if not isinstance(data, dict):
         raise errors.input_error(path, "yaml must hold a mapping")
@@ -71,7 +71,7 @@ def depth_metres(depth_path: Path, info_path: Path) -> np.ndarray:
     try:
         with Image.open(depth_path) as im:
             raw = np.asarray(im)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken images: one input-error line
         raise errors.input_error(depth_path, f"unreadable depth image ({type(err).__name__})") from None
     if raw.ndim != 2:
         raise errors.input_error(depth_path, f"depth image must be single-channel 16-bit, got shape {raw.shape}")
@@ -109,7 +109,7 @@ def _read_rgb_like(path: Path, shape: tuple[int, int], kind: str) -> np.ndarray:
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB") if kind == "rgb" else im)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken images: one input-error line
         raise errors.input_error(path, f"unreadable {kind} image ({type(err).__name__})") from None
     if arr.shape[:2] != shape:
         raise errors.input_error(path, f"{kind} image shape {arr.shape[:2]} differs from depth {shape}")
@@ -128,7 +128,7 @@ def load_eyecandies_sample(depth_path: str | os.PathLike[str], *, category: str 
     if not gridlib.valid_mask(xyz).any():
         raise errors.input_error(files["depth"], "point cloud has no valid point (all depth values are 0)")
     shape = depth.shape
-    rows, cols = gridlib.pad_resize_index(*shape, pad=False)
+    rows, cols = gridlib.pad_resize_index(shape[0], shape[1], pad=False)
     grid = gridlib.gather(xyz, rows, cols)
     if not files["rgb"].is_file():
         raise errors.input_error(files["rgb"], "colour image not found")

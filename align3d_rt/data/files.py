@@ -46,7 +46,8 @@ def _is_below(path: Path, folder: Path) -> bool:
 def _unique_keys(found: list[tuple[Path, str]], reserved: tuple[str, ...] = ()) -> list[tuple[Path, str]]:
     """Unique output keys (runtime-spec §9): a key already taken gets the first free ``_1``, ``_2``, ...,
     counting every key given so far, suffixed ones included (``a``, ``a``, ``a_1`` -> ``a``, ``a_1``, ``a_1_1``)."""
-    return [(f, key) for f, key in zip((f for f, _ in found), unique_keys([key for _, key in found], reserved))]
+    keys = unique_keys([key for _, key in found], reserved)
+    return [(f, key) for f, key in zip((f for f, _ in found), keys, strict=True)]
 
 
 def unique_keys(keys: list[str], reserved: tuple[str, ...] = ()) -> list[str]:

@@ -2,8 +2,9 @@
 
 Preprocessing (DESIGN.md, after BTF/M3DM): RANSAC plane fit (threshold 0.004, 50 points per
 hypothesis, 1000 iterations; our seeded, bit-reproducible ``plane_ransac`` since PREPROCESS_VERSION 2,
-Open3D's ``segment_plane`` before) on the valid points of the 10-pixel image border; points within 0.005 of that plane are zeroed; the largest DBSCAN cluster
-(eps 0.006, min 30 points, exact predicate: ``dbscan_grid``) is kept; the grid is zero-padded to a square (sides rounded up to a
+Open3D's ``segment_plane`` before) on the valid points of the 10-pixel image border; points within
+0.005 of that plane are zeroed; the largest DBSCAN cluster (eps 0.006, min 30 points, exact
+predicate: ``dbscan_grid``) is kept; the grid is zero-padded to a square (sides rounded up to a
 multiple of 100) and nearest-resized to 336x336. Padding adds only empty cells, so DBSCAN runs on
 the unpadded grid and padding + resizing is a single index lookup shared with rgb and gt.
 A cell is invalid when it is non-finite or all-zero. With fewer than 50 valid border points there is
@@ -48,7 +49,7 @@ def read_xyz_tiff(path: str | os.PathLike[str]) -> np.ndarray:
         raise errors.input_error(path, problem)
     try:
         xyz = tifffile.imread(path)
-    except Exception as err:  # tifffile raises many types for broken files
+    except Exception as err:  # noqa: BLE001 - tifffile raises many types for broken files
         raise errors.input_error(path, f"unreadable tiff ({type(err).__name__}: {err})") from None
     if xyz.ndim != 3 or xyz.shape[2] != 3:
         raise errors.input_error(path, f"xyz tiff must be HxWx3, got shape {xyz.shape}")
@@ -160,7 +161,7 @@ def _read_cache(file: Path) -> tuple[np.ndarray, tuple[int, int]] | None:
     try:
         with np.load(file, allow_pickle=False) as data:
             grid, shape = data["grid"], data["shape"]
-    except Exception:  # missing, truncated or corrupt cache entries are recomputed
+    except Exception:  # noqa: BLE001 - missing, truncated or corrupt cache entries are recomputed
         return None
     size = gridlib.GRID_SIZE
     if grid.shape != (size, size, 3) or grid.dtype != np.float32 or shape.shape != (2,):
@@ -202,7 +203,7 @@ def _read_image(path: Path, kind: str, shape: tuple[int, int], mode: str) -> np.
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert(mode) if mode == "RGB" else im)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken images: one input-error line
         raise errors.input_error(path, f"unreadable {kind} image ({type(err).__name__})") from None
     if arr.shape[:2] != shape:
         raise errors.input_error(path, f"{kind} image is {arr.shape[1]}x{arr.shape[0]}, xyz is {shape[1]}x{shape[0]}")
@@ -237,7 +238,8 @@ def load_mvtec_sample(xyz_path: str | os.PathLike[str], rgb_path: str | os.PathL
     if gt is not None and gt.is_file():
         labels = gridlib.gather(gridlib.labels_from_mask(_read_image(gt, "gt", shape, "L")), rows, cols)
     elif label_name not in ("good", ""):
-        raise errors.input_error(gt if gt is not None else xyz_path, f"gt mask missing for defect sample '{label_name}'")
+        raise errors.input_error(gt if gt is not None else xyz_path,
+                                 f"gt mask missing for defect sample '{label_name}'")
     return grid_to_sample(grid, colors, labels, category=category, split=split, label_name=label_name,
                           source=str(xyz_path), dataset=dataset,
                           meta={"original_shape": shape, "preprocess_version": PREPROCESS_VERSION})

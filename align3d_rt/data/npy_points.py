@@ -9,6 +9,7 @@ against the file size before anything is allocated.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 import numpy as np
 
@@ -176,7 +177,7 @@ def parse_npy(data: bytes) -> np.ndarray:
     if have < need:
         raise NpyProblem(f"truncated .npy: shape {shape_text(shape)} needs {need} data bytes, the file holds {have}")
     flat = np.frombuffer(data, dtype=_DTYPES[name], count=count, offset=prefix + header_len)
-    order = "F" if fortran and len(shape) > 1 else "C"
+    order: Literal["C", "F"] = "F" if fortran and len(shape) > 1 else "C"
     return flat.reshape(shape, order=order).copy(order="C")
 
 

@@ -12,8 +12,16 @@ import struct
 
 import numpy as np
 
-from align3d_rt.data.point_files import (Lines, all_numbers, ascii_table, fail, finite_points, is_number,
-                                         parse_count, printable)
+from align3d_rt.data.point_files import (
+    Lines,
+    all_numbers,
+    ascii_table,
+    fail,
+    finite_points,
+    is_number,
+    parse_count,
+    printable,
+)
 
 LZF_MAX_RATIO = 88  # one 3-byte LZF back reference yields at most 264 bytes
 

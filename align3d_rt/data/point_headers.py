@@ -28,8 +28,8 @@ def read_points(path: str | os.PathLike[str]) -> np.ndarray:
     as (N,3) f32; refuses what the C++ reader refuses, with the same message."""
     from align3d_rt.data.npy_points import read_npy_points
     from align3d_rt.data.pcd_reader import read_pcd
-    from align3d_rt.data.point_files import fail, read_regular_file, suffix_of
     from align3d_rt.data.ply_reader import read_ply
+    from align3d_rt.data.point_files import fail, read_regular_file, suffix_of
 
     suffix = suffix_of(path)
     if suffix not in (".pcd", ".ply", ".npy"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ class SampleRef:
         return f"{self.category}/{self.split}/{self.label_name}/{self.path.stem}"
 
     def load(self) -> PointCloudSample:
-        fields = {"category": self.category, "split": self.split, "label_name": self.label_name,
+        fields: dict[str, Any] = {"category": self.category, "split": self.split, "label_name": self.label_name,
                   "dataset": self.dataset}
         if self.dataset in ("mvtec3d", "synthetic"):
             from align3d_rt.data.mvtec3d import load_mvtec_sample
@@ -103,7 +104,8 @@ def _mvtec_samples(dataset: str, cat_dir: Path, category: str, split: str) -> li
     for label_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
         for xyz in sorted((label_dir / "xyz").glob("*.tiff")):
             refs.append(SampleRef(path=xyz, category=category, split=split, label_name=label_dir.name, dataset=dataset,
-                                  rgb_path=label_dir / "rgb" / f"{xyz.stem}.png", gt_path=label_dir / "gt" / f"{xyz.stem}.png"))
+                                  rgb_path=label_dir / "rgb" / f"{xyz.stem}.png",
+                                  gt_path=label_dir / "gt" / f"{xyz.stem}.png"))
     return refs
 
 
@@ -146,7 +148,8 @@ def _real3d_sort_key(path: Path) -> tuple[int, str]:
 def load_point_file(path: str | os.PathLike[str], num_points: int | None = None,
                     use_cache: bool = True) -> PointCloudSample:
     """Load a loose point file: MVTec-style .tiff/.tif (preprocessed and cached like the dataset;
-    ``use_cache=False`` preprocesses again and writes no cache entry), .pcd/.ply (checked readers, point_headers.read_points), .npy (N,3).
+    ``use_cache=False`` preprocesses again and writes no cache entry), .pcd/.ply (checked readers,
+    point_headers.read_points), .npy (N,3).
     ``num_points`` resamples unorganized clouds (e.g. 112,896 like Real3D-AD); None keeps them as they are."""
     from align3d_rt.data.point_files import path_problem
     from align3d_rt.data.point_headers import check_min_points, read_points

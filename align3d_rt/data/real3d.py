@@ -37,7 +37,7 @@ def _colors(path: Path, n: int) -> np.ndarray | None:
         return None
     import open3d as o3d
 
-    cloud = o3d.io.read_point_cloud(str(path), format="auto", print_progress=False)
+    cloud = o3d.io.read_point_cloud(Path(path), format="auto", print_progress=False)
     if not cloud.has_colors():
         return None
     with np.errstate(over="ignore", invalid="ignore"):
@@ -129,12 +129,14 @@ def load_real3d_sample(pcd_path: str | os.PathLike[str], gt_path: str | os.PathL
         points, labels = read_gt_txt(gt, expected_points=points.shape[0])
         colors = None
     elif label_name not in ("good", ""):
-        raise errors.input_error(gt if gt is not None else pcd_path, f"gt txt missing for anomalous sample '{label_name}'")
+        raise errors.input_error(gt if gt is not None else pcd_path,
+                                 f"gt txt missing for anomalous sample '{label_name}'")
     else:
         labels = np.zeros(points.shape[0], np.uint8)
     original = int(points.shape[0])
+    point_labels: np.ndarray | None = labels
     if num_points is not None:
-        points, labels, colors = resample(points, labels, colors, num_points)
-    return PointCloudSample(points=np.ascontiguousarray(points, np.float32), colors=colors, point_labels=labels,
+        points, point_labels, colors = resample(points, labels, colors, num_points)
+    return PointCloudSample(points=np.ascontiguousarray(points, np.float32), colors=colors, point_labels=point_labels,
                             category=category, split=split, label_name=label_name, source=str(pcd_path),
                             dataset=dataset, meta={"original_points": original})

@@ -59,7 +59,8 @@ def sample_surface(shape: str, n: int, rng: np.random.Generator) -> tuple[np.nda
     raise ValueError(f"unknown Real3D-style shape {shape!r}; known: {', '.join(REAL3D_SHAPES)}")
 
 
-def make_real3d_sample(shape: str, label: str, n_points: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def make_real3d_sample(shape: str, label: str, n_points: int,
+                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(points (M,3) float64, labels (M,) uint8) for label 'template', 'good', 'bulge', 'sink' (+ '_cut')."""
     pts, normals = sample_surface(shape, n_points, rng)
     labels = np.zeros(len(pts), np.uint8)
@@ -94,7 +95,7 @@ def write_pcd(path: Path, points: np.ndarray) -> None:
 
     cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, np.float64)))
     with atomic_path(path) as tmp:
-        if not o3d.io.write_point_cloud(str(tmp), cloud, write_ascii=False):
+        if not o3d.io.write_point_cloud(Path(tmp), cloud, write_ascii=False):
             raise OSError(f"{path}: Open3D could not write the point cloud")
 
 

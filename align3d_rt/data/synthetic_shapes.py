@@ -7,9 +7,8 @@ the object size) so they show clearly in gray shaded renders.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 

@@ -140,7 +140,7 @@ def _read_mask(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             mask = np.asarray(im)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001 - Pillow raises many types for broken images: one input-error line
         raise errors.input_error(path, f"unreadable gt mask ({type(err).__name__})") from None
     return mask.max(axis=2) if mask.ndim == 3 else mask
 

@@ -10,13 +10,19 @@ false-reject rate):
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from align3d_rt import __version__
 from align3d_rt.artifacts.calibration import (
-    DEFAULT_MIN_POINTS, DEFAULT_SPACING_FACTOR, RULES, Calibration, ThresholdSet, local_time,
+    DEFAULT_MIN_POINTS,
+    DEFAULT_SPACING_FACTOR,
+    RULES,
+    Calibration,
+    ThresholdSet,
+    local_time,
 )
 from align3d_rt.errors import Align3DError
 
@@ -113,7 +119,11 @@ def fit_threshold(good: Sequence[float] | np.ndarray, bad: Sequence[float] | np.
     if n < 1:
         raise Align3DError(f"no good part scored; --rule {rule} needs good parts")
     lo, hi = float(x[0]), float(x[-1])
-    t = _f1_threshold(x, b) if rule == "f1" else _false_accept_threshold(x, b, float(target_false_accept))
+    if rule == "f1":
+        t = _f1_threshold(x, b)
+    else:
+        assert target_false_accept is not None  # check_settings requires it for this rule
+        t = _false_accept_threshold(x, b, float(target_false_accept))
     if min(lo, t) == max(hi, t):
         raise Align3DError(f"all {n} good parts have the same score {x[0]!r}; cannot normalise (needs lo < hi)")
     extras = {"false_reject_bound": None, "false_reject_upper_90": None}

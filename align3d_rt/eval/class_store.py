@@ -62,5 +62,6 @@ def load_class(folder: Path, category: str, identity: dict[str, Any]) -> tuple[C
                                         images=z[f"images_{i}"], maps=z[f"maps_{i}"],
                                         gt_masks=z[f"gt_{i}"] if m["gt"] else None))
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise Align3DError(f"{path}: unreadable class result ({type(err).__name__}); rescore with --overwrite") from None
+        raise Align3DError(f"{path}: unreadable class result ({type(err).__name__}); "
+                           "rescore with --overwrite") from None
     return result, examples

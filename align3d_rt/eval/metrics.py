@@ -80,7 +80,7 @@ def point_auroc(labels_list: Sequence[np.ndarray], scores_list: Sequence[np.ndar
         raise ValueError(f"point AUROC: {len(labels_list)} label arrays but {len(scores_list)} score arrays")
     n_pos = n_neg = 0
     dtype = np.dtype(np.float32)
-    for i, (lab, sc) in enumerate(zip(labels_list, scores_list)):
+    for i, (lab, sc) in enumerate(zip(labels_list, scores_list, strict=True)):
         if np.shape(lab) != np.shape(sc):
             raise ValueError(f"point AUROC: sample {i} has labels {np.shape(lab)} but scores {np.shape(sc)}")
         k = int(np.count_nonzero(lab))
@@ -93,7 +93,7 @@ def point_auroc(labels_list: Sequence[np.ndarray], scores_list: Sequence[np.ndar
     pos = np.empty(n_pos, dtype)
     neg = np.empty(n_neg, dtype)
     a = b = 0
-    for i, (lab, sc) in enumerate(zip(labels_list, scores_list)):
+    for i, (lab, sc) in enumerate(zip(labels_list, scores_list, strict=True)):
         mask = np.asarray(lab).ravel() != 0
         sc = np.asarray(sc).ravel()
         if np.isnan(sc).any():
@@ -116,7 +116,9 @@ def point_auroc(labels_list: Sequence[np.ndarray], scores_list: Sequence[np.ndar
     return float(twice_u / (2.0 * n_pos * n_neg))
 
 
-def _check_samples(scores_list, labels_list, grid_index_list, grid_shape_list) -> int:  # type: ignore[no-untyped-def]
+def _check_samples(scores_list: Sequence[np.ndarray], labels_list: Sequence[np.ndarray],
+                   grid_index_list: Sequence[np.ndarray | None] | None,
+                   grid_shape_list: Sequence[tuple[int, int] | None] | None) -> int:
     n = len(scores_list)
     if len(labels_list) != n or (grid_index_list is not None and len(grid_index_list) != n) \
             or (grid_shape_list is not None and len(grid_shape_list) != n):
@@ -125,7 +127,7 @@ def _check_samples(scores_list, labels_list, grid_index_list, grid_shape_list) -
 
 
 def grid_metrics(scores_list: Sequence[np.ndarray], labels_list: Sequence[np.ndarray],
-                 grid_index_list: Sequence[np.ndarray], grid_shape_list: Sequence[tuple[int, int]],
+                 grid_index_list: Sequence[np.ndarray | None], grid_shape_list: Sequence[tuple[int, int] | None],
                  sigma: float = BLUR_SIGMA, fpr_limit: float = 0.3, num_thresholds: int = 200,
                  kind: AuproKind = "paper") -> dict[str, float]:
     """Reference protocol: {'auroc': P-R, 'aupro': P-P} over blurred organized grids (all cells).
@@ -138,11 +140,11 @@ def grid_metrics(scores_list: Sequence[np.ndarray], labels_list: Sequence[np.nda
     maps: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     for i in range(n):
-        if grid_index_list[i] is None or grid_shape_list[i] is None:
+        idx, shape = grid_index_list[i], grid_shape_list[i]
+        if idx is None or shape is None:
             raise ValueError(f"grid_metrics: sample {i} has no organized grid (use per_point_metrics)")
-        maps.append(blur_grid(points_to_grid(scores_list[i], grid_index_list[i], grid_shape_list[i]), sigma))
-        masks.append(points_to_grid(np.asarray(labels_list[i]) > 0, grid_index_list[i],
-                                    grid_shape_list[i]).astype(np.uint8))
+        maps.append(blur_grid(points_to_grid(scores_list[i], idx, shape), sigma))
+        masks.append(points_to_grid(np.asarray(labels_list[i]) > 0, idx, shape).astype(np.uint8))
     return map_metrics(maps, masks, fpr_limit=fpr_limit, num_thresholds=num_thresholds, kind=kind)
 
 
@@ -177,6 +179,7 @@ def per_point_metrics(scores_list: Sequence[np.ndarray], labels_list: Sequence[n
     masks, maps, valid = [], [], []
     for i in range(n):
         idx, shape = grid_index_list[i], grid_shape_list[i]
+        assert idx is not None and shape is not None  # every sample has a grid (checked above)
         maps.append(points_to_grid(scores_list[i], idx, shape))
         masks.append(points_to_grid(np.asarray(labels_list[i]) > 0, idx, shape).astype(np.uint8))
         valid.append(points_to_grid(np.ones(np.size(idx), np.float32), idx, shape) > 0)

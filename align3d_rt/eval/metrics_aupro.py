@@ -40,6 +40,7 @@ from skimage.measure import label as label_regions
 __all__ = ["MetricUndefinedWarning", "aupro", "undefined"]
 
 AuproKind = Literal["paper", "anomalib"]
+Maps = Sequence[np.ndarray] | np.ndarray  # (K,H,W) or K 2-D maps
 
 
 class MetricUndefinedWarning(UserWarning):
@@ -65,7 +66,7 @@ def _pairs(masks: Sequence[np.ndarray] | np.ndarray, score_maps: Sequence[np.nda
     return len(masks)
 
 
-def _map(score_maps, valid, i: int) -> tuple[np.ndarray, np.ndarray | None]:  # type: ignore[no-untyped-def]
+def _map(score_maps: Maps, valid: Maps | None, i: int) -> tuple[np.ndarray, np.ndarray | None]:
     scores = np.asarray(score_maps[i])
     if not np.issubdtype(scores.dtype, np.floating):
         scores = scores.astype(np.float64)
@@ -82,8 +83,9 @@ def _regions(mask: np.ndarray, keep: np.ndarray | None) -> tuple[np.ndarray, np.
     return labels, np.bincount(labels.ravel())
 
 
-def _score_range(score_maps, valid, count: int) -> tuple[np.floating, np.floating]:  # type: ignore[no-untyped-def]
-    lo, hi = None, None
+def _score_range(score_maps: Maps, valid: Maps | None, count: int) -> tuple[np.floating, np.floating]:
+    lo: np.floating | None = None
+    hi: np.floating | None = None
     for i in range(count):
         scores, keep = _map(score_maps, valid, i)
         vals = scores if keep is None else scores[keep]
@@ -93,12 +95,13 @@ def _score_range(score_maps, valid, count: int) -> tuple[np.floating, np.floatin
             raise ValueError(f"score map {i} contains NaN")
         lo = vals.min() if lo is None else min(lo, vals.min())
         hi = vals.max() if hi is None else max(hi, vals.max())
-    if lo is None:
+    if lo is None or hi is None:
         raise ValueError("no scored pixels (all maps empty or fully masked out)")
     return lo, hi
 
 
-def _aupro_paper(masks, score_maps, valid, count: int, fpr_limit: float, num_thresholds: int) -> float:  # type: ignore[no-untyped-def]
+def _aupro_paper(masks: Maps, score_maps: Maps, valid: Maps | None, count: int, fpr_limit: float,
+                 num_thresholds: int) -> float:
     lo, hi = _score_range(score_maps, valid, count)
     delta = (hi - lo) / num_thresholds
     if not delta > 0:
@@ -138,7 +141,7 @@ def _aupro_paper(masks, score_maps, valid, count: int, fpr_limit: float, num_thr
     return float(np.trapezoid(pros[::-1], fprs[::-1]))
 
 
-def _aupro_exact(masks, score_maps, valid, count: int, fpr_limit: float) -> float:  # type: ignore[no-untyped-def]
+def _aupro_exact(masks: Maps, score_maps: Maps, valid: Maps | None, count: int, fpr_limit: float) -> float:
     n_normal, n_anomalous, n_regions, dtype = 0, 0, 0, None
     for i in range(count):
         scores, keep = _map(score_maps, valid, i)

@@ -18,8 +18,9 @@ falls into with the stated probability over calibration sets and test sets.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class RegionHits:
     n_regions: int = 0
     n_on_defect: int = 0
 
-    def __add__(self, other: "RegionHits") -> "RegionHits":
+    def __add__(self, other: RegionHits) -> RegionHits:
         return RegionHits(self.n_defects + other.n_defects, self.n_covered + other.n_covered,
                           self.n_regions + other.n_regions, self.n_on_defect + other.n_on_defect)
 
@@ -75,7 +76,7 @@ class OperatingPoint:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "OperatingPoint":
+    def from_dict(cls, d: dict[str, Any]) -> OperatingPoint:
         keep = {k: d[k] for k in ("n_good", "n_bad", "object_threshold", "target_false_reject", "false_reject",
                                   "false_accept", "f1", "n_false_rejects")}
         rng = d.get("false_reject_range")

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from align3d_rt.runtime.detector_info import DetectorInfo
 
 FP32_MAX_ABS = 1e-4
 AUROC_TOL = 0.005
@@ -47,7 +51,7 @@ def auroc_standard_error(auroc: float, n_pos: int, n_neg: int) -> float:
     return math.sqrt(max(var, 0.0))
 
 
-def parity_precision(bundle_precision: str, detector_info: dict[str, Any]) -> str:
+def parity_precision(bundle_precision: str, detector_info: Mapping[str, Any] | DetectorInfo) -> str:
     """The precision whose thresholds apply: what the backend ran (its IR precision, bf16 compute)."""
     precision = str(detector_info.get("precision") or bundle_precision)
     if precision == "fp32" and detector_info.get("compute_precision") in ("bf16", "f16"):
@@ -101,10 +105,13 @@ def compare(samples: Sequence[Any], reference: Sequence[Any], test: Sequence[Any
     if not (len(samples) == len(reference) == len(test)) or not samples:
         raise ValueError("compare needs the same non-zero number of samples and results on both sides")
     diff = {"view_maps": 0.0, "global_probs": 0.0, "point_scores": 0.0, "object_scores": 0.0}
-    for r, t in zip(reference, test):
-        diff["view_maps"] = max(diff["view_maps"], float(np.abs(np.asarray(r.view_maps) - np.asarray(t.view_maps)).max()))
-        diff["global_probs"] = max(diff["global_probs"], float(np.abs(np.asarray(r.global_probs) - np.asarray(t.global_probs)).max()))
-        diff["point_scores"] = max(diff["point_scores"], float(np.abs(np.asarray(r.point_scores) - np.asarray(t.point_scores)).max()))
+    for r, t in zip(reference, test, strict=True):
+        diff["view_maps"] = max(diff["view_maps"],
+                            float(np.abs(np.asarray(r.view_maps) - np.asarray(t.view_maps)).max()))
+        diff["global_probs"] = max(diff["global_probs"],
+                               float(np.abs(np.asarray(r.global_probs) - np.asarray(t.global_probs)).max()))
+        diff["point_scores"] = max(diff["point_scores"],
+                            float(np.abs(np.asarray(r.point_scores) - np.asarray(t.point_scores)).max()))
         diff["object_scores"] = max(diff["object_scores"], abs(float(r.object_score) - float(t.object_score)))
 
     auroc: dict[str, dict[str, float | None]] = {}
@@ -120,10 +127,11 @@ def compare(samples: Sequence[Any], reference: Sequence[Any], test: Sequence[Any
     limits = THRESHOLDS.get(precision, THRESHOLDS["fp16"])
     failures = []
     if "max_abs" in limits:
-        failures += [f"{k} max abs diff {v:.3g} > {limits['max_abs']:g}" for k, v in diff.items() if v > limits["max_abs"]]
+        failures += [f"{k} max abs diff {v:.3g} > {limits['max_abs']:g}" for k, v in diff.items()
+                     if v > limits["max_abs"]]
     computed = {k: v for k, v in auroc.items() if v["diff"] is not None}
-    failures += [f"{k} AUROC diff {v['diff']:+.4f} exceeds {limits['auroc']:g}" for k, v in computed.items()
-                 if abs(float(v["diff"])) > limits["auroc"]]
+    failures += [f"{k} AUROC diff {d:+.4f} exceeds {limits['auroc']:g}" for k, v in computed.items()
+                 if (d := v["diff"]) is not None and abs(float(d)) > limits["auroc"]]
     checked = bool(computed) or "max_abs" in limits
     return ParityReport(
         precision=precision,

@@ -1,9 +1,9 @@
 """Pictures of evaluation examples: per-sample view overlays and a contact sheet (matplotlib, atomic)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -39,7 +39,7 @@ def _file_name(ex: Example) -> str:
 
 def save_example(out_dir: str | Path, ex: Example, vmin: float | None = None, vmax: float | None = None) -> Path:
     """All views of one sample with its fused map over them (ground-truth outline in white)."""
-    from align3d_rt.runtime.outputs import save_view_overlay
+    from align3d_rt.eval.outputs import save_view_overlay
 
     path = Path(out_dir) / _file_name(ex)
     save_view_overlay(path, ex.images, ex.maps, title=f"{ex.sample_id} ({ex.label})  score {ex.object_score:.3f}",
@@ -54,7 +54,7 @@ def save_contact_sheet(path: str | Path, examples: Sequence[Example], cols: int 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from align3d_rt.runtime.outputs import HEAT_CMAP, object_only
+    from align3d_rt.eval.outputs import HEAT_CMAP, object_only
     from align3d_rt.scoring import upsample_map
 
     size = int(examples[0].images.shape[1])
@@ -73,7 +73,8 @@ def save_contact_sheet(path: str | Path, examples: Sequence[Example], cols: int 
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.set_axis_off()
         ax.imshow(ex.images[v])
-        im = ax.imshow(object_only(up, ex.images[v]), cmap=HEAT_CMAP, alpha=0.5, vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+        im = ax.imshow(object_only(up, ex.images[v]), cmap=HEAT_CMAP, alpha=0.5, vmin=lo,
+                       vmax=hi if hi > lo else lo + 1e-6)
         if ex.gt_masks is not None and ex.gt_masks[v].any():
             ax.contour(ex.gt_masks[v] > 0, levels=[0.5], colors="white", linewidths=0.8)
         ax.set_title(f"{ex.category} {ex.label}\nscore {ex.object_score:.3f} (view {v})", fontsize=7)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ class SampleScores:
     hits: RegionHits | None = None   # with a calibration: the part's regions against its defects
 
     @classmethod
-    def of(cls, sample: Any, fused: np.ndarray, object_score: float, reference: Any = None) -> "SampleScores":
+    def of(cls, sample: Any, fused: np.ndarray, object_score: float, reference: Any = None) -> SampleScores:
         anomalous = sample.is_anomalous
         if anomalous is None:
             raise Align3DError(f"{sample.source}: test sample without a label; evaluation needs ground truth")
@@ -110,13 +111,15 @@ class ClassScores:
                     ref = self._reference_map_metrics(metrics)
                     pt = metrics.per_point_metrics(self.point_scores, self.point_labels, self.grid_index,
                                                    self.grid_shapes)
-                    out.update({"P-R": ref["auroc"], "P-P": ref["aupro"], "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
+                    out.update({"P-R": ref["auroc"], "P-P": ref["aupro"],
+                                "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
                 elif self.organized:
                     ref = metrics.grid_metrics(self.point_scores, self.point_labels, self.grid_index,
-                                               self.grid_shapes, sigma=sigma)  # type: ignore[arg-type]
+                                               self.grid_shapes, sigma=sigma)
                     pt = metrics.per_point_metrics(self.point_scores, self.point_labels, self.grid_index,
                                                    self.grid_shapes)
-                    out.update({"P-R": ref["auroc"], "P-P": ref["aupro"], "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
+                    out.update({"P-R": ref["auroc"], "P-P": ref["aupro"],
+                                "P-R (pt)": pt["auroc"], "P-P (pt)": pt["aupro"]})
                 else:  # unorganized clouds (Real3D-AD): point AUROC only
                     auroc = metrics.point_auroc(self.point_labels, self.point_scores)
                     out.update({"P-R": auroc, "P-R (pt)": auroc})
@@ -125,7 +128,7 @@ class ClassScores:
     def _reference_map_metrics(self, metrics: Any) -> dict[str, float]:
         """--scoring reference: P-R/P-P over every cell of the reference's point maps (already blurred)."""
         masks = [metrics.points_to_grid(np.asarray(lab) > 0, idx, shape).astype(np.uint8)
-                 for lab, idx, shape in zip(self.point_labels, self.grid_index, self.grid_shapes)]
+                 for lab, idx, shape in zip(self.point_labels, self.grid_index, self.grid_shapes, strict=True)]
         return metrics.map_metrics(self.reference_maps, masks)
 
 
@@ -153,7 +156,8 @@ def select_classes(protocol: str, dataset: str, root: str | Path, info: dict[str
     if categories:
         unknown = [c for c in categories if c not in available]
         if unknown:
-            raise Align3DError(f"{root}: no class {', '.join(unknown)} in this {dataset} root (has: {', '.join(available)})")
+            raise Align3DError(f"{root}: no class {', '.join(unknown)} in this {dataset} root (has: "
+                               f"{', '.join(available)})")
         chosen = list(categories)
     else:
         chosen = available
@@ -317,7 +321,8 @@ def run_protocol(detector: Any, protocol: str, dataset: str, root: str | Path, o
     store = class_store.class_dir(out, name)
     if main:
         store.mkdir(parents=True, exist_ok=True)
-    title = f"{protocol}: trained on {train_ds or '?'}/{train_cat or '?'}, tested on {dataset} ({detector.backend_name})"
+    title = (f"{protocol}: trained on {train_ds or '?'}/{train_cat or '?'}, tested on {dataset} "
+             f"({detector.backend_name})")
     manifest_path = out / (f"{name}_manifest.json" if name != "results" else "manifest.json")
     cal_dir = out / f"{name}_calibrations"
     cal_manifest: dict[str, Any] | None = None

@@ -14,9 +14,10 @@ import csv
 import io
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from align3d_rt.io_utils import write_json_atomic, write_text_atomic
 from align3d_rt.versions import library_versions
@@ -65,10 +66,12 @@ def markdown_table(results: Sequence[ClassResult], keys: Sequence[str] = METRIC_
     head = ["class", "n", "anom", *keys]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|"]
     for r in results:
-        lines.append("| " + " | ".join([r.category, str(r.n_samples), str(r.n_anomalous), *(_pct(r.metrics.get(k)) for k in keys)]) + " |")
+        cells = [r.category, str(r.n_samples), str(r.n_anomalous), *(_pct(r.metrics.get(k)) for k in keys)]
+        lines.append("| " + " | ".join(cells) + " |")
     mean = mean_metrics(results, keys)
     lines.append("| **mean** | " + str(sum(r.n_samples for r in results)) + " | "
-                 + str(sum(r.n_anomalous for r in results)) + " | " + " | ".join(f"**{_pct(mean[k])}**" for k in keys) + " |")
+                 + str(sum(r.n_anomalous for r in results)) + " | "
+                 + " | ".join(f"**{_pct(mean[k])}**" for k in keys) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -98,7 +101,8 @@ def failures_markdown(results: Sequence[ClassResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def side_by_side_markdown(tables: dict[str, Sequence[ClassResult]], keys: Sequence[str] = ("O-R", "O-A", "P-R", "P-P")) -> str:
+def side_by_side_markdown(tables: dict[str, Sequence[ClassResult]],
+                          keys: Sequence[str] = ("O-R", "O-A", "P-R", "P-P")) -> str:
     """Several evaluations of the same classes side by side: one column per (metric, label)."""
     labels = list(tables)
     cats: list[str] = []

@@ -27,7 +27,7 @@ def fit_on_split(detector: Any, dataset: str, root: str | Path, category: str, s
     refs = list_samples(dataset, root, category, split)
     objects: list[float] = []
     points: list[np.ndarray] = []
-    for ref, res in detector.score_stream(refs, load=lambda r: r.load(), batch_size=batch_size):
+    for _ref, res in detector.score_stream(refs, load=lambda r: r.load(), batch_size=batch_size):
         if isinstance(res, Exception):
             if progress:
                 print(f"align3d-rt eval: calibration part left out: {res}", file=sys.stderr)
@@ -38,7 +38,7 @@ def fit_on_split(detector: Any, dataset: str, root: str | Path, category: str, s
         points.append(np.asarray(res.fused, dtype=np.float32))
     if not objects:
         raise Align3DError(f"{Path(root) / category / split}: no good parts to calibrate on")
-    options = {} if target_false_reject is None else {"target_false_reject": float(target_false_reject)}
+    options: dict[str, Any] = {} if target_false_reject is None else {"target_false_reject": float(target_false_reject)}
     try:
         return fit_calibration(objects, points, product=category, source=detector.calibration_source(),
                                scoring=scoring_name(detector.reference_scoring), dataset=dataset, category=category,

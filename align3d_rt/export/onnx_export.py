@@ -16,11 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from align3d_rt.errors import Align3DError
-from align3d_rt.scoring import scoring_settings
-from align3d_rt.versions import library_versions
 from align3d_rt.artifacts.bundle import (
     INPUT_NAME,
+    IR_SECTION,
     ONNX_NAME,
     OUTPUT_NAMES,
     PRECISIONS,
@@ -28,6 +26,9 @@ from align3d_rt.artifacts.bundle import (
     staged_directory,
     write_manifest,
 )
+from align3d_rt.errors import Align3DError
+from align3d_rt.scoring import scoring_settings
+from align3d_rt.versions import library_versions
 
 EXAMPLE_BATCH = 2
 # ONNX opsets the encoder exports at: below 13 torch cannot export aten::unflatten; 23 is the newest the
@@ -107,13 +108,9 @@ def check_onnx(path: str | os.PathLike[str]) -> None:
 
 def run_onnx(path: str | os.PathLike[str], views: np.ndarray, precision: str) -> tuple[np.ndarray, np.ndarray]:
     """Run an exported graph once on the CPU (used for the post-export checks)."""
-    import onnxruntime as ort
+    from align3d_rt.loaders import OrtSessionLoader
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if precision == "fp16":
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = OrtSessionLoader(Path(path), precision)()
     maps, probs = sess.run(list(OUTPUT_NAMES), {INPUT_NAME: views})
     return np.asarray(maps, np.float32), np.asarray(probs, np.float32)
 
@@ -135,7 +132,8 @@ def check_dynamic_batch(path: Path, graph: Any, image_size: int, precision: str,
     for b in batches:
         maps, probs = run_onnx(path, views[:b], precision)
         if maps.shape[0] != b or probs.shape != (b, 2):
-            raise Align3DError(f"{path}: batch {b} gave outputs {maps.shape} {probs.shape}; the batch axis is not dynamic")
+            raise Align3DError(f"{path}: batch {b} gave outputs {maps.shape} {probs.shape}; "
+                               "the batch axis is not dynamic")
         if not (np.isfinite(maps).all() and np.isfinite(probs).all()):  # NaN/Inf weights (e.g. the CLIP's)
             raise Align3DError(f"{path}: the exported graph gives non-finite outputs (NaN/Inf in its weights); "
                                f"no bundle was written")
@@ -201,7 +199,7 @@ def export_bundle(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[st
             count = ovx.DEFAULT_CALIBRATION_SAMPLES if calibration_samples is None else int(calibration_samples)
             section = ovx.write_ir(stage, final, ir_precision, run, count)
             section["export_check"] = ovx.check_ir(stage / section["xml"], graph, image_size, ir_precision)
-            manifest[ovx.IR_SECTION] = section
+            manifest[IR_SECTION] = section
             files += [section["xml"], section["bin"]]
         manifest["files"] = hash_files(stage, files)
         write_manifest(stage, manifest)
@@ -225,7 +223,8 @@ def build_manifest(run: Any, run_dir: str | os.PathLike[str], graph: Any, precis
                 OUTPUT_NAMES[1]: {"dtype": "float32", "shape": ["batch", 2]},
             },
             "fp32_ops": list(FP16_FP32_OPS) if precision == "fp16" else [],
-            "quantization": "onnxruntime dynamic int8, per-channel MatMul/Gemm weights" if precision == "int8" else None,
+            "quantization": ("onnxruntime dynamic int8, per-channel MatMul/Gemm weights"
+                             if precision == "int8" else None),
             "export_check": check,
         },
         "image_size": image_size,
@@ -272,5 +271,5 @@ class _quiet_warnings:
         self._ctx.__enter__()
         warnings.simplefilter("ignore")
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self._ctx.__exit__(*exc)

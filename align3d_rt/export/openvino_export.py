@@ -27,11 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from align3d_rt.artifacts.bundle import IR_BIN_NAME, IR_SECTION, IR_XML_NAME
+from align3d_rt.artifacts.bundle import IR_BIN_NAME, IR_XML_NAME
 from align3d_rt.errors import Align3DError
+from align3d_rt.vocabulary import IR_PRECISIONS as _IR_PRECISIONS
+from align3d_rt.vocabulary import ExportFormat, words
 
-IR_PRECISIONS = ("fp32", "int8", "int8-weights")
-EXPORT_FORMATS = ("onnx", IR_SECTION)
+IR_PRECISIONS = words(_IR_PRECISIONS)
+EXPORT_FORMATS = words(ExportFormat)  # the OpenVINO format is named after its manifest section (IR_SECTION)
 DEFAULT_CALIBRATION_SAMPLES = 8
 WORKER_ATTEMPTS = 2
 # Kept in float by the int8 IR (on top of NNCF's transformer patterns): softmax and the normalisations,
@@ -192,10 +194,9 @@ def _signal_name(number: int) -> str:
 
 def run_ir(xml: Path, views: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run the IR once on the CPU in f32 (the post-export check)."""
-    import openvino as ov
+    from align3d_rt.loaders import OpenVinoCompiler
 
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    res = compiled(views)
+    res = OpenVinoCompiler(xml, "CPU", "f32")().model(views)
     return np.asarray(res[0], np.float32), np.asarray(res[1], np.float32)
 
 
@@ -213,7 +214,8 @@ def check_ir(xml: Path, graph: Any, image_size: int, precision: str, batches: tu
     for b in batches:
         maps, probs = run_ir(xml, views[:b])
         if maps.shape[0] != b or probs.shape != (b, 2):
-            raise Align3DError(f"{xml}: batch {b} gave outputs {maps.shape} {probs.shape}; the batch axis is not dynamic")
+            raise Align3DError(f"{xml}: batch {b} gave outputs {maps.shape} {probs.shape}; "
+                               "the batch axis is not dynamic")
         diffs[str(b)] = float(max(np.abs(maps - ref_maps[:b]).max(), np.abs(probs - ref_probs[:b]).max()))
     worst = max(diffs.values())
     if precision == "fp32" and worst > tol:

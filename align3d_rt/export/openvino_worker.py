@@ -1,10 +1,10 @@
 """Child process that converts the fp32 ONNX graph to OpenVINO IR and compresses it with NNCF.
 
 ``openvino_export.write_ir`` runs this module with ``python -m`` in a fresh process that imports only
-numpy, openvino and nncf (torch is kept out, see ``KEPT_OUT``). NNCF's statistics collection crashed (SIGSEGV in ``ov.Model.get_ops``) now
-and then when it ran inside a process that had already loaded torch, Open3D and numba's thread pools;
-in a process of its own it has not, and a crash there ends as a one-line export error, never as a
-dead CLI or test run.
+numpy, openvino and nncf (torch is kept out, see ``KEPT_OUT``). NNCF's statistics collection crashed
+(SIGSEGV in ``ov.Model.get_ops``) now and then when it ran inside a process that had already loaded
+torch, Open3D and numba's thread pools; in a process of its own it has not, and a crash there ends
+as a one-line export error, never as a dead CLI or test run.
 
 Input: one JSON job on argv[1] (``onnx``, ``xml``, ``precision``, ``views`` (.npy of (N,S,S,3) uint8
 calibration views, int8 only), ``ignored_types``, ``ignored_patterns``). Output: one JSON line on

@@ -20,12 +20,11 @@ from align3d_rt.artifacts.engine_index import (
     TIMING_CACHE_NAME,
     check_profile,
     engine_key,
-    gpu_name,
-    import_tensorrt,
     record_engine,
 )
 from align3d_rt.errors import BackendUnavailable, BundleError
 from align3d_rt.io_utils import write_bytes_atomic, write_json_atomic
+from align3d_rt.runtime.devices import gpu_name, import_tensorrt
 
 __all__ = ["build_engine", "check_profile", "engine_key", "import_tensorrt"]
 
@@ -33,7 +32,8 @@ __all__ = ["build_engine", "check_profile", "engine_key", "import_tensorrt"]
 def _network_flags(trt: Any) -> int:
     flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     if flag is None:
-        raise BackendUnavailable(f"TensorRT {trt.__version__} lacks strongly typed networks; use TensorRT 10.12 or newer")
+        raise BackendUnavailable(f"TensorRT {trt.__version__} lacks strongly typed networks; "
+                                 "use TensorRT 10.12 or newer")
     return 1 << int(flag)
 
 

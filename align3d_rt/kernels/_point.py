@@ -7,11 +7,15 @@ targets run the same lines.
 from __future__ import annotations
 
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from align3d_rt import scoring
+
+if TYPE_CHECKING:  # bound (compiled) by bind() in the kernel module's namespace; the name, for the linters
+    from align3d_rt.scoring import fuse
 
 
 def bilinear_pair(maps, b, v, x, y, i0, i1, lam1):  # pragma: no cover - runs compiled
@@ -38,7 +42,7 @@ def write_scores(out, b, n, acc0, acc1, count, weight):  # pragma: no cover - ru
         a = acc1 / count
         out[b, n, 0] = r
         out[b, n, 1] = a
-        out[b, n, 2] = fuse(r, a, weight)  # noqa: F821 - bound by bind()
+        out[b, n, 2] = fuse(r, a, weight)  # bound by bind(): calls stay compiled
     else:
         out[b, n, 0] = 0.0
         out[b, n, 1] = 0.0

@@ -8,11 +8,16 @@ where it is visible. Points visible in no view get 0. Fused = w * aligned + (1 -
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numba import njit, prange
 
 from align3d_rt.kernels import _point
 from align3d_rt.scoring import bilinear_tables
+
+if TYPE_CHECKING:  # bound (compiled for this backend) by _point.bind() below; the names, for the linters
+    from align3d_rt.kernels._point import bilinear_pair, write_scores
 
 _point.bind(globals(), njit(cache=True))
 
@@ -58,12 +63,12 @@ def _backproject_kernel(maps, pixels, visible, i0, i1, lam1, weight, out, bad): 
             if x < 0 or y < 0 or x >= size or y >= size:
                 bad[k] = True
                 continue
-            r, a = bilinear_pair(  # noqa: F821
+            r, a = bilinear_pair(
                 maps, b, v, x, y, i0, i1, lam1)
             acc0 += r
             acc1 += a
             count += 1
-        write_scores(out, b, n, acc0, acc1, count, weight)  # noqa: F821
+        write_scores(out, b, n, acc0, acc1, count, weight)
 
 
 def backproject(maps: np.ndarray, pixels: np.ndarray, visible: np.ndarray,

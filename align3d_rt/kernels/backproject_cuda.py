@@ -6,13 +6,16 @@ e.g. torch CUDA tensors (result: a numba device array, shareable without copies)
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numba import cuda
 
 from align3d_rt.kernels import _point
 from align3d_rt.kernels.backproject import bilinear_tables, check_inputs
+
+if TYPE_CHECKING:  # bound (compiled for this backend) by _point.bind() below; the names, for the linters
+    from align3d_rt.kernels._point import bilinear_pair, write_scores
 
 __all__ = ["backproject_cuda"]
 
@@ -37,12 +40,12 @@ def _backproject_cuda_kernel(maps, pixels, visible, i0, i1, lam1, weight, out): 
         if visible[b, v, n]:
             x = pixels[b, v, n, 0]
             y = pixels[b, v, n, 1]
-            r, a = bilinear_pair(  # noqa: F821
+            r, a = bilinear_pair(
                 maps, b, v, x, y, i0, i1, lam1)
             acc0 += r
             acc1 += a
             count += 1
-    write_scores(out, b, n, acc0, acc1, count, weight)  # noqa: F821
+    write_scores(out, b, n, acc0, acc1, count, weight)
 
 
 def _is_device(array: Any) -> bool:

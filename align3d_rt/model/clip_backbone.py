@@ -14,9 +14,10 @@ import os
 import tempfile
 import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from align3d_rt.errors import WeightsError
 
@@ -100,9 +101,11 @@ def _arch_for(name: str) -> str:
         register_tiny_config()
         return name
     if name not in open_clip.list_models():
-        raise WeightsError(f"{name}: unknown CLIP model (known: {TINY_NAME}, ViT-L-14-336 and open_clip's list_models())")
+        raise WeightsError(f"{name}: unknown CLIP model "
+                           f"(known: {TINY_NAME}, ViT-L-14-336 and open_clip's list_models())")
     tag = get_pretrained_cfg(name, "openai")
-    if tag and tag.get("quick_gelu") and not name.endswith("-quickgelu") and f"{name}-quickgelu" in open_clip.list_models():
+    if (tag and tag.get("quick_gelu") and not name.endswith("-quickgelu")
+            and f"{name}-quickgelu" in open_clip.list_models()):
         return f"{name}-quickgelu"
     return name
 
@@ -267,7 +270,7 @@ def weights_id_for(name: str, weights: str | None, seed: int = 0) -> str | None:
     return None
 
 
-def load_clip(name: str, weights: str | None = None, seed: int = 0) -> tuple["open_clip.CLIP", ClipInfo]:
+def load_clip(name: str, weights: str | None = None, seed: int = 0) -> tuple[open_clip.CLIP, ClipInfo]:
     """Build a frozen CLIP model (eval mode, requires_grad False) and describe it.
 
     name: 'ViT-L-14-336' (OpenAI weights; built with its QuickGELU config), 'align3d-tiny' (random, seeded),

@@ -6,13 +6,14 @@ cleanly to ONNX, and LayerNorm/softmax are computed in float32 whatever the mode
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-def layer_norm_fp32(ln: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def layer_norm_fp32(ln: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     """Apply a LayerNorm module with float32 statistics, returning the input dtype."""
     w = ln.weight.float() if ln.weight is not None else None
     b = ln.bias.float() if ln.bias is not None else None
@@ -29,7 +30,8 @@ def _merge(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(1, 2).flatten(2)
 
 
-def _softmax_attend(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, scale: float, mask: torch.Tensor | None = None) -> torch.Tensor:
+def _softmax_attend(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, scale: float,
+                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(a b^T * scale + mask) v per head. Eager runs use the fused SDPA kernel; ONNX export and
     tracing get explicit MatMul/Softmax with float32 softmax (what an FP16/strongly-typed graph needs)."""
     if not (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()) and a.dtype == torch.float32:
@@ -48,7 +50,7 @@ def check_block(block: nn.Module) -> None:
         raise TypeError(f"unsupported CLIP block type {type(block).__name__}: need open_clip's ResidualAttentionBlock")
 
 
-def block_qkv(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def block_qkv(block: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k, v per head (B,H,L,d) from ln_1(x) with the block's in-projection."""
     attn: nn.MultiheadAttention = block.attn
     y = layer_norm_fp32(block.ln_1, x)
@@ -58,17 +60,17 @@ def block_qkv(block: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return _heads(q, h, d), _heads(k, h, d), _heads(v, h, d)
 
 
-def out_proj(block: nn.Module, t: torch.Tensor) -> torch.Tensor:
+def out_proj(block: Any, t: torch.Tensor) -> torch.Tensor:
     """Merge heads and apply the attention output projection and the block's layer scale."""
     attn: nn.MultiheadAttention = block.attn
     return block.ls_1(F.linear(_merge(t), attn.out_proj.weight, attn.out_proj.bias))
 
 
-def block_mlp(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def block_mlp(block: Any, x: torch.Tensor) -> torch.Tensor:
     return block.ls_2(block.mlp(layer_norm_fp32(block.ln_2, x)))
 
 
-def block_forward(block: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def block_forward(block: Any, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """One ordinary pre-LN transformer block: x + attn(ln_1 x), then + mlp(ln_2 x)."""
     q, k, v = block_qkv(block, x)
     scale = 1.0 / math.sqrt(block.attn.head_dim)
@@ -85,7 +87,9 @@ class DPAMVisual(nn.Module):
     the global feature is the ordinary CLIP image embedding.
     """
 
-    def __init__(self, visual: nn.Module, dpam_start: int, dpam: bool = True) -> None:
+    visual: Any  # open_clip's VisionTransformer (open_clip ships no type information)
+
+    def __init__(self, visual: Any, dpam_start: int, dpam: bool = True) -> None:
         super().__init__()
         blocks = list(visual.transformer.resblocks)
         if not 0 <= dpam_start < len(blocks):

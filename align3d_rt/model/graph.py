@@ -6,7 +6,6 @@ ONNX export traces (dynamic batch) and what the torch backend runs.
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +24,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class EncoderGraph(nn.Module):
     """forward(views uint8 (B,S,S,3)) -> (patch_maps (B,2,G,G) float32, global_probs (B,2) float32)."""
+
+    text: torch.Tensor  # buffers
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(
         self,
@@ -100,7 +103,7 @@ def build_encoder_graph(
     return graph
 
 
-def encoder_graph_from_run(run: "RunArtifacts", clip_weights: str | None = None) -> EncoderGraph:
+def encoder_graph_from_run(run: RunArtifacts, clip_weights: str | None = None) -> EncoderGraph:
     """The encoder graph of a finished run (the one rule: CLIP of the run, its init seed, its aligner
     and text embeddings); refuses CLIP weights other than the ones the run was trained with.
 
@@ -122,6 +125,7 @@ def encoder_graph_from_run(run: "RunArtifacts", clip_weights: str | None = None)
 
         got = sha256_file(info.weights_path)  # a run made before tensor identities: compare file bytes
     if run.clip_weights_id and got != run.clip_weights_id:
-        raise RunDirError(f"{run.path}: trained with CLIP weights {run.clip_weights_id}, but {weights or run.clip_name} "
+        raise RunDirError(f"{run.path}: trained with CLIP weights {run.clip_weights_id}, but "
+                          f"{weights or run.clip_name} "
                           f"holds {got}; pass the original weights with --clip-weights PATH")
     return graph

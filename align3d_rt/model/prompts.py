@@ -32,6 +32,10 @@ def round_fp16_straight_through(t: torch.Tensor) -> torch.Tensor:
 class FrozenTextTower(nn.Module):
     """The pieces of an open_clip CLIP text tower the learner runs, with its own block-by-block forward."""
 
+    attn_mask: torch.Tensor  # buffer
+    blocks: Any  # open_clip's resblocks (open_clip ships no type information)
+    ln_final: nn.LayerNorm
+
     def __init__(self, clip_model: Any) -> None:
         super().__init__()
         if getattr(clip_model, "text_pool_type", "argmax") != "argmax" or not hasattr(clip_model, "token_embedding"):
@@ -76,6 +80,10 @@ class PromptLearner(nn.Module):
     n_deep = min(deep_depth, text layers) - 1 (a (0, deep_len, W) tensor when deep prompts are off).
     """
 
+    tokens: torch.Tensor  # buffers
+    token_embeds: torch.Tensor
+    _tower: FrozenTextTower  # set with object.__setattr__: not a submodule
+
     def __init__(self, clip_model: Any, n_ctx: int = 12, deep_depth: int = 9, deep_len: int = 4) -> None:
         super().__init__()
         import open_clip
@@ -89,7 +97,8 @@ class PromptLearner(nn.Module):
             raise ValueError("prompt longer than the text context")
 
         placeholder = " ".join(["X"] * n_ctx)
-        tokens = open_clip.tokenize([t.format(placeholder) for t in STATE_TEMPLATES], context_length=tower.context_length)
+        tokens = open_clip.tokenize([t.format(placeholder) for t in STATE_TEMPLATES],
+                                    context_length=tower.context_length)
         with torch.no_grad():
             embeds = tower.token_embedding(tokens)
         self.register_buffer("tokens", tokens, persistent=False)
@@ -101,7 +110,7 @@ class PromptLearner(nn.Module):
     def text_tower(self) -> FrozenTextTower:
         return self._tower
 
-    def _apply(self, fn: Any, recurse: bool = True) -> "PromptLearner":  # .to()/.cuda()/.half() move the tower too
+    def _apply(self, fn: Any, recurse: bool = True) -> PromptLearner:  # .to()/.cuda()/.half() move the tower too
         super()._apply(fn, recurse)
         self._tower._apply(fn, recurse)
         return self

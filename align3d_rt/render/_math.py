@@ -31,7 +31,8 @@ DEPTH_JUMP = 6.0  # a neighbour further than DEPTH_JUMP * lateral spacing in dep
 
 
 def view_camera(bbox, v):
-    """(centre x, centre y, eye z, nearest camera depth of the cloud, 1 / depth span) of view v from its bbox row (min xyz, max xyz)."""
+    """(centre x, centre y, eye z, nearest camera depth of the cloud, 1 / depth span) of view v from its
+    bbox row (min xyz, max xyz)."""
     ex = bbox[v, 3] - bbox[v, 0]
     ey = bbox[v, 4] - bbox[v, 1]
     ez = bbox[v, 5] - bbox[v, 2]
@@ -186,8 +187,9 @@ def to_u8(val):
     return q
 
 
-FUNCTIONS = ("view_camera", "rotated", "rotated_bounds", "camera_coords", "window_constants", "window_coords", "pixel_index", "depth_key",
-             "splat_span", "key_position", "pow100", "neighbour_or_self", "shade_value", "to_u8")
+FUNCTIONS = ("view_camera", "rotated", "rotated_bounds", "camera_coords", "window_constants", "window_coords",
+             "pixel_index", "depth_key", "splat_span", "key_position", "pow100", "neighbour_or_self",
+             "shade_value", "to_u8")
 CONSTANTS = ("ZOOM", "TAN_HALF_FOV", "EMPTY_KEY", "INDEX_MASK", "DEPTH_LEVELS", "SHADE_AMBIENT",
              "SHADE_DIFFUSE", "SHADE_SPECULAR", "SHADE_SHININESS", "DEPTH_JUMP")
 

@@ -7,8 +7,8 @@ import numpy as np
 
 from align3d_rt.errors import InputError
 from align3d_rt.render.types import RenderResult
-from align3d_rt.scoring import apply_visibility_fallback
 from align3d_rt.render.views import RenderSettings
+from align3d_rt.scoring import apply_visibility_fallback
 
 RENDERERS = ("splat", "open3d")
 

@@ -51,7 +51,7 @@ def _capture(vis: Any, pcd: Any, point_size: float, light_on: bool, background: 
     cam = PinholeCamera(np.asarray(params.intrinsic.intrinsic_matrix, dtype=np.float64),
                         np.asarray(params.extrinsic, dtype=np.float64), int(params.intrinsic.width))
     img = Image.fromarray(np.clip(buf * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    return np.asarray(img.resize((size, size), Image.BICUBIC)), cam
+    return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC)), cam
 
 
 def render_open3d(points: np.ndarray, rots: np.ndarray, settings: RenderSettings, colors: np.ndarray | None = None,

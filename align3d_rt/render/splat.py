@@ -9,11 +9,26 @@ computed on the splat z-buffer (no neighbour search) -> optional colour and grou
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit, prange
 
 from align3d_rt.render import _math
+
+if TYPE_CHECKING:  # bound (compiled for this backend) by _math.bind() below; the names, for the linters
+    from align3d_rt.render._math import (
+        camera_coords,
+        depth_key,
+        pixel_index,
+        rotated_bounds,
+        shade_value,
+        splat_span,
+        to_u8,
+        view_camera,
+        window_constants,
+        window_coords,
+    )
 
 _math.bind(globals(), njit(cache=True, error_model="numpy"))
 

@@ -8,13 +8,27 @@ Tested on the CPU with NUMBA_ENABLE_CUDASIM=1.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numba import cuda
 
 from align3d_rt.render import _math
 from align3d_rt.render.splat import allocate_outputs, normal_step, splat_size
+
+if TYPE_CHECKING:  # bound (compiled for this backend) by _math.bind() below; the names, for the linters
+    from align3d_rt.render._math import (
+        camera_coords,
+        depth_key,
+        pixel_index,
+        rotated_bounds,
+        shade_value,
+        splat_span,
+        to_u8,
+        view_camera,
+        window_constants,
+        window_coords,
+    )
 
 _math.bind(globals(), cuda.jit(device=True))
 
@@ -25,7 +39,8 @@ _MASK = np.uint64(_math.INDEX_MASK)
 
 @cuda.jit(device=True)
 def _thread_pixel(size):
-    """(view, row, column) of this thread in a per-pixel launch (grid x: pixels, grid y: views); row -1 past the image."""
+    """(view, row, column) of this thread in a per-pixel launch (grid x: pixels, grid y: views); row -1
+    past the image."""
     p = cuda.grid(1)
     if p >= size * size:
         return cuda.blockIdx.y, -1, 0
@@ -46,7 +61,7 @@ def _bbox_kernel(points, rots, bbox):
     v = cuda.blockIdx.y
     start = cuda.grid(1)
     stride = cuda.gridDim.x * cuda.blockDim.x
-    lo0, lo1, lo2, hi0, hi1, hi2 = rotated_bounds(points, rots, v, start, stride)  # noqa: F821 (bound by _math.bind)
+    lo0, lo1, lo2, hi0, hi1, hi2 = rotated_bounds(points, rots, v, start, stride)
     cuda.atomic.min(bbox, (v, 0), lo0)
     cuda.atomic.min(bbox, (v, 1), lo1)
     cuda.atomic.min(bbox, (v, 2), lo2)
@@ -61,18 +76,18 @@ def _project_kernel(points, rots, bbox, size, window, splat, pzbuf, szbuf, pixel
     v = cuda.blockIdx.y
     if i >= points.shape[0]:
         return
-    ccx, ccy, eye_z, z0, inv_span = view_camera(bbox, v)  # noqa: F821
-    f, c, scale = window_constants(size, window)  # noqa: F821
-    xc, yc, zc = camera_coords(points, i, rots, v, ccx, ccy, eye_z)  # noqa: F821
-    u, w = window_coords(xc, yc, zc, f, c)  # noqa: F821
-    px = pixel_index(u, size, scale)  # noqa: F821
-    py = pixel_index(w, size, scale)  # noqa: F821
+    ccx, ccy, eye_z, z0, inv_span = view_camera(bbox, v)
+    f, c, scale = window_constants(size, window)
+    xc, yc, zc = camera_coords(points, i, rots, v, ccx, ccy, eye_z)
+    u, w = window_coords(xc, yc, zc, f, c)
+    px = pixel_index(u, size, scale)
+    py = pixel_index(w, size, scale)
     pixels[v, i, 0] = px
     pixels[v, i, 1] = py
-    key = np.uint64(depth_key(zc, z0, inv_span, i))  # noqa: F821
+    key = np.uint64(depth_key(zc, z0, inv_span, i))
     cuda.atomic.min(pzbuf, (v, py, px), key)
-    x0, x1 = splat_span(u, scale, splat)  # noqa: F821
-    y0, y1 = splat_span(w, scale, splat)  # noqa: F821
+    x0, x1 = splat_span(u, scale, splat)
+    y0, y1 = splat_span(w, scale, splat)
     for yy in range(max(y0, 0), min(y1, size - 1) + 1):
         for xx in range(max(x0, 0), min(x1, size - 1) + 1):
             if key < szbuf[v, yy, xx]:
@@ -92,15 +107,15 @@ def _resolve_kernel(points, rots, bbox, pzbuf, szbuf, pos, visible, colors, labe
     if k == _EMPTY:
         pos[v, y, x, 2] = 0.0
         return
-    ccx, ccy, eye_z, z0, inv_span = view_camera(bbox, v)  # noqa: F821
+    ccx, ccy, eye_z, z0, inv_span = view_camera(bbox, v)
     idx = k & _MASK
-    xc, yc, zc = camera_coords(points, idx, rots, v, ccx, ccy, eye_z)  # noqa: F821
+    xc, yc, zc = camera_coords(points, idx, rots, v, ccx, ccy, eye_z)
     pos[v, y, x, 0] = xc
     pos[v, y, x, 1] = yc
     pos[v, y, x, 2] = zc
     if rgb.shape[0] > 0:
         for ch in range(3):
-            rgb[v, y, x, ch] = to_u8(colors[idx, ch])  # noqa: F821
+            rgb[v, y, x, ch] = to_u8(colors[idx, ch])
     if gt.shape[0] > 0 and labels[idx] != 0:
         gt[v, y, x] = 255
 
@@ -112,7 +127,7 @@ def _shade_kernel(pos, images, step, gray):
     if y < 0:
         return
     if pos[v, y, x, 2] > 0.0:
-        g = to_u8(shade_value(pos, v, y, x, size, step, gray))  # noqa: F821
+        g = to_u8(shade_value(pos, v, y, x, size, step, gray))
         images[v, y, x, 0] = g
         images[v, y, x, 1] = g
         images[v, y, x, 2] = g

@@ -75,7 +75,7 @@ class RenderSettings:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RenderSettings":
+    def from_dict(cls, d: dict) -> RenderSettings:
         keys = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in keys})
 

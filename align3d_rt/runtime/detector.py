@@ -18,12 +18,14 @@ onnxruntime path runs with torch unimportable.
 """
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +34,10 @@ from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError, InputError, input_error
 from align3d_rt.render.views import RenderSettings
 from align3d_rt.runtime import arrays, registry
-from align3d_rt.runtime.base import BaseRunner, EncoderOutput
+from align3d_rt.runtime.base import VIEW_CHUNK, BaseRunner, EncoderOutput
+from align3d_rt.runtime.detector_info import ORIGIN_KEYS, DetectorInfo
 from align3d_rt.runtime.devices import resolve_device
+from align3d_rt.vocabulary import Precision, Source
 
 # numba's default CPU threading layer ('workqueue' where neither TBB nor OpenMP is present) must not
 # run two parallel kernels at once: render and back-projection of different batches take turns.
@@ -62,11 +66,12 @@ class ScoreResult:
     render: Any = None
     timings: dict[str, float] = field(default_factory=dict)
     sample: PointCloudSample | None = None
-    reference: Any = None  # scoring_reference.ReferenceScores in reference mode (object score and fused channel from it)
+    # scoring_reference.ReferenceScores in reference mode (object score and fused channel from it)
+    reference: Any = None
     decision: Any = None  # runtime.decisions.PartDecision when the detector has a calibration (spec 13)
 
     @property
-    def view_maps(self) -> np.ndarray:
+    def view_maps(self) -> np.ndarray | None:
         if self.maps is not None and not isinstance(self.maps, np.ndarray):
             self.maps = np.asarray(arrays.to_host(self.maps), dtype=np.float32)
         return self.maps
@@ -123,8 +128,8 @@ class Detector:
         render_settings: RenderSettings,
         fusion_weight: float,
         backend_name: str,
-        info: dict[str, Any] | None = None,
-        view_chunk: int = 36,
+        info: DetectorInfo | dict[str, Any] | None = None,
+        view_chunk: int | None = VIEW_CHUNK,
         device: str = "cpu",
     ) -> None:
         if device not in ("cpu", "cuda"):
@@ -134,9 +139,9 @@ class Detector:
         self.fusion_weight = float(fusion_weight)
         self.backend_name = backend_name
         self.device = device
-        self.info: dict[str, Any] = dict(info or {})
-        self.info.setdefault("device", device)
-        self.view_chunk = max(1, int(view_chunk))
+        info = info if isinstance(info, DetectorInfo) else DetectorInfo.from_dict(info or {})
+        self.info: DetectorInfo = info if info.device is not None else dataclasses.replace(info, device=device)
+        self.view_chunk = max(1, int(view_chunk or VIEW_CHUNK))  # views per encoder call (None: VIEW_CHUNK)
         self._runner: BaseRunner | None = None
         # None = our scoring (docs/runtime-spec.md section 8); a ReferenceSettings = the reference's (section 12)
         self.reference_scoring: Any = None
@@ -146,8 +151,8 @@ class Detector:
     # ---- construction -------------------------------------------------------------------------
     @classmethod
     def from_run(cls, run_dir: str | Path, backend: str | None = None, device: str = "auto",
-                 view_chunk: int = 36, clip_weights: str | Path | None = None, calibration: Any = None,
-                 **runner_options: Any) -> "Detector":
+                 view_chunk: int = VIEW_CHUNK, clip_weights: str | Path | None = None, calibration: Any = None,
+                 **runner_options: Any) -> Detector:
         """Detector over a training run directory (torch: the reference for parity).
 
         ``clip_weights``: where the run's CLIP weights are now (checked against the run's tensor identity).
@@ -158,24 +163,16 @@ class Detector:
         name = _backend_for(backend, "run", run_dir)
         run = with_clip_weights(load_run(run_dir), clip_weights)
         dev = resolve_device(device, registry.get(name).devices)
-        info = {
-            "source": "run",
-            "run_dir": str(Path(run_dir).resolve()),
-            "backend": name,
-            "device": dev,
-            "precision": "fp32",
-            "clip_name": run.clip_name,
-            "clip_weights_id": run.clip_weights_id,
-            "seeds": run.config.get("seeds", run.config.get("seed")),
-            "run_config": run.config,
-        }
+        info = DetectorInfo(source=Source.RUN, run_dir=str(Path(run_dir).resolve()), backend=name, device=dev,
+                            precision=Precision.FP32, clip_name=run.clip_name, clip_weights_id=run.clip_weights_id,
+                            seeds=run.config.get("seeds", run.config.get("seed")), run_config=run.config)
         det = cls(lambda: registry.create_runner(name, run, device=dev, **runner_options), run.render_settings,
                   run.fusion_weight, name, info, view_chunk, dev)
         return det.calibrate_with(calibration) if calibration is not None else det
 
     @classmethod
     def from_bundle(cls, bundle_dir: str | Path, backend: str | None = None, device: str = "auto",
-                    view_chunk: int = 36, calibration: Any = None, **runner_options: Any) -> "Detector":
+                    view_chunk: int = VIEW_CHUNK, calibration: Any = None, **runner_options: Any) -> Detector:
         """Detector over an exported bundle (hash-verified on load).
 
         ``calibration``: a calibration file or Calibration for this bundle (``calibrate_with``).
@@ -187,19 +184,12 @@ class Detector:
         bundle = load_bundle(bundle_dir)
         dev = resolve_device(device, registry.get(name).devices)
         manifest = dict(bundle.manifest)
-        clip = manifest.get("clip") if isinstance(manifest.get("clip"), dict) else {}
-        info = {
-            "source": "bundle",
-            "bundle_dir": str(Path(bundle_dir).resolve()),
-            "backend": name,
-            "device": dev,
-            "precision": bundle.precision,
-            "bundle_hash": bundle.onnx_sha256,
-            "clip_name": clip.get("name"),
-            "clip_weights_id": clip.get("weights_id"),
-            "seeds": manifest.get("seeds"),
-            "bundle_manifest": manifest,
-        }
+        clip_entry = manifest.get("clip")
+        clip = clip_entry if isinstance(clip_entry, dict) else {}
+        info = DetectorInfo(source=Source.BUNDLE, bundle_dir=str(Path(bundle_dir).resolve()), backend=name,
+                            device=dev, precision=bundle.precision, bundle_hash=bundle.onnx_sha256,
+                            clip_name=clip.get("name"), clip_weights_id=clip.get("weights_id"),
+                            seeds=manifest.get("seeds"), bundle_manifest=manifest)
         det = cls(lambda: registry.create_runner(name, bundle, device=dev, **runner_options), bundle.render_settings,
                   bundle.fusion_weight, name, info, view_chunk, dev)
         return det.calibrate_with(calibration) if calibration is not None else det
@@ -209,15 +199,17 @@ class Detector:
         """This detector's identity for a calibration: the bundle's manifest_sha256 or the run's run_id."""
         from align3d_rt.artifacts.calibration import bundle_source, run_source
 
-        if self.info.get("source") == "bundle":
-            return bundle_source(self.info.get("bundle_manifest") or {}, self.info.get("bundle_dir"))
-        if self.info.get("source") == "run":
-            if "run_id" not in self.info:
-                self.info["run_id"] = run_source(self.info["run_dir"], str(self.info.get("clip_weights_id")))["run_id"]
-            return {"kind": "run", "run_id": self.info["run_id"], "path": self.info["run_dir"]}
+        info = self.info
+        if info.source == Source.BUNDLE:
+            return bundle_source(dict(info.bundle_manifest or {}), info.bundle_dir)
+        if info.source == Source.RUN and info.run_dir is not None:
+            if info.run_id is None:
+                run_id = run_source(info.run_dir, str(info.clip_weights_id))["run_id"]
+                self.info = info = dataclasses.replace(info, run_id=run_id)
+            return {"kind": "run", "run_id": info.run_id, "path": info.run_dir}
         raise Align3DError(f"a {self.backend_name} detector has no bundle or run to calibrate against")
 
-    def calibrate_with(self, calibration: Any, path: str | Path | None = None) -> "Detector":
+    def calibrate_with(self, calibration: Any, path: str | Path | None = None) -> Detector:
         """Attach a calibration (a file path or a Calibration; ``path`` names it in errors) after checking
         it is for this bundle/run; its scoring mode is checked when scoring starts. Returns the detector."""
         from align3d_rt.artifacts.calibration import Calibration, check_source, load_calibration
@@ -226,7 +218,7 @@ class Detector:
             path = "calibration" if isinstance(calibration, Calibration) else calibration
         path = str(path)
         try:
-            import scipy.sparse.csgraph  # noqa: F401
+            import scipy.sparse.csgraph
             import scipy.spatial  # noqa: F401
         except ImportError as err:  # the line-side install has no scipy
             raise Align3DError(f"{path}: decisions need scipy (its k-d tree finds the defect regions; {err}); "
@@ -247,7 +239,7 @@ class Detector:
             raise Align3DError(f"{self.calibration_path}: calibration was made with {self.calibration.scoring} "
                                f"scoring, this detector uses {mine}; score with {flag} or calibrate again")
 
-    def _decide(self, res: ScoreResult) -> "ScoreResult | InputError":
+    def _decide(self, res: ScoreResult) -> ScoreResult | InputError:
         """Attach the calibration's decision; a non-finite score fails the part."""
         from align3d_rt.runtime.decisions import decide
 
@@ -260,7 +252,7 @@ class Detector:
         return res
 
     # ---- runner lifetime ----------------------------------------------------------------------
-    def __enter__(self) -> "Detector":
+    def __enter__(self) -> Detector:
         self._activate()
         return self
 
@@ -277,9 +269,7 @@ class Detector:
             self._runner = self._factory()
         if not self._runner.is_active:
             self._runner.activate()
-            self.info.update(getattr(self._runner, "detector_info", None) or {})  # e.g. the compute precision
-            limit = self._runner.max_batch
-            self._runner.max_batch = min(limit, self.view_chunk) if limit else self.view_chunk
+            self.info = self.info.with_runner(getattr(self._runner, "detector_info", None) or {})  # compute precision
         return self._runner
 
     def close(self) -> None:
@@ -290,7 +280,7 @@ class Detector:
     # ---- stages -------------------------------------------------------------------------------
     def settings_for_sample(self, sample: PointCloudSample) -> RenderSettings:
         """The run's settings (preset, renderer, image size) with the sample dataset's point size/normals."""
-        dataset = sample.dataset or self.info.get("dataset", "")
+        dataset = sample.dataset
         if not dataset:
             return self.render_settings
         from align3d_rt.render import settings_for
@@ -337,7 +327,7 @@ class Detector:
         runner = self._activate()
         t0 = time.perf_counter()
         views = arrays.concat([batch.renders[i].images for i in ok])
-        batch.encoded = runner.infer(views, copy_outputs_to_host=self.device == "cpu")
+        batch.encoded = runner.infer(views, copy_outputs_to_host=self.device == "cpu", max_views=self.view_chunk)
         batch.encode_time = time.perf_counter() - t0
         return batch
 
@@ -366,7 +356,7 @@ class Detector:
             assert sample is not None
             pts = points[j]
             g = gprobs[j * v:(j + 1) * v].copy()
-            out[i] = ScoreResult(
+            result = ScoreResult(
                 sample_id=sample.sample_id,
                 point_scores=pts,
                 object_score=scoring.object_score(pts[:, 2], g, self.fusion_weight),
@@ -377,14 +367,14 @@ class Detector:
                          "backproject": back_time / b, "batch_size": float(b)},
                 sample=sample,
             )
-            if self.reference_scoring is not None:
-                out[i] = self._to_reference(out[i])
-            out[i] = _finite_or_failed(out[i], sample)
-            if self.calibration is not None and isinstance(out[i], ScoreResult):
-                out[i] = self._decide(out[i])
+            checked = self._to_reference(result) if self.reference_scoring is not None else result
+            checked = _finite_or_failed(checked, sample)
+            if self.calibration is not None and isinstance(checked, ScoreResult):
+                checked = self._decide(checked)
+            out[i] = checked
         return out
 
-    def _to_reference(self, res: ScoreResult) -> "ScoreResult | InputError":
+    def _to_reference(self, res: ScoreResult) -> ScoreResult | InputError:
         """Reference mode: the fused channel and the object score become the reference's
         (``scoring_reference``); render/aligned channels and the global probabilities stay."""
         from align3d_rt.scoring_reference import ReferenceScoringError, reference_scores
@@ -489,7 +479,7 @@ class Detector:
             t.start()
         try:
             for batch_items, results in _drain(done, stop):
-                yield from zip(batch_items, results)
+                yield from zip(batch_items, results, strict=True)
         finally:
             stop.set()
             for t in stages:
@@ -497,14 +487,14 @@ class Detector:
 
     def describe(self) -> dict[str, Any]:
         """What this detector uses (for manifests): render settings, backend, device, model ids, fusion weight."""
-        out = {k: v for k, v in self.info.items() if k not in ("run_config", "bundle_manifest")}
+        out = {k: v for k, v in self.info.to_dict().items() if k not in ORIGIN_KEYS}
         out["render_settings"] = self.render_settings.to_dict()
         out["fusion_weight"] = self.fusion_weight
         out["scoring"] = {"mode": "ours"} if self.reference_scoring is None else self.reference_scoring.to_dict()
         return out
 
 
-def _finite_or_failed(res: "ScoreResult | InputError", sample: PointCloudSample) -> "ScoreResult | InputError":
+def _finite_or_failed(res: ScoreResult | InputError, sample: PointCloudSample) -> ScoreResult | InputError:
     """A result whose scores are not all finite is a failed sample (NaN/Inf weights or input), never a result."""
     if isinstance(res, InputError):
         return res

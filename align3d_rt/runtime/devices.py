@@ -1,12 +1,16 @@
-"""Which device a Detector runs on: 'auto' picks CUDA when a GPU is usable and the backend runs there."""
+"""Probing the machine: which device a Detector runs on ('auto' picks CUDA when a GPU is usable and the
+backend runs there), the GPU's name and TensorRT (engines are keyed by both)."""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from align3d_rt.errors import BackendUnavailable
+from align3d_rt.errors import BackendUnavailable, OptionError, import_backend
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+TRT_HINT = ("pip install tensorrt on a machine with an NVIDIA GPU and driver; "
+            "its wheels come from NVIDIA's package index")
 
 
 def cuda_available() -> bool:
@@ -29,7 +33,31 @@ def resolve_device(requested: str, supported: Sequence[str]) -> str:
     if req == "auto":
         return "cuda" if "cuda" in supported and cuda_available() else "cpu"
     if req not in ("cpu", "cuda"):
-        raise BackendUnavailable(f"device {requested!r}: choose one of {', '.join(DEVICE_CHOICES)}")
+        raise OptionError(f"device {requested!r}: choose one of {', '.join(DEVICE_CHOICES)}")
     if req not in supported:
         raise BackendUnavailable(f"this backend runs on {', '.join(supported)}, not on '{req}'")
     return req
+
+
+def import_tensorrt() -> Any:
+    """``import tensorrt`` or BackendUnavailable with an install hint."""
+    return import_backend("tensorrt", "TensorRT", TRT_HINT)
+
+
+def gpu_name(device: int = 0) -> str:
+    """Name of the CUDA device (via torch, else pycuda); BackendUnavailable when there is none."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return str(torch.cuda.get_device_name(device))
+        raise BackendUnavailable("no CUDA GPU is visible to torch (TensorRT needs an NVIDIA GPU)")
+    except ImportError:
+        pass
+    try:
+        import pycuda.driver as cuda
+
+        cuda.init()
+        return str(cuda.Device(device).name())
+    except Exception as err:  # noqa: BLE001 - pycuda missing or no driver
+        raise BackendUnavailable(f"no CUDA GPU found (torch missing; pycuda: {err})") from None

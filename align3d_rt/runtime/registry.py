@@ -6,13 +6,25 @@ Its module is imported only when a runner is created, so a backend never pays fo
 """
 from __future__ import annotations
 
+import builtins
 import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from align3d_rt.errors import Align3DError, BackendUnavailable
+from align3d_rt.errors import Align3DError, BackendUnavailable, OptionError
+from align3d_rt.vocabulary import (
+    IR_PRECISIONS,
+    ONNX_PRECISIONS,
+    ExportFormat,
+    PerformanceHint,
+    PrecisionHint,
+    Source,
+    StrEnum,
+    parse,
+    words,
+)
 
-SOURCES = ("run", "bundle")  # what a backend runs: a training run directory or an exported bundle
+SOURCES = tuple(Source)  # what a backend runs: a training run directory or an exported bundle
 
 
 @dataclass(frozen=True)
@@ -37,24 +49,61 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class RunnerOption:
+    """One runner option the CLI may pass (a keyword argument of from_source): its type and its words.
+
+    ``choices``: a StrEnum (every member) or a tuple of members; None for a free value of ``type``."""
+
+    name: str
+    type: type = str
+    choices: builtins.type[StrEnum] | tuple[StrEnum, ...] | None = None
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The accepted values as text ('' when free)."""
+        return tuple(str(m) for m in self.choices) if self.choices is not None else ()
+
+    def parse(self, value: Any, backend: str) -> Any:
+        """``value`` checked: a member of ``choices`` (aliases accepted), or of ``type``; else OptionError."""
+        what = f"{backend}: {self.name.replace('_', ' ')}"
+        if self.choices is not None:
+            members = tuple(self.choices)
+            return parse(type(members[0]), value, what, members)
+        if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+            raise OptionError(f"{what} {value!r} is not an integer")
+        return value
+
+
+@dataclass(frozen=True, kw_only=True)
 class BackendSpec:
-    """What a backend needs and offers."""
+    """What a backend needs and offers (built with keywords)."""
 
     name: str
     module: str               # import path of the backend module
     runner: str               # BaseRunner subclass in that module
-    source: str               # 'run' or 'bundle'
+    source: Source            # what it runs: a run directory or a bundle
     devices: tuple[str, ...]  # devices it can take inputs on and leave outputs on ('cpu', 'cuda')
     precisions: tuple[str, ...]
     install_hint: str
     summary: str
-    options: tuple[str, ...] = ()  # runner options the CLI may pass (keyword arguments of from_source)
-    formats: tuple[str, ...] = ()  # bundle files it runs: export formats ('onnx', or the IR's --format name)
+    options: tuple[RunnerOption, ...] = ()  # runner options the CLI may pass (keyword arguments of from_source)
+    formats: tuple[ExportFormat, ...] = ()  # bundle files it runs: export formats
     variants: tuple[Variant, ...] = ()  # what ``align3d-rt bench`` measures (default: one row per precision)
 
     def bench_variants(self) -> tuple[Variant, ...]:
         """The benchmarked configurations: ``variants``, or one plain row per precision."""
         return self.variants or tuple(Variant(p, p, p) for p in self.precisions)
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options)
+
+    def option(self, name: str) -> RunnerOption:
+        """The declared option ``name`` (KeyError when the backend does not take it)."""
+        for opt in self.options:
+            if opt.name == name:
+                return opt
+        raise KeyError(name)
 
     def load(self) -> Any:
         """The runner class (imports the backend module)."""
@@ -72,7 +121,7 @@ _BACKENDS: dict[str, BackendSpec] = {}
 def register(spec: BackendSpec) -> BackendSpec:
     """Add a backend (a name registered twice is an error)."""
     if spec.source not in SOURCES:
-        raise ValueError(f"backend {spec.name!r}: source must be one of {SOURCES}, got {spec.source!r}")
+        raise ValueError(f"backend {spec.name!r}: source must be one of {', '.join(SOURCES)}, got {spec.source!r}")
     if spec.name in _BACKENDS and _BACKENDS[spec.name] != spec:
         raise ValueError(f"backend {spec.name!r} is already registered")
     _BACKENDS[spec.name] = spec
@@ -115,7 +164,21 @@ def backends_for_format(fmt: str) -> list[str]:
 
 def backends_with_option(option: str) -> list[str]:
     """Names of the backends whose runner takes ``option``."""
-    return [n for n, s in _BACKENDS.items() if option in s.options]
+    return [n for n, s in _BACKENDS.items() if option in s.option_names]
+
+
+def option_choices(option: str) -> tuple[str, ...]:
+    """The values of ``option`` some backend takes (union in registration order; () for a free value)."""
+    words: dict[str, None] = {}
+    for spec in _BACKENDS.values():
+        if option in spec.option_names:
+            words.update(dict.fromkeys(spec.option(option).words))
+    return tuple(words)
+
+
+def parse_option(backend: str, option: str, value: Any) -> Any:
+    """``value`` of ``option`` checked against what ``backend`` declares (OptionError when refused)."""
+    return get(backend).option(option).parse(value, backend)
 
 
 def create_runner(name: str, source: Any, device: str = "cpu", **options: Any) -> Any:
@@ -132,37 +195,45 @@ def create_runner(name: str, source: Any, device: str = "cpu", **options: Any) -
 
 _CPU_ORT = (("providers", ("cpu",)),)
 _OV_INT8_CALIBRATION = (("calibration_samples", 2),)  # timing does not depend on the calibration: the quick choice
+_PRECISION_HINT = RunnerOption("precision_hint", str, PrecisionHint)
+_THREADS = RunnerOption("threads", int)
 
-register(BackendSpec("torch", "align3d_rt.runtime.torch_backend", "TorchBackend", "run", ("cpu", "cuda"),
-                     ("fp32", "bf16", "fp16"), "pip install torch open_clip_torch",
-                     "the reference: the run's EncoderGraph in eager torch (bf16/fp16 autocast with --precision-hint)",
-                     ("precision_hint",), (),
-                     (Variant("fp32", "fp32 eager", "fp32", note="the paper's baseline"),
-                      Variant("bf16", "bf16 autocast", "bf16", (("precision_hint", "bf16"),)),
-                      Variant("fp16", "fp16 autocast", "fp16", (("precision_hint", "f16"),), needs_gpu=True),
-                      Variant("compile", "compiled (torch.compile) fp32", "fp32", (("compile", True),),
-                              note="compiled by the warm-up call"))))
-register(BackendSpec("onnxruntime", "align3d_rt.runtime.onnxruntime_backend", "OrtBackend", "bundle", ("cpu",),
-                     ("fp32", "fp16", "int8"), "pip install onnxruntime (or onnxruntime-gpu)",
-                     "the bundle's encoder.onnx; host buffers (CUDA execution provider when onnxruntime-gpu has one)",
-                     ("threads",), ("onnx",),
-                     (Variant("fp32", "fp32 (CPU EP)", "fp32", _CPU_ORT),
-                      Variant("int8", "int8 dynamic (CPU EP)", "int8", _CPU_ORT),
-                      Variant("cuda-fp32", "fp32 (CUDA EP)", "fp32", (("providers", ("cuda",)),), needs_gpu=True))))
-register(BackendSpec("tensorrt", "align3d_rt.runtime.tensorrt_backend", "TrtBackend", "bundle", ("cuda",), ("fp16",),
-                     "pip install tensorrt (needs an NVIDIA GPU)", "the bundle's cached engine for this GPU",
-                     (), ("onnx",),
-                     (Variant("fp16", "fp16 engine", "fp16", needs_gpu=True, engine=True),)))
-register(BackendSpec("openvino", "align3d_rt.runtime.openvino_backend", "OpenVinoBackend", "bundle", ("cpu",),
-                     ("fp32", "int8", "int8-weights"), "pip install openvino",
-                     "the bundle's OpenVINO IR (export --format openvino); CPU device, bf16 compute where "
-                     "the CPU has it",
-                     ("device_name", "precision_hint", "performance_hint", "num_streams", "threads"), ("openvino",),
-                     (Variant("fp32", "fp32 IR, f32 compute", "fp32", (("precision_hint", "f32"),)),
-                      Variant("bf16-hint", "fp32 IR, bf16 hint", "fp32", (("precision_hint", "bf16"),),
-                              note="f32 where the CPU has no bf16"),
-                      Variant("int8", "int8 IR (NNCF), auto hint", "int8", (("precision_hint", "auto"),),
-                              _OV_INT8_CALIBRATION, note="calibrated on 2 generated clouds (18 views)"),
-                      Variant("int8-throughput", "int8 IR (NNCF), auto hint, THROUGHPUT", "int8",
-                              (("precision_hint", "auto"), ("performance_hint", "THROUGHPUT")), _OV_INT8_CALIBRATION,
-                              note="streams: a batch's views split over parallel infer requests"))))
+register(BackendSpec(
+    name="torch", module="align3d_rt.runtime.torch_backend", runner="TorchBackend", source=Source.RUN,
+    devices=("cpu", "cuda"), precisions=("fp32", "bf16", "fp16"), install_hint="pip install torch open_clip_torch",
+    summary="the reference: the run's EncoderGraph in eager torch (bf16/fp16 autocast with --precision-hint)",
+    options=(_PRECISION_HINT,),
+    variants=(Variant("fp32", "fp32 eager", "fp32", note="the paper's baseline"),
+              Variant("bf16", "bf16 autocast", "bf16", (("precision_hint", "bf16"),)),
+              Variant("fp16", "fp16 autocast", "fp16", (("precision_hint", "f16"),), needs_gpu=True),
+              Variant("compile", "compiled (torch.compile) fp32", "fp32", (("compile", True),),
+                      note="compiled by the warm-up call"))))
+register(BackendSpec(
+    name="onnxruntime", module="align3d_rt.runtime.onnxruntime_backend", runner="OrtBackend", source=Source.BUNDLE,
+    devices=("cpu",), precisions=words(ONNX_PRECISIONS), install_hint="pip install onnxruntime (or onnxruntime-gpu)",
+    summary="the bundle's encoder.onnx; host buffers (CUDA execution provider when onnxruntime-gpu has one)",
+    options=(_THREADS,), formats=(ExportFormat.ONNX,),
+    variants=(Variant("fp32", "fp32 (CPU EP)", "fp32", _CPU_ORT),
+              Variant("int8", "int8 dynamic (CPU EP)", "int8", _CPU_ORT),
+              Variant("cuda-fp32", "fp32 (CUDA EP)", "fp32", (("providers", ("cuda",)),), needs_gpu=True))))
+register(BackendSpec(
+    name="tensorrt", module="align3d_rt.runtime.tensorrt_backend", runner="TrtBackend", source=Source.BUNDLE,
+    devices=("cuda",), precisions=("fp16",), install_hint="pip install tensorrt (needs an NVIDIA GPU)",
+    summary="the bundle's cached engine for this GPU", formats=(ExportFormat.ONNX,),
+    variants=(Variant("fp16", "fp16 engine", "fp16", needs_gpu=True, engine=True),)))
+register(BackendSpec(
+    name="openvino", module="align3d_rt.runtime.openvino_backend", runner="OpenVinoBackend", source=Source.BUNDLE,
+    devices=("cpu",), precisions=words(IR_PRECISIONS),
+    install_hint="pip install openvino",
+    summary="the bundle's OpenVINO IR (export --format openvino); CPU device, bf16 compute where the CPU has it",
+    options=(RunnerOption("device_name", str), _PRECISION_HINT, RunnerOption("performance_hint", str, PerformanceHint),
+             RunnerOption("num_streams", str), _THREADS),
+    formats=(ExportFormat.OPENVINO,),
+    variants=(Variant("fp32", "fp32 IR, f32 compute", "fp32", (("precision_hint", "f32"),)),
+              Variant("bf16-hint", "fp32 IR, bf16 hint", "fp32", (("precision_hint", "bf16"),),
+                      note="f32 where the CPU has no bf16"),
+              Variant("int8", "int8 IR (NNCF), auto hint", "int8", (("precision_hint", "auto"),),
+                      _OV_INT8_CALIBRATION, note="calibrated on 2 generated clouds (18 views)"),
+              Variant("int8-throughput", "int8 IR (NNCF), auto hint, THROUGHPUT", "int8",
+                      (("precision_hint", "auto"), ("performance_hint", "THROUGHPUT")), _OV_INT8_CALIBRATION,
+                      note="streams: a batch's views split over parallel infer requests"))))

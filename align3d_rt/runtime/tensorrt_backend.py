@@ -14,36 +14,36 @@ from typing import Any
 
 import numpy as np
 
-from align3d_rt.artifacts.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle, load_bundle
-from align3d_rt.artifacts.engine_index import gpu_name, import_tensorrt, select_engine
+from align3d_rt.artifacts.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle
+from align3d_rt.artifacts.engine_index import select_engine
 from align3d_rt.errors import BackendUnavailable, BundleError
-from align3d_rt.runtime.base import BaseRunner, EncoderOutput
+from align3d_rt.runtime.base import BundleRunner, EncoderOutput
+from align3d_rt.runtime.devices import gpu_name, import_tensorrt
 
 
-class TrtBackend(BaseRunner):
-    """Runner over a TensorRT engine. ``with TrtBackend(bundle) as b: out = b.infer(views)``."""
+class TrtBackend(BundleRunner):
+    """Runner over a TensorRT engine. ``with TrtBackend(bundle) as b: out = b.infer(views)``.
+
+    The engine's profile (min_batch, max_batch) is read on activation and dropped on deactivation;
+    ``max_batch`` stays the caller's limit (None: the engine's)."""
 
     name = "tensorrt"
 
     def __init__(self, bundle: Bundle | str | os.PathLike[str], device_index: int = 0,
-                 engine_key: str | None = None) -> None:
-        super().__init__(max_batch=None, device="cuda")
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+                 engine_key: str | None = None, max_batch: int | None = None) -> None:
+        super().__init__(bundle, max_batch=max_batch, device="cuda")
         self.device_index = device_index
         self.engine_key = engine_key
         self.min_batch = 1
+        self._engine_max_batch: int | None = None
+        self._runtime: Any = None
         self._engine: Any = None
         self._context: Any = None
         self._io: Any = None
         self._dtypes: dict[str, np.dtype] = {}
 
-    @classmethod
-    def from_source(cls, bundle: Bundle, device: str = "cuda", **options: Any) -> "TrtBackend":
-        return cls(bundle, **options)
-
-    @property
-    def grid_size(self) -> int:
-        return self.bundle.grid_size
+    def _batch_limit(self) -> int | None:
+        return self._engine_max_batch
 
     @property
     def stream(self) -> Any:
@@ -64,21 +64,21 @@ class TrtBackend(BaseRunner):
             raise BundleError(f"{self.bundle.path / entry['file']}: TensorRT cannot deserialize the engine; rebuild it")
         self._context = self._engine.create_execution_context()
         self._dtypes = {name: np.dtype(trt.nptype(self._engine.get_tensor_dtype(name))) for name in OUTPUT_NAMES}
-        self.max_batch = int(entry["max_batch"])
+        self._engine_max_batch = int(entry["max_batch"])
         self.min_batch = int(entry["min_batch"])
         self._io = _TorchIO(self.device_index) if _torch_cuda() else _PycudaIO(self.device_index)
 
     def _deactivate_impl(self) -> None:
         self._context = None
         self._engine = None
+        self._runtime = None
         self._io = None
+        self._dtypes = {}
+        self._engine_max_batch = None
+        self.min_batch = 1
 
     def _infer_impl(self, views: Any) -> EncoderOutput:
         """One chunk of at most max_batch views; device outputs (torch) or host outputs (pycuda)."""
-        s = self.bundle.image_size
-        shape = tuple(views.shape)
-        if shape[1:] != (s, s, 3):
-            raise ValueError(f"views must be uint8 (V,{s},{s},3), got {shape}")
         chunk = self._io.to_device(views)
         n = int(chunk.shape[0])
         pad = max(0, self.min_batch - n)
@@ -148,28 +148,29 @@ class _PycudaIO:
             import pycuda.autoinit  # noqa: F401 - creates the context
             import pycuda.driver as cuda
         except Exception as err:  # noqa: BLE001
-            raise BackendUnavailable(f"TensorRT IO needs torch with CUDA or pycuda; neither works here ({err})") from None
+            raise BackendUnavailable(f"TensorRT IO needs torch with CUDA or pycuda; neither works here "
+                                     f"({err})") from None
         self.cuda = cuda
         self.stream = cuda.Stream()
 
-    def to_device(self, views: Any) -> "_DeviceArray":
+    def to_device(self, views: Any) -> _DeviceArray:
         host = np.ascontiguousarray(views, dtype=np.uint8)
         return _DeviceArray.from_host(self.cuda, host, self.stream)
 
-    def pad(self, x: "_DeviceArray", n: int) -> "_DeviceArray":
+    def pad(self, x: _DeviceArray, n: int) -> _DeviceArray:
         host = x.get(self.stream)
         return self.to_device(np.concatenate([host, np.repeat(host[-1:], n, axis=0)]))
 
-    def empty(self, shape: tuple[int, ...], dtype: Any) -> "_DeviceArray":
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> _DeviceArray:
         return _DeviceArray.empty(self.cuda, shape, np.dtype(dtype))
 
-    def address(self, x: "_DeviceArray") -> int:
+    def address(self, x: _DeviceArray) -> int:
         return int(x.ptr)
 
     def stream_handle(self) -> int:
         return int(self.stream.handle)
 
-    def result(self, x: "_DeviceArray") -> np.ndarray:
+    def result(self, x: _DeviceArray) -> np.ndarray:
         return np.asarray(x.get(self.stream), dtype=np.float32)
 
 
@@ -183,11 +184,11 @@ class _DeviceArray:
         self.rows = shape[0] if rows is None else rows
 
     @classmethod
-    def empty(cls, cuda: Any, shape: tuple[int, ...], dtype: np.dtype) -> "_DeviceArray":
+    def empty(cls, cuda: Any, shape: tuple[int, ...], dtype: np.dtype) -> _DeviceArray:
         return cls(cuda, cuda.mem_alloc(max(1, int(np.prod(shape)) * dtype.itemsize)), shape, dtype)
 
     @classmethod
-    def from_host(cls, cuda: Any, host: np.ndarray, stream: Any) -> "_DeviceArray":
+    def from_host(cls, cuda: Any, host: np.ndarray, stream: Any) -> _DeviceArray:
         arr = cls.empty(cuda, host.shape, host.dtype)
         cuda.memcpy_htod_async(arr.alloc, host, stream)
         return arr
@@ -204,7 +205,7 @@ class _DeviceArray:
     def ptr(self) -> int:
         return int(self.alloc) + self.offset_rows * self.row_bytes
 
-    def __getitem__(self, sl: slice) -> "_DeviceArray":
+    def __getitem__(self, sl: slice) -> _DeviceArray:
         start, stop, _ = sl.indices(self.rows)
         return _DeviceArray(self.cuda, self.alloc, self.full_shape, self.dtype, self.offset_rows + start, stop - start)
 

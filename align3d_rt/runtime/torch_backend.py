@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from align3d_rt.errors import BackendUnavailable
+from align3d_rt.runtime import registry
 from align3d_rt.runtime.base import BaseRunner, EncoderOutput
+from align3d_rt.vocabulary import PrecisionHint
 
 # precision hint -> torch.autocast dtype (None: no autocast, the fp32 reference)
-AUTOCAST_DTYPES: dict[str, str | None] = {"f32": None, "auto": None, "bf16": "bfloat16", "f16": "float16"}
-_HINT_ALIASES = {"fp32": "f32", "float32": "f32", "fp16": "f16", "float16": "f16", "bfloat16": "bf16"}
+AUTOCAST_DTYPES: dict[str, str | None] = {PrecisionHint.F32: None, PrecisionHint.AUTO: None,
+                                          PrecisionHint.BF16: "bfloat16", PrecisionHint.F16: "float16"}
 
 
 class TorchBackend(BaseRunner):
@@ -28,17 +30,13 @@ class TorchBackend(BaseRunner):
         super().__init__(max_batch=batch_size, device="cuda" if str(device).startswith("cuda") else "cpu")
         self.graph = graph
         self.torch_device = str(device)
-        hint = _HINT_ALIASES.get(str(precision_hint or "f32").lower(), str(precision_hint or "f32").lower())
-        if hint not in AUTOCAST_DTYPES:
-            raise BackendUnavailable(f"torch: precision hint {precision_hint!r} is not one of "
-                                     f"{', '.join(sorted(AUTOCAST_DTYPES))}")
-        self.precision_hint = hint
+        self.precision_hint = registry.parse_option(self.name, "precision_hint", precision_hint or PrecisionHint.F32)
         self.compile = bool(compile)
         self._module: Any = graph
 
     @classmethod
     def from_source(cls, run: Any, device: str = "cpu", batch_size: int = 9, precision_hint: str | None = None,
-                    compile: bool = False) -> "TorchBackend":
+                    compile: bool = False) -> TorchBackend:
         """Rebuild the encoder graph of a finished run (RunArtifacts); the CLIP weights must be the ones it used."""
         from align3d_rt.model.graph import encoder_graph_from_run
 
@@ -51,7 +49,7 @@ class TorchBackend(BaseRunner):
         return {"compute_precision": self.precision_hint, "torch_compile": self.compile}
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, device: str = "cpu", batch_size: int = 9) -> "TorchBackend":
+    def from_run(cls, run_dir: str | Path, device: str = "cpu", batch_size: int = 9) -> TorchBackend:
         from align3d_rt.artifacts.run_dir import load_run
 
         return cls.from_source(load_run(run_dir), device=device, batch_size=batch_size)
@@ -73,7 +71,8 @@ class TorchBackend(BaseRunner):
         import torch
 
         if self.device == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(f"torch backend: device '{self.torch_device}' requested but CUDA is not available here")
+            raise BackendUnavailable(f"torch backend: device '{self.torch_device}' requested "
+                                     "but CUDA is not available here")
         self.graph.to(self.torch_device).eval()
         self._module = torch.compile(self.graph) if self.compile else self.graph
 

@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from align3d_rt.artifacts.run_dir import CHECKPOINTS, load_tensors, save_tensors, write_losses
 from align3d_rt.errors import RunDirError
 from align3d_rt.io_utils import read_json, sha256_file, write_json_atomic
-from align3d_rt.artifacts.run_dir import CHECKPOINTS, load_tensors, save_tensors, write_losses
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Checkpoint", "trainable_state", "load_trainable", "save_checkpoint", "read_checkpoint", "restore_checkpoint",
-           "read_history", "rewrite_losses"]
+__all__ = ["Checkpoint", "trainable_state", "load_trainable", "save_checkpoint", "read_checkpoint",
+           "restore_checkpoint", "read_history", "rewrite_losses"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -39,12 +39,12 @@ class Checkpoint:
         return list(self.meta.get("history", []))
 
 
-def trainable_state(module: "torch.nn.Module") -> dict[str, "torch.Tensor"]:
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The module's trainable parameters by name (frozen ones, e.g. a CLIP inside, are left out)."""
     return {name: p.detach() for name, p in module.named_parameters() if p.requires_grad}
 
 
-def load_trainable(module: "torch.nn.Module", tensors: dict[str, np.ndarray], source: str) -> None:
+def load_trainable(module: torch.nn.Module, tensors: dict[str, np.ndarray], source: str) -> None:
     """Copy arrays into the module's trainable parameters; names and shapes must match exactly."""
     import torch
 
@@ -63,7 +63,7 @@ def load_trainable(module: "torch.nn.Module", tensors: dict[str, np.ndarray], so
             p.copy_(torch.from_numpy(np.array(arr)).to(p.dtype))
 
 
-def _flatten_optimizer(optimizer: "torch.optim.Optimizer") -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
     sd = optimizer.state_dict()
     tensors: dict[str, np.ndarray] = {}
     for idx, st in sd["state"].items():
@@ -89,8 +89,8 @@ def _unflatten_optimizer(tensors: dict[str, np.ndarray], groups: list[dict[str, 
     return {"state": state, "param_groups": fixed}
 
 
-def save_checkpoint(run: str | Path, stage: int, epoch: int, modules: dict[str, "torch.nn.Module"],
-                    optimizer: "torch.optim.Optimizer", history: list[dict[str, Any]]) -> Path:
+def save_checkpoint(run: str | Path, stage: int, epoch: int, modules: dict[str, torch.nn.Module],
+                    optimizer: torch.optim.Optimizer, history: list[dict[str, Any]]) -> Path:
     """Write the checkpoint of ``stage`` after ``epoch`` finished epochs; return its tensor file."""
     folder = Path(run) / CHECKPOINTS
     tensors: dict[str, np.ndarray] = {}
@@ -125,12 +125,13 @@ def read_checkpoint(run: str | Path, stage: int) -> Checkpoint | None:
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise RunDirError(f"{meta_path}: checkpoint format {meta.get('format')} is not supported; delete {folder}")
     if not file.is_file() or sha256_file(file) != meta.get("sha256"):
-        raise RunDirError(f"{file}: checkpoint missing or corrupt (hash mismatch); delete {folder} to restart the stage")
+        raise RunDirError(f"{file}: checkpoint missing or corrupt (hash mismatch); "
+                          f"delete {folder} to restart the stage")
     return Checkpoint(stage=stage, epoch=epoch, tensors=load_tensors(file, "checkpoint"), meta=meta)
 
 
-def restore_checkpoint(ckpt: Checkpoint, modules: dict[str, "torch.nn.Module"],
-                       optimizer: "torch.optim.Optimizer") -> None:
+def restore_checkpoint(ckpt: Checkpoint, modules: dict[str, torch.nn.Module],
+                       optimizer: torch.optim.Optimizer) -> None:
     """Load weights and optimizer state saved by ``save_checkpoint`` into fresh modules/optimizer."""
     source = f"checkpoint stage {ckpt.stage} epoch {ckpt.epoch}"
     for prefix, module in modules.items():

@@ -47,9 +47,10 @@ def wrap(module: torch.nn.Module) -> torch.nn.Module:
         return module
     from torch.nn.parallel import DistributedDataParallel
 
-    on_gpu = (info.device or "").startswith("cuda")
+    device = info.device or ""
+    on_gpu = device.startswith("cuda")
     # the only buffers (prompt tokens) are constants: synced once at construction, not before every forward
-    return DistributedDataParallel(module, device_ids=[torch.device(info.device)] if on_gpu else None,
+    return DistributedDataParallel(module, device_ids=[torch.device(device)] if on_gpu else None,
                                    forward_sync_buffers=False)
 
 

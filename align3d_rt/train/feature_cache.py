@@ -14,17 +14,18 @@ stage 1 runs without CLIP at all once the cache is warm.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from align3d_rt import distributed as dist_util
+from align3d_rt.artifacts.run_dir import save_tensors
 from align3d_rt.io_utils import sha256_json
 from align3d_rt.paths import cache_dir
 from align3d_rt.render.views import RenderSettings
-from align3d_rt.artifacts.run_dir import save_tensors
 
 if TYPE_CHECKING:
     import torch
@@ -71,7 +72,7 @@ class ViewEncoder:
         self.batch_views = max(1, int(batch_views))
         self.calls = 0
 
-    def __call__(self, images: np.ndarray) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def __call__(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         import torch
         import torch.nn.functional as F
 
@@ -104,14 +105,14 @@ def shared_encoder(clip_name: str, clip_weights: str | None, seed: int = 0, devi
 
 
 def render_and_encode(sample: Any, settings: RenderSettings, encoder: ViewEncoder,
-                      need_gray: bool = True, need_rgb: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
+                      need_gray: bool = True,
+                      need_rgb: bool = False) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
     """Render one PointCloudSample and encode its views: (gray record, rgb record or None).
 
     The gray record holds the features and the geometry stage 2 needs (module docstring).
     """
-    from align3d_rt.render import render_views
-
     from align3d_rt.errors import input_error
+    from align3d_rt.render import render_views
 
     if need_rgb and sample.colors is None:
         raise input_error(sample.source or sample.sample_id, "no RGB colours: stage 1 needs RGB renders "
@@ -173,7 +174,7 @@ def _readable(path: Path, keys: tuple[str, ...]) -> bool:
 
         with safe_open(str(path), framework="numpy") as f:
             return set(keys) <= set(f.keys())
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unreadable cache entry is recomputed
         return False
 
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "dice_loss", "focal_loss", "backproject_points", "gather_points", "upsample_maps", "stage1_loss", "semantic_weights",
-    "BranchLosses", "branch_losses", "dpca_loss",
+    "dice_loss", "focal_loss", "backproject_points", "gather_points", "upsample_maps", "stage1_loss",
+    "semantic_weights", "BranchLosses", "branch_losses", "dpca_loss",
 ]
 
 

@@ -14,10 +14,10 @@ def random_run_dir(out: str | Path, clip: str = "align3d-tiny", clip_weights: st
     """A run directory with a seeded random aligner and random unit text embeddings (tests/benchmarks only)."""
     import torch
 
+    from align3d_rt.artifacts import run_dir as rd
     from align3d_rt.model.aligner import Aligner
     from align3d_rt.model.clip_backbone import embed_dim_for, load_clip, weights_id_for
     from align3d_rt.render.views import settings_for
-    from align3d_rt.artifacts import run_dir as rd
     from align3d_rt.versions import library_versions
 
     out = Path(out)

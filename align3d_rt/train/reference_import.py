@@ -100,7 +100,7 @@ def read_reference_file(path: str | Path) -> ReferenceFile:
     except pickle.UnpicklingError:  # torch's own text suggests the unsafe loader: never repeat it
         raise _fail(p, "not a tensor-only torch checkpoint (the safe loader refuses it: it holds other Python "
                        "objects or is damaged); only tensor state dicts are imported") from None
-    except Exception as err:  # truncated/garbled zip or pickle streams raise many types
+    except Exception as err:  # noqa: BLE001 - truncated/garbled zip or pickle streams raise many types
         detail = "".join(ch for ch in (str(err).strip().splitlines() or [""])[0] if ch.isprintable())[:160]
         raise _fail(p, f"not a tensor-only torch checkpoint ({type(err).__name__}: {detail or 'unreadable'})") from None
     if isinstance(content, dict) and not all(isinstance(k, str) for k in content):

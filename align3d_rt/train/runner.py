@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from align3d_rt import distributed as dist_util
+from align3d_rt.artifacts import run_dir as rd
 from align3d_rt.errors import Align3DError, InputError, RunDirError
 from align3d_rt.render.views import RenderSettings
-from align3d_rt.artifacts import run_dir as rd
 from align3d_rt.versions import library_versions
 
 __all__ = ["TrainConfig", "train_run", "render_settings_for", "select_samples", "DATASETS"]
@@ -348,7 +348,8 @@ def _run_stage2(cfg: TrainConfig, out: Path, entries: list[Any], cache: Any, dev
         aligner.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in state.items()}, strict=True)
     except RuntimeError as err:
         raise RunDirError(f"{out / rd.ALIGNER}: does not fit Aligner({dim}) ({str(err).splitlines()[0]})") from None
-    if not cfg.resume and dist_util.is_main():  # a fresh stage 2 replaces any earlier result: never leave a stale complete-looking run
+    # a fresh stage 2 replaces any earlier result: never leave a stale complete-looking run
+    if not cfg.resume and dist_util.is_main():
         for f in (rd.TEXT, rd.PROMPTS_RENDER, rd.PROMPTS_ALIGNED):
             (out / f).unlink(missing_ok=True)
     clip_model = cache.encoder.model

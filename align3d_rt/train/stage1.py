@@ -17,7 +17,8 @@ from align3d_rt.train.checkpoint import read_checkpoint, restore_checkpoint, rew
 from align3d_rt.train.feature_cache import CacheEntry
 from align3d_rt.train.losses import stage1_loss
 
-__all__ = ["OptimSettings", "Stage1Settings", "Stage1Result", "alignment_cosine", "new_aligner", "train_stage1", "aligner_state_numpy"]
+__all__ = ["OptimSettings", "Stage1Settings", "Stage1Result", "alignment_cosine", "new_aligner", "train_stage1",
+           "aligner_state_numpy"]
 
 
 @dataclass
@@ -63,7 +64,8 @@ def alignment_cosine(entries: list[CacheEntry], aligner: Aligner | None, device:
     with torch.no_grad():
         for e in dist_util.shard(entries):
             b = load_stage1_batch([e], device)
-            g, p = (b.global_render, b.patches_render) if aligner is None else aligner(b.global_render, b.patches_render)
+            g, p = ((b.global_render, b.patches_render) if aligner is None
+                    else aligner(b.global_render, b.patches_render))
             sums["global"] += float(F.cosine_similarity(g, b.global_rgb, dim=-1).sum())
             sums["patch"] += float(F.cosine_similarity(p, b.patches_rgb, dim=-1).mean(dim=1).sum())
             views += g.shape[0]
@@ -111,7 +113,8 @@ def train_stage1(entries: list[CacheEntry], dim: int, run: Path, settings: Stage
                                       settings.reweight_lambda)
             optimizer_step(opt, ddp.scaled(loss, part), ddp.global_parts(parts, part), sums)
             steps += 1
-        record = {"stage": 1, "epoch": epoch + 1, "reweight": reweight, **{k: v / max(steps, 1) for k, v in sums.items()}}
+        record = {"stage": 1, "epoch": epoch + 1, "reweight": reweight,
+                  **{k: v / max(steps, 1) for k, v in sums.items()}}
         history.append(record)
         bar.set_postfix(loss=f"{record.get('total', 0.0):.4f}")
         if main:

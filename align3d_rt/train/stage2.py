@@ -7,9 +7,10 @@ CE of the sample's own view-averaged logits; DpCA contrast in the last epochs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,8 +18,14 @@ import torch
 from align3d_rt import distributed as dist_util
 from align3d_rt.model.head import state_logits
 from align3d_rt.train import ddp
-from align3d_rt.train.batches import (Stage2Batch, batches, epoch_order, load_stage2_batch, optimizer_step,
-                                      seed_everything)
+from align3d_rt.train.batches import (
+    Stage2Batch,
+    batches,
+    epoch_order,
+    load_stage2_batch,
+    optimizer_step,
+    seed_everything,
+)
 from align3d_rt.train.checkpoint import read_checkpoint, restore_checkpoint, rewrite_losses, save_checkpoint
 from align3d_rt.train.feature_cache import CacheEntry
 from align3d_rt.train.losses import BranchLosses, branch_losses, dpca_loss
@@ -172,7 +179,8 @@ def train_stage2(entries: list[CacheEntry], clip_model: Any, aligner: torch.nn.M
     bar = tqdm(range(start, end), desc="stage 2", unit="epoch", disable=not (progress and main), initial=start,
                total=settings.epochs)
     for epoch in bar:
-        record = run_stage2_epoch(epoch, len(entries), lambda idx: load_stage2_batch([entries[i] for i in idx], settings.device),
+        record = run_stage2_epoch(epoch, len(entries),
+                                  lambda idx: load_stage2_batch([entries[i] for i in idx], settings.device),
                                   aligner, learners, optimizer, settings, bar)
         history.append(record)
         if main:

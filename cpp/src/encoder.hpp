@@ -11,6 +11,9 @@
 
 namespace align3d {
 
+/// Views per encoder call at most (4 clouds of 9 views): align3d_rt.runtime.base.VIEW_CHUNK, spec section 2.
+constexpr int kViewChunk = 36;
+
 struct EncoderOutput {
   std::vector<float> patch_maps;    // V*2*G*G
   std::vector<float> global_probs;  // V*2

@@ -4,7 +4,7 @@
 // Engine selection follows the spec's rule (this GPU's name and this TensorRT version, exact; the
 // largest max_batch; the engine must come from this bundle's encoder.onnx); the engine file was
 // hash-checked with every other bundle file by load_bundle. Views are run in chunks of at most
-// min(max_batch, 36), a chunk below min_batch padded by repeating its last view (spec 2.7).
+// min(max_batch, kViewChunk), a chunk below min_batch padded by repeating its last view (spec 2.7).
 // Written against the TensorRT 10 API (enqueueV3, named tensors); not compiled on the development
 // machine, which has no TensorRT and no GPU.
 #include <NvInfer.h>
@@ -21,8 +21,6 @@
 
 namespace align3d {
 namespace {
-
-constexpr int kChunkCap = 36;  // runtime/tensorrt_backend.py
 
 class QuietLogger final : public nvinfer1::ILogger {
   void log(Severity severity, const char* msg) noexcept override {
@@ -117,7 +115,7 @@ class TensorRtEncoder final : public Encoder {
     const nlohmann::json entry = select_engine(b, gpu_name(0), tensorrt_version());
     model_ = b.path + "/" + entry.value("file", std::string());
     min_batch_ = std::max(1, entry.value("min_batch", 1));
-    max_batch_ = std::max(min_batch_, std::min(entry.value("max_batch", 1), kChunkCap));
+    max_batch_ = std::max(min_batch_, std::min(entry.value("max_batch", 1), kViewChunk));
     std::ifstream in(model_, std::ios::binary);
     const std::string blob((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     if (!in.good() && !in.eof()) throw Error(model_ + ": engine file missing or unreadable; rebuild it");

@@ -147,7 +147,7 @@ def measure_inspector(binary: Path, bundle: Path, sets: list[CloudSet], out_dir:
         peak_all = max(peak_all, peak, peak2, *peaks)
         n = len(clouds.files)
         warm = _timings(twice_dir)[1:]  # after its first cloud: warm, as the Python rows after their warm-up
-        kind = {
+        kind: dict[str, Any] = {
             "latency_uncached_s": summary(lat), "latency_per_process": True,
             "fps_batch1": n / wall, "best_batch": 1, "fps_best": n / wall, "files": n, "origin": clouds.origin,
             "fps_warm": n / (wall2 - wall) if wall2 > wall else None,

@@ -102,9 +102,9 @@ def serial_pass(detector: Any, clouds: CloudSet, out_dir: Path, uncached_s: dict
         write_result(out_dir, item[1], result)
         t_write = time.perf_counter() - t0
         _check(result, item)
-        for key, value in (("load_uncached", t_uncached), ("load_cached", t_cached), ("render", result.timings["render"]),
-                           ("encode", result.timings["encode"]), ("backproject", result.timings["backproject"]),
-                           ("write", t_write)):
+        for key, value in (("load_uncached", t_uncached), ("load_cached", t_cached),
+                           ("render", result.timings["render"]), ("encode", result.timings["encode"]),
+                           ("backproject", result.timings["backproject"]), ("write", t_write)):
             stages[key].append(value)
         lat_uncached.append(t_uncached + t_score + t_write)
         lat_cached.append(t_cached + t_score + t_write)

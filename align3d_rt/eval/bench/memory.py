@@ -101,7 +101,7 @@ class PeakMemory:
             if self._stop.wait(self.interval_s):
                 return
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         import psutil
 
         torch = _torch_cuda()

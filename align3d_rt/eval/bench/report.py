@@ -125,7 +125,7 @@ def chart(report: dict[str, Any], path: Path) -> None:
     for stage in CHART_STAGES:
         widths = [st.get(stage, 0.0) for _, st in bars]
         ax.barh(range(len(bars)), widths, left=left, label=STAGE_LABELS[stage])
-        left = [a + b for a, b in zip(left, widths)]
+        left = [a + b for a, b in zip(left, widths, strict=True)]
     ax.set_yticks(range(len(bars)), [name for name, _ in bars], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("seconds per cloud (batch 1, median)")

@@ -38,7 +38,7 @@ class Row:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Row":
+    def from_dict(cls, data: dict[str, Any]) -> Row:
         return cls(**data)
 
 
@@ -92,7 +92,8 @@ def select_rows(rows: list[Row], wanted: list[str] | None) -> list[Row]:
     known = {r.row_id for r in rows} | {r.backend for r in rows if r.backend}
     unknown = [w for w in wanted if w not in known]
     if unknown:
-        raise Align3DError(f"--rows: unknown row(s) {', '.join(unknown)}; choose from {', '.join(r.row_id for r in rows)}"
+        raise Align3DError(f"--rows: unknown row(s) {', '.join(unknown)}; choose from "
+                           f"{', '.join(r.row_id for r in rows)}"
                            f" or a backend name")
     return [r for r in rows if r.row_id in wanted or r.backend in wanted]
 

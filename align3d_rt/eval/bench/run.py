@@ -62,7 +62,7 @@ class BenchConfig:
         return json.loads(json.dumps(d, default=str))
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "BenchConfig":
+    def from_json(cls, d: dict[str, Any]) -> BenchConfig:
         d = dict(d)
         for key in ("out", "run", "workdir", "inspector"):
             d[key] = Path(d[key]) if d.get(key) else None
@@ -92,7 +92,8 @@ def plan(config: BenchConfig) -> list[rowlib.Row]:
     if unknown:
         from align3d_rt.errors import Align3DError
 
-        raise Align3DError(f"--skip: unknown row(s) {', '.join(unknown)}; choose from {', '.join(r.row_id for r in rows)}")
+        raise Align3DError(f"--skip: unknown row(s) {', '.join(unknown)}; choose from "
+                           f"{', '.join(r.row_id for r in rows)}")
     for row in rows:
         if row.row_id in config.skip and not row.skip_reason:
             row.skip_reason = f"skipped in this run: {config.skip[row.row_id]}"
@@ -183,7 +184,8 @@ def run_bench(config: BenchConfig, progress: Any = None) -> dict[str, Any]:
     rows = plan(config)
     config.out.mkdir(parents=True, exist_ok=True)
     config.work.mkdir(parents=True, exist_ok=True)
-    sets = cloud_sets(config.work, list(config.kinds), config.samples, config.roots, config.mvtec_scan_size)  # generated once
+    # generated once
+    sets = cloud_sets(config.work, list(config.kinds), config.samples, config.roots, config.mvtec_scan_size)
     if progress:
         progress("align3d-rt bench: timing loading + preprocessing (uncached and cached) once per cloud ...")
     loads = measure_loads(sets)

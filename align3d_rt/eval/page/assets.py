@@ -1,17 +1,17 @@
 """The page's static files (vendored three.js subset, our JS and CSS), read from package data."""
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 THREE_JS = "three.page.min.js"
 THREE_LICENSE = "THREE_LICENSE"
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_asset(name: str) -> str:
     """The text of ``assets/NAME`` (UTF-8)."""
-    return resources.files("align3d_rt.eval.page").joinpath("assets", name).read_text(encoding="utf-8")
+    return resources.files("align3d_rt.eval.page").joinpath("assets").joinpath(name).read_text(encoding="utf-8")
 
 
 def inline_script(name: str) -> str:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from align3d_rt.eval.page.assets import read_asset
 from align3d_rt.eval.page.part import _fmt
@@ -51,7 +52,8 @@ def write_index_page(path: str | Path, entries: Iterable[dict[str, Any]], title:
 </style></head>
 <body><header><h1>{html.escape(title)}</h1><div class="scores" id="summary">{summary}</div></header>
 <main><table id="parts">
-<tr><th class="left">part</th><th class="left">decision</th><th>object score</th><th>normalised</th><th>regions</th></tr>
+<tr><th class="left">part</th><th class="left">decision</th><th>object score</th><th>normalised</th>
+<th>regions</th></tr>
 {"".join(rows)}
 </table></main></body></html>
 """

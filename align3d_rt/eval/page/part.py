@@ -7,8 +7,9 @@ import base64
 import html
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,7 @@ def _point_size(pts: np.ndarray) -> float:
 
 
 def _colormap() -> list[list[int]]:
-    from align3d_rt.runtime.outputs import heat_colors
+    from align3d_rt.eval.outputs import heat_colors
 
     rgb = heat_colors(np.linspace(0.0, 1.0, 256), 0.0, 1.0)
     return np.rint(rgb * 255).astype(int).tolist()
@@ -246,11 +247,13 @@ def _page_html(key: str, part: dict[str, Any], data: dict[str, Any], pngs: list[
 <header>{decision_banner(part)}<div><h1>{html.escape(key)}</h1><div class="scores">{_score_lines(part)}</div>
 <div class="scores">{cloud["num_points"]:,} points{(" &middot; " + source) if source else ""}</div></div></header>
 <main>
-<div class="controls"><span>drag: rotate &middot; wheel: zoom &middot; right/shift-drag: pan &middot; double-click: reset</span>
+<div class="controls">
+<span>drag: rotate &middot; wheel: zoom &middot; right/shift-drag: pan &middot; double-click: reset</span>
 <label>point size <input id="point-size" type="range" min="0.25" max="4" step="0.05" value="1"></label>
 <label><input id="mark-regions" type="checkbox" checked> mark regions</label>{subsample}</div>
 <div class="viewer"><div class="canvas-box"><canvas id="cloud-canvas"></canvas><div id="cloud-labels"></div></div>
-<div class="legend"><span>{_fmt(hi, 3)}</span><canvas id="colour-bar" width="22" height="480"></canvas><span>{_fmt(lo, 3)}</span>
+<div class="legend"><span>{_fmt(hi, 3)}</span><canvas id="colour-bar" width="22" height="480"></canvas>
+<span>{_fmt(lo, 3)}</span>
 <span style="margin-top:6px;text-align:center">{kind}</span></div></div>
 <h2>Regions</h2>
 {_regions_table(part)}

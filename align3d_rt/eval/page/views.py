@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from align3d_rt.runtime.outputs import heat_colors, object_only
+from align3d_rt.eval.outputs import heat_colors, object_only
 from align3d_rt.scoring import upsample_map
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -21,24 +21,28 @@ from typing import Any
 import numpy as np
 
 from align3d_rt.artifacts.bundle import INPUT_NAME, OUTPUT_NAMES, Bundle, load_bundle
-from align3d_rt.artifacts.triton_layout import (CATEGORY, DATASET, DECISION, GLOBAL_PROBS, OBJECT_SCORE,
-                                                POINT_SCORES, POINT_SCORES_NORMALIZED, POINTS, REGION_LABELS,
-                                                VIEW_MAPS, VIEWS)
+from align3d_rt.artifacts.triton_layout import (
+    CATEGORY,
+    DATASET,
+    DECISION,
+    GLOBAL_PROBS,
+    OBJECT_SCORE,
+    POINT_SCORES,
+    POINT_SCORES_NORMALIZED,
+    POINTS,
+    REGION_LABELS,
+    VIEW_MAPS,
+    VIEWS,
+    model_parameters,
+)
 from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError, InputError
 from align3d_rt.runtime.base import BaseRunner, EncoderOutput
 from align3d_rt.runtime.detector import Detector
 
 
-
 class EncoderCallError(Align3DError):
     """The encoder model answered a BLS request with an error."""
-
-
-def model_parameters(config: dict[str, Any]) -> dict[str, str]:
-    """The string parameters of a model config (the JSON form Triton hands to ``initialize``)."""
-    params = config.get("parameters") or {}
-    return {k: str(v.get("string_value", "")) for k, v in params.items() if isinstance(v, dict)}
 
 
 class BlsRunner(BaseRunner):
@@ -121,7 +125,7 @@ class PipelineModel:
         info = {"source": "triton", "backend": runner.name, "bundle_hash": self.bundle.onnx_sha256,
                 "precision": self.bundle.precision}
         self.detector = Detector(lambda: runner, self.bundle.render_settings, self.bundle.fusion_weight,
-                                 runner.name, info, view_chunk=max_batch or 36)
+                                 runner.name, info, view_chunk=max_batch)
         self.detector.__enter__()
 
     def close(self) -> None:

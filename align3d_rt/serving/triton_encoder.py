@@ -14,22 +14,16 @@ from typing import Any
 import numpy as np
 
 from align3d_rt.artifacts.bundle import INPUT_NAME, OUTPUT_NAMES
-from align3d_rt.errors import BundleError, import_backend
+from align3d_rt.artifacts.triton_layout import model_parameters
+from align3d_rt.errors import BundleError
 from align3d_rt.io_utils import sha256_file
-from align3d_rt.runtime.triton_pipeline import model_parameters
 
 
 def open_session(path: Path, precision: str, threads: int) -> Any:
     """An ONNX Runtime CPU session with the settings the runtime's CPU runner uses."""
-    ort = import_backend("onnxruntime", "onnxruntime", "pip install onnxruntime")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads > 0:
-        opts.intra_op_num_threads = threads
-    # FP16 graphs segfault ONNX Runtime's CPU session at ORT_ENABLE_ALL (DESIGN.md section 5).
-    level = ort.GraphOptimizationLevel
-    opts.graph_optimization_level = level.ORT_ENABLE_EXTENDED if precision == "fp16" else level.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    from align3d_rt.loaders import OrtSessionLoader
+
+    return OrtSessionLoader(path, precision, threads)()
 
 
 class EncoderModel:

@@ -43,7 +43,7 @@ def save_heat_ply(path: str | Path, points: np.ndarray, scores: np.ndarray) -> N
     cloud.points = o3d.utility.Vector3dVector(np.asarray(points, dtype=np.float64))
     cloud.colors = o3d.utility.Vector3dVector(heat_colors(scores))
     with atomic_path(path) as tmp:
-        if not o3d.io.write_point_cloud(str(tmp), cloud, write_ascii=False):
+        if not o3d.io.write_point_cloud(Path(tmp), cloud, write_ascii=False):
             raise OSError(f"{path}: Open3D could not write the point cloud")
 
 
@@ -77,7 +77,8 @@ def save_view_overlay(
         ax.set_axis_off()
         if i < n:
             ax.imshow(images[i])
-            im = ax.imshow(object_only(ups[i], images[i]), cmap=HEAT_CMAP, alpha=alpha, vmin=lo, vmax=hi if hi > lo else lo + 1e-6)
+            im = ax.imshow(object_only(ups[i], images[i]), cmap=HEAT_CMAP, alpha=alpha, vmin=lo,
+                           vmax=hi if hi > lo else lo + 1e-6)
             if gt_masks is not None and gt_masks[i].any():
                 ax.contour(gt_masks[i] > 0, levels=[0.5], colors="white", linewidths=0.8)
             ax.set_title(f"view {i}", fontsize=7)

@@ -1,9 +1,10 @@
 """Score clouds on a Triton Inference Server: the client side of ``align3d-rt infer --triton URL``.
 
-``TritonDetector`` stands in for the local Detector in the infer command (same ``score_stream``,
-``describe`` and ``fusion_weight``): files are read and preprocessed here exactly as for local
-inference, the scored points are sent to the pipeline model (``artifacts/triton_layout.py``) and
-the answer becomes the same ScoreResult, so the command writes the same outputs.
+``TritonScorer`` is a :class:`~align3d_rt.runtime.scorer.Scorer` like the local Detector (same
+``score_stream``, ``describe`` and ``fusion_weight``), not a Detector: files are read and
+preprocessed here exactly as for local inference, the scored points are sent to the pipeline model
+(``artifacts/triton_layout.py``) and the answer becomes the same ScoreResult, so the command writes
+the same outputs.
 
 Protocol from the URL: ``http://host:port`` (tritonclient.http) or ``grpc://host:port``
 (tritonclient.grpc). Every call has a timeout; connection failures and timeouts are retried a
@@ -13,8 +14,9 @@ model rejects is that file's failure (the others go on).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable, Iterator
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -22,7 +24,7 @@ import numpy as np
 from align3d_rt.artifacts import triton_layout as layout
 from align3d_rt.data.sample import PointCloudSample
 from align3d_rt.errors import Align3DError, InputError, import_backend, input_error
-from align3d_rt.runtime.detector import ScoreResult
+from align3d_rt.runtime.detector import KeepRender, ScoreResult
 
 SCHEMES = ("http", "grpc")
 # gRPC status codes that mean "the server did not answer" (retried), not "the server refused this request".
@@ -72,8 +74,8 @@ def _one_line(err: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(err).__name__
 
 
-class TritonDetector:
-    """A Triton pipeline model behind the Detector interface the infer command uses."""
+class TritonScorer:
+    """A Triton pipeline model behind the Scorer interface the infer command uses."""
 
     def __init__(self, url: str, model: str = layout.DEFAULT_MODEL, timeout: float = 60.0, retries: int = 3,
                  backoff: float = 0.5) -> None:
@@ -89,7 +91,7 @@ class TritonDetector:
         self._lib: Any = None
 
     # ---- connection ---------------------------------------------------------------------------
-    def __enter__(self) -> "TritonDetector":
+    def __enter__(self) -> TritonScorer:
         self.connect()
         return self
 
@@ -132,7 +134,7 @@ class TritonDetector:
         config = self._json(self._call("get_model_config", self.model))
         config = config.get("config", config)  # gRPC wraps the config
         inputs = {i.get("name") for i in config.get("input", [])}
-        params = {k: str(v.get("string_value", "")) for k, v in (config.get("parameters") or {}).items()}
+        params = layout.model_parameters(config)
         if layout.POINTS not in inputs or "bundle_manifest_sha256" not in params:
             raise ServerUnavailable(f"{self.url}: model '{self.model}' is not an align3d-rt pipeline model "
                                     f"(export one with: align3d-rt export --format triton)")
@@ -176,7 +178,7 @@ class TritonDetector:
         for attempt in range(self.retries + 1):
             try:
                 return getattr(self._client, method)(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - sorted into transport failures and refusals below
+            except Exception as err:  # sorted into transport failures (handled below) and refusals (re-raised)
                 if not self._is_transport(err):
                     raise
                 last = err
@@ -194,7 +196,7 @@ class TritonDetector:
         # refused, reset, timed out (socket.timeout is an OSError); anything else is a bug, not the network
         return isinstance(err, OSError) or type(err).__module__.split(".")[0] in ("gevent", "geventhttpclient")
 
-    # ---- the Detector interface ---------------------------------------------------------------
+    # ---- the Scorer interface -----------------------------------------------------------------
     @property
     def calibrated(self) -> bool:
         """The served repository carries a calibration (export --format triton --calibration)."""
@@ -227,7 +229,8 @@ class TritonDetector:
                                                "views", "image_size", "grid_size") if k in self.params}}
 
     def score_stream(self, items: Iterable[Any], load: Callable[[Any], PointCloudSample] | None = None,
-                     batch_size: int = 1, keep_render: Any = False) -> Iterator[tuple[Any, ScoreResult | InputError]]:
+                     batch_size: int = 1, keep_render: KeepRender = False
+                     ) -> Iterator[tuple[Any, ScoreResult | InputError]]:
         """(item, ScoreResult or InputError) per item, in order; one request per cloud.
 
         ``batch_size`` is not used: the server batches the encoder work of concurrent requests."""
@@ -284,7 +287,7 @@ class TritonDetector:
             timings={"load": load_seconds, "request": seconds}, sample=sample, decision=decision)
 
     @staticmethod
-    def _decision(answer: Any, sample: PointCloudSample) -> "RemoteDecision | InputError":
+    def _decision(answer: Any, sample: PointCloudSample) -> RemoteDecision | InputError:
         """The decision outputs of a calibrated pipeline, checked against the cloud's size."""
         import json
 

@@ -3,27 +3,36 @@
 Two models (layout: ``align3d_rt.artifacts.triton_layout``): the encoder, served by Triton's own
 backend for the bundle's engine or by the Python backend (``--triton-encoder python``), and the
 pipeline, a Python-backend model that renders, calls the encoder by BLS, back-projects, fuses and
-scores with the runtime's Detector (``align3d_rt.runtime.triton_pipeline``). The bundle is copied
+scores with the runtime's Detector (``align3d_rt.serving.triton_pipeline``). The bundle is copied
 into the pipeline's version folder and hash-checked when the model loads, so the repository is
 self-contained. Written in a temporary folder beside ``out`` and renamed into place when complete;
 an existing ``out`` is replaced only when it is a repository this tool wrote and ``overwrite`` is set.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from align3d_rt.artifacts import triton_layout as layout
 from align3d_rt.artifacts.bundle import Bundle, load_bundle, manifest_digest
 from align3d_rt.errors import BundleError
-from align3d_rt.export.triton_config import (ENCODER_SERVING, ONNX, OPENVINO, PYTHON, TENSORRT, EncoderServing,
-                                             encoder_config, pipeline_config, to_pbtxt)
-from align3d_rt.io_utils import read_json, rename_noreplace, sha256_file, write_json_atomic, write_text_atomic
+from align3d_rt.io_utils import read_json, staged_folder, write_json_atomic, write_text_atomic
+from align3d_rt.serving.triton_config import (
+    ENCODER_SERVING,
+    ONNX,
+    OPENVINO,
+    PYTHON,
+    TENSORRT,
+    EncoderServing,
+    encoder_config,
+    pipeline_config,
+    to_pbtxt,
+)
 
 AUTO = "auto"
 ENCODER_CHOICES = (AUTO, *ENCODER_SERVING)
@@ -69,7 +78,8 @@ def check_target(out: Path, overwrite: bool) -> None:
             raise BundleError(f"{out}: already holds a Triton repository; pass --overwrite to replace it")
         foreign = foreign_in_repository(out)
         if foreign:
-            raise BundleError(f"{out}: the repository also holds {len(foreign)} entr{'y' if len(foreign) == 1 else 'ies'} "
+            raise BundleError(f"{out}: the repository also holds {len(foreign)} "
+                              f"entr{'y' if len(foreign) == 1 else 'ies'} "
                               f"align3d-rt did not write (e.g. {foreign[0]}); they are never deleted: move them, or "
                               f"choose another --out")
 
@@ -100,7 +110,8 @@ def foreign_in_repository(path: Path) -> list[str]:
 
 
 def choose_encoder(bundle: Bundle, wanted: str) -> str:
-    """The encoder kind: ``wanted``, or for 'auto' the bundle's engine (OpenVINO IR, else TensorRT engine, else ONNX)."""
+    """The encoder kind: ``wanted``, or for 'auto' the bundle's engine (OpenVINO IR, else TensorRT engine,
+    else ONNX)."""
     if wanted == AUTO:
         return OPENVINO if bundle.ir else TENSORRT if bundle.engines else ONNX
     if wanted == OPENVINO and not bundle.ir:
@@ -140,7 +151,6 @@ def write_triton_repository(bundle_dir: Path, out: Path, *, encoder: str = AUTO,
     calibration file of this bundle, copied beside the pipeline (refused when it is for another bundle)."""
     out = Path(out)
     check_target(out, overwrite)
-    replacing = out.is_dir() and any(out.iterdir())  # an earlier repository (--overwrite); else a free path
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise BundleError(f"--triton-name {name!r}: use letters, digits, '_', '.', '-' (it names folders)")
     if max_queue_delay_us < 0:
@@ -162,15 +172,21 @@ def write_triton_repository(bundle_dir: Path, out: Path, *, encoder: str = AUTO,
             raise BundleError(f"{flag} {value}: need at least 1")
     serving = EncoderServing(kind, max_batch, tuple(sorted({opt_batch, max_batch})), max_queue_delay_us,
                              encoder_instances, gpu)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    with staged_repository(out) as stage:
         _write(stage, bundle, serving, name, pipeline_instances, threads, engine_key, calibration)
-        _swap_into_place(stage, out, replacing)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
     return out
+
+
+def own_repository(path: Path) -> bool:
+    """A repository folder this tool wrote, holding only its own files (an export may replace it)."""
+    return is_repository(path) and not foreign_in_repository(path)
+
+
+def staged_repository(out: Path) -> contextlib.AbstractContextManager[Path]:
+    """An empty folder beside ``out`` that replaces it when the repository in it is complete
+    (``io_utils.staged_folder``: a repository another run wrote meanwhile is never replaced)."""
+    return staged_folder(out, marker=layout.MARKER_NAME, ours=own_repository,
+                         what="a Triton repository align3d-rt wrote", error=BundleError)
 
 
 def _write(root: Path, bundle: Bundle, serving: EncoderServing, name: str, pipeline_instances: int, threads: int,
@@ -180,12 +196,12 @@ def _write(root: Path, bundle: Bundle, serving: EncoderServing, name: str, pipel
     shutil.copytree(bundle.path, pipe_dir / layout.BUNDLE_DIR)
     copy = load_bundle(pipe_dir / layout.BUNDLE_DIR)  # the copy is hash-checked like the original
     _write_model_py(pipe_dir, "the align3d_rt pipeline (render, encoder by BLS, back-project, fuse, score)",
-                    "align3d_rt.runtime.triton_pipeline", "PipelineModel")
+                    "align3d_rt.serving.triton_pipeline", "PipelineModel")
     sources = _encoder_sources(copy, serving.kind, engine_key)
     for target, src in sources.items():
         _place(src, enc_dir / target)
     if serving.kind == PYTHON:
-        _write_model_py(enc_dir, "the encoder, ONNX Runtime on model.onnx", "align3d_rt.runtime.triton_encoder",
+        _write_model_py(enc_dir, "the encoder, ONNX Runtime on model.onnx", "align3d_rt.serving.triton_encoder",
                         "EncoderModel")
     digest = manifest_digest(copy.manifest)
     enc_params = {"bundle_manifest_sha256": digest, "precision": copy.precision,
@@ -202,7 +218,8 @@ def _write(root: Path, bundle: Bundle, serving: EncoderServing, name: str, pipel
         shutil.copy2(calibration, pipe_dir / layout.CALIBRATION_FILE)
         cal = load_calibration(pipe_dir / layout.CALIBRATION_FILE)
         pipe_params.update({"calibration_file": layout.CALIBRATION_FILE, "calibration_sha256": cal.sha256,
-                            "calibration_product": cal.product, "calibration_rule": json.dumps(cal.rule, sort_keys=True),
+                            "calibration_product": cal.product,
+                            "calibration_rule": json.dumps(cal.rule, sort_keys=True),
                             "object_threshold": repr(float(cal.object.threshold)),
                             "point_threshold": repr(float(cal.point.threshold))})
     write_text_atomic(root / name / "config.pbtxt", to_pbtxt(
@@ -231,39 +248,6 @@ def _write_model_py(version_dir: Path, what: str, module: str, cls: str) -> None
     write_text_atomic(version_dir / "model.py", _MODEL_PY.format(what=what, module=module, cls=cls))
 
 
-def _swap_into_place(stage: Path, out: Path, replacing: bool) -> None:
-    """Rename the finished ``stage`` onto ``out`` (an earlier repository is removed only after the swap).
-
-    ``replacing`` False (``out`` was free at the start): a repository that appeared meanwhile (another
-    export into the same new ``--out``) is never replaced; this export fails with one line."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)
-    if out.exists() and any(out.iterdir()) and not replacing:
-        raise BundleError(f"{out}: was written by another run meanwhile; not replaced")
-    if out.exists() and any(out.iterdir()):
-        if not is_repository(out) or foreign_in_repository(out):  # checked again right before anything is moved
-            raise BundleError(f"{out}: is not (only) a Triton repository align3d-rt wrote; not replaced")
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-        os.replace(out, old / "r")
-        try:
-            os.replace(stage, out)
-        except BaseException:
-            os.replace(old / "r", out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-        return
-    try:
-        if out.exists():
-            out.rmdir()  # an empty folder
-        rename_noreplace(stage, out)
-    except (FileExistsError, FileNotFoundError, OSError) as err:
-        if isinstance(err, FileNotFoundError) and not out.exists():
-            rename_noreplace(stage, out)  # another run removed the same empty folder first
-            return
-        raise BundleError(f"{out}: was written by another run meanwhile; not replaced ({err.strerror})") from None
-
-
 def readme_text(name: str, enc_name: str, serving: EncoderServing) -> str:
     """The repository's README: what is in it and how to serve and query it."""
     field, value, files = ENCODER_SERVING[serving.kind]
@@ -289,7 +273,8 @@ numba and onnxruntime). Then, from this folder:
     tritonserver --model-repository . --backend-config=python,stub-timeout-seconds=300
 
 (the pipeline compiles its numba kernels while it loads; set NUMBA_CACHE_DIR to keep them between starts).
-{'This encoder needs only the Python backend, so the tritonserver bundled with nvidia-pytriton serves it too.' if python_only else
+{'This encoder needs only the Python backend, so the tritonserver bundled with nvidia-pytriton '
+ 'serves it too.' if python_only else
  'The encoder needs the server build with the ' + value + ' backend (the NGC tritonserver container has it); '
  'for a server with only the Python backend, export with --triton-encoder python.'}
 
