@@ -8,14 +8,16 @@ views of 336x336 in one batch.
 
 How: a preparing child process builds the graph, exports the fp32 ONNX graph, the ORT int8 graph and the
 OpenVINO IRs with the exporter's own code (``export --format openvino`` settings; int8 calibrated on views of
-generated clouds), then exits (its memory goes with it). Then one child per route loads its model, makes a
-warm-up call (whose outputs give the max abs difference to torch fp32) and waits; the parent times one call
-per route per round, the routes in turn (round-robin: each round's ratios come from calls made back to
-back). Reported: median seconds of ``--rounds`` rounds, the ratio to torch fp32 eager (median and the
-per-round range), the max abs map difference to torch, and each child's peak RSS (all children are alive
-while timing: their sum is the run's peak). The files live in a temporary folder removed afterwards.
+generated clouds), then exits (its memory goes with it). Each round then starts one child per route, in
+turn: it loads its model, makes a warm-up call (whose outputs give the max abs difference to torch fp32),
+is timed on one call and exits, so only one route is in memory at a time (ViT-L: about 5 GB at most, the
+ORT fp32 session). ``--resident`` instead keeps all route children loaded and times them in turn (no
+reload per round, but the memory of all routes together: about 16 GB for ViT-L). Either way each round's
+ratios come from calls made back to back (round-robin). Reported: median seconds of ``--rounds`` rounds,
+the ratio to torch fp32 eager (median and the per-round range), the max abs map difference to torch, and
+the peak RSS of each route. The files live in a temporary folder removed afterwards.
 
-    python bench/bench_encoder.py [--clip ViT-L-14-336] [--views 9] [--rounds 3] [--routes a,b] \
+    python bench/bench_encoder.py [--clip ViT-L-14-336] [--views 9] [--rounds 3] [--routes a,b] [--resident] \
         [--json out.json] [--md out.md]
 """
 from __future__ import annotations
@@ -177,7 +179,41 @@ def _read(proc: subprocess.Popen[str], route: str) -> dict[str, Any]:
     return json.loads(line)
 
 
-def run(clip: str, views: int, rounds: int, routes: list[str], calibration_samples: int) -> dict[str, Any]:
+def _send(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
+def _start(work: Path, route: str, clip: str, result: dict[str, Any]) -> subprocess.Popen[str] | None:
+    """A loaded, warmed-up route process (None when the route cannot run here: recorded as skipped)."""
+    proc = _child(["--worker", route, "--dir", str(work), "--clip", clip])
+    msg = _read(proc, route)
+    if "skipped" in msg:
+        result["routes"][route] = {"skipped": msg["skipped"]}
+        proc.wait()
+        return None
+    row = result["routes"].setdefault(route, {"label": ROUTES[route], "times_s": [], "peak_rss_mb": 0.0,
+                                              "first_call_s": []})
+    row["first_call_s"].append(msg["ready"].pop("first_call_s"))
+    row.update(msg["ready"])
+    return proc
+
+
+def _time_one(proc: subprocess.Popen[str], route: str, result: dict[str, Any]) -> None:
+    _send(proc, "run")
+    result["routes"][route]["times_s"].append(_read(proc, route)["s"])
+
+
+def _stop(proc: subprocess.Popen[str], route: str, result: dict[str, Any]) -> None:
+    _send(proc, "quit")
+    row = result["routes"][route]
+    row["peak_rss_mb"] = max(row["peak_rss_mb"], _read(proc, route)["peak_rss_mb"])
+    proc.wait()
+
+
+def run(clip: str, views: int, rounds: int, routes: list[str], calibration_samples: int,
+        resident: bool = False) -> dict[str, Any]:
     t_start = time.perf_counter()
     result: dict[str, Any] = {"clip": clip, "weights": "random", "views": views, "rounds": rounds,
                               "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
@@ -189,43 +225,40 @@ def run(clip: str, views: int, rounds: int, routes: list[str], calibration_sampl
         result["prepare"] = _read(prep, "prepare")
         if prep.wait() != 0:
             raise SystemExit("bench_encoder: preparing the models failed")
-        procs: dict[str, subprocess.Popen[str]] = {}
-        for route in routes:  # one at a time, so loading and warm-up never overlap a timing
-            proc = _child(["--worker", route, "--dir", str(work), "--clip", clip])
-            msg = _read(proc, route)
-            if "skipped" in msg:
-                result["routes"][route] = {"skipped": msg["skipped"]}
-                proc.wait()
-                continue
-            procs[route] = proc
-            result["routes"][route] = {"label": ROUTES[route], **msg["ready"], "times_s": []}
         result["loadavg_timing_start"] = os.getloadavg()[0]
-        for _ in range(rounds):
+        if resident:  # every route loaded once and kept: faster, memory = the sum of the routes
+            procs = {r: p for r in routes if (p := _start(work, r, clip, result)) is not None}
+            for _ in range(rounds):
+                for route, proc in procs.items():
+                    _time_one(proc, route, result)
             for route, proc in procs.items():
-                assert proc.stdin is not None
-                proc.stdin.write("run\n")
-                proc.stdin.flush()
-                result["routes"][route]["times_s"].append(_read(proc, route)["s"])
+                _stop(proc, route, result)
+        else:  # one route process alive at a time: memory = the largest route
+            for _ in range(rounds):
+                for route in routes:
+                    if "skipped" in result["routes"].get(route, {}):
+                        continue
+                    proc = _start(work, route, clip, result)
+                    if proc is not None:
+                        _time_one(proc, route, result)
+                        _stop(proc, route, result)
         result["loadavg_timing_end"] = os.getloadavg()[0]
-        for route, proc in procs.items():
-            assert proc.stdin is not None
-            proc.stdin.write("quit\n")
-            proc.stdin.flush()
-            result["routes"][route]["peak_rss_mb"] = _read(proc, route)["peak_rss_mb"]
-            proc.wait()
-        ref = {k: np.load(work / f"out_{REFERENCE}_{k}.npy") for k in ("maps", "probs")} if REFERENCE in procs else None
-        for route in procs:
+        timed = [r for r in routes if "skipped" not in result["routes"][r]]
+        peaks = [result["routes"][r]["peak_rss_mb"] for r in timed]
+        result["mode"] = "resident" if resident else "sequential"
+        result["peak_rss_all_routes_mb"] = sum(peaks) if resident else max(peaks)
+        ref = {k: np.load(work / f"out_{REFERENCE}_{k}.npy") for k in ("maps", "probs")} if REFERENCE in timed else None
+        for route in timed:
             row = result["routes"][route]
             if ref is not None:
                 row["max_abs_diff_maps"] = float(np.abs(np.load(work / f"out_{route}_maps.npy") - ref["maps"]).max())
                 row["max_abs_diff_global"] = float(np.abs(np.load(work / f"out_{route}_probs.npy")
                                                           - ref["probs"]).max())
             row["median_s"] = statistics.median(row["times_s"])
-            if REFERENCE in procs:
+            if REFERENCE in timed:
                 per = [t / u for t, u in zip(result["routes"][REFERENCE]["times_s"], row["times_s"], strict=True)]
                 row["ratio_vs_torch"] = statistics.median(result["routes"][REFERENCE]["times_s"]) / row["median_s"]
                 row["ratio_range"] = [min(per), max(per)]
-        result["children_peak_rss_sum_mb"] = sum(result["routes"][r].get("peak_rss_mb", 0.0) for r in procs)
     result["total_s"] = time.perf_counter() - t_start
     return result
 
@@ -237,8 +270,10 @@ def to_markdown(r: dict[str, Any]) -> str:
              f"first timed round, {r['loadavg_timing_end']:.1f} at the last), so absolute seconds are inflated and "
              "noisy; the ratios come from calls made back to back in each round. Every route ran in a process of "
              f"its own; median of {r['rounds']} round-robin rounds; ratio range = min-max of the per-round ratios. "
-             f"Whole run {r['total_s'] / 60:.1f} min; peak RSS of all route processes together "
-             f"{r['children_peak_rss_sum_mb'] / 1024:.1f} GB.", "",
+             f"Whole run {r['total_s'] / 60:.1f} min; mode {r['mode']}: " + (
+                 "all route processes alive while timing, their peak RSS together "
+                 if r["mode"] == "resident" else "one route process alive at a time, the largest peak RSS ")
+             + f"{r['peak_rss_all_routes_mb'] / 1024:.1f} GB.", "",
              "| route | median s | vs torch fp32 eager | per-round range | max abs map diff to torch | peak RSS MB |",
              "|---|---:|---:|---:|---:|---:|"]
     for route, row in r["routes"].items():
@@ -264,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated, from {', '.join(ROUTES)}")
     ap.add_argument("--calibration-samples", type=int, default=1,
                     help="generated clouds (9 views each) that calibrate the OpenVINO int8 IR (default 1)")
+    ap.add_argument("--resident", action="store_true",
+                    help="keep every route loaded while timing (faster; memory = the sum of the routes, about "
+                         "16 GB for ViT-L); default: one route process alive at a time, started each round")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     ap.add_argument("--md", type=Path, default=None, help="also write the table here (markdown)")
     ap.add_argument("--prepare", type=Path, default=None, help=argparse.SUPPRESS)
@@ -281,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.worker is not None:
         return worker(args.dir, args.worker, args.clip)
-    r = run(args.clip, args.views, args.rounds, routes, args.calibration_samples)
+    r = run(args.clip, args.views, args.rounds, routes, args.calibration_samples, args.resident)
     md = to_markdown(r)
     print(md)
     if args.json:
