@@ -278,7 +278,8 @@ def test_int8_calibration_without_recorded_samples_uses_generated_clouds(ov: dic
 
 @pytest.mark.heavy
 def test_vit_l_ir_fp32_matches_torch_and_int8_diff_reported(tmp_path: Path) -> None:
-    """ViT-L-14-336 (random weights): fp32 IR vs torch <= 1e-4 on one view; the int8 IR's map difference printed."""
+    """ViT-L-14-336 (random weights): fp32 IR vs torch <= 1e-4 on one view; the int8 IR's map difference printed
+    and below 0.05."""
     from export_support import make_run_dir
 
     from align3d_rt.artifacts.bundle import load_bundle
@@ -307,6 +308,9 @@ def test_vit_l_ir_fp32_matches_torch_and_int8_diff_reported(tmp_path: Path) -> N
         print(f"ViT-L-14-336 int8 IR ({used} compute): max abs map diff vs torch {diff:.4f}, "
               f"global {float(np.abs(q.global_probs - ref.global_probs).max()):.4f}")
         assert np.isfinite(q.patch_maps).all()
+        # Attention in float and SmoothQuant off: bench_encoder measured 0.011 (f32) / 0.013 (bf16) on 9 random
+        # views, against 0.09-0.14 with NNCF's SmoothQuant and int8 attention.
+        assert diff < 0.05, (used, diff)
 
 
 def test_worker_failure_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
