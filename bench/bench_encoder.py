@@ -93,6 +93,7 @@ def prepare(work: Path, clip: str, views: int, calibration_samples: int, routes:
         convert_and_compress(work / "fp32.onnx", work / "int8.xml", "int8", calib)
         facts["ov_quantize_s"] = time.perf_counter() - t0
         facts["ov_calibration_views"] = int(calib.shape[0])
+    facts["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the worker's NNCF is apart
     return facts
 
 
