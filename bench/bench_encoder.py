@@ -239,10 +239,10 @@ def run(clip: str, views: int, rounds: int, routes: list[str], calibration_sampl
                 for route in routes:
                     if "skipped" in result["routes"].get(route, {}):
                         continue
-                    proc = _start(work, route, clip, result)
-                    if proc is not None:
-                        _time_one(proc, route, result)
-                        _stop(proc, route, result)
+                    single = _start(work, route, clip, result)
+                    if single is not None:
+                        _time_one(single, route, result)
+                        _stop(single, route, result)
         result["loadavg_timing_end"] = os.getloadavg()[0]
         timed = [r for r in routes if "skipped" not in result["routes"][r]]
         peaks = [result["routes"][r]["peak_rss_mb"] for r in timed]
