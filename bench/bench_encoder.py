@@ -1,23 +1,34 @@
-"""Encoder timing on this CPU, every route in one process, round-robin.
+"""Encoder timing on this CPU: every route in a process of its own, timed round-robin.
 
-Routes: torch fp32 eager, torch bf16 autocast, ONNX Runtime fp32 and dynamic INT8, OpenVINO fp32 (f32
-compute), OpenVINO fp32 IR with the bf16 precision hint, OpenVINO NNCF INT8 (auto hint: bf16 where the CPU
-has it; also with f32 compute, and with the THROUGHPUT hint as the backend runs it: the batch split over
-parallel infer requests). Runs the full EncoderGraph (CLIP visual tower with DPAM + aligner + text
-head) of 'ViT-L-14-336' with random weights (timings do not depend on the values) on V views at
-336x336 for each V of --views (e.g. 1 and 9 views in one batch). The ONNX/IR files (~1.2 GB fp32) live
-in a temporary directory that is removed afterwards. OpenVINO routes are skipped when openvino/nncf are not installed.
+Routes (``--routes``, default all): torch fp32 eager, ONNX Runtime fp32 and dynamic INT8, OpenVINO fp32 IR
+with f32 compute and with the bf16 hint, OpenVINO NNCF INT8 IR with the CPU's fastest float hint (bf16 where
+it has AMX/AVX512-BF16) and with f32 compute. Runs the full EncoderGraph (CLIP visual tower with DPAM +
+aligner + text head) of ``--clip`` with random weights (timings do not depend on the values) on ``--views``
+views of 336x336 in one batch.
 
-    python bench/bench_encoder.py [--clip ViT-L-14-336] [--views 1,9] [--repeats 3] [--json out.json]
+How: a preparing child process builds the graph, exports the fp32 ONNX graph, the ORT int8 graph and the
+OpenVINO IRs with the exporter's own code (``export --format openvino`` settings; int8 calibrated on views of
+generated clouds), then exits (its memory goes with it). Each round then starts one child per route, in
+turn: it loads its model, makes a warm-up call (whose outputs give the max abs difference to torch fp32),
+is timed on one call and exits, so only one route is in memory at a time (ViT-L: about 5 GB at most, the
+ORT fp32 session). ``--resident`` instead keeps all route children loaded and times them in turn (no
+reload per round, but the memory of all routes together: about 16 GB for ViT-L). Either way each round's
+ratios come from calls made back to back (round-robin). Reported: median seconds of ``--rounds`` rounds,
+the ratio to torch fp32 eager (median and the per-round range), the max abs map difference to torch, and
+the peak RSS of each route. The files live in a temporary folder removed afterwards.
 
-Prints median seconds per call, each route's ratio to torch fp32 and its max abs map difference to torch
-fp32; targets: ONNX Runtime INT8 >= 2.5x torch fp32, OpenVINO INT8 >= 5x torch fp32 (9 views).
+    python bench/bench_encoder.py [--clip ViT-L-14-336] [--views 9] [--rounds 3] [--routes a,b] [--resident] \
+        [--json out.json] [--md out.md]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import platform
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,202 +38,297 @@ from typing import Any
 
 import numpy as np
 
-TARGET_INT8_SPEEDUP = 2.5
-TARGET_OV_INT8_SPEEDUP = 5.0
+ROUTES = {
+    "torch_fp32": "torch fp32 eager",
+    "ort_fp32": "onnxruntime fp32",
+    "ort_int8": "onnxruntime int8 dynamic",
+    "ov_fp32_f32": "openvino fp32 IR, f32 compute",
+    "ov_fp32_bf16": "openvino fp32 IR, bf16 hint",
+    "ov_int8": "openvino nncf int8 IR, auto hint (bf16 where the CPU has it)",
+    "ov_int8_f32": "openvino nncf int8 IR, f32 compute",
+}
+REFERENCE = "torch_fp32"
 
 
-def _session(path: Path, threads: int | None) -> Any:
-    from align3d_rt.loaders import OrtSessionLoader
-
-    return OrtSessionLoader(path, "fp32", threads)()  # fp32 and int8 graphs: the same settings
-
-
-def _ov_compile(core: Any, model: Any, precision: str, threads: int | None, hint: str = "LATENCY") -> Any:
-    from align3d_rt.loaders import OpenVinoCompiler
-
-    return OpenVinoCompiler(model, "CPU", precision, hint, threads=threads, core=core)().model
-
-
-def _calibration_views(count: int, size: int) -> list[np.ndarray]:
-    """Views of generated clouds rendered with the default settings (what a random run calibrates on)."""
-    from align3d_rt.render import RenderSettings, render_views
-    from align3d_rt.render.shapes import organized_object, unorganized_cloud
-
-    settings = RenderSettings()
-    if settings.image_size != size:
-        raise SystemExit(f"{size}x{size} graph: the default render settings give {settings.image_size}")
-    return [render_views(organized_object(seed=i)[0] if i % 2 == 0 else unorganized_cloud(40_000, seed=i),
-                         settings).images for i in range(count)]
-
-
-def run(clip: str, view_counts: list[int], repeats: int, threads: int | None,
-        calibration_samples: int = 2, openvino: bool = True) -> dict[str, Any]:
+# ----------------------------------------------------------------------------------------- children
+def prepare(work: Path, clip: str, views: int, calibration_samples: int, routes: list[str]) -> dict[str, Any]:
+    """Build and export everything the routes need into ``work``; the input views go to views.npy."""
+    import open_clip
     import torch
 
     from align3d_rt.export.onnx_export import export_onnx, quantize_int8
-    from align3d_rt.model.graph import build_encoder_graph
-
-    if threads:
-        torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    import open_clip
-
     from align3d_rt.model.clip_backbone import register_tiny_config
+    from align3d_rt.model.graph import build_encoder_graph
 
     register_tiny_config()
     cfg = open_clip.get_model_config(clip)
     if cfg is None:
         raise SystemExit(f"unknown CLIP model {clip!r}")
-    rng = np.random.default_rng(0)
-    text = rng.standard_normal((2, 2, int(cfg["embed_dim"]))).astype(np.float32)
+    text = np.random.default_rng(0).standard_normal((2, 2, int(cfg["embed_dim"]))).astype(np.float32)
+    np.save(work / "text.npy", text)
     graph = build_encoder_graph(clip, "random", None, text, seed=0)
-    load_s = time.perf_counter() - t0
     size = int(graph.image_size)
-    result: dict[str, Any] = {"clip": clip, "weights": "random", "views": view_counts, "repeats": repeats,
-                              "threads": threads or torch.get_num_threads(), "model_load_s": load_s, "by_views": {}}
-    if openvino:
-        try:
-            import nncf  # noqa: F401
-            import openvino as ov
-        except ImportError as err:
-            print(f"bench_encoder: OpenVINO routes skipped ({err})", file=sys.stderr)
-            openvino = False
+    np.save(work / "views.npy", np.random.default_rng(1).integers(0, 256, (views, size, size, 3), dtype=np.uint8))
+    facts: dict[str, Any] = {"image_size": size}
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        export_onnx(graph, work / "fp32.onnx", size)
+    del graph
+    facts["export_s"] = time.perf_counter() - t0
+    if "ort_int8" in routes:
+        t0 = time.perf_counter()
+        quantize_int8(work / "fp32.onnx", work / "int8.onnx")
+        facts["ort_quantize_s"] = time.perf_counter() - t0
+    if any(r.startswith("ov_") for r in routes):
+        from align3d_rt.export.openvino_export import convert_and_compress
+
+        t0 = time.perf_counter()
+        convert_and_compress(work / "fp32.onnx", work / "fp32.xml", "fp32")
+        facts["ov_convert_s"] = time.perf_counter() - t0
+    if any(r.startswith("ov_int8") for r in routes):
+        from profile_openvino import calibration_views
+
+        t0 = time.perf_counter()
+        calib = np.concatenate(calibration_views(calibration_samples, size), axis=0)
+        convert_and_compress(work / "fp32.onnx", work / "int8.xml", "int8", calib)
+        facts["ov_quantize_s"] = time.perf_counter() - t0
+        facts["ov_calibration_views"] = int(calib.shape[0])
+    facts["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the worker's NNCF is apart
+    return facts
+
+
+def load_route(work: Path, route: str, clip: str) -> tuple[Callable[[np.ndarray], Any], dict[str, Any]]:
+    """The route's call (views -> (maps, probs)) and what it ran as."""
+    if route == "torch_fp32":
+        import torch
+
+        from align3d_rt.model.graph import build_encoder_graph
+
+        graph = build_encoder_graph(clip, "random", None, np.load(work / "text.npy"), seed=0)
+
+        def call(x: np.ndarray) -> Any:
+            with torch.no_grad():
+                return [t.numpy() for t in graph(torch.from_numpy(x))]
+
+        return call, {"threads": torch.get_num_threads()}
+    if route.startswith("ort_"):
+        import onnxruntime as ort
+
+        from align3d_rt.loaders import OrtSessionLoader
+
+        sess = OrtSessionLoader(work / f"{route[4:]}.onnx", "fp32", None)()  # the runner's settings (CPU EP)
+        return (lambda x: sess.run(None, {"views": x})), {"onnxruntime": ort.__version__}
+    import openvino as ov
+
+    core = ov.Core()
+    caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    fast = "bf16" if "BF16" in caps else "f32"
+    ir, hint = {"ov_fp32_f32": ("fp32", "f32"), "ov_fp32_bf16": ("fp32", "bf16"), "ov_int8": ("int8", fast),
+                "ov_int8_f32": ("int8", "f32")}[route]
+    if hint == "bf16" and fast != "bf16":
+        raise SystemExit("SKIP: the CPU has no BF16")
+    from align3d_rt.loaders import OpenVinoCompiler
+
+    compiled = OpenVinoCompiler(core.read_model(str(work / f"{ir}.xml")), "CPU", hint, "LATENCY", core=core)().model
+    request = compiled.create_infer_request()
+
+    def ov_call(x: np.ndarray) -> Any:
+        request.infer({0: x})
+        return [request.get_output_tensor(i).data for i in range(2)]
+
+    return ov_call, {"compute_precision": hint, "openvino": ov.get_version()}
+
+
+def worker(work: Path, route: str, clip: str) -> int:
+    """Load the route, warm up (saving its outputs), then time one call per 'run' line on stdin."""
+    try:
+        call, facts = load_route(work, route, clip)
+    except SystemExit as stop:
+        print(json.dumps({"skipped": str(stop).removeprefix("SKIP: ")}), flush=True)
+        return 0
+    x = np.load(work / "views.npy")
+    t0 = time.perf_counter()
+    maps, probs = (np.asarray(o, np.float32) for o in call(x)[:2])
+    facts["first_call_s"] = time.perf_counter() - t0
+    np.save(work / f"out_{route}_maps.npy", maps)
+    np.save(work / f"out_{route}_probs.npy", probs)
+    print(json.dumps({"ready": facts}), flush=True)
+    for line in sys.stdin:
+        if line.strip() != "run":
+            break
+        t0 = time.perf_counter()
+        call(x)
+        print(json.dumps({"s": time.perf_counter() - t0}), flush=True)
+    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- parent
+def _child(args: list[str]) -> subprocess.Popen[str]:
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(here.parent), str(here),
+                                                                   os.environ.get("PYTHONPATH")) if p))
+    return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def _read(proc: subprocess.Popen[str], route: str) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise SystemExit(f"bench_encoder: route {route} died (exit {proc.wait()})")
+    return json.loads(line)
+
+
+def _send(proc: subprocess.Popen[str], line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line + "\n")
+    proc.stdin.flush()
+
+
+def _start(work: Path, route: str, clip: str, result: dict[str, Any]) -> subprocess.Popen[str] | None:
+    """A loaded, warmed-up route process (None when the route cannot run here: recorded as skipped)."""
+    proc = _child(["--worker", route, "--dir", str(work), "--clip", clip])
+    msg = _read(proc, route)
+    if "skipped" in msg:
+        result["routes"][route] = {"skipped": msg["skipped"]}
+        proc.wait()
+        return None
+    row = result["routes"].setdefault(route, {"label": ROUTES[route], "times_s": [], "peak_rss_mb": 0.0,
+                                              "first_call_s": []})
+    row["first_call_s"].append(msg["ready"].pop("first_call_s"))
+    row.update(msg["ready"])
+    return proc
+
+
+def _time_one(proc: subprocess.Popen[str], route: str, result: dict[str, Any]) -> None:
+    _send(proc, "run")
+    result["routes"][route]["times_s"].append(_read(proc, route)["s"])
+
+
+def _stop(proc: subprocess.Popen[str], route: str, result: dict[str, Any]) -> None:
+    _send(proc, "quit")
+    row = result["routes"][route]
+    row["peak_rss_mb"] = max(row["peak_rss_mb"], _read(proc, route)["peak_rss_mb"])
+    proc.wait()
+
+
+def run(clip: str, views: int, rounds: int, routes: list[str], calibration_samples: int,
+        resident: bool = False) -> dict[str, Any]:
+    t_start = time.perf_counter()
+    result: dict[str, Any] = {"clip": clip, "weights": "random", "views": views, "rounds": rounds,
+                              "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+                              "loadavg_start": os.getloadavg()[0], "routes": {}}
     with tempfile.TemporaryDirectory(prefix="align3d_bench_") as tmp:
-        fp32, int8 = Path(tmp) / "encoder_fp32.onnx", Path(tmp) / "encoder_int8.onnx"
-        t0 = time.perf_counter()
-        export_onnx(graph, fp32, size)
-        result["export_s"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        quantize_int8(fp32, int8)
-        result["quantize_s"] = time.perf_counter() - t0
-        result["onnx_fp32_mb"] = fp32.stat().st_size / 1e6
-        result["onnx_int8_mb"] = int8.stat().st_size / 1e6
-        sessions = {name: _session(path, threads) for name, path in (("ort_fp32", fp32), ("ort_int8", int8))}
-        compiled: dict[str, Any] = {}
-        if openvino:
-            from align3d_rt.export.openvino_export import convert_and_compress
-            from align3d_rt.runtime.openvino_backend import infer_split
-
-            core = ov.Core()
-            t0 = time.perf_counter()
-            convert_and_compress(fp32, Path(tmp) / "fp32.xml", "fp32")
-            result["ov_convert_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            calib = np.concatenate(_calibration_views(calibration_samples, size), axis=0)
-            convert_and_compress(fp32, Path(tmp) / "int8.xml", "int8", calib)  # the export's NNCF settings
-            result["ov_quantize_s"] = time.perf_counter() - t0
-            result["ov_calibration_views"] = int(calib.shape[0])
-            caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-            result["cpu_capabilities"] = caps
-            fast = "bf16" if "BF16" in caps else "f32"
-            ov_fp32, ov_int8 = (core.read_model(str(Path(tmp) / name)) for name in ("fp32.xml", "int8.xml"))
-            compiled = {"ov_fp32": _ov_compile(core, ov_fp32, "f32", threads),
-                        f"ov_{fast}": _ov_compile(core, ov_fp32, fast, threads),
-                        "ov_int8": _ov_compile(core, ov_int8, fast, threads)}
-            if fast != "f32":
-                compiled["ov_int8_f32"] = _ov_compile(core, ov_int8, "f32", threads)
-            # The backend's THROUGHPUT mode: several streams, each batch split over parallel requests.
-            tput = _ov_compile(core, ov_int8, fast, threads, hint="THROUGHPUT")
-            requests = int(tput.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
-            pool = [tput.create_infer_request() for _ in range(requests)]
-            compiled["ov_int8_tput"] = lambda x, rs=pool: infer_split(rs, x)
-            result["ov_throughput_requests"] = requests
-            result["ov_int8_compute"] = fast
-        for views in view_counts:
-            x = rng.integers(0, 256, (views, size, size, 3), dtype=np.uint8)
-            xt = torch.from_numpy(x)
-
-            def torch_call(xt: Any = xt) -> Any:
-                with torch.no_grad():
-                    return graph(xt)
-
-            def torch_bf16(xt: Any = xt) -> Any:
-                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-                    return graph(xt)
-
-            calls: dict[str, Callable[[], Any]] = {"torch_fp32": torch_call, "torch_bf16": torch_bf16}
-            for name, sess in sessions.items():
-                calls[name] = lambda s=sess, x=x: s.run(None, {"views": x})
-            for name, cm in compiled.items():
-                calls[name] = lambda c=cm, x=x: c(x)
-            ref_maps, ref_probs = (t.numpy() for t in torch_call())  # also the warm-up
-            row: dict[str, Any] = {}
-            for name, call in calls.items():
-                if name == "torch_fp32":
-                    continue
-                out = call()  # warm-up and the difference to torch fp32
-                maps, probs = (np.asarray(o.float().numpy() if hasattr(o, "float") else o, np.float32)
-                               for o in (out[0], out[1]))
-                row[f"{name}_max_abs_diff_maps"] = float(np.abs(maps - ref_maps).max())
-                row[f"{name}_max_abs_diff_global"] = float(np.abs(probs - ref_probs).max())
-            # Round-robin: every route sees the same machine load (shared CPUs drift over minutes).
-            times: dict[str, list[float]] = {name: [] for name in calls}
-            for _ in range(repeats):
-                for name, call in calls.items():
-                    t0 = time.perf_counter()
-                    call()
-                    times[name].append(time.perf_counter() - t0)
-            row["loadavg_1m"] = os.getloadavg()[0]
-            for name, ts in times.items():
-                row[f"{name}_s"] = statistics.median(ts)
-                row[f"{name}_all_s"] = ts
-                row[f"{name}_speedup_vs_torch"] = row["torch_fp32_s"] / row[f"{name}_s"]
-                # Per round: the ratio of the two calls made back to back in that round.
-                per = [t / u for t, u in zip(times["torch_fp32"], ts, strict=True)]
-                row[f"{name}_speedup_range"] = [min(per), max(per)]
-            row["ort_int8_target_met"] = row["ort_int8_speedup_vs_torch"] >= TARGET_INT8_SPEEDUP
-            if "ov_int8_s" in row:
-                row["ov_int8_target_met"] = row["ov_int8_speedup_vs_torch"] >= TARGET_OV_INT8_SPEEDUP
-                row["ov_int8_faster_than_ort_int8"] = row["ov_int8_s"] < row["ort_int8_s"]
-            result["by_views"][str(views)] = row
-        del sessions, compiled
+        work = Path(tmp)
+        prep = _child(["--prepare", str(work), "--clip", clip, "--views", str(views), "--routes", ",".join(routes),
+                       "--calibration-samples", str(calibration_samples)])
+        result["prepare"] = _read(prep, "prepare")
+        if prep.wait() != 0:
+            raise SystemExit("bench_encoder: preparing the models failed")
+        result["loadavg_timing_start"] = os.getloadavg()[0]
+        if resident:  # every route loaded once and kept: faster, memory = the sum of the routes
+            procs = {r: p for r in routes if (p := _start(work, r, clip, result)) is not None}
+            for _ in range(rounds):
+                for route, proc in procs.items():
+                    _time_one(proc, route, result)
+            for route, proc in procs.items():
+                _stop(proc, route, result)
+        else:  # one route process alive at a time: memory = the largest route
+            for _ in range(rounds):
+                for route in routes:
+                    if "skipped" in result["routes"].get(route, {}):
+                        continue
+                    single = _start(work, route, clip, result)
+                    if single is not None:
+                        _time_one(single, route, result)
+                        _stop(single, route, result)
+        result["loadavg_timing_end"] = os.getloadavg()[0]
+        timed = [r for r in routes if "skipped" not in result["routes"][r]]
+        peaks = [result["routes"][r]["peak_rss_mb"] for r in timed]
+        result["mode"] = "resident" if resident else "sequential"
+        result["peak_rss_all_routes_mb"] = sum(peaks) if resident else max(peaks)
+        ref = {k: np.load(work / f"out_{REFERENCE}_{k}.npy") for k in ("maps", "probs")} if REFERENCE in timed else None
+        for route in timed:
+            row = result["routes"][route]
+            if ref is not None:
+                row["max_abs_diff_maps"] = float(np.abs(np.load(work / f"out_{route}_maps.npy") - ref["maps"]).max())
+                row["max_abs_diff_global"] = float(np.abs(np.load(work / f"out_{route}_probs.npy")
+                                                          - ref["probs"]).max())
+            row["median_s"] = statistics.median(row["times_s"])
+            if REFERENCE in timed:
+                per = [t / u for t, u in zip(result["routes"][REFERENCE]["times_s"], row["times_s"], strict=True)]
+                row["ratio_vs_torch"] = statistics.median(result["routes"][REFERENCE]["times_s"]) / row["median_s"]
+                row["ratio_range"] = [min(per), max(per)]
+    result["total_s"] = time.perf_counter() - t_start
     return result
 
 
-_LABELS = {"torch_fp32": "torch fp32 eager", "torch_bf16": "torch bf16 autocast", "ort_fp32": "onnxruntime fp32",
-           "ort_int8": "onnxruntime int8", "ov_fp32": "openvino fp32 (f32)", "ov_bf16": "openvino fp32 IR, bf16 hint",
-           "ov_f32": "openvino fp32 IR (no bf16)", "ov_int8": "openvino nncf int8",
-           "ov_int8_f32": "openvino nncf int8, f32 hint", "ov_int8_tput": "openvino nncf int8, THROUGHPUT"}
+def to_markdown(r: dict[str, Any]) -> str:
+    lines = [f"### bench_encoder: {r['clip']} (random weights), {r['views']} views of 336x336 in one batch", "",
+             f"CPU {r['cpu']}, {r['cpus']} logical CPUs. **Measured on a shared machine**: the 2 vCPUs were used at "
+             f"the same time by other agents' builds and tests (load average {r['loadavg_timing_start']:.1f} at the "
+             f"first timed round, {r['loadavg_timing_end']:.1f} at the last), so absolute seconds are inflated and "
+             "noisy; the ratios come from calls made back to back in each round. Every route ran in a process of "
+             f"its own; median of {r['rounds']} round-robin rounds; ratio range = min-max of the per-round ratios. "
+             f"Whole run {r['total_s'] / 60:.1f} min; mode {r['mode']}: " + (
+                 "all route processes alive while timing, their peak RSS together "
+                 if r["mode"] == "resident" else "one route process alive at a time, the largest peak RSS ")
+             + f"{r['peak_rss_all_routes_mb'] / 1024:.1f} GB.", "",
+             "| route | median s | vs torch fp32 eager | per-round range | max abs map diff to torch | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for route, row in r["routes"].items():
+        if "skipped" in row:
+            lines.append(f"| {ROUTES[route]} | skipped: {row['skipped']} | | | | |")
+            continue
+        ratio = f"{row['ratio_vs_torch']:.2f}x" if "ratio_vs_torch" in row else "-"
+        rng = f"{row['ratio_range'][0]:.2f}-{row['ratio_range'][1]:.2f}" if "ratio_range" in row else "-"
+        diff = f"{row['max_abs_diff_maps']:.2e}" if "max_abs_diff_maps" in row else "-"
+        lines.append(f"| {row['label']} | {row['median_s']:.2f} | {ratio} | {rng} | {diff} | "
+                     f"{row['peak_rss_mb']:.0f} |")
+    p = r["prepare"]
+    lines += ["", "Preparation (not timed rounds): " + ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}"
+                                                              for k, v in p.items()) + "."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clip", default="ViT-L-14-336")
-    ap.add_argument("--views", default="1,9", help="comma-separated view batch sizes (default 1,9)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=None, help="intra-op threads for every route (default: all)")
-    ap.add_argument("--calibration-samples", type=int, default=2,
-                    help="generated clouds whose views calibrate the OpenVINO int8 model (default 2 = 18 views)")
-    ap.add_argument("--no-openvino", action="store_true", help="skip the OpenVINO routes")
+    ap.add_argument("--views", type=int, default=9, help="views in one batch (default 9)")
+    ap.add_argument("--rounds", type=int, default=3, help="round-robin rounds (default 3)")
+    ap.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated, from {', '.join(ROUTES)}")
+    ap.add_argument("--calibration-samples", type=int, default=1,
+                    help="generated clouds (9 views each) that calibrate the OpenVINO int8 IR (default 1)")
+    ap.add_argument("--resident", action="store_true",
+                    help="keep every route loaded while timing (faster; memory = the sum of the routes, about "
+                         "16 GB for ViT-L); default: one route process alive at a time, started each round")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    ap.add_argument("--md", type=Path, default=None, help="also write the table here (markdown)")
+    ap.add_argument("--prepare", type=Path, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    counts = [int(v) for v in str(args.views).split(",") if v.strip()]
-    r = run(args.clip, counts, args.repeats, args.threads, args.calibration_samples, not args.no_openvino)
-    print(f"{r['clip']} (random weights) at 336, {r['threads']} thread(s), median of {r['repeats']}, round-robin:")
-    for views, row in r["by_views"].items():
-        print(f"  {views} view(s) in one batch "
-              f"(machine load average {row['loadavg_1m']:.1f} on {os.cpu_count()} CPUs):")
-        for name in [k[:-2] for k in row if k.endswith("_s") and not k.endswith("_all_s")]:
-            diff = row.get(f"{name}_max_abs_diff_maps")
-            lo, hi = row[name + "_speedup_range"]
-            print(f"    {_LABELS.get(name, name):30s} {row[name + '_s']:7.3f} s  "
-                  f"{row[name + '_speedup_vs_torch']:5.2f}x torch"
-                  f" (rounds {lo:.2f}-{hi:.2f})" + ("" if diff is None else f"  max abs diff maps {diff:.2e}"))
-        print(f"    onnxruntime int8 >= {TARGET_INT8_SPEEDUP}x torch fp32: "
-              f"{'met' if row['ort_int8_target_met'] else 'NOT met'}")
-        if "ov_int8_target_met" in row:
-            print(f"    openvino int8 >= {TARGET_OV_INT8_SPEEDUP}x torch fp32: "
-                  f"{'met' if row['ov_int8_target_met'] else 'NOT met'}; faster than onnxruntime int8: "
-                  f"{'yes' if row['ov_int8_faster_than_ort_int8'] else 'no'}")
-    extra = (f", openvino convert {r['ov_convert_s']:.1f} s, nncf quantize {r['ov_quantize_s']:.1f} s "
-             f"({r['ov_calibration_views']} views)" if "ov_convert_s" in r else "")
-    print(f"  (export {r['export_s']:.1f} s, ort quantize {r['quantize_s']:.1f} s{extra}, fp32 "
-          f"{r['onnx_fp32_mb']:.0f} MB, "
-          f"int8 {r['onnx_int8_mb']:.0f} MB)")
+    routes = [r for r in args.routes.split(",") if r]
+    unknown = [r for r in routes if r not in ROUTES]
+    if unknown or not routes:
+        raise SystemExit(f"--routes: unknown {unknown}; choose from {', '.join(ROUTES)}")
+    if args.rounds < 1 or args.views < 1:
+        raise SystemExit("--rounds and --views must be at least 1")
+    if args.prepare is not None:
+        print(json.dumps(prepare(args.prepare, args.clip, args.views, args.calibration_samples, routes)), flush=True)
+        return 0
+    if args.worker is not None:
+        return worker(args.dir, args.worker, args.clip)
+    r = run(args.clip, args.views, args.rounds, routes, args.calibration_samples, args.resident)
+    md = to_markdown(r)
+    print(md)
     if args.json:
-        from align3d_rt.io_utils import write_json_atomic
-
-        write_json_atomic(args.json, r)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(r, indent=1))
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(md + "\n")
     return 0
 
 

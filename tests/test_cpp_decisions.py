@@ -38,7 +38,8 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("cpp_dec_bundle")
     run = make_run_dir(root / "run", preset="mvtec9")
-    assert main(["export", "--run", str(run), "--out", str(root / "ov_fp32"), "--format", "openvino"]) == 0
+    assert main(["export", "--run", str(run), "--out", str(root / "ov_fp32"), "--format", "openvino",
+                 "--precision", "fp32"]) == 0
     return root / "ov_fp32"
 
 

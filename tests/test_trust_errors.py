@@ -124,7 +124,7 @@ def test_bundle_image_size_differing_from_its_graph_is_refused_at_load(backend: 
     from align3d_rt.artifacts.bundle import write_manifest
 
     bundle = tmp_path / "b"
-    fmt = ["--format", "openvino"] if backend == "openvino" else []
+    fmt = ["--format", "openvino", "--precision", "fp32"] if backend == "openvino" else []
     assert main(["export", "--run", str(tiny_run), "--out", str(bundle), *fmt]) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
     size = manifest["image_size"]

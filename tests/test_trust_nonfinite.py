@@ -151,7 +151,8 @@ def ov_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("openvino")
     root = tmp_path_factory.mktemp("grid_bundle")
     run = make_run_dir(root / "run", preset="mvtec9")
-    assert main(["export", "--run", str(run), "--out", str(root / "b"), "--format", "openvino"]) == 0
+    assert main(["export", "--run", str(run), "--out", str(root / "b"), "--format", "openvino",
+                 "--precision", "fp32"]) == 0
     return root / "b"
 
 

@@ -12,7 +12,12 @@ from align3d_rt.cli.export_triton import TRITON, add_triton_options, run_triton_
 from align3d_rt.cli.numbers import positive_float, positive_int
 from align3d_rt.cli.options import add_clip_weights_option
 from align3d_rt.errors import Align3DError
-from align3d_rt.export.openvino_export import DEFAULT_CALIBRATION_SAMPLES, EXPORT_FORMATS, IR_PRECISIONS
+from align3d_rt.export.openvino_export import (
+    DEFAULT_CALIBRATION_SAMPLES,
+    DEFAULT_IR_PRECISION,
+    EXPORT_FORMATS,
+    IR_PRECISIONS,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,10 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"{EXPORT_FORMATS[0]} (default): encoder.onnx at --precision; {EXPORT_FORMATS[1]}: the fp32 "
                         f"encoder.onnx plus an OpenVINO IR (encoder.xml/.bin) at --precision; {TRITON}: a Triton "
                         f"model repository from --bundle (pipeline + encoder models; see --triton-*)")
-    p.add_argument("--precision", choices=tuple(dict.fromkeys(PRECISIONS + IR_PRECISIONS)), default="fp32",
-                   help="ONNX: fp32; fp16 (GPU/TensorRT source, LayerNorm/softmax in fp32); int8 (dynamic, CPU). "
-                        "OpenVINO IR: fp32; int8 (NNCF post-training quantization, calibrated on the run's "
-                        "training samples); int8-weights (NNCF weight compression)")
+    p.add_argument("--precision", choices=tuple(dict.fromkeys(PRECISIONS + IR_PRECISIONS)), default=None,
+                   help="ONNX: fp32 (default); fp16 (GPU/TensorRT source, LayerNorm/softmax in fp32); int8 (dynamic, "
+                        f"CPU). OpenVINO IR: {DEFAULT_IR_PRECISION} (default: the fastest route measured; NNCF "
+                        "post-training quantization calibrated on the run's training samples, bf16 compute where "
+                        "the CPU has it); fp32; int8-weights (NNCF weight compression)")
     p.add_argument("--calibration-samples", type=positive_int, default=None,
                    help=f"OpenVINO int8: samples whose rendered views calibrate the quantization "
                         f"(default {DEFAULT_CALIBRATION_SAMPLES}; recorded in the manifest)")
@@ -81,6 +87,8 @@ def run_export(args: argparse.Namespace) -> int:
         raise Align3DError(f"--bundle is the source of --format {TRITON}; "
                            "export a bundle from a training run with --run")
     check_used_options(args)
+    if args.precision is None:  # each format's measured default
+        args.precision = DEFAULT_IR_PRECISION if args.fmt == EXPORT_FORMATS[1] else "fp32"
     from align3d_rt.export.onnx_export import check_opset, export_bundle
 
     check_opset(args.opset)

@@ -54,7 +54,7 @@ def run_triton_export(args: argparse.Namespace) -> int:
     if args.bundle is None:
         raise Align3DError(f"--format {TRITON} serves an exported bundle: "
                            "pass --bundle (export one from the run first)")
-    if args.tensorrt or args.precision != "fp32" or args.calibration_samples is not None:
+    if args.tensorrt or args.precision not in (None, "fp32") or args.calibration_samples is not None:
         raise Align3DError(f"--format {TRITON} copies the bundle as it is; --tensorrt/--precision/"
                            f"--calibration-samples apply when the bundle is exported")
     out = write_triton_repository(

@@ -34,14 +34,25 @@ from align3d_rt.vocabulary import ExportFormat, words
 
 IR_PRECISIONS = words(_IR_PRECISIONS)
 EXPORT_FORMATS = words(ExportFormat)  # the OpenVINO format is named after its manifest section (IR_SECTION)
+# What ``export --format openvino`` writes without --precision: the route that won bench/bench_encoder.py
+# (docs/bench/cpu-vitl-openvino-2026-12-03): the NNCF int8 IR, run with the bf16 hint where the CPU has it.
+DEFAULT_IR_PRECISION = "int8"
 DEFAULT_CALIBRATION_SAMPLES = 8
 WORKER_ATTEMPTS = 2
 # Kept in float by the int8 IR (on top of NNCF's transformer patterns): softmax and the normalisations,
 # the patch embedding (conv1), the aligner MLPs and the graph's own head MatMuls (the CLIP projection and
 # the text products: their error is multiplied by 1/temperature before the softmax). On the tiny CLIP
 # this cut the mean abs map difference to torch from 0.016 to 0.0026 (max 0.11 -> 0.06).
-INT8_IGNORED_TYPES = ("Softmax", "MVN", "NormalizeL2")
+# ScaledDotProductAttention (ordinary and V-V attention; OpenVINO's conversion fuses the exported
+# MatMul/Softmax/MatMul into it and the CPU plugin runs it as one MHA kernel) also stays in float: on
+# ViT-L-14-336 with AMX its int8 MHA kernels took 2455 ms against 1259 ms in bf16 (profile, 9 views) at
+# the same map error (docs/bench/cpu-vitl-openvino-2026-12-03).
+INT8_IGNORED_TYPES = ("Softmax", "MVN", "NormalizeL2", "ScaledDotProductAttention")
 INT8_IGNORED_PATTERNS = (r"^/MatMul.*", r"^/aligner/.*", r".*/conv1/.*")
+# SmoothQuant strength for MatMuls (NNCF's TRANSFORMER default is 0.95; a negative alpha turns it off).
+# Off: on ViT-L-14-336 (random weights, 9 views) it cut the max abs map difference to torch from 0.11 to
+# 0.011 (mean 0.012 -> 0.0015) at the same speed, and it removes a Multiply before every FullyConnected.
+INT8_SMOOTH_QUANT_ALPHA = -1.0
 
 
 def import_openvino() -> Any:
@@ -50,6 +61,16 @@ def import_openvino() -> Any:
     except ImportError as err:
         raise Align3DError(f"--format openvino: openvino is not installed ({err}); pip install openvino nncf") from None
     return openvino
+
+
+def compute_precision_on_this_cpu() -> dict[str, str]:
+    """The compute precision the OpenVINO backend's ``auto`` hint gives this IR on the exporting CPU: bf16
+    where the CPU reports BF16 (AMX / AVX512-BF16), else f32 (``--precision-hint f32`` forces f32)."""
+    import openvino as ov
+
+    caps = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return {"hint": "auto", "on_export_cpu": "bf16" if "BF16" in caps else "f32",
+            "rule": "bf16 where the CPU reports BF16 (AMX/AVX512-BF16), else f32; int8 layers run in int8"}
 
 
 def calibration_views(run: Any, count: int, seed: int = 0) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -133,6 +154,7 @@ def write_ir(stage: Path, onnx_fp32: Path, precision: str, run: Any, calibration
         views = np.concatenate(rendered, axis=0)
     facts, attempts = convert_and_compress(onnx_fp32, stage / IR_XML_NAME, precision, views)
     section["openvino_version"] = facts["openvino_version"]
+    section["compute_precision"] = compute_precision_on_this_cpu()
     section["worker_attempts"] = attempts
     if precision == "int8":
         assert calib is not None
@@ -141,6 +163,7 @@ def write_ir(stage: Path, onnx_fp32: Path, precision: str, run: Any, calibration
         section["compression"] = {"method": "nncf.quantize", "model_type": "TRANSFORMER",
                                   "ignored_types": list(INT8_IGNORED_TYPES),
                                   "ignored_patterns": list(INT8_IGNORED_PATTERNS), "subset_size": n,
+                                  "smooth_quant_alpha_matmul": INT8_SMOOTH_QUANT_ALPHA,
                                   "nncf_version": facts["nncf_version"]}
     elif precision == "int8-weights":
         section["compression"] = {"method": "nncf.compress_weights", "mode": "INT8_ASYM (default)",
@@ -156,7 +179,8 @@ def convert_and_compress(onnx_fp32: Path, xml: Path, precision: str,
     ``views`` (N,S,S,3) uint8 calibrate int8 (one NNCF item per view). Runs in the worker process;
     returns the worker's facts (versions, subset size) and how many attempts it took."""
     job: dict[str, Any] = {"onnx": str(onnx_fp32), "xml": str(xml), "precision": precision,
-                           "ignored_types": list(INT8_IGNORED_TYPES), "ignored_patterns": list(INT8_IGNORED_PATTERNS)}
+                           "ignored_types": list(INT8_IGNORED_TYPES), "ignored_patterns": list(INT8_IGNORED_PATTERNS),
+                           "smooth_quant_alpha": INT8_SMOOTH_QUANT_ALPHA}
     with tempfile.TemporaryDirectory(prefix="align3d_ir_") as tmp:
         if views is not None:
             job["views"] = str(Path(tmp) / "calibration_views.npy")

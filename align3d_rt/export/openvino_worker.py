@@ -7,7 +7,8 @@ torch, Open3D and numba's thread pools; in a process of its own it has not, and 
 as a one-line export error, never as a dead CLI or test run.
 
 Input: one JSON job on argv[1] (``onnx``, ``xml``, ``precision``, ``views`` (.npy of (N,S,S,3) uint8
-calibration views, int8 only), ``ignored_types``, ``ignored_patterns``). Output: one JSON line on
+calibration views, int8 only), ``ignored_types``, ``ignored_patterns``, ``smooth_quant_alpha`` (MatMul
+SmoothQuant strength; negative = off)). Output: one JSON line on
 stdout with the compression facts; problems exit 2 with ``ERROR: ...`` on stderr.
 """
 from __future__ import annotations
@@ -38,8 +39,15 @@ def convert_and_compress(job: dict[str, Any]) -> dict[str, Any]:
             items = [views[i:i + 1] for i in range(views.shape[0])]  # batch 1: subset_size counts views
             scope = nncf.IgnoredScope(types=list(job["ignored_types"]), patterns=list(job["ignored_patterns"]),
                                       validate=False)
+            from nncf.quantization.advanced_parameters import (
+                AdvancedQuantizationParameters,
+                AdvancedSmoothQuantParameters,
+            )
+
+            alpha = float(job.get("smooth_quant_alpha", 0.95))  # NNCF's TRANSFORMER default when not given
+            advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha))
             model = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
-                                  subset_size=len(items), ignored_scope=scope)
+                                  subset_size=len(items), ignored_scope=scope, advanced_parameters=advanced)
             facts["subset_size"] = len(items)
         else:
             model = nncf.compress_weights(model)
