@@ -26,10 +26,11 @@ from typing import Any
 
 from align3d_rt.eval.bench.inputs import CloudSet
 from align3d_rt.eval.bench.measure import summary
+from align3d_rt.vocabulary import ExportFormat
 
 ENV_VAR = "ALIGN3D_INSPECT"
 BINARY_NAME = "align3d-inspect"
-FORMAT = "openvino"  # the export format, and the registry backend whose bench variants it follows
+FORMAT = str(ExportFormat.OPENVINO)  # the export format, and the registry backend whose bench variants it follows
 CALL_TIMEOUT_S = 600
 
 
