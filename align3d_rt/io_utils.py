@@ -85,7 +85,8 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, replace: bool = T
     write_bytes_atomic(path, text.encode("utf-8"), replace=replace)
 
 
-def _json_default(obj: Any) -> Any:
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)``: numpy scalars and arrays as numbers and lists, paths as text."""
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -112,7 +113,7 @@ def _standard_json(obj: Any) -> Any:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomic, sorted, standard JSON (allow_nan=False: non-finite floats are written as null)."""
-    text = json.dumps(_standard_json(obj), indent=2, sort_keys=True, default=_json_default, allow_nan=False)
+    text = json.dumps(_standard_json(obj), indent=2, sort_keys=True, default=json_default, allow_nan=False)
     write_text_atomic(path, text + "\n")
 
 
@@ -145,7 +146,7 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
 
 def sha256_json(obj: Any) -> str:
     """Stable hash of a JSON-able settings dict (used for cache keys)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_json_default).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=json_default).encode()).hexdigest()
 
 
 def is_temp_of(name: str, final_name: str) -> bool:

@@ -36,14 +36,6 @@ std::string repr(const nlohmann::json& v) {  // Python repr of a manifest scalar
   return v.dump();
 }
 
-bool has_nonfinite(const nlohmann::json& v) {
-  if (v.is_number_float()) return !std::isfinite(v.get<double>());
-  if (v.is_structured())
-    for (const auto& x : v)
-      if (has_nonfinite(x)) return true;
-  return false;
-}
-
 nlohmann::json read_manifest(const std::string& root) {
   if (!fs::is_directory(root)) fail(root, "bundle directory not found");
   const std::string mpath = join(root, "manifest.json");
@@ -131,6 +123,14 @@ RenderSettings render_settings(const nlohmann::json& rs, const std::string& mpat
 }
 
 }  // namespace
+
+bool has_nonfinite(const nlohmann::json& v) {
+  if (v.is_number_float()) return !std::isfinite(v.get<double>());
+  if (v.is_structured())
+    for (const auto& x : v)
+      if (has_nonfinite(x)) return true;
+  return false;
+}
 
 BundleInfo load_bundle(const std::string& dir) {
   std::string root = dir;

@@ -34,6 +34,8 @@ struct BundleInfo {
 /// manifest without its top-level manifest_sha256. Throws std::domain_error on NaN/inf.
 std::string canonical_manifest_text(const nlohmann::json& manifest);
 std::string canonical_json(const nlohmann::json& value);
+// True when `v` holds a NaN or infinite number anywhere (manifests and calibrations refuse them).
+bool has_nonfinite(const nlohmann::json& v);
 /// Python repr(float) of a finite double.
 std::string python_float_repr(double value);
 

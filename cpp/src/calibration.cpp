@@ -128,14 +128,6 @@ std::string replace_nonfinite(const std::string& text, bool& nonfinite) {
   return out;
 }
 
-bool has_nonfinite(const nlohmann::json& v) {
-  if (v.is_number_float()) return !std::isfinite(v.get<double>());
-  if (v.is_structured())
-    for (const auto& x : v)
-      if (has_nonfinite(x)) return true;
-  return false;
-}
-
 nlohmann::json read_json(const std::string& path, bool& nonfinite) {
   auto fail = [&](const std::string& detail) { throw Error(path + ": unreadable calibration (" + detail + ")"); };
   // as io_utils.read_json: a FIFO or device would block or never end; no calibration is near 64 MiB

@@ -27,23 +27,6 @@ constexpr std::uint64_t kMaxTiffCells = std::uint64_t{1} << 24;  // 4096 x 4096 
 
 [[noreturn]] void fail(const std::string& path, const std::string& problem) { throw Error(path + ": " + problem); }
 
-// File bytes quoted in a message: outside printable ASCII (and backslash) as \xNN, at most 80
-// characters + "..." (Python: data/point_files.printable).
-std::string printable(const std::string& text) {
-  static const char hex[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char ch : text) {
-    if (ch >= 0x20 && ch < 0x7f && ch != '\\') {
-      out += static_cast<char>(ch);
-    } else {
-      out += "\\x";
-      out += hex[ch >> 4];
-      out += hex[ch & 15];
-    }
-  }
-  return out.size() > 80 ? out.substr(0, 80) + "..." : out;
-}
-
 // Why `path` cannot be read as a point file, or "" for a regular file (Python: point_files.path_problem).
 std::string path_problem(const std::string& path) {
   std::error_code ec;

@@ -16,7 +16,7 @@ import numpy as np
 from align3d_rt.errors import Align3DError
 from align3d_rt.eval.page.assets import THREE_JS, inline_script, read_asset
 from align3d_rt.eval.page.views import views_as_png
-from align3d_rt.io_utils import write_text_atomic
+from align3d_rt.io_utils import json_default, write_text_atomic
 
 MAX_DRAW_POINTS = 150_000  # clouds above this are subsampled for drawing (region points always kept)
 PAGE_FORMAT = "align3d_rt.result_page"
@@ -152,21 +152,9 @@ def _page_data(key: str, pts: np.ndarray, sc: np.ndarray, labels: np.ndarray | N
     }
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
 def embed_json(obj: Any) -> str:
     """JSON safe inside <script type="application/json"> ('<' escaped; non-finite refused)."""
-    return json.dumps(obj, default=_json_default, allow_nan=False).replace("<", "\\u003c")
+    return json.dumps(obj, default=json_default, allow_nan=False).replace("<", "\\u003c")
 
 
 def _fmt(x: Any, digits: int = 4) -> str:

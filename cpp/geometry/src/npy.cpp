@@ -15,17 +15,7 @@
 #include <unistd.h>
 
 namespace align3d {
-namespace {
 
-const char kMagic[] = "\x93NUMPY";
-constexpr std::size_t kMagicLen = 6;
-
-std::string join_path(const std::string& path, const std::string& problem) {
-  return path.empty() ? problem : path + ": " + problem;
-}
-
-// Header text quoted in an error message: bytes outside printable ASCII become \xNN, so the
-// message stays one line of text whatever the file holds.
 std::string printable(const std::string& text) {
   static const char hex[] = "0123456789abcdef";
   std::string out;
@@ -39,6 +29,15 @@ std::string printable(const std::string& text) {
     }
   }
   return out.size() > 80 ? out.substr(0, 80) + "..." : out;
+}
+
+namespace {
+
+const char kMagic[] = "\x93NUMPY";
+constexpr std::size_t kMagicLen = 6;
+
+std::string join_path(const std::string& path, const std::string& problem) {
+  return path.empty() ? problem : path + ": " + problem;
 }
 
 std::size_t item_size(NpyType t) {

@@ -37,6 +37,10 @@ struct NpyArray {
   std::size_t count() const;
 };
 
+/// File bytes quoted in a one-line message: outside printable ASCII (and backslash) as \xNN, at
+/// most 80 characters + "..." (Python: data/point_files.printable).
+std::string printable(const std::string& text);
+
 /// Parse .npy bytes (`name` only labels errors). Fortran-order arrays are transposed to C order.
 NpyArray parse_npy(const std::uint8_t* bytes, std::size_t size, const std::string& name = "");
 
