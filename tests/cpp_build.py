@@ -41,3 +41,16 @@ def build(name: str = "cpp", *options: str) -> Path:
 def ctest(build_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["ctest", "--test-dir", str(build_dir), "--output-on-failure"], capture_output=True,
                           text=True)
+
+
+def openvino_fp32_bundle(root: Path) -> Path:
+    """An OpenVINO-format fp32 bundle of a random mvtec9 run under ``root`` (what the C++ vs Python
+    comparisons score: f32 compute matches Python to the tolerance of the spec)."""
+    from export_support import make_run_dir
+
+    from align3d_rt.cli import main
+
+    run = make_run_dir(root / "run", preset="mvtec9")
+    out = root / "ov_fp32"
+    assert main(["export", "--run", str(run), "--out", str(out), "--format", "openvino", "--precision", "fp32"]) == 0
+    return out

@@ -15,7 +15,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpp_build
-from export_support import make_run_dir
 
 pytest.importorskip("openvino")
 FIELD_TOL = 1e-5  # region fields and normalised scores, C++ vs Python (spec 13)
@@ -34,13 +33,7 @@ def build_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from align3d_rt.cli import main
-
-    root = tmp_path_factory.mktemp("cpp_dec_bundle")
-    run = make_run_dir(root / "run", preset="mvtec9")
-    assert main(["export", "--run", str(run), "--out", str(root / "ov_fp32"), "--format", "openvino",
-                 "--precision", "fp32"]) == 0
-    return root / "ov_fp32"
+    return cpp_build.openvino_fp32_bundle(tmp_path_factory.mktemp("cpp_dec_bundle"))
 
 
 def _bumpy_sphere(n: int, seed: int) -> np.ndarray:

@@ -14,7 +14,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpp_build
-from export_support import make_run_dir
 
 pytest.importorskip("openvino")
 SCORE_TOL = 1e-4  # fp32 model, per-point and object scores (spec 10.3)
@@ -31,13 +30,7 @@ def build_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from align3d_rt.cli import main
-
-    root = tmp_path_factory.mktemp("cpp_bundle")
-    run = make_run_dir(root / "run", preset="mvtec9")
-    assert main(["export", "--run", str(run), "--out", str(root / "ov_fp32"), "--format", "openvino",
-                 "--precision", "fp32"]) == 0
-    return root / "ov_fp32"
+    return cpp_build.openvino_fp32_bundle(tmp_path_factory.mktemp("cpp_bundle"))
 
 
 def _sphere(n: int, seed: int) -> np.ndarray:
