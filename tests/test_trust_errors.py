@@ -204,6 +204,39 @@ def test_eval_terminated_after_a_class_says_interrupted(tiny_run: Path, syntheti
     assert signal.getsignal(signal.SIGTERM) is before
 
 
+def test_sigterm_while_a_rank_reports_its_error_is_one_line(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """torchrun stops rank 0 (SIGTERM, sometimes twice) while rank 0 is reporting its own failed collective:
+    the report ends in one "terminated" line and exit 143, never a traceback (the CI flake of stop 23)."""
+    import argparse
+    import os
+    import signal
+
+    import align3d_rt.cli as cli
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert cli._rank_prefix() == "rank 0 of 2: "
+
+    def collective_fails(args: argparse.Namespace) -> int:
+        raise RuntimeError("[gloo] Connection closed by peer")
+
+    def killed_while_reporting(err: BaseException) -> str:
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)  # torchrun may repeat it
+        return "stopped"
+
+    monkeypatch.setattr(cli, "_failure_line", killed_while_reporting)
+    before = signal.getsignal(signal.SIGTERM)
+    rc = cli.run_parsed(argparse.Namespace(command="train", func=collective_fails))
+    assert rc == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "align3d-rt train: terminated"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 @pytest.mark.parametrize("case, problem", [
     ("int_entry_key", "entry key 7 is not a string"),
     ("int_sd_key", "state-dict key 5 is not a string"),

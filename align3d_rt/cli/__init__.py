@@ -44,8 +44,6 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from align3d_rt.errors import Align3DError
-
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on hub retries; weights come from the cache
     parser = build_parser()
     if (empty := _empty_argument(sys.argv[1:] if argv is None else argv)) is not None:
@@ -55,7 +53,26 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # a usage error (one line, 2) or --help/--version (0): returned like any other
         return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
+    return run_parsed(args)
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run a parsed command with SIGTERM turned into :class:`Terminated`; the exit code."""
     previous = _stop_on_sigterm()
+    try:
+        return _run_command(args)
+    except Terminated:  # SIGTERM while an error was being reported: the command had already stopped
+        print(f"align3d-rt {args.command}: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Run the chosen command; every way it can end becomes one line and an exit code."""
+    from align3d_rt.errors import Align3DError
+
     try:
         rc = args.func(args)
     except Terminated:
@@ -78,9 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"align3d-rt {args.command}: interrupted", file=sys.stderr)
         return 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
     return int(rc or 0)
 
 
@@ -89,7 +103,15 @@ class Terminated(KeyboardInterrupt):
     records that it stopped instead of leaving a manifest that says "running"."""
 
 
+_terminated = threading.Event()  # set by the first SIGTERM of a command; later ones are ignored
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    """Raise :class:`Terminated` once: a second SIGTERM (torchrun repeats it) must not interrupt the
+    unwinding or the one-line report of the first, which would end in a traceback."""
+    if _terminated.is_set():
+        return
+    _terminated.set()
     raise Terminated
 
 
@@ -98,6 +120,7 @@ def _stop_on_sigterm() -> Any:
     the main thread, where Python cannot install one)."""
     if threading.current_thread() is not threading.main_thread():
         return None
+    _terminated.clear()
     return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
