@@ -1,10 +1,12 @@
 """Encoder timing on this CPU: every route in a process of its own, timed round-robin.
 
-Routes (``--routes``, default all): torch fp32 eager, ONNX Runtime fp32 and dynamic INT8, OpenVINO fp32 IR
-with f32 compute and with the bf16 hint, OpenVINO NNCF INT8 IR with the CPU's fastest float hint (bf16 where
-it has AMX/AVX512-BF16) and with f32 compute. Runs the full EncoderGraph (CLIP visual tower with DPAM +
-aligner + text head) of ``--clip`` with random weights (timings do not depend on the values) on ``--views``
-views of 336x336 in one batch.
+Routes (``--routes``, default the product's routes): torch fp32 eager, ONNX Runtime fp32 and dynamic INT8,
+OpenVINO fp32 IR with f32 compute and with the bf16 hint, OpenVINO NNCF INT8 IR with the CPU's fastest float
+hint (bf16 where it has AMX/AVX512-BF16) and with f32 compute; on request the candidates that lost: the int8
+IR with a static batch shape, NNCF's PERFORMANCE preset, int8 weights only. ``--isa`` caps the instruction
+sets to measure a CPU class without AMX (or without VNNI) on this one. Runs the full EncoderGraph (CLIP
+visual tower with DPAM + aligner + text head) of ``--clip`` with random weights (timings do not depend on the
+values) on ``--views`` views of 336x336 in one batch.
 
 How: a preparing child process builds the graph, exports the fp32 ONNX graph, the ORT int8 graph and the
 OpenVINO IRs with the exporter's own code (``export --format openvino`` settings; int8 calibrated on views of
@@ -46,8 +48,26 @@ ROUTES = {
     "ov_fp32_bf16": "openvino fp32 IR, bf16 hint",
     "ov_int8": "openvino nncf int8 IR, auto hint (bf16 where the CPU has it)",
     "ov_int8_f32": "openvino nncf int8 IR, f32 compute",
+    "ov_int8_static": "openvino nncf int8 IR, static batch shape, auto hint",
+    "ov_int8_perf": "openvino nncf int8 IR, PERFORMANCE preset (symmetric activations), auto hint",
+    "ov_int8w": "openvino int8 weights only (nncf.compress_weights), auto hint",
 }
+# The default set (--routes not given): the product's routes. The ov_int8 variants are candidates that lost
+# (docs/bench/cpu-vitl-openvino-2026-12-03b); name them with --routes to time them again.
+DEFAULT_ROUTES = ("torch_fp32", "ort_fp32", "ort_int8", "ov_fp32_f32", "ov_fp32_bf16", "ov_int8", "ov_int8_f32")
 REFERENCE = "torch_fp32"
+# --isa: the instruction sets the route processes may use. ``native`` = all this CPU has; the others cap
+# oneDNN (OpenVINO's CPU plugin and torch), MKL (torch's fp32 GEMMs) and OpenVINO's own checks, so that an
+# AMX machine measures what a CPU of that class gets: ``avx512_vnni`` = AVX-512 with VNNI int8 dot products
+# but no BF16 and no AMX (Xeon Scalable 2nd gen, Cascade Lake), ``avx2`` = AVX2 FMA only, no VNNI (older
+# Xeons, many desktop CPUs). Emulated, not a different chip: same caches, memory and clock.
+ISA_CAPS: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx512_vnni": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "DNNL_MAX_CPU_ISA": "AVX512_CORE_VNNI",
+                    "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+ISA_HAS_BF16 = {"native": None, "avx512_vnni": False, "avx2": False}  # None: ask the CPU
 
 
 # ----------------------------------------------------------------------------------------- children
@@ -85,7 +105,7 @@ def prepare(work: Path, clip: str, views: int, calibration_samples: int, routes:
         t0 = time.perf_counter()
         convert_and_compress(work / "fp32.onnx", work / "fp32.xml", "fp32")
         facts["ov_convert_s"] = time.perf_counter() - t0
-    if any(r.startswith("ov_int8") for r in routes):
+    if any(r.startswith("ov_int8") and r != "ov_int8w" for r in routes):
         from profile_openvino import calibration_views
 
         t0 = time.perf_counter()
@@ -93,6 +113,14 @@ def prepare(work: Path, clip: str, views: int, calibration_samples: int, routes:
         convert_and_compress(work / "fp32.onnx", work / "int8.xml", "int8", calib)
         facts["ov_quantize_s"] = time.perf_counter() - t0
         facts["ov_calibration_views"] = int(calib.shape[0])
+        if "ov_int8_perf" in routes:
+            t0 = time.perf_counter()
+            convert_and_compress(work / "fp32.onnx", work / "int8_perf.xml", "int8", calib, preset="performance")
+            facts["ov_quantize_perf_s"] = time.perf_counter() - t0
+    if "ov_int8w" in routes:
+        t0 = time.perf_counter()
+        convert_and_compress(work / "fp32.onnx", work / "int8w.xml", "int8-weights")
+        facts["ov_compress_weights_s"] = time.perf_counter() - t0
     facts["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the worker's NNCF is apart
     return facts
 
@@ -122,14 +150,19 @@ def load_route(work: Path, route: str, clip: str) -> tuple[Callable[[np.ndarray]
 
     core = ov.Core()
     caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    fast = "bf16" if "BF16" in caps else "f32"
+    has_bf16 = ISA_HAS_BF16[os.environ.get("ALIGN3D_BENCH_ISA", "native")]  # OpenVINO reports the chip's
+    fast = "bf16" if ("BF16" in caps if has_bf16 is None else has_bf16) else "f32"
     ir, hint = {"ov_fp32_f32": ("fp32", "f32"), "ov_fp32_bf16": ("fp32", "bf16"), "ov_int8": ("int8", fast),
-                "ov_int8_f32": ("int8", "f32")}[route]
+                "ov_int8_f32": ("int8", "f32"), "ov_int8_static": ("int8", fast), "ov_int8_perf": ("int8_perf", fast),
+                "ov_int8w": ("int8w", fast)}[route]
     if hint == "bf16" and fast != "bf16":
-        raise SystemExit("SKIP: the CPU has no BF16")
+        raise SystemExit("SKIP: the CPU (or --isa) has no BF16")
     from align3d_rt.loaders import OpenVinoCompiler
 
-    compiled = OpenVinoCompiler(core.read_model(str(work / f"{ir}.xml")), "CPU", hint, "LATENCY", core=core)().model
+    model = core.read_model(str(work / f"{ir}.xml"))
+    if route == "ov_int8_static":  # the batch axis fixed to the timed batch (the bundle keeps it dynamic)
+        model.reshape({0: list(np.load(work / "views.npy", mmap_mode="r").shape)})
+    compiled = OpenVinoCompiler(model, "CPU", hint, "LATENCY", core=core)().model
     request = compiled.create_infer_request()
 
     def ov_call(x: np.ndarray) -> Any:
@@ -164,10 +197,11 @@ def worker(work: Path, route: str, clip: str) -> int:
 
 
 # ----------------------------------------------------------------------------------------- parent
-def _child(args: list[str]) -> subprocess.Popen[str]:
+def _child(args: list[str], isa: str = "native") -> subprocess.Popen[str]:
     here = Path(__file__).resolve().parent
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(here.parent), str(here),
                                                                    os.environ.get("PYTHONPATH")) if p))
+    env.update(ISA_CAPS[isa], ALIGN3D_BENCH_ISA=isa)
     return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *args], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env=env)
 
@@ -188,7 +222,7 @@ def _send(proc: subprocess.Popen[str], line: str) -> None:
 
 def _start(work: Path, route: str, clip: str, result: dict[str, Any]) -> subprocess.Popen[str] | None:
     """A loaded, warmed-up route process (None when the route cannot run here: recorded as skipped)."""
-    proc = _child(["--worker", route, "--dir", str(work), "--clip", clip])
+    proc = _child(["--worker", route, "--dir", str(work), "--clip", clip], result["isa"])
     msg = _read(proc, route)
     if "skipped" in msg:
         result["routes"][route] = {"skipped": msg["skipped"]}
@@ -214,9 +248,10 @@ def _stop(proc: subprocess.Popen[str], route: str, result: dict[str, Any]) -> No
 
 
 def run(clip: str, views: int, rounds: int, routes: list[str], calibration_samples: int,
-        resident: bool = False) -> dict[str, Any]:
+        resident: bool = False, isa: str = "native") -> dict[str, Any]:
     t_start = time.perf_counter()
     result: dict[str, Any] = {"clip": clip, "weights": "random", "views": views, "rounds": rounds,
+                              "isa": isa, "isa_env": ISA_CAPS[isa],
                               "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                               "loadavg_start": os.getloadavg()[0], "routes": {}}
     with tempfile.TemporaryDirectory(prefix="align3d_bench_") as tmp:
@@ -265,12 +300,16 @@ def run(clip: str, views: int, rounds: int, routes: list[str], calibration_sampl
 
 
 def to_markdown(r: dict[str, Any]) -> str:
+    isa = r.get("isa", "native")
+    env = ", ".join(f"{k}={v}" for k, v in r.get("isa_env", {}).items())
+    cap = "" if isa == "native" else (f" **Instruction sets capped to `{isa}`** ({env}): an emulated CPU class "
+                                      "on this one, same caches, memory and clock.")
     lines = [f"### bench_encoder: {r['clip']} (random weights), {r['views']} views of 336x336 in one batch", "",
-             f"CPU {r['cpu']}, {r['cpus']} logical CPUs. **Measured on a shared machine**: the 2 vCPUs were used at "
-             f"the same time by other agents' builds and tests (load average {r['loadavg_timing_start']:.1f} at the "
-             f"first timed round, {r['loadavg_timing_end']:.1f} at the last), so absolute seconds are inflated and "
-             "noisy; the ratios come from calls made back to back in each round. Every route ran in a process of "
-             f"its own; median of {r['rounds']} round-robin rounds; ratio range = min-max of the per-round ratios. "
+             f"CPU {r['cpu']}, {r['cpus']} logical CPUs.{cap} Load average {r['loadavg_timing_start']:.1f} at the "
+             f"first timed round, {r['loadavg_timing_end']:.1f} at the last (above 0.5: other work shared the "
+             "CPUs and absolute seconds are inflated; the ratios come from calls made back to back in each round). "
+             f"Every route ran in a process of its own; median of {r['rounds']} round-robin rounds; ratio range = "
+             "min-max of the per-round ratios. "
              f"Whole run {r['total_s'] / 60:.1f} min; mode {r['mode']}: " + (
                  "all route processes alive while timing, their peak RSS together "
                  if r["mode"] == "resident" else "one route process alive at a time, the largest peak RSS ")
@@ -297,12 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip", default="ViT-L-14-336")
     ap.add_argument("--views", type=int, default=9, help="views in one batch (default 9)")
     ap.add_argument("--rounds", type=int, default=3, help="round-robin rounds (default 3)")
-    ap.add_argument("--routes", default=",".join(ROUTES), help=f"comma-separated, from {', '.join(ROUTES)}")
+    ap.add_argument("--routes", default=",".join(DEFAULT_ROUTES),
+                    help=f"comma-separated, from {', '.join(ROUTES)} (default: {', '.join(DEFAULT_ROUTES)})")
     ap.add_argument("--calibration-samples", type=int, default=1,
                     help="generated clouds (9 views each) that calibrate the OpenVINO int8 IR (default 1)")
     ap.add_argument("--resident", action="store_true",
                     help="keep every route loaded while timing (faster; memory = the sum of the routes, about "
                          "16 GB for ViT-L); default: one route process alive at a time, started each round")
+    ap.add_argument("--isa", choices=list(ISA_CAPS), default="native",
+                    help="instruction sets the routes may use: native (default), or an emulated CPU class on "
+                         "this one: avx512_vnni (no AMX, no BF16), avx2 (no VNNI)")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     ap.add_argument("--md", type=Path, default=None, help="also write the table here (markdown)")
     ap.add_argument("--prepare", type=Path, default=None, help=argparse.SUPPRESS)
@@ -320,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.worker is not None:
         return worker(args.dir, args.worker, args.clip)
-    r = run(args.clip, args.views, args.rounds, routes, args.calibration_samples, args.resident)
+    r = run(args.clip, args.views, args.rounds, routes, args.calibration_samples, args.resident, args.isa)
     md = to_markdown(r)
     print(md)
     if args.json:

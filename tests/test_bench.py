@@ -262,3 +262,7 @@ def test_inspector_row_times_the_binary_and_reads_its_timings(tmp_path: Path) ->
     twice = json.loads((tmp_path / "out" / "real3d" / "twice" / "scores.json").read_text())["args"]
     assert twice[1:5] == twice[1:3] * 2 and len(k["inspector_warm_timings"]) == 1  # the files twice, first left out
     assert k["fps_warm"] is None or k["fps_warm"] > 0  # None when the second pass was not slower (noise)
+    # the row's FPS is the rate once started (as the Python rows'), the per-process rate is kept beside it
+    assert k["fps_per_process"] > 0
+    assert k["fps_best"] == (k["fps_warm"] if k["fps_warm"] else k["fps_per_process"])
+    assert k["fps_is"] == ("once started" if k["fps_warm"] else "per process")

@@ -230,6 +230,16 @@ def test_openvino_bundle_serves_its_ir_with_the_openvino_backend(tiny: dict[str,
     assert [i.data_type for i in enc.input] == [model_config_pb2.TYPE_UINT8] and enc.max_batch_size == 18
     assert sorted(p.name for p in (repo / "align3d_encoder" / "1").iterdir()) == ["model.bin", "model.xml"]
     assert (repo / "align3d_encoder" / "1" / "model.xml").read_bytes() == (bundle / "encoder.xml").read_bytes()
+    params = {k: v.string_value for k, v in enc.parameters.items()}
+    assert params["PERFORMANCE_HINT"] == "LATENCY" and params["NUM_STREAMS"] == "1"  # one instance: all cores
+    assert "INFERENCE_NUM_THREADS" not in params
+    repo2 = tmp_path / "repo2"
+    assert _export(bundle, repo2, "--triton-instances", "2", "--triton-threads", "3") == 0
+    enc2 = _config(repo2 / "align3d_encoder" / "config.pbtxt")
+    params2 = {k: v.string_value for k, v in enc2.parameters.items()}
+    assert (params2["PERFORMANCE_HINT"], params2["NUM_STREAMS"], params2["INFERENCE_NUM_THREADS"]) == \
+        ("THROUGHPUT", "2", "3")  # one stream per instance, so the two requests run at once
+    assert [g.count for g in enc2.instance_group] == [2]
 
 
 def test_tensorrt_engine_sets_the_plan_platform_gpu_instances_and_its_profile(tiny: dict[str, Path],

@@ -33,7 +33,8 @@ def add_triton_options(p: argparse.ArgumentParser) -> None:
                    help="encoder dynamic batching: longest wait for more requests, microseconds (default 2000)")
     g.add_argument("--triton-gpu", action="store_true", help="encoder instances on the GPU (always for TensorRT)")
     g.add_argument("--triton-threads", type=non_negative_int, default=0,
-                   help="python encoder: ONNX Runtime threads per instance (default 0 = ONNX Runtime's choice)")
+                   help="encoder threads per instance: ONNX Runtime's for the python encoder, OpenVINO's "
+                        "INFERENCE_NUM_THREADS for the openvino encoder (default 0 = the runtime's choice)")
     g.add_argument("--calibration", type=Path, default=None, metavar="CAL",
                    help="a calibration file of this bundle (align3d-rt calibrate): copied into the repository; the "
                         "pipeline then also returns 'decision' (JSON), 'point_scores_normalized' and 'region_labels'")

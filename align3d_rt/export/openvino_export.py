@@ -172,15 +172,16 @@ def write_ir(stage: Path, onnx_fp32: Path, precision: str, run: Any, calibration
     return section
 
 
-def convert_and_compress(onnx_fp32: Path, xml: Path, precision: str,
-                         views: np.ndarray | None = None) -> tuple[dict[str, Any], int]:
+def convert_and_compress(onnx_fp32: Path, xml: Path, precision: str, views: np.ndarray | None = None,
+                         preset: str | None = None) -> tuple[dict[str, Any], int]:
     """Convert the fp32 ONNX graph to IR at ``xml`` (+ .bin), NNCF-compressed for int8 / int8-weights.
 
-    ``views`` (N,S,S,3) uint8 calibrate int8 (one NNCF item per view). Runs in the worker process;
-    returns the worker's facts (versions, subset size) and how many attempts it took."""
+    ``views`` (N,S,S,3) uint8 calibrate int8 (one NNCF item per view); ``preset`` "performance" asks NNCF
+    for symmetric activations (default: NNCF's MIXED). Runs in the worker process; returns the worker's
+    facts (versions, subset size) and how many attempts it took."""
     job: dict[str, Any] = {"onnx": str(onnx_fp32), "xml": str(xml), "precision": precision,
                            "ignored_types": list(INT8_IGNORED_TYPES), "ignored_patterns": list(INT8_IGNORED_PATTERNS),
-                           "smooth_quant_alpha": INT8_SMOOTH_QUANT_ALPHA}
+                           "smooth_quant_alpha": INT8_SMOOTH_QUANT_ALPHA, "preset": preset}
     with tempfile.TemporaryDirectory(prefix="align3d_ir_") as tmp:
         if views is not None:
             job["views"] = str(Path(tmp) / "calibration_views.npy")

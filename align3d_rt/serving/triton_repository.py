@@ -206,6 +206,8 @@ def _write(root: Path, bundle: Bundle, serving: EncoderServing, name: str, pipel
     digest = manifest_digest(copy.manifest)
     enc_params = {"bundle_manifest_sha256": digest, "precision": copy.precision,
                   "onnx_sha256": copy.onnx_sha256 or "", "onnx_file": "model.onnx", "threads": threads}
+    if serving.kind == OPENVINO:
+        enc_params.update(openvino_parameters(serving.instances, threads))
     write_text_atomic(root / enc_name / "config.pbtxt", to_pbtxt(
         encoder_config(enc_name, serving, copy.image_size, copy.grid_size, enc_params)))
     pipe_params = {"bundle_dir": layout.BUNDLE_DIR, "encoder_model": enc_name, "encoder_kind": serving.kind,
@@ -231,6 +233,20 @@ def _write(root: Path, bundle: Bundle, serving: EncoderServing, name: str, pipel
         "files": files, "format": layout.MARKER_FORMAT, "format_version": layout.MARKER_VERSION, "pipeline_model": name,
         "encoder_model": enc_name, "encoder_kind": serving.kind, "bundle_manifest_sha256": digest,
         "bundle_source": str(bundle.path.resolve()), "max_batch_size": serving.max_batch})
+
+
+def openvino_parameters(instances: int, threads: int) -> dict[str, str]:
+    """Triton's OpenVINO backend settings for the encoder (the keys it reads: PERFORMANCE_HINT, NUM_STREAMS,
+    INFERENCE_NUM_THREADS). Each model instance runs one infer request at a time, and an OpenVINO request
+    runs on one stream: one instance gets LATENCY (its request uses every core; Triton's dynamic batcher
+    still puts the views of several waiting clouds into one call), N instances get THROUGHPUT with N
+    streams, so N requests run at once, one per stream. The compute precision is the CPU plugin's default
+    (bf16 where the CPU has AMX/AVX512-BF16, else f32), as the ``auto`` hint of our own runners."""
+    params = {"PERFORMANCE_HINT": "THROUGHPUT" if instances > 1 else "LATENCY",
+              "NUM_STREAMS": str(instances)}
+    if threads > 0:
+        params["INFERENCE_NUM_THREADS"] = str(threads)
+    return params
 
 
 def _encoder_sources(copy: Bundle, kind: str, engine_key: str | None) -> dict[str, Path]:

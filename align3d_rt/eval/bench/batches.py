@@ -9,8 +9,8 @@ GAIN_THRESHOLD = 1.05  # a best batch below 5% over batch 1 is reported as no ga
 def _verdict(kind: dict[str, Any], detector: dict[str, Any], cores: Any, views: Any) -> str:
     streams = kind.get("stream") or {}
     if kind.get("fps_warm"):  # the C++ inspector: one cloud at a time, per process
-        return (f"one process, one cloud per call: {kind['fps_batch1']:.3f}/s with its start-up, "
-                f"{kind['fps_warm']:.3f}/s once started")
+        return (f"one process, one cloud per call: {kind['fps_warm']:.3f}/s once started, "
+                f"{kind['fps_per_process']:.3f}/s with its start-up")
     if len(streams) < 2:
         return "only batch 1 measured (fewer clouds than a larger batch, or one process per cloud)"
     gain = kind["fps_best"] / kind["fps_batch1"] if kind.get("fps_batch1") else 0.0

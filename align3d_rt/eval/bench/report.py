@@ -81,6 +81,13 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {r['label']} | {hw} | {kind} ({_f(k.get('points_mean'), 0)} pts) | {t:.3f} | "
                          f"{k['latency_uncached_s']['p95']:.3f} | {_f(cached)} | {k['fps_batch1']:.3f} | "
                          f"{k['fps_best']:.3f} ({k['best_batch']}) | {_f(mem, 0)} ({what}) | {rt} | {rf} |")
+    per_process = [f"{r['label']} {kind}: {k['fps_per_process']:.3f}/s" for r in report["rows"]
+                   if r.get("status") == "ok" for kind, k in r.get("by_kind", {}).items() if "fps_per_process" in k]
+    if per_process:
+        lines += ["", "C++ inspector rows: FPS is the rate once started (as for the Python rows, whose detector is "
+                  "loaded and warmed before timing); Time is one process per cloud. One process over all clouds, "
+                  "start-up included (process start, hashing every bundle file, compile from cache, first call): "
+                  + "; ".join(per_process) + "."]
     lines += ["", "Stage split (median seconds per cloud, serial batch-1 pass); encoder-alone FPS = 1 / encode on "
               "the same views; end to end / encoder = best FPS / encoder-alone FPS:", "",
               "| Backend | Clouds | " + " | ".join(STAGE_LABELS.values()) + " | encoder-alone FPS | end to end / "
