@@ -36,7 +36,9 @@ def _softmax_attend(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, scale: fl
     tracing get explicit MatMul/Softmax with float32 softmax (what an FP16/strongly-typed graph needs)."""
     if not (torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()) and a.dtype == torch.float32:
         return F.scaled_dot_product_attention(a, b, v, attn_mask=mask, scale=scale)
-    logits = (a @ b.transpose(-1, -2)).float() * scale
+    logits = (a @ b.transpose(-1, -2)).float()
+    if scale != 1.0:
+        logits = logits * scale
     if mask is not None:
         logits = logits + mask.float()
     return logits.softmax(dim=-1).to(v.dtype) @ v
@@ -54,10 +56,27 @@ def block_qkv(block: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, 
     """q, k, v per head (B,H,L,d) from ln_1(x) with the block's in-projection."""
     attn: nn.MultiheadAttention = block.attn
     y = layer_norm_fp32(block.ln_1, x)
-    qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias)
-    q, k, v = qkv.chunk(3, dim=-1)
+    # three projections instead of one and a split: the same dot products, and the exported graph has no
+    # split along the channel axis (OpenVINO's CPU plugin ran that split as a reference kernel, ~3% of ViT-L)
+    w, b = attn.in_proj_weight.chunk(3), attn.in_proj_bias.chunk(3)
+    q, k, v = (F.linear(y, w[i], b[i]) for i in range(3))
     h, d = attn.num_heads, attn.head_dim
     return _heads(q, h, d), _heads(k, h, d), _heads(v, h, d)
+
+
+def visual_qkv(block: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, k, v) per head (B,H,L,d) and the V-V query (B,H,L,d), both queries already multiplied by the
+    attention scale 1/sqrt(d): q through the scaled weights, the V-V query as v * scale before the head
+    split. The exported graph then has no scale multiply between the transposes and the fused attention
+    (which OpenVINO's CPU plugin could not absorb); for d = 64 (ViT-L) the scale is 1/8, exact in floats."""
+    attn: nn.MultiheadAttention = block.attn
+    y = layer_norm_fp32(block.ln_1, x)
+    h, d = attn.num_heads, attn.head_dim
+    scale = 1.0 / math.sqrt(d)
+    w, b = attn.in_proj_weight.chunk(3), attn.in_proj_bias.chunk(3)
+    q = F.linear(y, w[0] * scale, b[0] * scale)
+    k, v = F.linear(y, w[1], b[1]), F.linear(y, w[2], b[2])
+    return _heads(q, h, d), _heads(k, h, d), _heads(v, h, d), _heads(v * scale, h, d)
 
 
 def out_proj(block: Any, t: torch.Tensor) -> torch.Tensor:
@@ -120,17 +139,16 @@ class DPAMVisual(nn.Module):
         vv: torch.Tensor | None = None
         blocks = list(self.visual.transformer.resblocks)
         for i, blk in enumerate(blocks):
-            q, k, v = block_qkv(blk, x)
-            scale = 1.0 / math.sqrt(blk.attn.head_dim)
+            q, k, v, v_query = visual_qkv(blk, x)  # queries carry the attention scale
             if self.dpam and i >= self.dpam_start:
                 vv = x if vv is None else vv
-                vv = vv + out_proj(blk, _softmax_attend(v, v, v, scale))
+                vv = vv + out_proj(blk, _softmax_attend(v_query, v, v, 1.0))
             if vv is not None and i == len(blocks) - 1:
                 # patches come from the V-V stream: after the last block only the class token of the
                 # ordinary stream is read, and attention rows and the MLP are per token, so the rest is
                 # not computed (about 3% of ViT-L's work; the same numbers up to float summation order)
                 x, q = x[:, :1], q[:, :, :1]
-            x = x + out_proj(blk, _softmax_attend(q, k, v, scale))
+            x = x + out_proj(blk, _softmax_attend(q, k, v, 1.0))
             x = x + block_mlp(blk, x)
         global_feat = self.project(x[:, 0])
         patches = self.project(vv if vv is not None else x)
