@@ -59,15 +59,19 @@ REFERENCE = "torch_fp32"
 # --isa: the instruction sets the route processes may use. ``native`` = all this CPU has; the others cap
 # oneDNN (OpenVINO's CPU plugin and torch), MKL (torch's fp32 GEMMs) and OpenVINO's own checks, so that an
 # AMX machine measures what a CPU of that class gets: ``avx512_vnni`` = AVX-512 with VNNI int8 dot products
-# but no BF16 and no AMX (Xeon Scalable 2nd gen, Cascade Lake), ``avx2`` = AVX2 FMA only, no VNNI (older
-# Xeons, many desktop CPUs). Emulated, not a different chip: same caches, memory and clock.
+# but no BF16 and no AMX (Xeon Scalable 2nd gen, Cascade Lake), ``avx512`` = AVX-512 without VNNI (1st gen,
+# Skylake-SP), ``avx2`` = AVX2 FMA only, no VNNI (older Xeons, many desktop CPUs). Emulated, not a different
+# chip: same caches, memory and clock. ONNX Runtime's own kernels (MLAS) have no such switch: its rows run
+# with every instruction set this CPU has, capped or not.
 ISA_CAPS: dict[str, dict[str, str]] = {
     "native": {},
     "avx512_vnni": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "DNNL_MAX_CPU_ISA": "AVX512_CORE_VNNI",
                     "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+    "avx512": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE", "DNNL_MAX_CPU_ISA": "AVX512_CORE",
+               "MKL_ENABLE_INSTRUCTIONS": "AVX512"},
     "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "DNNL_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
 }
-ISA_HAS_BF16 = {"native": None, "avx512_vnni": False, "avx2": False}  # None: ask the CPU
+ISA_HAS_BF16 = {"native": None, "avx512_vnni": False, "avx512": False, "avx2": False}  # None: ask the CPU
 
 
 # ----------------------------------------------------------------------------------------- children
@@ -303,11 +307,13 @@ def to_markdown(r: dict[str, Any]) -> str:
     isa = r.get("isa", "native")
     env = ", ".join(f"{k}={v}" for k, v in r.get("isa_env", {}).items())
     cap = "" if isa == "native" else (f" **Instruction sets capped to `{isa}`** ({env}): an emulated CPU class "
-                                      "on this one, same caches, memory and clock.")
+                                      "on this one, same caches, memory and clock. ONNX Runtime rows are not capped "
+                                      "(its MLAS kernels have no such switch): read them as this CPU's.")
     lines = [f"### bench_encoder: {r['clip']} (random weights), {r['views']} views of 336x336 in one batch", "",
              f"CPU {r['cpu']}, {r['cpus']} logical CPUs.{cap} Load average {r['loadavg_timing_start']:.1f} at the "
-             f"first timed round, {r['loadavg_timing_end']:.1f} at the last (above 0.5: other work shared the "
-             "CPUs and absolute seconds are inflated; the ratios come from calls made back to back in each round). "
+             f"first timed round, {r['loadavg_timing_end']:.1f} at the last (the bench's own busy threads count up "
+             f"to {r['cpus']}; more means other work shared the CPUs and inflated absolute seconds; the ratios come "
+             "from calls made back to back in each round). "
              f"Every route ran in a process of its own; median of {r['rounds']} round-robin rounds; ratio range = "
              "min-max of the per-round ratios. "
              f"Whole run {r['total_s'] / 60:.1f} min; mode {r['mode']}: " + (
@@ -345,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
                          "16 GB for ViT-L); default: one route process alive at a time, started each round")
     ap.add_argument("--isa", choices=list(ISA_CAPS), default="native",
                     help="instruction sets the routes may use: native (default), or an emulated CPU class on "
-                         "this one: avx512_vnni (no AMX, no BF16), avx2 (no VNNI)")
+                         "this one: avx512_vnni (no AMX, no BF16), avx512 (no VNNI either), avx2 (no AVX-512); "
+                         "ONNX Runtime's own kernels are not capped")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     ap.add_argument("--md", type=Path, default=None, help="also write the table here (markdown)")
     ap.add_argument("--prepare", type=Path, default=None, help=argparse.SUPPRESS)

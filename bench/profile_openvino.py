@@ -164,9 +164,9 @@ def to_markdown(r: dict[str, Any], title: str) -> str:
     lines = [f"### {title}", "",
              f"{r['clip']} (random weights), {r['views']} view(s) of 336x336 in one batch, OpenVINO {r['openvino']}, "
              f"CPU {r['cpu']} ({r['cpus']} logical CPUs; capabilities {', '.join(r['cpu_capabilities'])}). "
-             f"Measured on a shared machine (2 vCPUs used at the same time by other agents' builds and tests; "
-             f"load average {r['loadavg_start']:.1f} -> {r['loadavg_end']:.1f}): absolute ms are inflated and noisy, "
-             "the shares within one profile are what to read. One warm-up, then one profiled inference "
+             f"Load average {r['loadavg_start']:.1f} -> {r['loadavg_end']:.1f} (the profile's own busy threads count "
+             f"up to {r['cpus']}; more means other work shared the CPUs and inflated the ms); the shares within one "
+             "profile are what to read. One warm-up, then one profiled inference "
              "(`PERF_COUNT`, `get_profiling_info()`); int8 IR calibrated on "
              f"{r['build']['calibration_views']} views of generated clouds.", ""]
     for variant, s in r["variants"].items():
