@@ -235,7 +235,9 @@ for c in clouds:
     np.save(out / (key + ".scores.npy"), np.zeros((4, 3), np.float32))
     samples[key] = {{"file": c, "object_score": 0.5, "timings": {{"read": 0.01, "render": 0.02, "encode": 0.1,
                     "backproject": 0.003, "score": 0.001, "batch_size": 1}}}}
-(out / "scores.json").write_text(json.dumps({{"samples": samples, "failed": {{}}, "args": args}}))
+startup = {{"main_to_ready": 0.05, "load_bundle": 0.02, "load_encoder": 0.025}}
+(out / "scores.json").write_text(json.dumps({{"samples": samples, "failed": {{}}, "args": args,
+                                             "inspector": {{"startup_s": startup}}}}))
 """
 
 
@@ -266,3 +268,10 @@ def test_inspector_row_times_the_binary_and_reads_its_timings(tmp_path: Path) ->
     assert k["fps_per_process"] > 0
     assert k["fps_best"] == (k["fps_warm"] if k["fps_warm"] else k["fps_per_process"])
     assert k["fps_is"] == ("once started" if k["fps_warm"] else "per process")
+    # one process per cloud split by the inspector's own clocks: the rest of its wall clock is outside main
+    split = k["startup_split_s"]
+    assert split["load_bundle"] == pytest.approx(0.02) and split["load_encoder"] == pytest.approx(0.025)
+    assert split["other_setup"] == pytest.approx(0.005) and split["warm_cloud"] == pytest.approx(0.134)
+    assert split["first_cloud_extra"] == pytest.approx(0.0)  # the stand-in's clouds all take the same
+    # the rest of each process's wall clock (the stand-in's times are made up, so it may be negative here)
+    assert split["outside_main"] == pytest.approx(k["latency_uncached_s"]["median"] - 0.05 - 0.134)

@@ -17,7 +17,7 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
     """Tiny CLIP, one view, one round: every asked route is timed in its own process, the cap reaches the
     route processes (no BF16 there: the auto hint runs f32, the bf16 route is skipped with its reason)."""
     out = tmp_path / "r.json"
-    routes = "torch_fp32,ov_fp32_bf16,ov_int8,ov_int8_static,ov_int8_perf,ov_int8w"
+    routes = "torch_fp32,ov_fp32_bf16,ov_int8,ov_int8_static,ov_int8_mixed,ov_int8w"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_encoder.py"), "--clip", "align3d-tiny",
                            "--views", "1", "--rounds", "1", "--routes", routes, "--isa", "avx512_vnni",
                            "--json", str(out), "--md", str(tmp_path / "r.md")],
@@ -27,11 +27,11 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
     assert r["isa"] == "avx512_vnni" and r["isa_env"]["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE_VNNI"
     rows = r["routes"]
     assert rows["ov_fp32_bf16"] == {"skipped": "the CPU (or --isa) has no BF16"}
-    for route in ("ov_int8", "ov_int8_static", "ov_int8_perf", "ov_int8w"):
+    for route in ("ov_int8", "ov_int8_static", "ov_int8_mixed", "ov_int8w"):
         row = rows[route]
         assert row["compute_precision"] == "f32", route  # capped: no BF16, whatever the chip reports
         assert len(row["times_s"]) == 1 and row["times_s"][0] > 0 and row["ratio_vs_torch"] > 0, route
         assert 0 < row["max_abs_diff_maps"] < 0.5, route  # an int8 graph of the same model, not garbage
     md = (tmp_path / "r.md").read_text()
     assert "Instruction sets capped to `avx512_vnni`" in md and "skipped: the CPU (or --isa) has no BF16" in md
-    assert "PERFORMANCE preset" in md and "static batch shape" in md
+    assert "MIXED preset" in md and "static batch shape" in md

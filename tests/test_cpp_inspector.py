@@ -359,3 +359,26 @@ def test_throughput_hint_splits_the_views_and_scores_as_latency(build_dir: Path,
     assert proc.returncode == 2 and proc.stderr.strip() == (
         "--performance-hint: unknown hint 'FAST' (choose LATENCY or THROUGHPUT)"), proc.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_scores_json_splits_the_start_up(build_dir: Path, bundle: Path, clouds: dict[str, Path],
+                                          tmp_path: Path) -> None:
+    """inspector.startup_s: main() to a ready Inspector, of which the bundle (hashing) and the encoder load;
+    the bench splits one process's wall clock with it."""
+    from align3d_rt.eval.bench.inspector import _startup_split
+
+    proc = _inspect(build_dir, str(bundle), str(clouds["sphere"]), "--out", str(tmp_path / "one"))
+    assert proc.returncode == 0, proc.stderr
+    startup = json.loads((tmp_path / "one" / "scores.json").read_text())["inspector"]["startup_s"]
+    assert set(startup) == {"main_to_ready", "load_bundle", "load_encoder"}
+    assert all(v >= 0 for v in startup.values())
+    assert startup["load_encoder"] > 0  # the IR compiled (or imported from the cache)
+    # rounded to 1e-4 s each
+    assert startup["main_to_ready"] + 2e-4 >= startup["load_bundle"] + startup["load_encoder"]
+    split = _startup_split(tmp_path / "one", wall=10.0, warm_cloud_s=0.01)
+    assert split is not None and set(split) == {"outside_main", "load_bundle", "load_encoder", "other_setup",
+                                                "first_cloud_extra", "warm_cloud"}
+    assert split["load_bundle"] == startup["load_bundle"] and split["warm_cloud"] == 0.01
+    assert split["other_setup"] >= -2e-4
+    assert 0 < split["outside_main"] < 10.0
+    assert _startup_split(tmp_path / "missing", wall=1.0, warm_cloud_s=None) is None

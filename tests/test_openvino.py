@@ -70,7 +70,7 @@ def test_attention_is_fused_and_stays_float_in_the_int8_ir(ov: dict[str, Path]) 
     import openvino
 
     from align3d_rt.artifacts.bundle import load_bundle
-    from align3d_rt.export.openvino_export import INT8_SMOOTH_QUANT_ALPHA
+    from align3d_rt.export.openvino_export import INT8_PRESET, INT8_SMOOTH_QUANT_ALPHA
     from align3d_rt.model.clip_backbone import TINY_CONFIG, TINY_NAME, dpam_start_for
 
     layers = int(TINY_CONFIG["vision_cfg"]["layers"])
@@ -85,9 +85,15 @@ def test_attention_is_fused_and_stays_float_in_the_int8_ir(ov: dict[str, Path]) 
         assert "FakeQuantize" not in feeds, (ir, feeds)
         fq = sum(op.get_type_name() == "FakeQuantize" for op in ops)
         assert (fq > 0) == (ir == "int8"), (ir, fq)
+        # the PERFORMANCE preset: every activation range symmetric (low = -high * 128/127, no zero point)
+        for op in ops:
+            if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() != "Constant":
+                low, high = (float(op.input_value(i).get_node().get_data().ravel()[0]) for i in (1, 2))
+                assert abs(low / high + 128 / 127) < 1e-4, (op.get_friendly_name(), low, high)
     q = load_bundle(ov["int8"]).ir
     assert q["precision"] == "int8" and "ScaledDotProductAttention" in q["compression"]["ignored_types"]
     assert q["compression"]["smooth_quant_alpha_matmul"] == INT8_SMOOTH_QUANT_ALPHA
+    assert q["compression"]["preset"] == INT8_PRESET == "performance"
     caps = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert q["compute_precision"]["on_export_cpu"] == ("bf16" if "BF16" in caps else "f32")
 

@@ -53,6 +53,13 @@ INT8_IGNORED_PATTERNS = (r"^/MatMul.*", r"^/aligner/.*", r".*/conv1/.*")
 # Off: on ViT-L-14-336 (random weights, 9 views) it cut the max abs map difference to torch from 0.11 to
 # 0.011 (mean 0.012 -> 0.0015) at the same speed, and it removes a Multiply before every FullyConnected.
 INT8_SMOOTH_QUANT_ALPHA = -1.0
+# NNCF quantization preset of the int8 IR: "performance" (symmetric activations, no zero-point subtraction
+# in front of the int8 FullyConnected layers) instead of NNCF's TRANSFORMER default "mixed" (asymmetric
+# activations). On ViT-L-14-336 with AMX it was faster in both committed runs of bench/bench_encoder.py
+# (1.03x the mixed preset, docs/bench/cpu-vitl-openvino-2026-12-03b; 1.01-1.05x in every one of 5 rounds,
+# docs/bench/cpu-vitl-openvino-2026-12-03c) at a max abs map difference to torch of 0.014 (mixed: 0.013).
+INT8_PRESET = "performance"
+INT8_PRESETS = ("performance", "mixed")
 
 
 def import_openvino() -> Any:
@@ -163,7 +170,7 @@ def write_ir(stage: Path, onnx_fp32: Path, precision: str, run: Any, calibration
         section["compression"] = {"method": "nncf.quantize", "model_type": "TRANSFORMER",
                                   "ignored_types": list(INT8_IGNORED_TYPES),
                                   "ignored_patterns": list(INT8_IGNORED_PATTERNS), "subset_size": n,
-                                  "smooth_quant_alpha_matmul": INT8_SMOOTH_QUANT_ALPHA,
+                                  "smooth_quant_alpha_matmul": INT8_SMOOTH_QUANT_ALPHA, "preset": INT8_PRESET,
                                   "nncf_version": facts["nncf_version"]}
     elif precision == "int8-weights":
         section["compression"] = {"method": "nncf.compress_weights", "mode": "INT8_ASYM (default)",
@@ -173,12 +180,15 @@ def write_ir(stage: Path, onnx_fp32: Path, precision: str, run: Any, calibration
 
 
 def convert_and_compress(onnx_fp32: Path, xml: Path, precision: str, views: np.ndarray | None = None,
-                         preset: str | None = None) -> tuple[dict[str, Any], int]:
+                         preset: str = INT8_PRESET) -> tuple[dict[str, Any], int]:
     """Convert the fp32 ONNX graph to IR at ``xml`` (+ .bin), NNCF-compressed for int8 / int8-weights.
 
-    ``views`` (N,S,S,3) uint8 calibrate int8 (one NNCF item per view); ``preset`` "performance" asks NNCF
-    for symmetric activations (default: NNCF's MIXED). Runs in the worker process; returns the worker's
+    ``views`` (N,S,S,3) uint8 calibrate int8 (one NNCF item per view); ``preset``: NNCF's quantization
+    preset for int8, ``INT8_PRESETS`` ("performance": symmetric activations, the default; "mixed":
+    asymmetric activations, NNCF's TRANSFORMER default). Runs in the worker process; returns the worker's
     facts (versions, subset size) and how many attempts it took."""
+    if preset not in INT8_PRESETS:
+        raise ValueError(f"preset {preset!r}: choose one of {', '.join(INT8_PRESETS)}")
     job: dict[str, Any] = {"onnx": str(onnx_fp32), "xml": str(xml), "precision": precision,
                            "ignored_types": list(INT8_IGNORED_TYPES), "ignored_patterns": list(INT8_IGNORED_PATTERNS),
                            "smooth_quant_alpha": INT8_SMOOTH_QUANT_ALPHA, "preset": preset}

@@ -8,7 +8,7 @@ as a one-line export error, never as a dead CLI or test run.
 
 Input: one JSON job on argv[1] (``onnx``, ``xml``, ``precision``, ``views`` (.npy of (N,S,S,3) uint8
 calibration views, int8 only), ``ignored_types``, ``ignored_patterns``, ``smooth_quant_alpha`` (MatMul
-SmoothQuant strength; negative = off), ``preset`` (optional: "performance")). Output: one JSON line on
+SmoothQuant strength; negative = off), ``preset`` ("performance" or "mixed"; absent: "mixed")). Output: one JSON line on
 stdout with the compression facts; problems exit 2 with ``ERROR: ...`` on stderr.
 """
 from __future__ import annotations
@@ -46,9 +46,10 @@ def convert_and_compress(job: dict[str, Any]) -> dict[str, Any]:
 
             alpha = float(job.get("smooth_quant_alpha", 0.95))  # NNCF's TRANSFORMER default when not given
             advanced = AdvancedQuantizationParameters(smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha))
-            # preset: NNCF's default for TRANSFORMER (MIXED: asymmetric activations) unless the job asks for
-            # "performance" (symmetric activations, no zero-point subtraction; bench/bench_encoder.py times it)
-            preset = nncf.QuantizationPreset.PERFORMANCE if job.get("preset") == "performance" else None
+            # preset: "performance" (symmetric activations, no zero-point subtraction: the exporter's default)
+            # or "mixed" (asymmetric activations: NNCF's TRANSFORMER default); bench/bench_encoder.py times both
+            preset = {"performance": nncf.QuantizationPreset.PERFORMANCE,
+                      "mixed": nncf.QuantizationPreset.MIXED}[job.get("preset") or "mixed"]
             model = nncf.quantize(model, nncf.Dataset(items), preset=preset, model_type=nncf.ModelType.TRANSFORMER,
                                   subset_size=len(items), ignored_scope=scope, advanced_parameters=advanced)
             facts["subset_size"] = len(items)

@@ -1,12 +1,18 @@
 // Bundle loading: same checks, order and messages as align3d_rt/artifacts/bundle.py:load_bundle.
 #include "bundle.hpp"
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
+#include <vector>
 
 #include "align3d/inspector.hpp"
 
@@ -80,19 +86,58 @@ nlohmann::json read_manifest(const std::string& root) {
   return m;
 }
 
+bool leaves_root(const std::string& rel) {
+  bool escapes = rel.empty() || rel[0] == '/';
+  std::stringstream parts(rel);
+  for (std::string part; std::getline(parts, part, '/');) escapes = escapes || part == "..";
+  return escapes;
+}
+
+struct Digest {
+  std::string hex;
+  std::exception_ptr error;  // the file could not be read
+};
+
+// sha256 of each listed regular file inside root, on up to one thread per CPU (a bundle's big files,
+// the ONNX graph and the IR weights, hash at the same time); as align3d_rt/artifacts/bundle.py:_digests.
+std::map<std::string, Digest> file_digests(const std::string& root, const nlohmann::json& files) {
+  std::vector<std::string> todo;
+  for (auto it = files.begin(); it != files.end(); ++it)
+    if (!leaves_root(it.key()) && fs::is_regular_file(join(root, it.key()))) todo.push_back(it.key());
+  std::vector<Digest> out(todo.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t i; (i = next++) < todo.size();) {
+      try {
+        out[i].hex = sha256_file(join(root, todo[i]));
+      } catch (...) {
+        out[i].error = std::current_exception();
+      }
+    }
+  };
+  const size_t n_threads = std::min<size_t>(todo.size(), std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < n_threads; ++t) threads.emplace_back(work);
+  work();
+  for (auto& t : threads) t.join();
+  std::map<std::string, Digest> by_path;
+  for (size_t i = 0; i < todo.size(); ++i) by_path.emplace(todo[i], std::move(out[i]));
+  return by_path;
+}
+
 void verify_files(const std::string& root, const nlohmann::json& m) {
   const std::string mpath = join(root, "manifest.json");
   const auto& files = m["files"];
   if (!files.is_object() || files.empty()) fail(mpath, "manifest lists no files");
+  const auto digests = file_digests(root, files);           // in parallel; checked in order below
   for (auto it = files.begin(); it != files.end(); ++it) {  // sorted by key, like Python
     const std::string& rel = it.key();
-    bool escapes = rel.empty() || rel[0] == '/';
-    std::stringstream parts(rel);
-    for (std::string part; std::getline(parts, part, '/');) escapes = escapes || part == "..";
-    if (escapes) fail(mpath, "file path '" + rel + "' leaves the bundle directory");
+    if (leaves_root(rel)) fail(mpath, "file path '" + rel + "' leaves the bundle directory");
     const std::string fpath = join(root, rel);
-    if (!fs::is_regular_file(fpath)) fail(fpath, "missing from the bundle; re-export it");
-    if (!it.value().is_string() || sha256_file(fpath) != it.value().get<std::string>())
+    const auto found = digests.find(rel);
+    if (!fs::is_regular_file(fpath) || found == digests.end()) fail(fpath, "missing from the bundle; re-export it");
+    if (found->second.error) std::rethrow_exception(found->second.error);
+    if (!it.value().is_string() || found->second.hex != it.value().get<std::string>())
       fail(fpath, "sha256 differs from the manifest (file altered or corrupt); re-export the bundle");
   }
 }

@@ -26,6 +26,7 @@ struct Inspector::Impl {
   std::string dataset, category;             // options' or, when empty, the calibration's
   std::unique_ptr<Calibration> calibration;  // spec 13.2, checked against this bundle
   mutable std::mutex encoder_mutex;          // one OpenVINO infer request: calls are serialised
+  StartupTimings startup;
 };
 
 Inspector::Inspector(const std::string& bundle_dir, const InspectorOptions& options) : impl_(std::make_unique<Impl>()) {
@@ -36,7 +37,9 @@ Inspector::Inspector(const std::string& bundle_dir, const InspectorOptions& opti
   }
   impl_->dataset = dataset;
   impl_->category = category;
+  auto t0 = std::chrono::steady_clock::now();
   impl_->bundle = load_bundle(bundle_dir);
+  impl_->startup.load_bundle = seconds_since(t0);
   try {
     impl_->settings = settings_for_dataset(impl_->bundle.render, dataset, category);
   } catch (const std::invalid_argument& err) {
@@ -46,7 +49,9 @@ Inspector::Inspector(const std::string& bundle_dir, const InspectorOptions& opti
     check_calibration_source(*impl_->calibration, impl_->bundle.manifest.value("manifest_sha256", ""));
     check_calibration_scoring(*impl_->calibration);
   }
+  t0 = std::chrono::steady_clock::now();
   impl_->encoder = make_encoder(impl_->bundle, options);
+  impl_->startup.load_encoder = seconds_since(t0);
   impl_->precision = impl_->encoder->precision();
   impl_->model_file = impl_->encoder->model_file();
   impl_->compute_precision = impl_->encoder->compute_precision();
@@ -66,6 +71,7 @@ const std::string& Inspector::bundle_hash() const { return impl_->bundle.onnx_sh
 const std::string& Inspector::dataset() const { return impl_->dataset; }
 const std::string& Inspector::category() const { return impl_->category; }
 const Calibration* Inspector::calibration() const { return impl_->calibration.get(); }
+const StartupTimings& Inspector::startup_timings() const { return impl_->startup; }
 
 ScoreResult Inspector::score(const std::vector<float>& points, bool keep_images) const {
   const size_t n = points.size() / 3;

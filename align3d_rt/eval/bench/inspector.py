@@ -9,6 +9,10 @@ JSON with the object score and its own timings. Measured here:
             rate once started (what a program embedding the Inspector gets). This is the row's FPS, as
             for the Python rows, whose detector is set up and warmed before timing; when noise makes it
             unmeasurable (the second pass not slower) the row falls back to fps_per_process and says so
+  startup   one process per cloud, split (median over the clouds): outside main (process start, shared
+            libraries, exit, writing outputs: the wall clock less what the inspector timed), the bundle (manifest
+            + sha256 of every file), the encoder (compile / cache import), the first cloud's extra cost (its
+            time less the warm per-cloud time) and the warm per-cloud time (its own scores.json timings)
   stages    its own stage times (read, render, encode, back-project + score) from the scores.json of the
             twice process, without its first cloud (warm, as the Python rows' serial pass)
   memory    the process's peak RSS (psutil, sampled every 5 ms)
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -86,6 +91,33 @@ def _timings(out_dir: Path) -> list[dict[str, float]]:
     return [dict(s["timings"]) for s in (data.get("samples") or {}).values() if isinstance(s.get("timings"), dict)]
 
 
+def _startup_split(out_dir: Path, wall: float, warm_cloud_s: float | None) -> dict[str, float] | None:
+    """One single-cloud process's wall seconds split by the inspector's own clocks (its scores.json
+    ``inspector.startup_s`` and the cloud's timings); None when it did not write them (an older binary)."""
+    try:
+        data = json.loads((out_dir / "scores.json").read_text())
+        startup = data["inspector"]["startup_s"]
+        (cloud,) = [s["timings"] for s in data["samples"].values()]
+        ready = float(startup["main_to_ready"])
+        first = sum(float(cloud.get(k, 0.0)) for k in ("read", "render", "encode", "backproject", "score"))
+        split = {"outside_main": wall - ready - first, "load_bundle": float(startup["load_bundle"]),
+                 "load_encoder": float(startup["load_encoder"]),
+                 "other_setup": ready - float(startup["load_bundle"]) - float(startup["load_encoder"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if warm_cloud_s is None:
+        split["first_cloud"] = first
+    else:
+        split.update({"first_cloud_extra": first - warm_cloud_s, "warm_cloud": warm_cloud_s})
+    return split
+
+
+def _median_split(splits: list[dict[str, float]]) -> dict[str, float]:
+    import statistics
+
+    return {k: statistics.median(s[k] for s in splits) for k in splits[0]} if splits else {}
+
+
 def _stages(timings: list[dict[str, float]]) -> dict[str, float]:
     """The inspector's own stage times (median per cloud) in the table's stage names."""
     import statistics
@@ -132,7 +164,7 @@ def measure_inspector(binary: Path, bundle: Path, sets: list[CloudSet], out_dir:
     out: dict[str, Any] = {"by_kind": {}, "binary": str(binary), "bundle": str(bundle)}
     peak_all = 0.0
     for clouds in sets:
-        lat, peaks, timings = [], [], []
+        lat, peaks, timings, singles = [], [], [], []
         extra = [*(options or []), *_dataset_args(clouds)]
         for path, key in clouds.files:
             one = out_dir / clouds.kind / key
@@ -140,6 +172,7 @@ def measure_inspector(binary: Path, bundle: Path, sets: list[CloudSet], out_dir:
             lat.append(wall)
             peaks.append(peak)
             timings += _timings(one)
+            singles.append((one, wall))
         all_dir = out_dir / clouds.kind / "all"
         wall, peak, _ = _run([str(binary), str(bundle), *(str(p) for p, _ in clouds.files), "--out", str(all_dir),
                               "--overwrite", *extra])
@@ -159,6 +192,12 @@ def measure_inspector(binary: Path, bundle: Path, sets: list[CloudSet], out_dir:
             "inspector_timings": timings, "inspector_warm_timings": warm,
             "fps_batch1": rate, "fps_best": rate, "fps_is": "once started" if wall2 > wall else "per process",
         }
+        warm_cloud = (statistics.median(sum(float(t.get(k, 0.0)) for k in ("read", "render", "encode",
+                                                                            "backproject", "score")) for t in warm)
+                      if warm else None)
+        splits = [sp for one, wall in singles if (sp := _startup_split(one, wall, warm_cloud)) is not None]
+        if splits:
+            kind["startup_split_s"] = _median_split(splits)
         if timings:  # the inspector's own stage split (its scores.json), as for the Python rows: warm calls
             stages = _stages(warm or timings)
             kind.update({"stages_s": stages, "encoder_alone_fps": 1.0 / stages["encode"],

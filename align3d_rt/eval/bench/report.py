@@ -13,6 +13,11 @@ PAPER_TABLE7 = (
     {"method": "Align3D-AD (paper, Table 7)", "hardware": "RTX 4090", "time_s": 0.19, "fps": 5.30, "memory_mb": 2791},
     {"method": "PointAD (paper, Table 7)", "hardware": "RTX 4090", "time_s": 0.18, "fps": 5.68, "memory_mb": 2460},
 )
+STARTUP_LABELS = {"outside_main": "process start/exit + writing outputs",
+                  "load_bundle": "manifest + sha256 of every file",
+                  "load_encoder": "encoder compile/cache import", "other_setup": "other set-up",
+                  "first_cloud_extra": "first cloud's extra", "first_cloud": "first cloud",
+                  "warm_cloud": "one warm cloud"}
 STAGE_LABELS = {"load_uncached": "load + preprocess", "load_cached": "load (cached)", "render": "render",
                 "encode": "encode", "backproject": "back-project + score", "write": "blur + write"}
 CHART_STAGES = ("load_uncached", "render", "encode", "backproject", "write")
@@ -88,6 +93,13 @@ def markdown(report: dict[str, Any]) -> str:
                   "loaded and warmed before timing); Time is one process per cloud. One process over all clouds, "
                   "start-up included (process start, hashing every bundle file, compile from cache, first call): "
                   + "; ".join(per_process) + "."]
+    splits = [f"{r['label']} {kind}: " + ", ".join(f"{STARTUP_LABELS.get(name, name)} {sec:.3f} s"
+                                                  for name, sec in k["startup_split_s"].items())
+              for r in report["rows"] if r.get("status") == "ok" for kind, k in r.get("by_kind", {}).items()
+              if k.get("startup_split_s")]
+    if splits:
+        lines += ["", "C++ inspector, one process per cloud, where its time goes (median over the clouds; the "
+                  "inspector's own clocks, the rest of the wall clock is outside main): " + "; ".join(splits) + "."]
     lines += ["", "Stage split (median seconds per cloud, serial batch-1 pass); encoder-alone FPS = 1 / encode on "
               "the same views; end to end / encoder = best FPS / encoder-alone FPS:", "",
               "| Backend | Clouds | " + " | ".join(STAGE_LABELS.values()) + " | encoder-alone FPS | end to end / "

@@ -45,6 +45,12 @@ struct Timings {
   double read = 0, render = 0, encode = 0, backproject = 0, score = 0;
 };
 
+/// Seconds the constructor spent: reading the manifest and hashing every bundle file, then loading the
+/// encoder (OpenVINO: reading the IR and compiling it, or importing the compiled blob from its cache).
+struct StartupTimings {
+  double load_bundle = 0, load_encoder = 0;
+};
+
 struct ScoreResult {
   std::vector<float> point_scores;   // N*3: render, aligned, fused (spec section 7)
   std::vector<float> global_probs;   // V*2
@@ -84,6 +90,9 @@ class Inspector {
 
   /// What the encoder computes in (OpenVINO: the hint in use, f32, bf16 or f16).
   const std::string& compute_precision() const;
+
+  /// Where the constructor's time went (the first score() call's own extra cost shows in its Timings).
+  const StartupTimings& startup_timings() const;
 
  private:
   struct Impl;
