@@ -382,3 +382,32 @@ def test_scores_json_splits_the_start_up(build_dir: Path, bundle: Path, clouds: 
     assert split["other_setup"] >= -2e-4
     assert 0 < split["outside_main"] < 10.0
     assert _startup_split(tmp_path / "missing", wall=1.0, warm_cloud_s=None) is None
+
+
+def test_parallel_hashing_reports_the_first_problem_in_sorted_order_on_both_sides(
+        build_dir: Path, bundle: Path, clouds: dict[str, Path], tmp_path: Path) -> None:
+    """Two bad files in one bundle: Python and C++ hash in parallel but report the same (first, in sorted
+    order of the manifest's paths) problem, as the sequential check did (runtime-spec 2.4)."""
+    import shutil
+
+    from align3d_rt.artifacts.bundle import load_bundle
+    from align3d_rt.errors import BundleError
+
+    names = sorted(json.loads((bundle / "manifest.json").read_text())["files"])
+    first, last = names[0], names[-1]
+    assert first != last
+    for altered, removed, want in [(first, last, first), (last, first, first)]:
+        case = tmp_path / f"{altered}-{removed}".replace("/", "_")
+        shutil.copytree(bundle, case)
+        blob = bytearray((case / altered).read_bytes())
+        blob[0] ^= 0xFF
+        (case / altered).write_bytes(bytes(blob))
+        (case / removed).unlink()
+        problem = ("sha256 differs from the manifest" if want == altered else "missing from the bundle")
+        with pytest.raises(BundleError) as err:
+            load_bundle(case)
+        proc = _inspect(build_dir, str(case), str(clouds["sphere"]), "--out", str(tmp_path / "out"))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert str(err.value) == lines[0], (str(err.value), lines[0])
+        assert lines[0].startswith(f"{case / want}: ") and problem in lines[0], lines
