@@ -7,8 +7,11 @@
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <iostream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -93,18 +96,16 @@ bool leaves_root(const std::string& rel) {
   return escapes;
 }
 
-struct Digest {
-  std::string hex;
-  std::exception_ptr error;  // the file could not be read
-};
-
-// sha256 of each listed regular file inside root, on up to one thread per CPU (a bundle's big files,
-// the ONNX graph and the IR weights, hash at the same time); as align3d_rt/artifacts/bundle.py:_digests.
-std::map<std::string, Digest> file_digests(const std::string& root, const nlohmann::json& files) {
+// sha256 of each listed regular file inside root that `wanted` selects, on up to one thread per CPU (a
+// bundle's big files, the ONNX graph and the IR weights, hash at the same time); as
+// align3d_rt/artifacts/bundle.py:_digests.
+FileDigests file_digests(const std::string& root, const nlohmann::json& files,
+                         const std::function<bool(const std::string&)>& wanted) {
   std::vector<std::string> todo;
   for (auto it = files.begin(); it != files.end(); ++it)
-    if (!leaves_root(it.key()) && fs::is_regular_file(join(root, it.key()))) todo.push_back(it.key());
-  std::vector<Digest> out(todo.size());
+    if (wanted(it.key()) && !leaves_root(it.key()) && fs::is_regular_file(join(root, it.key())))
+      todo.push_back(it.key());
+  std::vector<FileDigest> out(todo.size());
   std::atomic<size_t> next{0};
   auto work = [&] {
     for (size_t i; (i = next++) < todo.size();) {
@@ -120,18 +121,19 @@ std::map<std::string, Digest> file_digests(const std::string& root, const nlohma
   for (size_t t = 1; t < n_threads; ++t) threads.emplace_back(work);
   work();
   for (auto& t : threads) t.join();
-  std::map<std::string, Digest> by_path;
+  FileDigests by_path;
   for (size_t i = 0; i < todo.size(); ++i) by_path.emplace(todo[i], std::move(out[i]));
   return by_path;
 }
 
-void verify_files(const std::string& root, const nlohmann::json& m) {
+// Spec 2.4 over the listed files that `wanted` selects, in sorted order, with their digests computed
+// beforehand: throws the first problem (a path leaving the bundle, a missing file, a differing hash).
+void check_files(const std::string& root, const nlohmann::json& files, const FileDigests& digests,
+                 const std::function<bool(const std::string&)>& wanted) {
   const std::string mpath = join(root, "manifest.json");
-  const auto& files = m["files"];
-  if (!files.is_object() || files.empty()) fail(mpath, "manifest lists no files");
-  const auto digests = file_digests(root, files);           // in parallel; checked in order below
   for (auto it = files.begin(); it != files.end(); ++it) {  // sorted by key, like Python
     const std::string& rel = it.key();
+    if (!wanted(rel)) continue;
     if (leaves_root(rel)) fail(mpath, "file path '" + rel + "' leaves the bundle directory");
     const std::string fpath = join(root, rel);
     const auto found = digests.find(rel);
@@ -140,6 +142,21 @@ void verify_files(const std::string& root, const nlohmann::json& m) {
     if (!it.value().is_string() || found->second.hex != it.value().get<std::string>())
       fail(fpath, "sha256 differs from the manifest (file altered or corrupt); re-export the bundle");
   }
+}
+
+bool every_file(const std::string&) { return true; }
+
+void check_listed(const std::string& root, const nlohmann::json& m) {
+  if (!m["files"].is_object() || m["files"].empty()) fail(join(root, "manifest.json"), "manifest lists no files");
+}
+
+// The files an OpenVINO encoder reads: the IR's xml and bin, as the manifest names them (none when it has no IR).
+std::set<std::string> ir_files(const nlohmann::json& m) {
+  std::set<std::string> out;
+  if (!m.contains("openvino") || !m["openvino"].is_object()) return out;
+  for (const char* k : {"xml", "bin"})
+    if (m["openvino"].contains(k) && m["openvino"][k].is_string()) out.insert(m["openvino"][k].get<std::string>());
+  return out;
 }
 
 bool known_preset(const std::string& p) { return p == "paper9" || p == "mvtec9" || p == "eyecandies9"; }
@@ -167,25 +184,10 @@ RenderSettings render_settings(const nlohmann::json& rs, const std::string& mpat
   return r;
 }
 
-}  // namespace
-
-bool has_nonfinite(const nlohmann::json& v) {
-  if (v.is_number_float()) return !std::isfinite(v.get<double>());
-  if (v.is_structured())
-    for (const auto& x : v)
-      if (has_nonfinite(x)) return true;
-  return false;
-}
-
-BundleInfo load_bundle(const std::string& dir) {
-  std::string root = dir;
-  while (root.size() > 1 && root.back() == '/') root.pop_back();
-  const std::string mpath = join(root, "manifest.json");
-  BundleInfo b;
-  b.path = root;
-  b.manifest = read_manifest(root);
+// Rows 11-17 of spec 2.6 (after the file hashes): the ONNX file and IR listed, precision, render settings,
+// fusion weight, image and grid size.
+BundleInfo finish_loading(BundleInfo b, const std::string& root, const std::string& mpath) {
   const auto& m = b.manifest;
-  verify_files(root, m);
   const auto& files = m["files"];
   const auto& onnx = m["onnx"];
   const std::string onnx_rel = onnx.is_object() && onnx.contains("file") && onnx["file"].is_string()
@@ -238,6 +240,71 @@ BundleInfo load_bundle(const std::string& dir) {
          "grid_size " + repr(grid) + " must be an integer in 1..image_size (" + std::to_string(b.image_size) + ")");
   b.grid_size = grid.get<int>();
   return b;
+}
+
+}  // namespace
+
+bool has_nonfinite(const nlohmann::json& v) {
+  if (v.is_number_float()) return !std::isfinite(v.get<double>());
+  if (v.is_structured())
+    for (const auto& x : v)
+      if (has_nonfinite(x)) return true;
+  return false;
+}
+
+void PendingFiles::finish() {
+  if (!rest_.valid()) return;
+  FileDigests all = rest_.get();
+  all.merge(now_);
+  check_files(root_, files_, all, every_file);  // the first problem in sorted order, as the sequential check
+}
+
+PendingFiles::~PendingFiles() {
+  if (rest_.valid()) rest_.wait();  // an error path that did not finish(): the hashing threads still end here
+}
+
+BundleInfo load_bundle(const std::string& dir) {
+  PendingFiles none;
+  return load_bundle(dir, false, none);
+}
+
+BundleInfo load_bundle(const std::string& dir, bool defer_unread, PendingFiles& pending) {
+  std::string root = dir;
+  while (root.size() > 1 && root.back() == '/') root.pop_back();
+  const std::string mpath = join(root, "manifest.json");
+  BundleInfo b;
+  b.path = root;
+  b.manifest = read_manifest(root);
+  const auto& m = b.manifest;
+  check_listed(root, m);
+  const auto& listed = m["files"];
+  const std::set<std::string> first = defer_unread ? ir_files(m) : std::set<std::string>{};
+  if (first.empty()) {  // everything now
+    check_files(root, listed, file_digests(root, listed, every_file), every_file);
+  } else {  // the encoder's files now; the rest hash in the background until pending.finish()
+    const auto now = [&first](const std::string& rel) { return first.count(rel) > 0; };
+    FileDigests hashed = file_digests(root, listed, now);
+    try {
+      check_files(root, listed, hashed, now);
+    } catch (...) {  // report what the sequential check would: the first problem in sorted order
+      FileDigests all = file_digests(root, listed, [&now](const std::string& rel) { return !now(rel); });
+      all.merge(hashed);
+      check_files(root, listed, all, every_file);
+      throw;
+    }
+    pending.root_ = root;
+    pending.files_ = listed;
+    pending.now_ = std::move(hashed);
+    pending.rest_ = std::async(std::launch::async, [root, listed, first] {
+      return file_digests(root, listed, [&first](const std::string& rel) { return first.count(rel) == 0; });
+    });
+  }
+  try {
+    return finish_loading(std::move(b), root, mpath);
+  } catch (...) {
+    pending.finish();  // a file problem comes first (spec 2.6 order)
+    throw;
+  }
 }
 
 }  // namespace align3d

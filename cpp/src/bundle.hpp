@@ -2,6 +2,9 @@
 // canonical JSON (2.3), sha256 of every listed file (2.4), refusal messages of 2.6.
 #pragma once
 
+#include <exception>
+#include <future>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -43,7 +46,36 @@ std::string python_float_repr(double value);
 std::string sha256_hex(const std::string& bytes);
 std::string sha256_file(const std::string& path);
 
+struct FileDigest {
+  std::string hex;
+  std::exception_ptr error;  // the file could not be read
+};
+using FileDigests = std::map<std::string, FileDigest>;  // by path relative to the bundle
+
+/// Bundle files still hashing on background threads. finish() waits for them and throws the first
+/// problem of ALL the bundle's files in sorted order (what the sequential check reports); call it
+/// before trusting the bundle and before reporting any later error. Without pending files it does nothing.
+class PendingFiles {
+ public:
+  PendingFiles() = default;
+  PendingFiles(const PendingFiles&) = delete;
+  PendingFiles& operator=(const PendingFiles&) = delete;
+  ~PendingFiles();
+  void finish();
+
+ private:
+  friend BundleInfo load_bundle(const std::string& dir, bool defer_unread, PendingFiles& pending);
+  std::string root_;
+  nlohmann::json files_;
+  FileDigests now_;
+  std::future<FileDigests> rest_;
+};
+
 /// Reads, verifies (checksum + every file) and validates a bundle; throws align3d::Error.
 BundleInfo load_bundle(const std::string& dir);
+/// The same checks, with ``defer_unread``: only the files an OpenVINO encoder reads (the IR's xml and
+/// bin) are hashed before it returns, the others hash in ``pending`` (spec 2.4 allows it) while the
+/// caller compiles; the caller MUST call ``pending.finish()`` before using anything else of the bundle.
+BundleInfo load_bundle(const std::string& dir, bool defer_unread, PendingFiles& pending);
 
 }  // namespace align3d

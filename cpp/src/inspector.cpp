@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <mutex>
+#include <vector>
 
 #include "align3d/geometry.hpp"
 #include "bundle.hpp"
@@ -37,21 +38,40 @@ Inspector::Inspector(const std::string& bundle_dir, const InspectorOptions& opti
   }
   impl_->dataset = dataset;
   impl_->category = category;
+  // The OpenVINO route reads only the IR: its files are hashed first, the rest of the bundle (the ONNX
+  // graph) hashes in the background while the IR compiles and runs once, and is checked before the
+  // constructor returns, the first problem in sorted order as the sequential check (spec 2.4).
+  PendingFiles pending;
   auto t0 = std::chrono::steady_clock::now();
-  impl_->bundle = load_bundle(bundle_dir);
+  impl_->bundle = load_bundle(bundle_dir, options.backend == "openvino", pending);
   impl_->startup.load_bundle = seconds_since(t0);
   try {
-    impl_->settings = settings_for_dataset(impl_->bundle.render, dataset, category);
-  } catch (const std::invalid_argument& err) {
-    throw Error("--dataset: " + std::string(err.what()));
-  }
-  if (impl_->calibration) {
-    check_calibration_source(*impl_->calibration, impl_->bundle.manifest.value("manifest_sha256", ""));
-    check_calibration_scoring(*impl_->calibration);
+    try {
+      impl_->settings = settings_for_dataset(impl_->bundle.render, dataset, category);
+    } catch (const std::invalid_argument& err) {
+      throw Error("--dataset: " + std::string(err.what()));
+    }
+    if (impl_->calibration) {
+      check_calibration_source(*impl_->calibration, impl_->bundle.manifest.value("manifest_sha256", ""));
+      check_calibration_scoring(*impl_->calibration);
+    }
+    t0 = std::chrono::steady_clock::now();
+    impl_->encoder = make_encoder(impl_->bundle, options);
+    impl_->startup.load_encoder = seconds_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    {  // one call on blank views: the first inference's set-up happens here rather than in the first score()
+      const int v = num_views(), s = impl_->settings.image_size;
+      const std::vector<std::uint8_t> blank(static_cast<size_t>(v) * s * s * 3, 0);
+      impl_->encoder->infer(blank.data(), v, s, impl_->bundle.grid_size);
+    }
+    impl_->startup.warm_up = seconds_since(t0);
+  } catch (...) {
+    pending.finish();  // a file problem comes first (spec 2.6 order)
+    throw;
   }
   t0 = std::chrono::steady_clock::now();
-  impl_->encoder = make_encoder(impl_->bundle, options);
-  impl_->startup.load_encoder = seconds_since(t0);
+  pending.finish();
+  impl_->startup.wait_files = seconds_since(t0);
   impl_->precision = impl_->encoder->precision();
   impl_->model_file = impl_->encoder->model_file();
   impl_->compute_precision = impl_->encoder->compute_precision();

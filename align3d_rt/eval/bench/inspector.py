@@ -10,9 +10,10 @@ JSON with the object score and its own timings. Measured here:
             for the Python rows, whose detector is set up and warmed before timing; when noise makes it
             unmeasurable (the second pass not slower) the row falls back to fps_per_process and says so
   startup   one process per cloud, split (median over the clouds): outside main (process start, shared
-            libraries, exit, writing outputs: the wall clock less what the inspector timed), the bundle (manifest
-            + sha256 of every file), the encoder (compile / cache import), the first cloud's extra cost (its
-            time less the warm per-cloud time) and the warm per-cloud time (its own scores.json timings)
+            libraries, exit, writing outputs: the wall clock less what the inspector timed), the inspector's own
+            ``startup_s`` parts (bundle files hashed first, encoder compile / cache import, warm-up call, wait for
+            the files hashed in the background), the first cloud's extra cost (its time less the warm per-cloud
+            time) and the warm per-cloud time (its own scores.json timings)
   stages    its own stage times (read, render, encode, back-project + score) from the scores.json of the
             twice process, without its first cloud (warm, as the Python rows' serial pass)
   memory    the process's peak RSS (psutil, sampled every 5 ms)
@@ -100,9 +101,8 @@ def _startup_split(out_dir: Path, wall: float, warm_cloud_s: float | None) -> di
         (cloud,) = [s["timings"] for s in data["samples"].values()]
         ready = float(startup["main_to_ready"])
         first = sum(float(cloud.get(k, 0.0)) for k in ("read", "render", "encode", "backproject", "score"))
-        split = {"outside_main": wall - ready - first, "load_bundle": float(startup["load_bundle"]),
-                 "load_encoder": float(startup["load_encoder"]),
-                 "other_setup": ready - float(startup["load_bundle"]) - float(startup["load_encoder"])}
+        parts = {k: float(v) for k, v in startup.items() if k != "main_to_ready"}
+        split = {"outside_main": wall - ready - first, **parts, "other_setup": ready - sum(parts.values())}
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if warm_cloud_s is None:

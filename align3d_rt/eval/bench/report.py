@@ -14,8 +14,9 @@ PAPER_TABLE7 = (
     {"method": "PointAD (paper, Table 7)", "hardware": "RTX 4090", "time_s": 0.18, "fps": 5.68, "memory_mb": 2460},
 )
 STARTUP_LABELS = {"outside_main": "process start/exit + writing outputs",
-                  "load_bundle": "manifest + sha256 of every file",
-                  "load_encoder": "encoder compile/cache import", "other_setup": "other set-up",
+                  "load_bundle": "manifest + sha256 of the files hashed first",
+                  "load_encoder": "encoder compile/cache import", "warm_up": "warm-up call on blank views",
+                  "wait_files": "wait for the files hashed meanwhile", "other_setup": "other set-up",
                   "first_cloud_extra": "first cloud's extra", "first_cloud": "first cloud",
                   "warm_cloud": "one warm cloud"}
 STAGE_LABELS = {"load_uncached": "load + preprocess", "load_cached": "load (cached)", "render": "render",
