@@ -225,13 +225,12 @@ int run(const Args& a, std::chrono::steady_clock::time_point main_entered) {
                           {"dataset", inspector.dataset()},
                           {"category", inspector.category()}};
   // start-up split (seconds): main() entered -> Inspector constructed, of which the bundle (manifest + the
-  // files hashed first), the encoder (compile / cache import), its warm-up call and the wait for the files
+  // files hashed first), the encoder (compile / cache import) and the wait for the files
   // hashed in the background; process start before main() is what an outside wall clock sees beyond these
   const auto& st = inspector.startup_timings();
   summary["inspector"]["startup_s"] = {{"main_to_ready", round4(ready_s)},
                                        {"load_bundle", round4(st.load_bundle)},
                                        {"load_encoder", round4(st.load_encoder)},
-                                       {"warm_up", round4(st.warm_up)},
                                        {"wait_files", round4(st.wait_files)}};
   summary["started"] = started;
   summary["samples"] = nlohmann::json::object();

@@ -11,8 +11,8 @@ JSON with the object score and its own timings. Measured here:
             unmeasurable (the second pass not slower) the row falls back to fps_per_process and says so
   startup   one process per cloud, split (median over the clouds): outside main (process start, shared
             libraries, exit, writing outputs: the wall clock less what the inspector timed), the inspector's own
-            ``startup_s`` parts (bundle files hashed first, encoder compile / cache import, warm-up call, wait for
-            the files hashed in the background), the first cloud's extra cost (its time less the warm per-cloud
+            ``startup_s`` parts (bundle files hashed first, encoder compile / cache import, wait for the files
+            hashed in the background), the first cloud's extra cost (its time less the warm per-cloud
             time) and the warm per-cloud time (its own scores.json timings)
   stages    its own stage times (read, render, encode, back-project + score) from the scores.json of the
             twice process, without its first cloud (warm, as the Python rows' serial pass)

@@ -15,7 +15,7 @@ PAPER_TABLE7 = (
 )
 STARTUP_LABELS = {"outside_main": "process start/exit + writing outputs",
                   "load_bundle": "manifest + sha256 of the files hashed first",
-                  "load_encoder": "encoder compile/cache import", "warm_up": "warm-up call on blank views",
+                  "load_encoder": "encoder compile/cache import",
                   "wait_files": "wait for the files hashed meanwhile", "other_setup": "other set-up",
                   "first_cloud_extra": "first cloud's extra", "first_cloud": "first cloud",
                   "warm_cloud": "one warm cloud"}

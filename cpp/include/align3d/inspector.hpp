@@ -47,10 +47,10 @@ struct Timings {
 
 /// Seconds the constructor spent: the manifest and the files hashed before the encoder loads (with the
 /// openvino backend only the IR; else every file), loading the encoder (OpenVINO: compiling the IR or
-/// importing the compiled blob from its cache), one warm-up call on blank views, and waiting for the
-/// rest of the bundle's files (hashed in the background meanwhile).
+/// importing the compiled blob from its cache), and waiting for the rest of the bundle's files (hashed
+/// in the background meanwhile).
 struct StartupTimings {
-  double load_bundle = 0, load_encoder = 0, warm_up = 0, wait_files = 0;
+  double load_bundle = 0, load_encoder = 0, wait_files = 0;
 };
 
 struct ScoreResult {
@@ -67,9 +67,9 @@ struct ScoreResult {
 
 class Inspector {
  public:
-  /// Loads and verifies the bundle (manifest checksum, sha256 of every file), compiles the encoder and
-  /// runs it once on blank views (so the first score() is a warm one). Throws align3d::Error with one
-  /// line on any problem; a bundle file problem is reported before any later one (spec 2.6 order).
+  /// Loads and verifies the bundle (manifest checksum, sha256 of every file) and compiles the encoder.
+  /// Throws align3d::Error with one line on any problem; a bundle file problem is reported before any
+  /// later one (spec 2.6 order).
   explicit Inspector(const std::string& bundle_dir, const InspectorOptions& options = {});
   ~Inspector();
   Inspector(Inspector&&) noexcept;
