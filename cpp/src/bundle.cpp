@@ -281,23 +281,21 @@ BundleInfo load_bundle(const std::string& dir, bool defer_unread, PendingFiles& 
   const std::set<std::string> first = defer_unread ? ir_files(m) : std::set<std::string>{};
   if (first.empty()) {  // everything now
     check_files(root, listed, file_digests(root, listed, every_file), every_file);
-  } else {  // the encoder's files now; the rest hash in the background until pending.finish()
+  } else {  // the encoder's files now; the rest (started first: the ONNX graph is the longest) hash in the
+            // background until pending.finish()
     const auto now = [&first](const std::string& rel) { return first.count(rel) > 0; };
-    FileDigests hashed = file_digests(root, listed, now);
-    try {
-      check_files(root, listed, hashed, now);
-    } catch (...) {  // report what the sequential check would: the first problem in sorted order
-      FileDigests all = file_digests(root, listed, [&now](const std::string& rel) { return !now(rel); });
-      all.merge(hashed);
-      check_files(root, listed, all, every_file);
-      throw;
-    }
     pending.root_ = root;
     pending.files_ = listed;
-    pending.now_ = std::move(hashed);
     pending.rest_ = std::async(std::launch::async, [root, listed, first] {
       return file_digests(root, listed, [&first](const std::string& rel) { return first.count(rel) == 0; });
     });
+    pending.now_ = file_digests(root, listed, now);
+    try {
+      check_files(root, listed, pending.now_, now);
+    } catch (...) {  // report what the sequential check would: the first problem in sorted order
+      pending.finish();
+      throw;
+    }
   }
   try {
     return finish_loading(std::move(b), root, mpath);
