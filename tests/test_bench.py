@@ -275,3 +275,28 @@ def test_inspector_row_times_the_binary_and_reads_its_timings(tmp_path: Path) ->
     assert split["first_cloud_extra"] == pytest.approx(0.0)  # the stand-in's clouds all take the same
     # the rest of each process's wall clock (the stand-in's times are made up, so it may be negative here)
     assert split["outside_main"] == pytest.approx(k["latency_uncached_s"]["median"] - 0.05 - 0.134)
+
+
+def test_inspector_ab_script_alternates_two_binaries(tmp_path: Path) -> None:
+    """bench/bench_inspector_ab.sh: the C++ row with binary A, then B, per round, on one shared workdir."""
+    import sys
+
+    pytest.importorskip("openvino")
+    binaries = {}
+    for side in "AB":
+        binary = tmp_path / side / "align3d-inspect"
+        binary.parent.mkdir()
+        binary.write_text(FAKE_INSPECTOR.format(python=sys.executable))
+        binary.chmod(0o755)
+        binaries[side] = binary
+    proc = subprocess.run(["bash", str(REPO / "bench" / "bench_inspector_ab.sh"), "align3d-tiny", "1", "1",
+                           str(binaries["A"]), str(binaries["B"])], capture_output=True, text=True, timeout=900,
+                          env={**__import__("os").environ, "OUT": str(tmp_path / "ab")})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("rc 0") == 2, proc.stdout
+    for side in "AB":
+        report = json.loads((tmp_path / "ab" / "rounds" / f"r1_{side}" / "bench.json").read_text())
+        (row,) = [r for r in report["rows"] if r.get("status") == "ok"]
+        assert row["binary"] == str(binaries[side]) and f"binary {side}" in report["note"]
+        assert row["by_kind"] and all(k["fps_best"] > 0 for k in row["by_kind"].values())
+    assert len(list((tmp_path / "ab" / "work" / "bundles").iterdir())) == 1  # exported once, shared
