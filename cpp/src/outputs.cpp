@@ -233,17 +233,31 @@ void OutputFolder::check() const {
 
 void OutputFolder::open() {
   check();
+  create();
+  lock();
+}
+
+void OutputFolder::create() {
   std::error_code ec;
   const fs::path parent = fs::path(dir_).parent_path();
   if (!parent.empty()) fs::create_directories(parent, ec);
   if (::mkdir(dir_.c_str(), 0777) == 0) created_ = true;  // by this run: of two runs racing here only one creates it
   else if (errno != EEXIST)
     throw Error(dir_ + ": cannot create the output folder (" + std::strerror(errno) + ")");
+}
+
+void OutputFolder::lock() {
   fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd_ < 0) throw Error(dir_ + ": cannot open the output folder (" + std::strerror(errno) + ")");
-  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0)
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    // Another run locked it between this run's mkdir and here: the folder is that run's now, and the
+    // destructor must not remove it (it is empty only until that run writes). As Python's OutputFolder.
+    created_ = false;
+    ::close(fd_);
+    fd_ = -1;
     throw Error(dir_ +
                 ": another run is writing this output folder (it is locked); wait for it or choose another --out");
+  }
   check();  // again under the lock: another run may have written here meanwhile
 }
 

@@ -52,6 +52,11 @@ class OutputFolder {
   void check() const;
   /// Create the folder if needed and lock it; the checks run again under the lock.
   void open();
+  /// open()'s two steps, apart for tests (another run can lock the folder between them): create() makes
+  /// the folder when it does not exist; lock() takes the lock. A run that created the folder but lost the
+  /// lock to another run leaves it in place (it is the other run's now).
+  void create();
+  void lock();
   /// The files an earlier align3d-inspect run wrote here: its scores.json and the files it lists.
   std::set<std::string> earlier_outputs() const;
   /// After the new files are in place (--overwrite): delete the `earlier` files that were not replaced.

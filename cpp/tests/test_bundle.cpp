@@ -1,11 +1,15 @@
 // Bundle verification: canonical JSON (spec appendix A), sha256, refusal of tampered bundles (2.6).
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "align3d/inspector.hpp"
 #include "bundle.hpp"
+#include "outputs.hpp"
 #define CHECK_ERROR_TYPE align3d::Error  // what EXPECT_ERROR expects
 #include "check.hpp"                     // cpp/geometry/tests/check.hpp, shared with the geometry tests
 
@@ -84,6 +88,29 @@ int main(int argc, char** argv) {
   CHECK(b.render.preset == "mvtec9" && b.render.point_size == 8 && b.render.window == 1024 && b.render.gray == 0.7);
   CHECK(b.ir_xml == fixture.string() + "/encoder.xml" && b.ir_precision == "fp32");
   CHECK(b.onnx_sha256 == "303fdd1b6537271c6a2fa790ea043ea8a01faae011a3c5284f5f6c4b1592271b");
+
+  {  // two runs racing for a new --out: this one creates it, the other locks it first. This one fails with the
+     // lock message and must leave the folder in place: the other run is about to write into it.
+    const fs::path out = fs::temp_directory_path() / ("align3d_test_race_" + std::to_string(::getpid()));
+    fs::remove_all(out);
+    int other = -1;
+    {
+      align3d::OutputFolder loser(out.string(), fixture.string(), false);
+      loser.create();
+      CHECK(fs::is_directory(out));
+      other = ::open(out.c_str(), O_RDONLY | O_DIRECTORY);
+      CHECK(other >= 0 && ::flock(other, LOCK_EX | LOCK_NB) == 0);
+      EXPECT_ERROR_HAS(loser.lock(), "another run is writing this output folder");
+    }  // the loser's destructor runs here, while the other run holds the lock
+    CHECK(fs::is_directory(out));
+    ::close(other);
+    {  // a folder this run created and locked, left empty by a failed start, is removed again
+      fs::remove_all(out);
+      align3d::OutputFolder run(out.string(), fixture.string(), false);
+      run.open();
+    }
+    CHECK(!fs::exists(out));
+  }
 
   EXPECT_ERROR(load_bundle("/nonexistent/bundle"), "/nonexistent/bundle: bundle directory not found");
   const fs::path empty = fs::temp_directory_path() / ("align3d_test_empty_" + std::to_string(::getpid()));
