@@ -13,7 +13,8 @@ Rules (docs/usage.md "Output folders"):
   tables, ``results_contact_sheet.png``, ``results_classes/`` and ``results_examples/``) and refuses,
   deleting nothing, when the folder holds anything else: files of unknown origin are never deleted.
 - ``--out`` is never the bundle folder being read, nor a folder inside it.
-- A folder this run created is removed again when the run fails before writing anything into it.
+- A folder this run created is removed again when the run fails before writing anything into it,
+  and only under its lock: a run that created the folder but lost the lock to another leaves it.
 """
 from __future__ import annotations
 
