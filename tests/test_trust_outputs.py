@@ -312,3 +312,38 @@ def test_render_and_synth_never_overwrite_user_files(tmp_path: Path, capsys: pyt
     assert main(["synth", "--out", str(data), "--categories", "dome", "--n-train", "1"]) == 2
     _one_line(capsys, str(data), "not empty")
     assert sorted(p.name for p in (data / "dome").iterdir()) == ["mine.txt"]
+
+
+def test_a_run_that_loses_the_lock_leaves_the_new_folder_to_the_winner(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs racing into one new --out: this run creates it, the other locks it first (here: the lock is
+    held by another open file when this run asks). This run fails with the lock message and must not
+    remove the folder, which the other run is about to write into (as the C++ OutputFolder, cpp/tests)."""
+    import fcntl
+    import os
+
+    from align3d_rt.cli import out_folder
+    from align3d_rt.errors import Align3DError
+
+    out = tmp_path / "new"
+    real_flock = fcntl.flock
+    other: list[int] = []
+
+    def other_run_locks_first(fd: int, op: int) -> None:
+        if not other:  # between this run's mkdir and its flock, the other run takes the lock
+            other.append(os.open(out, os.O_RDONLY | os.O_DIRECTORY))
+            real_flock(other[0], fcntl.LOCK_EX | fcntl.LOCK_NB)
+        real_flock(fd, op)
+
+    monkeypatch.setattr(out_folder.fcntl, "flock", other_run_locks_first)
+    with pytest.raises(Align3DError, match="another align3d-rt run is writing this output folder"):
+        with out_folder.OutputFolder(out, "infer"):
+            pass
+    assert out.is_dir()  # left to the other run
+    os.close(other[0])
+    monkeypatch.setattr(out_folder.fcntl, "flock", real_flock)
+    out.rmdir()
+    with pytest.raises(RuntimeError, match="failed start"):  # created, locked, nothing written: removed again
+        with out_folder.OutputFolder(out, "infer"):
+            raise RuntimeError("failed start")
+    assert not out.exists()
