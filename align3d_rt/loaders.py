@@ -12,6 +12,7 @@ and may not import each other. It imports neither.
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -135,6 +136,25 @@ def import_openvino() -> Any:
     return import_backend("openvino", "openvino", "pip install openvino")
 
 
+_CORE: list[Any] = []            # the process's one ov.Core, once made; never released
+_CORE_LOCK = threading.Lock()
+
+
+def openvino_core() -> Any:
+    """The process's one ``ov.Core``: every OpenVINO use in align3d_rt goes through it, and it lives until exit.
+
+    OpenVINO's CPU plugin swaps the creating thread's signal stack (``sigaltstack``, room for AMX state) when
+    a Core loads it, and on release restores the stack it found only if its own is still installed, then
+    unmaps its own. Two Cores released in the order they were made leave the main thread's signal stack
+    pointing at unmapped memory: the next signal the main thread handles (SIGTERM, Ctrl-C) kills the
+    process with SIGSEGV and no traceback (seen in CI; ``tests/test_openvino_core.py``). One Core, never
+    released, cannot do that."""
+    with _CORE_LOCK:
+        if not _CORE:
+            _CORE.append(import_openvino().Core())
+        return _CORE[0]
+
+
 def choose_precision_hint(requested: str, capabilities: Sequence[str], device: str) -> tuple[str, str | None]:
     """(hint to use, notice line or None) for the device's OPTIMIZATION_CAPABILITIES ('auto': bf16 where
     the device has it, else f32; a hint the device cannot honour: f32 and a notice)."""
@@ -161,7 +181,8 @@ class OpenVinoCompiler:
     ``precision_hint``: auto / bf16 / f16 / f32, resolved against the device's capabilities
     (``choose_precision_hint``). ``performance_hint``: LATENCY or THROUGHPUT. ``num_streams`` /
     ``threads``: NUM_STREAMS / INFERENCE_NUM_THREADS (None: OpenVINO's choice). ``cache``: compiled
-    blobs under ``paths.cache_dir('openvino')``, one folder per setting. ``core``: an ``ov.Core`` to reuse.
+    blobs under ``paths.cache_dir('openvino')``, one folder per setting. ``core``: an ``ov.Core`` to use
+    instead of the process's one (``openvino_core``).
     """
 
     model: Any
@@ -213,7 +234,7 @@ class OpenVinoCompiler:
                                      f"(OpenVINO reports: {', '.join(available) or 'none'})")
 
     def __call__(self) -> CompiledOpenVino:
-        core = self.core if self.core is not None else import_openvino().Core()
+        core = self.core if self.core is not None else openvino_core()
         self.check_device(core)
         hint, notice = choose_precision_hint(self.precision_hint, self.capabilities(core), self.device)
         if notice:

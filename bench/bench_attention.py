@@ -73,7 +73,9 @@ def flops(tokens: int, head_dim: int) -> float:
 def run(hint: str, rounds: int, chain: int) -> dict[str, Any]:
     import openvino as ov
 
-    core = ov.Core()
+    from align3d_rt.loaders import openvino_core
+
+    core = openvino_core()  # the process's one Core
     rng = np.random.default_rng(0)
     calls: dict[str, tuple[Any, list[np.ndarray]]] = {}
     for name, (tokens, head_dim, sdpa) in VARIANTS.items():

@@ -152,7 +152,9 @@ def load_route(work: Path, route: str, clip: str) -> tuple[Callable[[np.ndarray]
         return (lambda x: sess.run(None, {"views": x})), {"onnxruntime": ort.__version__}
     import openvino as ov
 
-    core = ov.Core()
+    from align3d_rt.loaders import openvino_core
+
+    core = openvino_core()  # the process's one Core
     caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     has_bf16 = ISA_HAS_BF16[os.environ.get("ALIGN3D_BENCH_ISA", "native")]  # OpenVINO reports the chip's
     fast = "bf16" if ("BF16" in caps if has_bf16 is None else has_bf16) else "f32"

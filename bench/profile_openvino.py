@@ -129,7 +129,9 @@ def run(clip: str, views: int, calibration_samples: int, variants: tuple[str, ..
         threads: int | None) -> dict[str, Any]:
     import openvino as ov
 
-    core = ov.Core()
+    from align3d_rt.loaders import openvino_core
+
+    core = openvino_core()  # the process's one Core
     caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     fast = "bf16" if "BF16" in caps else "f32"
     out: dict[str, Any] = {"clip": clip, "views": views, "openvino": ov.get_version(), "cpu_capabilities": caps,

@@ -317,9 +317,9 @@ def test_default_route_is_the_fastest_compiled_once_through_the_cache(build_dir:
     """Without --precision-hint the inspector computes in bf16 where the CPU reports BF16 (else f32), as
     Python's `auto`; the compiled model goes to $ALIGN3D_CACHE/openvino/<setting>/ (never the bundle's folder)
     and a second process loads it from there with the same scores."""
-    import openvino as ov
+    from align3d_rt.loaders import openvino_core
 
-    caps = {str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
+    caps = {str(c).upper() for c in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
     want = "bf16" if "BF16" in caps else "f32"
     cache = tmp_path / "cache"
     env = {**os.environ, "ALIGN3D_CACHE": str(cache)}

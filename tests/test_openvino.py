@@ -67,10 +67,9 @@ def test_attention_is_fused_and_stays_float_in_the_int8_ir(ov: dict[str, Path]) 
     conversion fuses the exported MatMul/Softmax/MatMul); the int8 IR quantizes the linear layers but feeds
     no attention from a FakeQuantize (its int8 MHA kernel was slower than bf16), and the manifest records
     the NNCF settings and the compute precision."""
-    import openvino
-
     from align3d_rt.artifacts.bundle import load_bundle
     from align3d_rt.export.openvino_export import INT8_PRESET, INT8_SMOOTH_QUANT_ALPHA
+    from align3d_rt.loaders import openvino_core
     from align3d_rt.model.clip_backbone import TINY_CONFIG, TINY_NAME, dpam_start_for
 
     layers = int(TINY_CONFIG["vision_cfg"]["layers"])
@@ -78,7 +77,7 @@ def test_attention_is_fused_and_stays_float_in_the_int8_ir(ov: dict[str, Path]) 
     for ir in ("fp32", "int8"):
         bundle = load_bundle(ov[ir])
         assert bundle.manifest["clip"]["name"] == TINY_NAME
-        ops = openvino.Core().read_model(str(ov[ir] / bundle.ir["xml"])).get_ordered_ops()
+        ops = openvino_core().read_model(str(ov[ir] / bundle.ir["xml"])).get_ordered_ops()
         sdpa = [op for op in ops if op.get_type_name() == "ScaledDotProductAttention"]
         assert len(sdpa) == want, (ir, len(sdpa))
         feeds = {i.get_source_output().get_node().get_type_name() for op in sdpa for i in op.inputs()}
@@ -94,7 +93,7 @@ def test_attention_is_fused_and_stays_float_in_the_int8_ir(ov: dict[str, Path]) 
     assert q["precision"] == "int8" and "ScaledDotProductAttention" in q["compression"]["ignored_types"]
     assert q["compression"]["smooth_quant_alpha_matmul"] == INT8_SMOOTH_QUANT_ALPHA
     assert q["compression"]["preset"] == INT8_PRESET == "performance"
-    caps = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    caps = openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert q["compute_precision"]["on_export_cpu"] == ("bf16" if "BF16" in caps else "f32")
 
 

@@ -9,7 +9,7 @@ import pytest
 from export_support import make_run_dir, random_views
 
 from align3d_rt.errors import BundleError
-from align3d_rt.loaders import CPU_PROVIDER, OpenVinoCompiler, OrtSessionLoader
+from align3d_rt.loaders import CPU_PROVIDER, OpenVinoCompiler, OrtSessionLoader, openvino_core
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,7 @@ def test_openvino_compiler_resolves_the_hint_and_refuses_in_one_line(tmp_path: P
     param = ov.opset13.parameter([1, 4], ov.Type.f32, name="x")
     model = ov.Model([ov.opset13.relu(param)], [param], "relu")
     compiled, hint = OpenVinoCompiler(model, "CPU", "auto")()
-    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    caps = openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert hint == ("bf16" if "BF16" in caps else "f32")
     out = compiled(np.array([[-1, 2, -3, 4]], np.float32))[0]
     np.testing.assert_array_equal(out, [[0, 2, 0, 4]])

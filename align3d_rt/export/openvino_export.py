@@ -73,9 +73,9 @@ def import_openvino() -> Any:
 def compute_precision_on_this_cpu() -> dict[str, str]:
     """The compute precision the OpenVINO backend's ``auto`` hint gives this IR on the exporting CPU: bf16
     where the CPU reports BF16 (AMX / AVX512-BF16), else f32 (``--precision-hint f32`` forces f32)."""
-    import openvino as ov
+    from align3d_rt.loaders import openvino_core
 
-    caps = list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    caps = list(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     return {"hint": "auto", "on_export_cpu": "bf16" if "BF16" in caps else "f32",
             "rule": "bf16 where the CPU reports BF16 (AMX/AVX512-BF16), else f32; int8 layers run in int8"}
 
