@@ -419,3 +419,15 @@ def test_parallel_hashing_reports_the_first_problem_in_sorted_order_on_both_side
         assert str(err.value) == lines[0], (str(err.value), lines[0])
         assert lines[0].startswith(f"{case / want}: ") and problem in lines[0], lines
         assert not (tmp_path / "out").exists()
+
+
+def test_two_inspectors_released_in_order_leave_signals_handled(build_dir: Path, bundle: Path,
+                                                                 tmp_path: Path) -> None:
+    """The C++ side of tests/test_openvino_core.py: Inspectors share the process's one ov::Core, so
+    releasing two in the order they were made leaves the main thread's signal stack mapped and a SIGTERM
+    handler runs (with one Core each, OpenVINO's CPU plugin left it unmapped: SIGSEGV, exit -11)."""
+    env = {**os.environ, "ALIGN3D_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([str(build_dir / "cpp" / "test_two_inspectors"), str(bundle)], capture_output=True,
+                          text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+    assert proc.stdout.strip() == "handled"

@@ -57,6 +57,15 @@ std::string chosen_hint(const std::string& requested, const std::vector<std::str
 }
 
 /// The device's OPTIMIZATION_CAPABILITIES; only FP32 (the safe choice) for a device without the property.
+// The process's one ov::Core, never destroyed (as Python's loaders.openvino_core). OpenVINO's CPU plugin
+// installs its own signal stack on the thread that loads it and unmaps it when released, restoring the
+// previous one only if its own is still installed: two Cores released in the order they were made leave
+// that thread on an unmapped signal stack, and the next signal it handles kills the process (SIGSEGV).
+ov::Core& process_core() {
+  static ov::Core* const core = new ov::Core();  // intentionally leaked: released only by process exit
+  return *core;
+}
+
 std::vector<std::string> capabilities(ov::Core& core, const std::string& device) {
   try {
     return core.get_property(device, ov::device::capabilities);
@@ -100,7 +109,7 @@ class OpenVinoEncoder final : public Encoder {
     device_ = o.device;
     std::transform(device_.begin(), device_.end(), device_.begin(), ::toupper);
     try {
-      ov::Core core;
+      ov::Core& core = process_core();
       const auto devices = core.get_available_devices();
       const std::string base = device_.substr(0, device_.find_first_of(".:"));
       const bool virtual_dev = base == "AUTO" || base == "MULTI" || base == "HETERO";
