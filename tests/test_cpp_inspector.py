@@ -387,12 +387,14 @@ def test_scores_json_splits_the_start_up(build_dir: Path, bundle: Path, clouds: 
 
 def test_parallel_hashing_reports_the_first_problem_in_sorted_order_on_both_sides(
         build_dir: Path, bundle: Path, clouds: dict[str, Path], tmp_path: Path) -> None:
-    """Two bad files in one bundle: Python and C++ hash in parallel but report the same (first, in sorted
-    order of the manifest's paths) problem, as the sequential check did (runtime-spec 2.4)."""
+    """Two bad files in one bundle: Python and C++ hash in parallel (and on the OpenVINO route hash the graph
+    while the IR compiles) but report the same (first, in sorted order of the manifest's paths) problem, as
+    the sequential check did (runtime-spec 2.4)."""
     import shutil
 
     from align3d_rt.artifacts.bundle import load_bundle
     from align3d_rt.errors import BundleError
+    from align3d_rt.runtime.detector import Detector
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     names = sorted(manifest["files"])
@@ -413,6 +415,9 @@ def test_parallel_hashing_reports_the_first_problem_in_sorted_order_on_both_side
         problem = ("sha256 differs from the manifest" if want == altered else "missing from the bundle")
         with pytest.raises(BundleError) as err:
             load_bundle(case)
+        with pytest.raises(BundleError) as deferred:  # Python's OpenVINO route hashes the graph while compiling
+            Detector.from_bundle(case, backend="openvino", precision_hint="f32")
+        assert str(deferred.value) == str(err.value)
         proc = _inspect(build_dir, str(case), str(clouds["sphere"]), "--out", str(tmp_path / "out"))
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1, proc.stderr

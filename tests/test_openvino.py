@@ -228,6 +228,29 @@ def test_unknown_device_and_bad_hints(ov: dict[str, Path]) -> None:
     assert hint == "f32" and "cannot compute in bf16" in notice and "\n" not in notice
 
 
+def test_infer_refuses_an_altered_onnx_graph_on_the_openvino_route(ov: dict[str, Path], tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The OpenVINO route compiles the IR while the ONNX graph (which it never runs) is still hashing (spec
+    2.4); an altered graph is still refused before anything is scored or written: exit 2, one line."""
+    import shutil
+
+    from align3d_rt.cli import main
+
+    case = tmp_path / "b"
+    shutil.copytree(ov["fp32"], case)
+    blob = bytearray((case / "encoder.onnx").read_bytes())
+    blob[-1] ^= 0xFF
+    (case / "encoder.onnx").write_bytes(bytes(blob))
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).random((500, 3)).astype(np.float32))
+    out = tmp_path / "o"
+    rc = main(["infer", str(tmp_path / "c.npy"), "--bundle", str(case), "--backend", "openvino", "--out", str(out),
+               "--no-ply"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, lines
+    assert f"{case / 'encoder.onnx'}: sha256 differs" in lines[0]
+    assert not out.exists()
+
+
 def test_auto_device_runs_on_this_cpu(ov: dict[str, Path]) -> None:
     """AUTO (OpenVINO picks the device; only the CPU here) gives the CPU's result."""
     from align3d_rt.artifacts.bundle import load_bundle

@@ -68,6 +68,7 @@ class Bundle:
     render_settings: RenderSettings
     fusion_weight: float
     image_size: int
+    pending: Any = None  # PendingFiles still hashing (load_bundle(defer_unread=True)); None when all verified
 
     @property
     def grid_size(self) -> int:
@@ -164,13 +165,16 @@ def _digests(root: Path, rels: list[str]) -> dict[str, str | OSError]:
         return dict(pool.map(one, todo))
 
 
-def verify_files(root: Path, manifest: dict[str, Any]) -> None:
-    """Check that every file the manifest lists exists and has the recorded sha256. The files are hashed
-    in parallel; the checks and the one reported problem follow the sorted paths, as in C++."""
+def listed_files(root: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """The manifest's ``files`` (relative path -> sha256); refused when there are none."""
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise _fail(root / MANIFEST_NAME, "manifest lists no files")
-    digests = _digests(root, sorted(files))
+    return files
+
+
+def check_digests(root: Path, files: dict[str, str], digests: dict[str, str | OSError]) -> None:
+    """Raise the first problem in sorted order of ``files`` given the hashes found (``_digests`` of them all)."""
     for rel, digest in sorted(files.items()):
         if _leaves_root(rel):
             raise _fail(root / MANIFEST_NAME, f"file path {rel!r} leaves the bundle directory")
@@ -184,12 +188,41 @@ def verify_files(root: Path, manifest: dict[str, Any]) -> None:
             raise _fail(fpath, "sha256 differs from the manifest (file altered or corrupt); re-export the bundle")
 
 
-def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
-    """Read and (by default) hash-verify a bundle; raises BundleError with one line on any problem."""
+def verify_files(root: Path, manifest: dict[str, Any]) -> None:
+    """Check that every file the manifest lists exists and has the recorded sha256. The files are hashed
+    in parallel; the checks and the one reported problem follow the sorted paths, as in C++."""
+    files = listed_files(root, manifest)
+    check_digests(root, files, _digests(root, sorted(files)))
+
+
+def load_bundle(path: str | os.PathLike[str], verify: bool = True, defer_unread: bool = False) -> Bundle:
+    """Read and (by default) hash-verify a bundle; raises BundleError with one line on any problem.
+
+    ``defer_unread`` (a bundle with an OpenVINO IR): only the IR's files are hashed before this returns;
+    the others hash in ``Bundle.pending`` while the caller compiles the IR, and the caller MUST call
+    ``bundle.pending.finish()`` before it uses anything else of the bundle (spec 2.4)."""
+    from align3d_rt.artifacts.deferred_hashing import PendingFiles, verify_first
+
     root = Path(path)
     manifest = _read_manifest(root)
-    if verify:
+    pending: PendingFiles | None = None
+    if verify and defer_unread and isinstance(manifest.get(IR_SECTION), dict):
+        ir = manifest[IR_SECTION]
+        pending = verify_first(root, manifest, {str(ir.get("xml")), str(ir.get("bin"))})
+    elif verify:
         verify_files(root, manifest)
+    try:
+        bundle = _checked_bundle(root, manifest)
+    except BundleError:
+        if pending is not None:
+            pending.finish()  # a file problem is reported before any later one
+        raise
+    bundle.pending = pending
+    return bundle
+
+
+def _checked_bundle(root: Path, manifest: dict[str, Any]) -> Bundle:
+    """The Bundle of a read manifest, after the checks that follow the files' (spec 2.6 order)."""
     onnx_rel = manifest["onnx"].get("file", ONNX_NAME)
     if onnx_rel not in manifest["files"]:
         raise _fail(root / MANIFEST_NAME, f"{onnx_rel} is not hash-listed in the manifest")

@@ -181,7 +181,27 @@ class Detector:
         from align3d_rt.artifacts.bundle import load_bundle
 
         name = _backend_for(backend, "bundle", bundle_dir)
-        bundle = load_bundle(bundle_dir)
+        # OpenVINO reads only the IR: the other files (the ONNX graph) hash while it compiles (spec 2.4).
+        bundle = load_bundle(bundle_dir, defer_unread=name == "openvino")
+        if bundle.pending is None:
+            return cls._over_bundle(bundle, bundle_dir, name, device, view_chunk, calibration, runner_options)
+        try:
+            det = cls._over_bundle(bundle, bundle_dir, name, device, view_chunk, None, runner_options)
+            det._activate()
+        except BaseException:
+            bundle.pending.finish()  # a file problem is reported before any later one
+            raise
+        try:
+            bundle.pending.finish()
+        except BaseException:
+            det.close()
+            raise
+        return det.calibrate_with(calibration) if calibration is not None else det
+
+    @classmethod
+    def _over_bundle(cls, bundle: Any, bundle_dir: str | Path, name: str, device: str, view_chunk: int,
+                     calibration: Any, runner_options: dict[str, Any]) -> Detector:
+        """The Detector over a loaded bundle (not activated)."""
         dev = resolve_device(device, registry.get(name).devices)
         manifest = dict(bundle.manifest)
         clip_entry = manifest.get("clip")

@@ -150,4 +150,7 @@ def build_detector(row: Row, workdir: Path, clip: str, run: Path | None) -> tupl
         t0 = time.perf_counter()
         prep["engine"] = str(build_engine(bundle))
         prep["engine_build_s"] = time.perf_counter() - t0
-    return Detector.from_bundle(bundle, backend=row.backend, device=row.device, **row.options), prep
+    t0 = time.perf_counter()
+    detector = Detector.from_bundle(bundle, backend=row.backend, device=row.device, **row.options)
+    prep["load_s"] = time.perf_counter() - t0  # hash check (+ on openvino the IR compile, spec 2.4)
+    return detector, prep
