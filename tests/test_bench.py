@@ -300,3 +300,27 @@ def test_inspector_ab_script_alternates_two_binaries(tmp_path: Path) -> None:
         assert row["binary"] == str(binaries[side]) and f"binary {side}" in report["note"]
         assert row["by_kind"] and all(k["fps_best"] > 0 for k in row["by_kind"].values())
     assert len(list((tmp_path / "ab" / "work" / "bundles").iterdir())) == 1  # exported once, shared
+
+
+def test_detector_startup_ab_alternates_two_trees(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """bench/bench_detector_startup.py: fresh processes of tree A and B load one bundle, a warm-up round
+    not counted, and the per-round ratio A/B of each figure."""
+    import sys
+
+    from export_support import session_tiny
+
+    bundle = session_tiny(tmp_path_factory.getbasetemp() / "tiny_session")["fp32"]
+    out = tmp_path / "startup.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_detector_startup.py"), "--bundle", str(bundle),
+                           "--tree-a", str(REPO), "--tree-b", str(REPO), "--backend", "onnxruntime", "--rounds", "2",
+                           "--json", str(out), "--md", str(tmp_path / "startup.md")],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res["rounds"] == 2 and len(res["per_round"]) == 2 and proc.stderr.count("(warm-up)") == 1
+    for fig in ("ready_s", "from_bundle_s", "import_s", "process_s"):
+        s = res["summary"][fig]
+        assert 0 < s["A"]["min"] <= s["A"]["median"] <= s["A"]["max"], (fig, s)
+        assert s["ratio_a_over_b"]["median"] > 0
+    assert res["summary"]["process_s"]["A"]["min"] > res["summary"]["ready_s"]["A"]["min"]
+    assert "| ready_s |" in (tmp_path / "startup.md").read_text()
