@@ -324,3 +324,28 @@ def test_detector_startup_ab_alternates_two_trees(tmp_path_factory: pytest.TempP
         assert s["ratio_a_over_b"]["median"] > 0
     assert res["summary"]["process_s"]["A"]["min"] > res["summary"]["ready_s"]["A"]["min"]
     assert "| ready_s |" in (tmp_path / "startup.md").read_text()
+
+
+def test_profile_counts_quantized_matmuls_and_rerenders_a_saved_profile(tmp_path: Path) -> None:
+    """bench/profile_openvino.py: the matmul line counts FullyConnectedQuantizedLegacy (the PERFORMANCE
+    preset's int8 kernels), and --render rewrites a saved profile's tables from its rows."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("profile_openvino", REPO / "bench" / "profile_openvino.py")
+    assert spec is not None and spec.loader is not None
+    prof = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(prof)
+    rows = [{"node_type": "FullyConnectedQuantizedLegacy", "count": 2, "ms": 3.0, "share": 0.3, "exec_types": {}},
+            {"node_type": "FullyConnected", "count": 1, "ms": 2.0, "share": 0.2, "exec_types": {}},
+            {"node_type": "MatMul", "count": 1, "ms": 1.0, "share": 0.1, "exec_types": {}},
+            {"node_type": "Subgraph", "count": 1, "ms": 4.0, "share": 0.4, "exec_types": {}}]
+    assert prof.matmul_ms_of(rows) == 6.0
+    saved = {"clip": "c", "views": 9, "openvino": "v", "cpu": "x", "cpus": 2, "cpu_capabilities": ["BF16"],
+             "loadavg_start": 0.1, "loadavg_end": 0.2, "build": {"calibration_views": 18},
+             "variants": {"int8": {"total_ms": 10.0, "rows": rows, "nodes": 5, "hint": "bf16", "ir": "int8.xml",
+                                   "fused": {"attention_fused_nodes": {}, "softmax_nodes_left": 0,
+                                             "layernorm_as_MVN": 0, "reorder_ms": 0.0, "convert_ms": 0.0,
+                                             "matmul_fc_ms": 3.0}}}}
+    (tmp_path / "p.json").write_text(json.dumps(saved))
+    assert prof.main(["--render", str(tmp_path / "p.json"), "--md", str(tmp_path / "p.md")]) == 0
+    assert "MatMul+FullyConnected* 6 ms" in (tmp_path / "p.md").read_text()
