@@ -181,8 +181,8 @@ class Detector:
         from align3d_rt.artifacts.bundle import load_bundle
 
         name = _backend_for(backend, "bundle", bundle_dir)
-        # OpenVINO reads only the IR: the other files (the ONNX graph) hash while it compiles (spec 2.4).
-        bundle = load_bundle(bundle_dir, defer_unread=name == "openvino")
+        # A backend that reads only the IR compiles it while the other files (the ONNX graph) hash (spec 2.4).
+        bundle = load_bundle(bundle_dir, defer_unread=registry.get(name).reads_only_ir)
         if bundle.pending is None:
             return cls._over_bundle(bundle, bundle_dir, name, device, view_chunk, calibration, runner_options)
         try:

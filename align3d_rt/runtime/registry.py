@@ -89,6 +89,7 @@ class BackendSpec:
     options: tuple[RunnerOption, ...] = ()  # runner options the CLI may pass (keyword arguments of from_source)
     formats: tuple[ExportFormat, ...] = ()  # bundle files it runs: export formats
     variants: tuple[Variant, ...] = ()  # what ``align3d-rt bench`` measures (default: one row per precision)
+    reads_only_ir: bool = False  # runs only the bundle's OpenVINO IR: the other files hash while it compiles
 
     def bench_variants(self) -> tuple[Variant, ...]:
         """The benchmarked configurations: ``variants``, or one plain row per precision."""
@@ -228,7 +229,7 @@ register(BackendSpec(
     summary="the bundle's OpenVINO IR (export --format openvino); CPU device, bf16 compute where the CPU has it",
     options=(RunnerOption("device_name", str), _PRECISION_HINT, RunnerOption("performance_hint", str, PerformanceHint),
              RunnerOption("num_streams", str), _THREADS),
-    formats=(ExportFormat.OPENVINO,),
+    formats=(ExportFormat.OPENVINO,), reads_only_ir=True,
     variants=(Variant("fp32", "fp32 IR, f32 compute", "fp32", (("precision_hint", "f32"),)),
               Variant("bf16-hint", "fp32 IR, bf16 hint", "fp32", (("precision_hint", "bf16"),),
                       note="f32 where the CPU has no bf16"),
