@@ -104,7 +104,7 @@ def test_missing_backend_one_line(inputs: Path, tmp_path: Path, capsys: pytest.C
     fake = bundle_mod.Bundle(path=tmp_path, manifest={"files": {}, "clip": {}}, onnx_path=tmp_path / "encoder.onnx",
                              precision="fp32", render_settings=bundle_mod.RenderSettings(), fusion_weight=0.5,
                              image_size=336)
-    monkeypatch.setattr(bundle_mod, "load_bundle", lambda path, verify=True: fake)
+    monkeypatch.setattr(bundle_mod, "load_bundle", lambda path, verify=True, defer_unread=False: fake)
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     rc = main(["infer", str(inputs / "a.npy"), "--bundle", str(tmp_path), "--backend", "tensorrt",
                "--out", str(tmp_path / "o")])
