@@ -47,7 +47,7 @@ def test_labels_equal_open3d_on_generated_grids(n: int, pixel: float, seed: int)
 def test_labels_equal_open3d_on_generated_scans(synthetic_root: Path) -> None:
     for tiff in sorted(synthetic_root.glob("*/test/*/xyz/*.tiff"))[:3]:
         xyz = mvtec3d.read_xyz_tiff(tiff)
-        valid = mvtec3d.remove_plane_open3d(xyz, gridlib.valid_mask(xyz))
+        valid = mvtec3d.remove_plane(xyz, gridlib.valid_mask(xyz))
         np.testing.assert_array_equal(dbscan_labels_grid(xyz, valid, EPS, MIN), _open3d_labels(xyz, valid))
 
 

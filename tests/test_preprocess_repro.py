@@ -126,8 +126,13 @@ def test_ransac_finds_the_planted_plane(category: str, size: tuple[int, int], se
     assert np.mean(residual < 4e-4) > 0.9  # the border band (mostly background, 0.1 mm noise) lies on the plane
     ours = mvtec3d.remove_plane(xyz, valid)
     assert 0.2 * valid.sum() < ours.sum() < 0.8 * valid.sum()  # background gone, object kept
-    differ = int((ours != mvtec3d.remove_plane_open3d(xyz, valid)).sum())
-    assert differ <= 5, differ  # the same cells up to a few at the 5 mm removal distance (fits differ slightly)
+    differ = (ours != mvtec3d.remove_plane_open3d(xyz, valid)).reshape(-1)
+    # Open3D's multi-threaded RANSAC is not reproducible (2 to 9 differing cells seen under load), so the check is
+    # where they differ, not how many: only cells within 0.1 mm (the background noise) of the 5 mm removal distance.
+    points = xyz.reshape(-1, 3)[differ].astype(np.float64)
+    to_ours = np.abs(points @ plane[:3] + plane[3]) / np.linalg.norm(plane[:3])
+    assert np.all(np.abs(to_ours - mvtec3d.PLANE_REMOVE_DISTANCE) < 1e-4), to_ours
+    assert differ.sum() < 1e-3 * valid.sum()
 
 
 def test_fit_plane_skips_too_few_or_degenerate_points() -> None:
