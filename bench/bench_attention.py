@@ -42,12 +42,13 @@ VARIANTS = {  # name: (tokens, head size, built as SDPA)
 }
 
 
-def attention_model(tokens: int, head_dim: int, sdpa: bool, chain: int) -> Any:
-    """``chain`` attentions of (VIEWS, HEADS, tokens, head_dim), each one's output the next one's query."""
+def attention_model(tokens: int, head_dim: int, sdpa: bool, chain: int, views: int = VIEWS,
+                    heads: int = HEADS) -> Any:
+    """``chain`` attentions of (views, heads, tokens, head_dim), each one's output the next one's query."""
     import openvino as ov
     import openvino.opset13 as ops
 
-    shape = [VIEWS, HEADS, tokens, head_dim]
+    shape = [views, heads, tokens, head_dim]
     q, k, v = (ops.parameter(shape, np.float32, name=n) for n in ("q", "k", "v"))
     x = q
     for _ in range(chain):

@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from encoder_ceiling import KERNELS, ceiling
+from encoder_ceiling import markdown as ceiling_markdown
 
 ROUTES = {
     "torch_fp32": "torch fp32 eager",
@@ -51,11 +53,13 @@ ROUTES = {
     "ov_int8_static": "openvino nncf int8 IR, static batch shape, auto hint",
     "ov_int8_mixed": "openvino nncf int8 IR, MIXED preset (asymmetric activations), auto hint",
     "ov_int8w": "openvino int8 weights only (nncf.compress_weights), auto hint",
+    **KERNELS,  # encoder_ceiling: kernels timed beside the routes, for the speed-up ceiling
 }
 # The default set (--routes not given): the product's routes. The ov_int8 variants are candidates that lost
 # (docs/bench/cpu-vitl-openvino-2026-12-03b); name them with --routes to time them again.
 DEFAULT_ROUTES = ("torch_fp32", "ort_fp32", "ort_int8", "ov_fp32_f32", "ov_fp32_bf16", "ov_int8", "ov_int8_f32")
 REFERENCE = "torch_fp32"
+PRODUCT = "ov_int8"  # the route export --format openvino writes and infer runs
 # --isa: the instruction sets the route processes may use. ``native`` = all this CPU has; the others cap
 # oneDNN (OpenVINO's CPU plugin and torch), MKL (torch's fp32 GEMMs) and OpenVINO's own checks, so that an
 # AMX machine measures what a CPU of that class gets: ``avx512_vnni`` = AVX-512 with VNNI int8 dot products
@@ -103,7 +107,7 @@ def prepare(work: Path, clip: str, views: int, calibration_samples: int, routes:
         t0 = time.perf_counter()
         quantize_int8(work / "fp32.onnx", work / "int8.onnx")
         facts["ort_quantize_s"] = time.perf_counter() - t0
-    if any(r.startswith("ov_") for r in routes):
+    if any(r.startswith(("ov_", "k_")) for r in routes):
         from align3d_rt.export.openvino_export import convert_and_compress
 
         t0 = time.perf_counter()
@@ -125,8 +129,26 @@ def prepare(work: Path, clip: str, views: int, calibration_samples: int, routes:
         t0 = time.perf_counter()
         convert_and_compress(work / "fp32.onnx", work / "int8w.xml", "int8-weights")
         facts["ov_compress_weights_s"] = time.perf_counter() - t0
+    if any(r in KERNELS for r in routes):
+        from encoder_ceiling import build_matmul_int8, graph_work
+
+        from align3d_rt.export.openvino_export import INT8_PRESET
+
+        t0 = time.perf_counter()
+        work_facts = graph_work(work / "fp32.xml", (views, size, size, 3))
+        ceiling_facts = {"graph": work_facts, "matmul_kernel": build_matmul_int8(work, work_facts, INT8_PRESET)}
+        (work / "ceiling.json").write_text(json.dumps(ceiling_facts))
+        facts["ceiling"] = ceiling_facts
+        facts["ceiling_prepare_s"] = time.perf_counter() - t0
     facts["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the worker's NNCF is apart
     return facts
+
+
+def fastest_float_hint(core: Any) -> str:
+    """bf16 where the CPU (or the --isa cap) has BF16, else f32."""
+    caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    has_bf16 = ISA_HAS_BF16[os.environ.get("ALIGN3D_BENCH_ISA", "native")]  # OpenVINO reports the chip's
+    return "bf16" if ("BF16" in caps if has_bf16 is None else has_bf16) else "f32"
 
 
 def load_route(work: Path, route: str, clip: str) -> tuple[Callable[[np.ndarray], Any], dict[str, Any]]:
@@ -155,9 +177,12 @@ def load_route(work: Path, route: str, clip: str) -> tuple[Callable[[np.ndarray]
     from align3d_rt.loaders import openvino_core
 
     core = openvino_core()  # the process's one Core
-    caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    has_bf16 = ISA_HAS_BF16[os.environ.get("ALIGN3D_BENCH_ISA", "native")]  # OpenVINO reports the chip's
-    fast = "bf16" if ("BF16" in caps if has_bf16 is None else has_bf16) else "f32"
+    fast = fastest_float_hint(core)
+    if route in KERNELS:
+        from encoder_ceiling import load_kernel
+
+        kernel_call, kernel_facts = load_kernel(work, route, fast)
+        return kernel_call, {**kernel_facts, "kernel": True}
     ir, hint = {"ov_fp32_f32": ("fp32", "f32"), "ov_fp32_bf16": ("fp32", "bf16"), "ov_int8": ("int8", fast),
                 "ov_int8_f32": ("int8", "f32"), "ov_int8_static": ("int8", fast), "ov_int8_mixed": ("int8_mixed", fast),
                 "ov_int8w": ("int8w", fast)}[route]
@@ -187,10 +212,11 @@ def worker(work: Path, route: str, clip: str) -> int:
         return 0
     x = np.load(work / "views.npy")
     t0 = time.perf_counter()
-    maps, probs = (np.asarray(o, np.float32) for o in call(x)[:2])
+    out = call(x)
     facts["first_call_s"] = time.perf_counter() - t0
-    np.save(work / f"out_{route}_maps.npy", maps)
-    np.save(work / f"out_{route}_probs.npy", probs)
+    if not facts.get("kernel"):  # a kernel's output is no map
+        np.save(work / f"out_{route}_maps.npy", np.asarray(out[0], np.float32))
+        np.save(work / f"out_{route}_probs.npy", np.asarray(out[1], np.float32))
     print(json.dumps({"ready": facts}), flush=True)
     for line in sys.stdin:
         if line.strip() != "run":
@@ -286,17 +312,20 @@ def run(clip: str, views: int, rounds: int, routes: list[str], calibration_sampl
                         _stop(single, route, result)
         result["loadavg_timing_end"] = os.getloadavg()[0]
         timed = [r for r in routes if "skipped" not in result["routes"][r]]
+        result["ceiling"] = ceiling(result, REFERENCE, PRODUCT)
         peaks = [result["routes"][r]["peak_rss_mb"] for r in timed]
         result["mode"] = "resident" if resident else "sequential"
         result["peak_rss_all_routes_mb"] = sum(peaks) if resident else max(peaks)
         ref = {k: np.load(work / f"out_{REFERENCE}_{k}.npy") for k in ("maps", "probs")} if REFERENCE in timed else None
         for route in timed:
             row = result["routes"][route]
+            row["median_s"] = statistics.median(row["times_s"])
+            if row.get("kernel"):
+                continue
             if ref is not None:
                 row["max_abs_diff_maps"] = float(np.abs(np.load(work / f"out_{route}_maps.npy") - ref["maps"]).max())
                 row["max_abs_diff_global"] = float(np.abs(np.load(work / f"out_{route}_probs.npy")
                                                           - ref["probs"]).max())
-            row["median_s"] = statistics.median(row["times_s"])
             if REFERENCE in timed:
                 per = [t / u for t, u in zip(result["routes"][REFERENCE]["times_s"], row["times_s"], strict=True)]
                 row["ratio_vs_torch"] = statistics.median(result["routes"][REFERENCE]["times_s"]) / row["median_s"]
@@ -333,7 +362,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         diff = f"{row['max_abs_diff_maps']:.2e}" if "max_abs_diff_maps" in row else "-"
         lines.append(f"| {row['label']} | {row['median_s']:.2f} | {ratio} | {rng} | {diff} | "
                      f"{row['peak_rss_mb']:.0f} |")
-    p = r["prepare"]
+    lines += ceiling_markdown(r, REFERENCE, PRODUCT)
+    p = {k: v for k, v in r["prepare"].items() if k != "ceiling"}
     lines += ["", "Preparation (not timed rounds): " + ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}"
                                                               for k, v in p.items()) + "."]
     return "\n".join(lines)
@@ -368,7 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1 or args.views < 1:
         raise SystemExit("--rounds and --views must be at least 1")
     if args.prepare is not None:
-        print(json.dumps(prepare(args.prepare, args.clip, args.views, args.calibration_samples, routes)), flush=True)
+        protocol = os.dup(1)  # stdout carries the one JSON line: what the libraries print goes to stderr
+        os.dup2(2, 1)
+        try:
+            facts = prepare(args.prepare, args.clip, args.views, args.calibration_samples, routes)
+        finally:
+            sys.stdout.flush()
+            os.dup2(protocol, 1)
+        print(json.dumps(facts), flush=True)
         return 0
     if args.worker is not None:
         return worker(args.dir, args.worker, args.clip)

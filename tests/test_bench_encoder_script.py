@@ -5,7 +5,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,7 +19,8 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
     """Tiny CLIP, one view, one round: every asked route is timed in its own process, the cap reaches the
     route processes (no BF16 there: the auto hint runs f32, the bf16 route is skipped with its reason)."""
     out = tmp_path / "r.json"
-    routes = "torch_fp32,ov_fp32_bf16,ov_int8,ov_int8_static,ov_int8_mixed,ov_int8w"
+    routes = "torch_fp32,ov_fp32_bf16,ov_int8,ov_int8_static,ov_int8_mixed,ov_int8w,k_attention_ov,k_attention_torch," \
+             "k_matmul_int8"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_encoder.py"), "--clip", "align3d-tiny",
                            "--views", "1", "--rounds", "1", "--routes", routes, "--isa", "avx512_vnni",
                            "--json", str(out), "--md", str(tmp_path / "r.md")],
@@ -32,6 +35,61 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
         assert row["compute_precision"] == "f32", route  # capped: no BF16, whatever the chip reports
         assert len(row["times_s"]) == 1 and row["times_s"][0] > 0 and row["ratio_vs_torch"] > 0, route
         assert 0 < row["max_abs_diff_maps"] < 0.5, route  # an int8 graph of the same model, not garbage
+    assert rows["k_attention_torch"]["precision"] == "float32"  # capped: the kernels run f32 as well
+    assert rows["k_attention_ov"]["compute_precision"] == rows["k_matmul_int8"]["compute_precision"] == "f32"
+    ceiling = r["ceiling"]
+    assert len(ceiling["per_round"]) == 1 and ceiling["median"]["ceiling_s"] > 0
+    assert ceiling["median"]["torch_over_product"] == pytest.approx(rows["ov_int8"]["ratio_vs_torch"])
     md = (tmp_path / "r.md").read_text()
+    assert "What these kernels allow (the ceiling)" in md
     assert "Instruction sets capped to `avx512_vnni`" in md and "skipped: the CPU (or --isa) has no BF16" in md
     assert "MIXED preset" in md and "static batch shape" in md
+
+
+def _sdpa_and_weight_matmuls() -> Path:
+    """A model with two weight matmuls (rows 6: 4 -> 8 -> 4), one full attention (2 x 3 x 5 x 8, 5 keys) and one
+    class-token attention (1 query row), saved as IR."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([2, 3, 4], np.float32, name="x")
+    h = ops.matmul(x, ops.constant(np.ones((4, 8), np.float32)), False, False)  # 2*3 rows x 4 -> 8
+    y = ops.matmul(h, ops.constant(np.ones((4, 8), np.float32)), False, True)  # 8 -> 4
+    q = ops.reshape(ops.concat([y, y], 2), [2, 1, 3, 8], False)
+    q5 = ops.concat([q, ops.slice(q, [0], [2], [1], [2])], 2)  # 5 tokens
+    full = ops.scaled_dot_product_attention(q5, q5, q5, causal=False)
+    cls = ops.scaled_dot_product_attention(ops.slice(q5, [0], [1], [1], [2]), q5, q5, causal=False)
+    model = ov.Model([full, cls], [x], "probe")
+    return model
+
+
+def test_ceiling_counts_the_graph_and_bounds_per_round(tmp_path: Path) -> None:
+    """graph_work counts weight-matmul ops by shape and attention logits as full-attention equivalents; the
+    ceiling is attentions x the faster kernel + matmul ops at the int8 kernel's rate, per round."""
+    import openvino as ov
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from encoder_ceiling import CHAIN, ceiling, graph_work, kernel_shapes
+
+    ov.save_model(_sdpa_and_weight_matmuls(), str(tmp_path / "m.xml"))
+    work = graph_work(tmp_path / "m.xml", (2, 3, 4))
+    assert work["weight_matmuls"] == [[6, 4, 8, 1], [6, 8, 4, 1]]
+    assert work["weight_matmul_ops"] == 2 * (2.0 * 6 * 4 * 8)
+    assert work["attention_ops"] == 2 and work["attention_shape"] == [2, 1, 5, 8] and work["attention_keys"] == 5
+    assert work["attention_equivalents"] == pytest.approx(1.0 + 1 / 5)  # 1 of 5 query rows
+    assert kernel_shapes({"weight_matmuls": [[600, 4, 8, 3], [600, 8, 4, 1], [1, 8, 4, 1]]}) == \
+        [(600, 4, 8, 3), (600, 8, 4, 1)]  # in proportion; the 1-row shape is under 1 % of the work
+    result: dict[str, Any] = {"prepare": {"ceiling": {"graph": work, "matmul_kernel": {"ops_per_call": work["weight_matmul_ops"]}}},
+              "routes": {"torch_fp32": {"times_s": [10.0, 12.0]}, "ov_int8": {"times_s": [2.0, 3.0]},
+                         "k_attention_ov": {"times_s": [CHAIN * 0.5, CHAIN * 0.4]},
+                         "k_attention_torch": {"times_s": [CHAIN * 0.25, CHAIN * 0.8]},
+                         "k_matmul_int8": {"times_s": [0.7, 1.0]}}}
+    c = ceiling(result, "torch_fp32", "ov_int8")
+    assert c is not None
+    first, second = c["per_round"]
+    assert first["ceiling_s"] == pytest.approx(1.2 * 0.25 + 0.7) and second["ceiling_s"] == pytest.approx(1.2 * 0.4 + 1)
+    assert first["torch_over_ceiling"] == pytest.approx(10.0 / 1.0)
+    assert second["product_over_ceiling"] == pytest.approx(3.0 / 1.48)
+    assert c["range"]["torch_over_ceiling"] == [pytest.approx(12.0 / 1.48), pytest.approx(10.0)]
+    del result["routes"]["k_matmul_int8"]
+    assert ceiling(result, "torch_fp32", "ov_int8") is None  # no matmul kernel timed: no ceiling

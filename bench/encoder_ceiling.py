@@ -1,0 +1,226 @@
+"""What this CPU's best kernels allow the encoder: a speed-up ceiling, timed in the same run as the routes.
+
+``bench_encoder.py --routes torch_fp32,ov_int8,k_attention_ov,k_attention_torch,k_matmul_int8`` times three
+kernel "routes" beside the real ones, each in its own process, round-robin like every route:
+
+- ``k_attention_ov``: OpenVINO's fused attention (MatMul -> Softmax -> MatMul, which the CPU plugin runs as one
+  MHA kernel) at the graph's attention shape, with the CPU's fastest float hint (bf16 where it has it);
+- ``k_attention_torch``: torch's ``scaled_dot_product_attention`` (its CPU flash-attention kernel) at the same
+  shape, in bf16 where the CPU has it (f32 otherwise);
+- ``k_matmul_int8``: the graph's weight matmuls (every (rows, in, out) shape with at least 1 % of their work,
+  repeated in the graph's proportions), quantized with the exporter's NNCF settings and compiled like the
+  product's int8 route.
+
+The graph's work is counted from the fp32 IR at the timed batch (``graph_work``): the multiply-adds of the
+MatMuls with a constant operand, and the attention logits of the ``ScaledDotProductAttention`` ops as
+full-attention equivalents. Per round the ceiling is
+
+    attention equivalents x (the faster attention kernel) + weight-matmul ops / (the int8 kernel's ops per s)
+
+with everything else (LayerNorm, GELU, transposes, reorders, the patch convolution) counted as free and every
+weight matmul at the int8 rate: an optimistic bound. ``torch fp32 eager / ceiling`` is then the most any graph
+built from these kernels can gain on this CPU.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+KERNELS = {
+    "k_attention_ov": "kernel: OpenVINO fused attention, one attention of the graph's shape",
+    "k_attention_torch": "kernel: torch scaled_dot_product_attention (CPU flash attention), the same shape",
+    "k_matmul_int8": "kernel: the graph's weight matmul shapes, NNCF int8 as exported",
+}
+ATTENTION_KERNELS = ("k_attention_ov", "k_attention_torch")
+CHAIN = 4  # attentions per timed call (each output is the next query), so per-call overhead is small
+MIN_SHARE = 0.01  # weight-matmul shapes below this share of the work are not in the int8 kernel model
+MAX_REPEAT = 8
+
+
+def graph_work(xml: Path, views_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Multiply-adds of the IR's weight matmuls by (rows, in, out) and its attention logits, at ``views_shape``."""
+    from align3d_rt.loaders import openvino_core
+
+    model = openvino_core().read_model(str(xml))
+    model.reshape({0: list(views_shape)})
+    live: set[str] = set()  # ops whose value depends on the input
+    shapes: Counter[tuple[int, int, int]] = Counter()
+    other_ops = 0.0
+    attention: list[tuple[list[int], int]] = []  # (query shape, key length) per SDPA
+    for op in model.get_ordered_ops():
+        kind = op.get_type_name()
+        sources = [op.input(i).get_source_output().get_node().get_name() for i in range(op.get_input_size())]
+        if kind == "Parameter" or any(s in live for s in sources):
+            live.add(op.get_name())
+        if kind == "MatMul":
+            a = list(op.get_input_partial_shape(0).to_shape())
+            out = list(op.get_output_partial_shape(0).to_shape())
+            k = a[-2] if op.get_attributes().get("transpose_a") else a[-1]
+            rows = int(np.prod(out[:-1]))
+            if all(s in live for s in sources):
+                other_ops += 2.0 * rows * out[-1] * k
+            else:
+                shapes[(rows, int(k), int(out[-1]))] += 1
+        elif kind == "ScaledDotProductAttention":
+            attention.append(([int(d) for d in op.get_input_partial_shape(0).to_shape()],
+                              int(op.get_input_partial_shape(1).to_shape()[-2])))
+    if not attention:
+        raise SystemExit(f"{xml}: no ScaledDotProductAttention op; the ceiling needs the fused attention")
+    full_q, full_k = max(attention, key=lambda a: int(np.prod(a[0][:-1])) * a[1])
+    full_logits = int(np.prod(full_q[:-1])) * full_k
+    return {"weight_matmuls": [[*s, n] for s, n in sorted(shapes.items())],
+            "weight_matmul_ops": sum(2.0 * r * k * n * c for (r, k, n), c in shapes.items()),
+            "activation_matmul_ops_outside_attention": other_ops,
+            "attention_ops": len(attention), "attention_shape": full_q, "attention_keys": full_k,
+            "attention_equivalents": sum(int(np.prod(q[:-1])) * lk for q, lk in attention) / full_logits}
+
+
+def kernel_shapes(work: dict[str, Any]) -> list[tuple[int, int, int, int]]:
+    """(rows, in, out, repeats) of the int8 kernel model: the shapes with >= MIN_SHARE of the weight-matmul work,
+    repeated in proportion to their count (the least frequent once, at most MAX_REPEAT)."""
+    total = sum(2.0 * r * k * n * c for r, k, n, c in work["weight_matmuls"])
+    big = [(r, k, n, c) for r, k, n, c in work["weight_matmuls"] if 2.0 * r * k * n * c >= MIN_SHARE * total]
+    least = min(c for *_, c in big)
+    return [(r, k, n, min(MAX_REPEAT, max(1, round(c / least)))) for r, k, n, c in big]
+
+
+def build_matmul_int8(work_dir: Path, work: dict[str, Any], preset: str) -> dict[str, Any]:
+    """Write k_matmul_int8.xml: one input per (rows, in) pair, each weight matmul on it, NNCF int8 with the
+    exporter's settings (symmetric ``preset``, TRANSFORMER model type, SmoothQuant off)."""
+    import nncf
+    import openvino as ov
+    import openvino.opset13 as ops
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    from align3d_rt.export.openvino_export import INT8_SMOOTH_QUANT_ALPHA
+
+    rng = np.random.default_rng(0)
+    shapes = kernel_shapes(work)
+    params = {(r, k): ops.parameter([r, k], np.float32, name=f"x_{r}_{k}") for r, k, _, _ in shapes}
+    results, ops_count = [], 0.0
+    for r, k, n, repeat in shapes:
+        for _ in range(repeat):
+            w = (rng.standard_normal((n, k)) / np.sqrt(k)).astype(np.float32)
+            results.append(ops.result(ops.matmul(params[(r, k)], ops.constant(w), False, True)))
+            ops_count += 2.0 * r * k * n
+    model = ov.Model(results, list(params.values()), "weight_matmuls")
+    items = [{f"x_{r}_{k}": rng.standard_normal((r, k)).astype(np.float32) for r, k in params} for _ in range(2)]
+    advanced = AdvancedQuantizationParameters(
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=INT8_SMOOTH_QUANT_ALPHA))
+    quantized = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset[preset.upper()],
+                              model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items),
+                              advanced_parameters=advanced)
+    ov.save_model(quantized, str(work_dir / "k_matmul_int8.xml"), compress_to_fp16=False)
+    return {"shapes": [list(s) for s in shapes], "ops_per_call": ops_count}
+
+
+def load_kernel(work_dir: Path, route: str, fast: str) -> tuple[Callable[[np.ndarray], Any], dict[str, Any]]:
+    """The kernel's timed call (it ignores the views) and what it ran as."""
+    info = json.loads((work_dir / "ceiling.json").read_text())
+    b, h, tokens, d = info["graph"]["attention_shape"]
+    rng = np.random.default_rng(0)
+    if route == "k_attention_torch":
+        import torch
+
+        dtype = torch.bfloat16 if fast == "bf16" else torch.float32
+        q, k, v = (torch.from_numpy(0.5 * rng.standard_normal((b, h, tokens, d), dtype=np.float32)).to(dtype)
+                   for _ in range(3))
+
+        def torch_call(views: np.ndarray) -> Any:
+            x = q
+            with torch.no_grad():
+                for _ in range(CHAIN):
+                    x = torch.nn.functional.scaled_dot_product_attention(x, k, v, scale=1.0)
+            return x
+
+        return torch_call, {"precision": str(dtype).removeprefix("torch."), "per_call": CHAIN,
+                            "threads": torch.get_num_threads()}
+    from align3d_rt.loaders import OpenVinoCompiler, openvino_core
+
+    if route == "k_attention_ov":
+        from bench_attention import attention_model
+
+        model: Any = attention_model(tokens, d, False, CHAIN, views=b, heads=h)
+        inputs: Any = [(0.5 * rng.standard_normal((b, h, tokens, d))).astype(np.float32) for _ in range(3)]
+        per_call = CHAIN
+    else:
+        model = openvino_core().read_model(str(work_dir / "k_matmul_int8.xml"))
+        inputs = {p.get_any_name(): rng.standard_normal(list(p.get_shape())).astype(np.float32)
+                  for p in model.inputs}
+        per_call = 1
+    compiled = OpenVinoCompiler(model, "CPU", fast, "LATENCY", core=openvino_core())().model
+    request = compiled.create_infer_request()
+    import openvino as ov
+
+    for port, array in zip(compiled.inputs, inputs.values() if isinstance(inputs, dict) else inputs, strict=True):
+        request.set_tensor(port, ov.Tensor(array))  # set once: the timed call copies no input and no output
+
+    def ov_call(_: np.ndarray) -> None:
+        request.start_async()
+        request.wait()
+
+    return ov_call, {"compute_precision": fast, "per_call": per_call}
+
+
+def ceiling(result: dict[str, Any], reference: str, product: str) -> dict[str, Any] | None:
+    """Per round: the ceiling's seconds, torch / ceiling, and the product route's share of the ceiling."""
+    rows, info = result["routes"], result["prepare"].get("ceiling")
+    attention = [rows[k]["times_s"] for k in ATTENTION_KERNELS if "times_s" in rows.get(k, {})]
+    if info is None or not attention or "times_s" not in rows.get("k_matmul_int8", {}) \
+            or "times_s" not in rows.get(reference, {}):
+        return None
+    graph, kernel = info["graph"], info["matmul_kernel"]
+    per_round = []
+    for i, torch_s in enumerate(rows[reference]["times_s"]):
+        att_s = min(times[i] for times in attention) / CHAIN
+        matmul_s = (graph["weight_matmul_ops"] + graph["activation_matmul_ops_outside_attention"]) \
+            * rows["k_matmul_int8"]["times_s"][i] / kernel["ops_per_call"]
+        bound = graph["attention_equivalents"] * att_s + matmul_s
+        entry = {"attention_s": graph["attention_equivalents"] * att_s, "matmul_s": matmul_s, "ceiling_s": bound,
+                 "torch_over_ceiling": torch_s / bound}
+        if "times_s" in rows.get(product, {}):
+            entry["product_over_ceiling"] = rows[product]["times_s"][i] / bound
+            entry["torch_over_product"] = torch_s / rows[product]["times_s"][i]
+        per_round.append(entry)
+    keys = per_round[0].keys()
+    return {"per_round": per_round,
+            "median": {k: statistics.median(e[k] for e in per_round) for k in keys},
+            "range": {k: [min(e[k] for e in per_round), max(e[k] for e in per_round)] for k in keys}}
+
+
+def markdown(result: dict[str, Any], reference: str, product: str) -> list[str]:
+    """The ceiling section of bench_encoder's report (empty when the kernels were not timed)."""
+    c = ceiling(result, reference, product)
+    if c is None:
+        return []
+    g = result["prepare"]["ceiling"]["graph"]
+    m, r = c["median"], c["range"]
+    lines = ["", "#### What these kernels allow (the ceiling)", "",
+             f"Counted from the fp32 IR at this batch: {g['weight_matmul_ops'] / 1e12:.2f} T ops in weight matmuls "
+             f"({len(g['weight_matmuls'])} shapes), {g['activation_matmul_ops_outside_attention'] / 1e12:.3f} T in "
+             f"other activation matmuls, {g['attention_ops']} attention ops = {g['attention_equivalents']:.2f} full "
+             f"attentions of shape {g['attention_shape']} x {g['attention_keys']} keys. Ceiling per round = "
+             "attentions x the faster attention kernel + all matmul ops at the int8 kernel's rate, everything else "
+             "free (optimistic).", "",
+             "| per round | median | range |", "|---|---:|---:|",
+             f"| attention at the faster kernel, s | {m['attention_s']:.2f} | "
+             f"{r['attention_s'][0]:.2f}-{r['attention_s'][1]:.2f} |",
+             f"| matmuls at the int8 kernel's rate, s | {m['matmul_s']:.2f} | "
+             f"{r['matmul_s'][0]:.2f}-{r['matmul_s'][1]:.2f} |",
+             f"| ceiling, s | {m['ceiling_s']:.2f} | {r['ceiling_s'][0]:.2f}-{r['ceiling_s'][1]:.2f} |",
+             f"| **torch fp32 eager / ceiling** | **{m['torch_over_ceiling']:.2f}x** | "
+             f"{r['torch_over_ceiling'][0]:.2f}-{r['torch_over_ceiling'][1]:.2f}x |"]
+    if "product_over_ceiling" in m:
+        lines.append(f"| {product} / ceiling (time) | {m['product_over_ceiling']:.2f} | "
+                     f"{r['product_over_ceiling'][0]:.2f}-{r['product_over_ceiling'][1]:.2f} |")
+        if r["product_over_ceiling"][0] < 1.0:
+            lines += ["", f"**Not a bound in this run**: {product} was faster than the ceiling in at least one round "
+                          "(the kernels alone ran slower than inside the graph, e.g. per-call overhead on small "
+                          "shapes), so this ceiling says nothing about what remains."]
+    return lines
