@@ -79,11 +79,13 @@ def test_ceiling_counts_the_graph_and_bounds_per_round(tmp_path: Path) -> None:
     assert work["attention_equivalents"] == pytest.approx(1.0 + 1 / 5)  # 1 of 5 query rows
     assert kernel_shapes({"weight_matmuls": [[600, 4, 8, 3], [600, 8, 4, 1], [1, 8, 4, 1]]}) == \
         [(600, 4, 8, 3), (600, 8, 4, 1)]  # in proportion; the 1-row shape is under 1 % of the work
-    result: dict[str, Any] = {"prepare": {"ceiling": {"graph": work, "matmul_kernel": {"ops_per_call": work["weight_matmul_ops"]}}},
-              "routes": {"torch_fp32": {"times_s": [10.0, 12.0]}, "ov_int8": {"times_s": [2.0, 3.0]},
-                         "k_attention_ov": {"times_s": [CHAIN * 0.5, CHAIN * 0.4]},
-                         "k_attention_torch": {"times_s": [CHAIN * 0.25, CHAIN * 0.8]},
-                         "k_matmul_int8": {"times_s": [0.7, 1.0]}}}
+    kernel = {"ops_per_call": work["weight_matmul_ops"]}
+    result: dict[str, Any] = {
+        "prepare": {"ceiling": {"graph": work, "matmul_kernel": kernel}},
+        "routes": {"torch_fp32": {"times_s": [10.0, 12.0]}, "ov_int8": {"times_s": [2.0, 3.0]},
+                   "k_attention_ov": {"times_s": [CHAIN * 0.5, CHAIN * 0.4]},
+                   "k_attention_torch": {"times_s": [CHAIN * 0.25, CHAIN * 0.8]},
+                   "k_matmul_int8": {"times_s": [0.7, 1.0]}}}
     c = ceiling(result, "torch_fp32", "ov_int8")
     assert c is not None
     first, second = c["per_round"]
