@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from encoder_ceiling import KERNELS, ceiling
-from encoder_ceiling import markdown as ceiling_markdown
+from encoder_kernels import KERNELS, kernel_sum
+from encoder_kernels import markdown as kernels_markdown
 
 ROUTES = {
     "torch_fp32": "torch fp32 eager",
@@ -53,7 +53,7 @@ ROUTES = {
     "ov_int8_static": "openvino nncf int8 IR, static batch shape, auto hint",
     "ov_int8_mixed": "openvino nncf int8 IR, MIXED preset (asymmetric activations), auto hint",
     "ov_int8w": "openvino int8 weights only (nncf.compress_weights), auto hint",
-    **KERNELS,  # encoder_ceiling: kernels timed beside the routes, for the speed-up ceiling
+    **KERNELS,  # encoder_kernels: the graph's kernels timed alone beside the routes
 }
 # The default set (--routes not given): the product's routes. The ov_int8 variants are candidates that lost
 # (docs/bench/cpu-vitl-openvino-2026-12-03b); name them with --routes to time them again.
@@ -130,16 +130,13 @@ def prepare(work: Path, clip: str, views: int, calibration_samples: int, routes:
         convert_and_compress(work / "fp32.onnx", work / "int8w.xml", "int8-weights")
         facts["ov_compress_weights_s"] = time.perf_counter() - t0
     if any(r in KERNELS for r in routes):
-        from encoder_ceiling import build_matmul_int8, graph_work
+        from encoder_kernels import prepare_kernels
 
         from align3d_rt.export.openvino_export import INT8_PRESET
 
         t0 = time.perf_counter()
-        work_facts = graph_work(work / "fp32.xml", (views, size, size, 3))
-        ceiling_facts = {"graph": work_facts, "matmul_kernel": build_matmul_int8(work, work_facts, INT8_PRESET)}
-        (work / "ceiling.json").write_text(json.dumps(ceiling_facts))
-        facts["ceiling"] = ceiling_facts
-        facts["ceiling_prepare_s"] = time.perf_counter() - t0
+        facts["kernels"] = prepare_kernels(work, work / "fp32.xml", (views, size, size, 3), INT8_PRESET)
+        facts["kernels_prepare_s"] = time.perf_counter() - t0
     facts["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the worker's NNCF is apart
     return facts
 
@@ -179,7 +176,7 @@ def load_route(work: Path, route: str, clip: str) -> tuple[Callable[[np.ndarray]
     core = openvino_core()  # the process's one Core
     fast = fastest_float_hint(core)
     if route in KERNELS:
-        from encoder_ceiling import load_kernel
+        from encoder_kernels import load_kernel
 
         kernel_call, kernel_facts = load_kernel(work, route, fast)
         return kernel_call, {**kernel_facts, "kernel": True}
@@ -312,7 +309,7 @@ def run(clip: str, views: int, rounds: int, routes: list[str], calibration_sampl
                         _stop(single, route, result)
         result["loadavg_timing_end"] = os.getloadavg()[0]
         timed = [r for r in routes if "skipped" not in result["routes"][r]]
-        result["ceiling"] = ceiling(result, REFERENCE, PRODUCT)
+        result["kernel_sum"] = kernel_sum(result, REFERENCE, PRODUCT)
         peaks = [result["routes"][r]["peak_rss_mb"] for r in timed]
         result["mode"] = "resident" if resident else "sequential"
         result["peak_rss_all_routes_mb"] = sum(peaks) if resident else max(peaks)
@@ -362,8 +359,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         diff = f"{row['max_abs_diff_maps']:.2e}" if "max_abs_diff_maps" in row else "-"
         lines.append(f"| {row['label']} | {row['median_s']:.2f} | {ratio} | {rng} | {diff} | "
                      f"{row['peak_rss_mb']:.0f} |")
-    lines += ceiling_markdown(r, REFERENCE, PRODUCT)
-    p = {k: v for k, v in r["prepare"].items() if k != "ceiling"}
+    lines += kernels_markdown(r, REFERENCE, PRODUCT)
+    p = {k: v for k, v in r["prepare"].items() if k != "kernels"}
     lines += ["", "Preparation (not timed rounds): " + ", ".join(f"{k} {v:.0f}" if isinstance(v, float) else f"{k} {v}"
                                                               for k, v in p.items()) + "."]
     return "\n".join(lines)

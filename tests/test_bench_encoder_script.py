@@ -20,7 +20,7 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
     route processes (no BF16 there: the auto hint runs f32, the bf16 route is skipped with its reason)."""
     out = tmp_path / "r.json"
     routes = "torch_fp32,ov_fp32_bf16,ov_int8,ov_int8_static,ov_int8_mixed,ov_int8w,k_attention_ov,k_attention_torch," \
-             "k_matmul_int8"
+             "k_matmul_int8,k_gemm_int8"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_encoder.py"), "--clip", "align3d-tiny",
                            "--views", "1", "--rounds", "1", "--routes", routes, "--isa", "avx512_vnni",
                            "--json", str(out), "--md", str(tmp_path / "r.md")],
@@ -37,11 +37,12 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
         assert 0 < row["max_abs_diff_maps"] < 0.5, route  # an int8 graph of the same model, not garbage
     assert rows["k_attention_torch"]["precision"] == "float32"  # capped: the kernels run f32 as well
     assert rows["k_attention_ov"]["compute_precision"] == rows["k_matmul_int8"]["compute_precision"] == "f32"
-    ceiling = r["ceiling"]
-    assert len(ceiling["per_round"]) == 1 and ceiling["median"]["ceiling_s"] > 0
-    assert ceiling["median"]["torch_over_product"] == pytest.approx(rows["ov_int8"]["ratio_vs_torch"])
+    kernels = r["kernel_sum"]
+    assert len(kernels["per_round"]) == 1 and kernels["median"]["kernel_sum_s"] > 0
+    assert kernels["median"]["torch_over_product"] == pytest.approx(rows["ov_int8"]["ratio_vs_torch"])
+    assert kernels["median"]["square_gemm_int8_tops"] > 0
     md = (tmp_path / "r.md").read_text()
-    assert "What these kernels allow (the ceiling)" in md
+    assert "ov_int8 against its kernels timed alone" in md
     assert "Instruction sets capped to `avx512_vnni`" in md and "skipped: the CPU (or --isa) has no BF16" in md
     assert "MIXED preset" in md and "static batch shape" in md
 
@@ -63,13 +64,13 @@ def _sdpa_and_weight_matmuls() -> Path:
     return model
 
 
-def test_ceiling_counts_the_graph_and_bounds_per_round(tmp_path: Path) -> None:
+def test_kernel_sum_counts_the_graph_per_round(tmp_path: Path) -> None:
     """graph_work counts weight-matmul ops by shape and attention logits as full-attention equivalents; the
-    ceiling is attentions x the faster kernel + matmul ops at the int8 kernel's rate, per round."""
+    kernel sum is attentions x the faster kernel + matmul ops at the int8 kernel's rate, per round."""
     import openvino as ov
 
     sys.path.insert(0, str(REPO / "bench"))
-    from encoder_ceiling import CHAIN, ceiling, graph_work, kernel_shapes
+    from encoder_kernels import CHAIN, graph_work, kernel_shapes, kernel_sum
 
     ov.save_model(_sdpa_and_weight_matmuls(), str(tmp_path / "m.xml"))
     work = graph_work(tmp_path / "m.xml", (2, 3, 4))
@@ -81,17 +82,19 @@ def test_ceiling_counts_the_graph_and_bounds_per_round(tmp_path: Path) -> None:
         [(600, 4, 8, 3), (600, 8, 4, 1)]  # in proportion; the 1-row shape is under 1 % of the work
     kernel = {"ops_per_call": work["weight_matmul_ops"]}
     result: dict[str, Any] = {
-        "prepare": {"ceiling": {"graph": work, "matmul_kernel": kernel}},
+        "prepare": {"kernels": {"graph": work, "k_matmul_int8": kernel}},
         "routes": {"torch_fp32": {"times_s": [10.0, 12.0]}, "ov_int8": {"times_s": [2.0, 3.0]},
                    "k_attention_ov": {"times_s": [CHAIN * 0.5, CHAIN * 0.4]},
                    "k_attention_torch": {"times_s": [CHAIN * 0.25, CHAIN * 0.8]},
                    "k_matmul_int8": {"times_s": [0.7, 1.0]}}}
-    c = ceiling(result, "torch_fp32", "ov_int8")
+    c = kernel_sum(result, "torch_fp32", "ov_int8")
     assert c is not None
     first, second = c["per_round"]
-    assert first["ceiling_s"] == pytest.approx(1.2 * 0.25 + 0.7) and second["ceiling_s"] == pytest.approx(1.2 * 0.4 + 1)
-    assert first["torch_over_ceiling"] == pytest.approx(10.0 / 1.0)
-    assert second["product_over_ceiling"] == pytest.approx(3.0 / 1.48)
-    assert c["range"]["torch_over_ceiling"] == [pytest.approx(12.0 / 1.48), pytest.approx(10.0)]
+    assert first["kernel_sum_s"] == pytest.approx(1.2 * 0.25 + 0.7)
+    assert second["kernel_sum_s"] == pytest.approx(1.2 * 0.4 + 1)
+    assert first["torch_over_kernel_sum"] == pytest.approx(10.0 / 1.0)
+    assert second["product_over_kernel_sum"] == pytest.approx(3.0 / 1.48)
+    assert c["range"]["torch_over_kernel_sum"] == [pytest.approx(12.0 / 1.48), pytest.approx(10.0)]
+    assert "square_gemm_int8_tops" not in first  # no square GEMM timed
     del result["routes"]["k_matmul_int8"]
-    assert ceiling(result, "torch_fp32", "ov_int8") is None  # no matmul kernel timed: no ceiling
+    assert kernel_sum(result, "torch_fp32", "ov_int8") is None  # no matmul kernel timed: no sum

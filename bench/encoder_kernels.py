@@ -1,6 +1,6 @@
-"""What this CPU's best kernels allow the encoder: a speed-up ceiling, timed in the same run as the routes.
+"""The encoder route against its own kernels timed alone, in the same run: where the remaining time sits.
 
-``bench_encoder.py --routes torch_fp32,ov_int8,k_attention_ov,k_attention_torch,k_matmul_int8`` times three
+``bench_encoder.py --routes torch_fp32,ov_int8,k_attention_ov,k_attention_torch,k_matmul_int8,k_gemm_int8`` times
 kernel "routes" beside the real ones, each in its own process, round-robin like every route:
 
 - ``k_attention_ov``: OpenVINO's fused attention (MatMul -> Softmax -> MatMul, which the CPU plugin runs as one
@@ -9,17 +9,20 @@ kernel "routes" beside the real ones, each in its own process, round-robin like 
   shape, in bf16 where the CPU has it (f32 otherwise);
 - ``k_matmul_int8``: the graph's weight matmuls (every (rows, in, out) shape with at least 1 % of their work,
   repeated in the graph's proportions), quantized with the exporter's NNCF settings and compiled like the
-  product's int8 route.
+  product's int8 route;
+- ``k_gemm_int8``: one square int8 GEMM (GEMM_SIZE cubed) compiled the same way: the int8 rate of this CPU
+  and OpenVINO on a shape that suits its kernels best.
 
 The graph's work is counted from the fp32 IR at the timed batch (``graph_work``): the multiply-adds of the
 MatMuls with a constant operand, and the attention logits of the ``ScaledDotProductAttention`` ops as
-full-attention equivalents. Per round the ceiling is
+full-attention equivalents. Per round the kernel sum is
 
     attention equivalents x (the faster attention kernel) + weight-matmul ops / (the int8 kernel's ops per s)
 
-with everything else (LayerNorm, GELU, transposes, reorders, the patch convolution) counted as free and every
-weight matmul at the int8 rate: an optimistic bound. ``torch fp32 eager / ceiling`` is then the most any graph
-built from these kernels can gain on this CPU.
+with everything else (LayerNorm, GELU, transposes, reorders, the patch convolution) left out. The route's time
+over the kernel sum says where the time sits: about 1 means the graph runs as fast as its kernels alone (what
+remains is in the kernels); above 1, in the rest of the graph; below 1, the kernels run faster inside the
+graph than alone (there the int8 matmuls take bf16 in and hand int8 on, fused).
 """
 from __future__ import annotations
 
@@ -36,7 +39,10 @@ KERNELS = {
     "k_attention_ov": "kernel: OpenVINO fused attention, one attention of the graph's shape",
     "k_attention_torch": "kernel: torch scaled_dot_product_attention (CPU flash attention), the same shape",
     "k_matmul_int8": "kernel: the graph's weight matmul shapes, NNCF int8 as exported",
+    "k_gemm_int8": "kernel: one square int8 GEMM, NNCF int8 as exported",
 }
+MATMUL_KERNELS = {"k_matmul_int8": "k_matmul_int8.xml", "k_gemm_int8": "k_gemm_int8.xml"}
+GEMM_SIZE = 4096
 ATTENTION_KERNELS = ("k_attention_ov", "k_attention_torch")
 CHAIN = 4  # attentions per timed call (each output is the next query), so per-call overhead is small
 MIN_SHARE = 0.01  # weight-matmul shapes below this share of the work are not in the int8 kernel model
@@ -71,7 +77,7 @@ def graph_work(xml: Path, views_shape: tuple[int, ...]) -> dict[str, Any]:
             attention.append(([int(d) for d in op.get_input_partial_shape(0).to_shape()],
                               int(op.get_input_partial_shape(1).to_shape()[-2])))
     if not attention:
-        raise SystemExit(f"{xml}: no ScaledDotProductAttention op; the ceiling needs the fused attention")
+        raise SystemExit(f"{xml}: no ScaledDotProductAttention op; the kernel sum needs the fused attention")
     full_q, full_k = max(attention, key=lambda a: int(np.prod(a[0][:-1])) * a[1])
     full_logits = int(np.prod(full_q[:-1])) * full_k
     return {"weight_matmuls": [[*s, n] for s, n in sorted(shapes.items())],
@@ -90,9 +96,9 @@ def kernel_shapes(work: dict[str, Any]) -> list[tuple[int, int, int, int]]:
     return [(r, k, n, min(MAX_REPEAT, max(1, round(c / least)))) for r, k, n, c in big]
 
 
-def build_matmul_int8(work_dir: Path, work: dict[str, Any], preset: str) -> dict[str, Any]:
-    """Write k_matmul_int8.xml: one input per (rows, in) pair, each weight matmul on it, NNCF int8 with the
-    exporter's settings (symmetric ``preset``, TRANSFORMER model type, SmoothQuant off)."""
+def build_matmul_int8(xml: Path, shapes: list[tuple[int, int, int, int]], preset: str) -> dict[str, Any]:
+    """Write ``xml``: one input per (rows, in) pair of ``shapes`` (rows, in, out, repeats), each weight matmul on
+    it, NNCF int8 with the exporter's settings (symmetric ``preset``, TRANSFORMER model type, SmoothQuant off)."""
     import nncf
     import openvino as ov
     import openvino.opset13 as ops
@@ -101,7 +107,6 @@ def build_matmul_int8(work_dir: Path, work: dict[str, Any], preset: str) -> dict
     from align3d_rt.export.openvino_export import INT8_SMOOTH_QUANT_ALPHA
 
     rng = np.random.default_rng(0)
-    shapes = kernel_shapes(work)
     params = {(r, k): ops.parameter([r, k], np.float32, name=f"x_{r}_{k}") for r, k, _, _ in shapes}
     results, ops_count = [], 0.0
     for r, k, n, repeat in shapes:
@@ -116,13 +121,13 @@ def build_matmul_int8(work_dir: Path, work: dict[str, Any], preset: str) -> dict
     quantized = nncf.quantize(model, nncf.Dataset(items), preset=nncf.QuantizationPreset[preset.upper()],
                               model_type=nncf.ModelType.TRANSFORMER, subset_size=len(items),
                               advanced_parameters=advanced)
-    ov.save_model(quantized, str(work_dir / "k_matmul_int8.xml"), compress_to_fp16=False)
+    ov.save_model(quantized, str(xml), compress_to_fp16=False)
     return {"shapes": [list(s) for s in shapes], "ops_per_call": ops_count}
 
 
 def load_kernel(work_dir: Path, route: str, fast: str) -> tuple[Callable[[np.ndarray], Any], dict[str, Any]]:
     """The kernel's timed call (it ignores the views) and what it ran as."""
-    info = json.loads((work_dir / "ceiling.json").read_text())
+    info = json.loads((work_dir / "kernels.json").read_text())
     b, h, tokens, d = info["graph"]["attention_shape"]
     rng = np.random.default_rng(0)
     if route == "k_attention_torch":
@@ -150,7 +155,7 @@ def load_kernel(work_dir: Path, route: str, fast: str) -> tuple[Callable[[np.nda
         inputs: Any = [(0.5 * rng.standard_normal((b, h, tokens, d))).astype(np.float32) for _ in range(3)]
         per_call = CHAIN
     else:
-        model = openvino_core().read_model(str(work_dir / "k_matmul_int8.xml"))
+        model = openvino_core().read_model(str(work_dir / MATMUL_KERNELS[route]))
         inputs = {p.get_any_name(): rng.standard_normal(list(p.get_shape())).astype(np.float32)
                   for p in model.inputs}
         per_call = 1
@@ -168,24 +173,39 @@ def load_kernel(work_dir: Path, route: str, fast: str) -> tuple[Callable[[np.nda
     return ov_call, {"compute_precision": fast, "per_call": per_call}
 
 
-def ceiling(result: dict[str, Any], reference: str, product: str) -> dict[str, Any] | None:
-    """Per round: the ceiling's seconds, torch / ceiling, and the product route's share of the ceiling."""
-    rows, info = result["routes"], result["prepare"].get("ceiling")
+def prepare_kernels(work_dir: Path, fp32_xml: Path, views_shape: tuple[int, ...], preset: str) -> dict[str, Any]:
+    """Count the graph's work and build the int8 matmul kernels into ``work_dir`` (kernels.json holds the facts)."""
+    work = graph_work(fp32_xml, views_shape)
+    facts = {"graph": work,
+             "k_matmul_int8": build_matmul_int8(work_dir / MATMUL_KERNELS["k_matmul_int8"], kernel_shapes(work),
+                                                preset),
+             "k_gemm_int8": build_matmul_int8(work_dir / MATMUL_KERNELS["k_gemm_int8"],
+                                              [(GEMM_SIZE, GEMM_SIZE, GEMM_SIZE, 1)], preset)}
+    (work_dir / "kernels.json").write_text(json.dumps(facts))
+    return facts
+
+
+def kernel_sum(result: dict[str, Any], reference: str, product: str) -> dict[str, Any] | None:
+    """Per round: the kernel sum's seconds, the route's time over it, torch over it, and the int8 rates (ops/s)."""
+    rows, info = result["routes"], result["prepare"].get("kernels")
     attention = [rows[k]["times_s"] for k in ATTENTION_KERNELS if "times_s" in rows.get(k, {})]
     if info is None or not attention or "times_s" not in rows.get("k_matmul_int8", {}) \
             or "times_s" not in rows.get(reference, {}):
         return None
-    graph, kernel = info["graph"], info["matmul_kernel"]
+    graph = info["graph"]
     per_round = []
     for i, torch_s in enumerate(rows[reference]["times_s"]):
         att_s = min(times[i] for times in attention) / CHAIN
-        matmul_s = (graph["weight_matmul_ops"] + graph["activation_matmul_ops_outside_attention"]) \
-            * rows["k_matmul_int8"]["times_s"][i] / kernel["ops_per_call"]
-        bound = graph["attention_equivalents"] * att_s + matmul_s
-        entry = {"attention_s": graph["attention_equivalents"] * att_s, "matmul_s": matmul_s, "ceiling_s": bound,
-                 "torch_over_ceiling": torch_s / bound}
+        rate = info["k_matmul_int8"]["ops_per_call"] / rows["k_matmul_int8"]["times_s"][i]
+        matmul_s = (graph["weight_matmul_ops"] + graph["activation_matmul_ops_outside_attention"]) / rate
+        total = graph["attention_equivalents"] * att_s + matmul_s
+        entry = {"attention_s": graph["attention_equivalents"] * att_s, "matmul_s": matmul_s, "kernel_sum_s": total,
+                 "torch_over_kernel_sum": torch_s / total, "graph_shapes_int8_tops": rate / 1e12}
+        if "times_s" in rows.get("k_gemm_int8", {}):
+            gemm_s = rows["k_gemm_int8"]["times_s"][i]
+            entry["square_gemm_int8_tops"] = info["k_gemm_int8"]["ops_per_call"] / gemm_s / 1e12
         if "times_s" in rows.get(product, {}):
-            entry["product_over_ceiling"] = rows[product]["times_s"][i] / bound
+            entry["product_over_kernel_sum"] = rows[product]["times_s"][i] / total
             entry["torch_over_product"] = torch_s / rows[product]["times_s"][i]
         per_round.append(entry)
     keys = per_round[0].keys()
@@ -194,33 +214,32 @@ def ceiling(result: dict[str, Any], reference: str, product: str) -> dict[str, A
             "range": {k: [min(e[k] for e in per_round), max(e[k] for e in per_round)] for k in keys}}
 
 
+ROWS = (("attention_s", "attention: equivalents x the faster attention kernel, s", "{:.2f}"),
+        ("matmul_s", "weight matmuls at the int8 kernel's rate on the graph's shapes, s", "{:.2f}"),
+        ("kernel_sum_s", "kernel sum, s", "{:.2f}"),
+        ("product_over_kernel_sum", "**{product} time / kernel sum**", "**{:.2f}**"),
+        ("torch_over_kernel_sum", "torch fp32 eager / kernel sum", "{:.2f}x"),
+        ("graph_shapes_int8_tops", "int8 rate on the graph's matmul shapes, TOPS", "{:.2f}"),
+        ("square_gemm_int8_tops", f"int8 rate on one {GEMM_SIZE}-cubed GEMM, TOPS", "{:.2f}"))
+
+
 def markdown(result: dict[str, Any], reference: str, product: str) -> list[str]:
-    """The ceiling section of bench_encoder's report (empty when the kernels were not timed)."""
-    c = ceiling(result, reference, product)
+    """The kernels section of bench_encoder's report (empty when the kernels were not timed)."""
+    c = kernel_sum(result, reference, product)
     if c is None:
         return []
-    g = result["prepare"]["ceiling"]["graph"]
-    m, r = c["median"], c["range"]
-    lines = ["", "#### What these kernels allow (the ceiling)", "",
+    g = result["prepare"]["kernels"]["graph"]
+    lines = ["", f"#### {product} against its kernels timed alone (bench/encoder_kernels.py)", "",
              f"Counted from the fp32 IR at this batch: {g['weight_matmul_ops'] / 1e12:.2f} T ops in weight matmuls "
              f"({len(g['weight_matmuls'])} shapes), {g['activation_matmul_ops_outside_attention'] / 1e12:.3f} T in "
              f"other activation matmuls, {g['attention_ops']} attention ops = {g['attention_equivalents']:.2f} full "
-             f"attentions of shape {g['attention_shape']} x {g['attention_keys']} keys. Ceiling per round = "
-             "attentions x the faster attention kernel + all matmul ops at the int8 kernel's rate, everything else "
-             "free (optimistic).", "",
-             "| per round | median | range |", "|---|---:|---:|",
-             f"| attention at the faster kernel, s | {m['attention_s']:.2f} | "
-             f"{r['attention_s'][0]:.2f}-{r['attention_s'][1]:.2f} |",
-             f"| matmuls at the int8 kernel's rate, s | {m['matmul_s']:.2f} | "
-             f"{r['matmul_s'][0]:.2f}-{r['matmul_s'][1]:.2f} |",
-             f"| ceiling, s | {m['ceiling_s']:.2f} | {r['ceiling_s'][0]:.2f}-{r['ceiling_s'][1]:.2f} |",
-             f"| **torch fp32 eager / ceiling** | **{m['torch_over_ceiling']:.2f}x** | "
-             f"{r['torch_over_ceiling'][0]:.2f}-{r['torch_over_ceiling'][1]:.2f}x |"]
-    if "product_over_ceiling" in m:
-        lines.append(f"| {product} / ceiling (time) | {m['product_over_ceiling']:.2f} | "
-                     f"{r['product_over_ceiling'][0]:.2f}-{r['product_over_ceiling'][1]:.2f} |")
-        if r["product_over_ceiling"][0] < 1.0:
-            lines += ["", f"**Not a bound in this run**: {product} was faster than the ceiling in at least one round "
-                          "(the kernels alone ran slower than inside the graph, e.g. per-call overhead on small "
-                          "shapes), so this ceiling says nothing about what remains."]
+             f"attentions of shape {g['attention_shape']} x {g['attention_keys']} keys. Kernel sum per round = "
+             "attentions x the faster attention kernel + all matmul ops at the int8 kernel's rate on the graph's "
+             "shapes; the rest of the graph is left out.", "",
+             "| per round | median | range |", "|---|---:|---:|"]
+    for key, label, fmt in ROWS:
+        if key in c["median"]:
+            lo, hi = c["range"][key]
+            lines.append(f"| {label.format(product=product)} | {fmt.format(c['median'][key])} | "
+                         f"{fmt.format(lo).strip('*')}-{fmt.format(hi).strip('*')} |")
     return lines
