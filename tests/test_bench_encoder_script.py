@@ -41,6 +41,7 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
     assert len(kernels["per_round"]) == 1 and kernels["median"]["kernel_sum_s"] > 0
     assert kernels["median"]["torch_over_product"] == pytest.approx(rows["ov_int8"]["ratio_vs_torch"])
     assert kernels["median"]["square_gemm_int8_tops"] > 0
+    assert any(k.startswith("FullyConnected") for k in rows["k_gemm_int8"]["kernels_ran"])
     md = (tmp_path / "r.md").read_text()
     assert "ov_int8 against its kernels timed alone" in md
     assert "Instruction sets capped to `avx512_vnni`" in md and "skipped: the CPU (or --isa) has no BF16" in md
