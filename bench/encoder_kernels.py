@@ -11,7 +11,9 @@ kernel "routes" beside the real ones, each in its own process, round-robin like 
   repeated in the graph's proportions), quantized with the exporter's NNCF settings and compiled like the
   product's int8 route;
 - ``k_gemm_int8``: one square int8 GEMM (GEMM_SIZE cubed) compiled the same way: the int8 rate of this CPU
-  and OpenVINO on a shape that suits its kernels best.
+  and OpenVINO on a shape that suits its kernels best;
+- ``k_gemm_int8_torch``: the same GEMM in ``torch._int_mm`` (int8 in, int32 out, no quantize steps): a second
+  library's int8 rate on this CPU.
 
 The graph's work is counted from the fp32 IR at the timed batch (``graph_work``): the multiply-adds of the
 MatMuls with a constant operand, and the attention logits of the ``ScaledDotProductAttention`` ops as
@@ -40,6 +42,7 @@ KERNELS = {
     "k_attention_torch": "kernel: torch scaled_dot_product_attention (CPU flash attention), the same shape",
     "k_matmul_int8": "kernel: the graph's weight matmul shapes, NNCF int8 as exported",
     "k_gemm_int8": "kernel: one square int8 GEMM, NNCF int8 as exported",
+    "k_gemm_int8_torch": "kernel: the same GEMM in torch._int_mm (int8 in, int32 out: a second library's rate)",
 }
 MATMUL_KERNELS = {"k_matmul_int8": "k_matmul_int8.xml", "k_gemm_int8": "k_gemm_int8.xml"}
 GEMM_SIZE = 4096
@@ -146,6 +149,11 @@ def load_kernel(work_dir: Path, route: str, fast: str) -> tuple[Callable[[np.nda
 
         return torch_call, {"precision": str(dtype).removeprefix("torch."), "per_call": CHAIN,
                             "threads": torch.get_num_threads()}
+    if route == "k_gemm_int8_torch":
+        import torch
+
+        a, w = (torch.from_numpy(rng.integers(-127, 128, (GEMM_SIZE, GEMM_SIZE), dtype=np.int8)) for _ in range(2))
+        return (lambda _: torch._int_mm(a, w)), {"per_call": 1, "threads": torch.get_num_threads()}
     from align3d_rt.loaders import OpenVinoCompiler, openvino_core
 
     if route == "k_attention_ov":
@@ -212,6 +220,8 @@ def kernel_sum(result: dict[str, Any], reference: str, product: str) -> dict[str
         if "times_s" in rows.get("k_gemm_int8", {}):
             gemm_s = rows["k_gemm_int8"]["times_s"][i]
             entry["square_gemm_int8_tops"] = info["k_gemm_int8"]["ops_per_call"] / gemm_s / 1e12
+        if "times_s" in rows.get("k_gemm_int8_torch", {}):
+            entry["square_gemm_int8_torch_tops"] = 2.0 * GEMM_SIZE**3 / rows["k_gemm_int8_torch"]["times_s"][i] / 1e12
         if "times_s" in rows.get(product, {}):
             entry["product_over_kernel_sum"] = rows[product]["times_s"][i] / total
             entry["torch_over_product"] = torch_s / rows[product]["times_s"][i]
@@ -228,7 +238,8 @@ ROWS = (("attention_s", "attention: equivalents x the faster attention kernel, s
         ("product_over_kernel_sum", "**{product} time / kernel sum**", "**{:.2f}**"),
         ("torch_over_kernel_sum", "torch fp32 eager / kernel sum", "{:.2f}x"),
         ("graph_shapes_int8_tops", "int8 rate on the graph's matmul shapes, TOPS", "{:.2f}"),
-        ("square_gemm_int8_tops", f"int8 rate on one {GEMM_SIZE}-cubed GEMM, TOPS", "{:.2f}"))
+        ("square_gemm_int8_tops", f"int8 rate on one {GEMM_SIZE}-cubed GEMM, TOPS", "{:.2f}"),
+        ("square_gemm_int8_torch_tops", f"int8 rate on the {GEMM_SIZE}-cubed GEMM in torch._int_mm, TOPS", "{:.2f}"))
 
 
 def markdown(result: dict[str, Any], reference: str, product: str) -> list[str]:

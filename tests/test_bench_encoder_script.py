@@ -20,7 +20,7 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
     route processes (no BF16 there: the auto hint runs f32, the bf16 route is skipped with its reason)."""
     out = tmp_path / "r.json"
     routes = "torch_fp32,ov_fp32_bf16,ov_int8,ov_int8_static,ov_int8_mixed,ov_int8w,k_attention_ov,k_attention_torch," \
-             "k_matmul_int8,k_gemm_int8"
+             "k_matmul_int8,k_gemm_int8,k_gemm_int8_torch"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_encoder.py"), "--clip", "align3d-tiny",
                            "--views", "1", "--rounds", "1", "--routes", routes, "--isa", "avx512_vnni",
                            "--json", str(out), "--md", str(tmp_path / "r.md")],
@@ -40,7 +40,7 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
     kernels = r["kernel_sum"]
     assert len(kernels["per_round"]) == 1 and kernels["median"]["kernel_sum_s"] > 0
     assert kernels["median"]["torch_over_product"] == pytest.approx(rows["ov_int8"]["ratio_vs_torch"])
-    assert kernels["median"]["square_gemm_int8_tops"] > 0
+    assert kernels["median"]["square_gemm_int8_tops"] > 0 and kernels["median"]["square_gemm_int8_torch_tops"] > 0
     assert any(k.startswith("FullyConnected") for k in rows["k_gemm_int8"]["kernels_ran"])
     md = (tmp_path / "r.md").read_text()
     assert "ov_int8 against its kernels timed alone" in md
