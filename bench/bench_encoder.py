@@ -384,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                          "ONNX Runtime's own kernels are not capped")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     ap.add_argument("--md", type=Path, default=None, help="also write the table here (markdown)")
+    ap.add_argument("--render", type=Path, default=None, metavar="SAVED.json",
+                    help="write the report (--md, --json) again from a saved run's JSON; times nothing")
     ap.add_argument("--prepare", type=Path, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, default=None, help=argparse.SUPPRESS)
@@ -394,6 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--routes: unknown {unknown}; choose from {', '.join(ROUTES)}")
     if args.rounds < 1 or args.views < 1:
         raise SystemExit("--rounds and --views must be at least 1")
+    if args.render is not None:  # the report again from a saved run's JSON (per-round figures recomputed)
+        r = json.loads(args.render.read_text())
+        r["kernel_sum"] = kernel_sum(r, REFERENCE, PRODUCT)
+        _write(r, args)
+        return 0
     if args.prepare is not None:
         protocol = os.dup(1)  # stdout carries the one JSON line: what the libraries print goes to stderr
         os.dup2(2, 1)
@@ -406,7 +413,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.worker is not None:
         return worker(args.dir, args.worker, args.clip)
-    r = run(args.clip, args.views, args.rounds, routes, args.calibration_samples, args.resident, args.isa)
+    _write(run(args.clip, args.views, args.rounds, routes, args.calibration_samples, args.resident, args.isa), args)
+    return 0
+
+
+def _write(r: dict[str, Any], args: argparse.Namespace) -> None:
     md = to_markdown(r)
     print(md)
     if args.json:
@@ -415,7 +426,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)
         args.md.write_text(md + "\n")
-    return 0
 
 
 if __name__ == "__main__":

@@ -222,6 +222,13 @@ def kernel_sum(result: dict[str, Any], reference: str, product: str) -> dict[str
             entry["square_gemm_int8_tops"] = info["k_gemm_int8"]["ops_per_call"] / gemm_s / 1e12
         if "times_s" in rows.get("k_gemm_int8_torch", {}):
             entry["square_gemm_int8_torch_tops"] = 2.0 * GEMM_SIZE**3 / rows["k_gemm_int8_torch"]["times_s"][i] / 1e12
+        if all("times_s" in rows.get(k, {}) for k in ATTENTION_KERNELS):
+            torch_att, ov_att = (rows[k]["times_s"][i] for k in ("k_attention_torch", "k_attention_ov"))
+            entry["attention_torch_over_ov"] = torch_att / ov_att
+        if "square_gemm_int8_tops" in entry:
+            entry["graph_shapes_over_square_gemm"] = entry["graph_shapes_int8_tops"] / entry["square_gemm_int8_tops"]
+            if "square_gemm_int8_torch_tops" in entry:
+                entry["gemm_ov_over_torch"] = entry["square_gemm_int8_tops"] / entry["square_gemm_int8_torch_tops"]
         if "times_s" in rows.get(product, {}):
             entry["product_over_kernel_sum"] = rows[product]["times_s"][i] / total
             entry["torch_over_product"] = torch_s / rows[product]["times_s"][i]
@@ -239,7 +246,10 @@ ROWS = (("attention_s", "attention: equivalents x the faster attention kernel, s
         ("torch_over_kernel_sum", "torch fp32 eager / kernel sum", "{:.2f}x"),
         ("graph_shapes_int8_tops", "int8 rate on the graph's matmul shapes, TOPS", "{:.2f}"),
         ("square_gemm_int8_tops", f"int8 rate on one {GEMM_SIZE}-cubed GEMM, TOPS", "{:.2f}"),
-        ("square_gemm_int8_torch_tops", f"int8 rate on the {GEMM_SIZE}-cubed GEMM in torch._int_mm, TOPS", "{:.2f}"))
+        ("square_gemm_int8_torch_tops", f"int8 rate on the {GEMM_SIZE}-cubed GEMM in torch._int_mm, TOPS", "{:.2f}"),
+        ("attention_torch_over_ov", "attention: torch's time / OpenVINO's (same round)", "{:.2f}x"),
+        ("graph_shapes_over_square_gemm", "int8 rate: graph's shapes / square GEMM (same round)", "{:.2f}x"),
+        ("gemm_ov_over_torch", "square int8 GEMM rate: OpenVINO / torch._int_mm (same round)", "{:.2f}x"))
 
 
 def markdown(result: dict[str, Any], reference: str, product: str) -> list[str]:

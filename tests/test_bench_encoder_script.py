@@ -43,6 +43,11 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
     assert kernels["median"]["square_gemm_int8_tops"] > 0 and kernels["median"]["square_gemm_int8_torch_tops"] > 0
     assert any(k.startswith("FullyConnected") for k in rows["k_gemm_int8"]["kernels_ran"])
     md = (tmp_path / "r.md").read_text()
+    again = subprocess.run([sys.executable, str(REPO / "bench" / "bench_encoder.py"), "--render", str(out),
+                            "--md", str(tmp_path / "again.md")],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (tmp_path / "again.md").read_text() == md  # the report from the saved JSON alone, the same
     assert "ov_int8 against its kernels timed alone" in md
     assert "Instruction sets capped to `avx512_vnni`" in md and "skipped: the CPU (or --isa) has no BF16" in md
     assert "MIXED preset" in md and "static batch shape" in md
@@ -97,5 +102,7 @@ def test_kernel_sum_counts_the_graph_per_round(tmp_path: Path) -> None:
     assert second["product_over_kernel_sum"] == pytest.approx(3.0 / 1.48)
     assert c["range"]["torch_over_kernel_sum"] == [pytest.approx(12.0 / 1.48), pytest.approx(10.0)]
     assert "square_gemm_int8_tops" not in first  # no square GEMM timed
+    assert first["attention_torch_over_ov"] == pytest.approx(0.5)
+    assert second["attention_torch_over_ov"] == pytest.approx(2)
     del result["routes"]["k_matmul_int8"]
     assert kernel_sum(result, "torch_fp32", "ov_int8") is None  # no matmul kernel timed: no sum
