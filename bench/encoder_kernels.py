@@ -14,6 +14,10 @@ kernel "routes" beside the real ones, each in its own process, round-robin like 
   and OpenVINO on a shape that suits its kernels best;
 - ``k_gemm_int8_torch``: the same GEMM in ``torch._int_mm`` (int8 in, int32 out, no quantize steps): a second
   library's int8 rate on this CPU.
+- ``k_gemm_int8_1thread``: ``k_gemm_int8`` compiled for one thread (INFERENCE_NUM_THREADS=1). Per round, the
+  rate on all threads over the rate on one says how the int8 units scale with the vCPUs: about the vCPU count
+  where each has its own core's AMX unit, about 1 where they share one.
+- ``k_attention_ov_1thread``: ``k_attention_ov`` on one thread, the same ratio for the fused attention.
 
 The graph's work is counted from the fp32 IR at the timed batch (``graph_work``): the multiply-adds of the
 MatMuls with a constant operand, and the attention logits of the ``ScaledDotProductAttention`` ops as
@@ -43,8 +47,12 @@ KERNELS = {
     "k_matmul_int8": "kernel: the graph's weight matmul shapes, NNCF int8 as exported",
     "k_gemm_int8": "kernel: one square int8 GEMM, NNCF int8 as exported",
     "k_gemm_int8_torch": "kernel: the same GEMM in torch._int_mm (int8 in, int32 out: a second library's rate)",
+    "k_gemm_int8_1thread": "kernel: the OpenVINO int8 GEMM on one thread (how the int8 units scale with vCPUs)",
+    "k_attention_ov_1thread": "kernel: OpenVINO fused attention on one thread (how it scales with vCPUs)",
 }
-MATMUL_KERNELS = {"k_matmul_int8": "k_matmul_int8.xml", "k_gemm_int8": "k_gemm_int8.xml"}
+MATMUL_KERNELS = {"k_matmul_int8": "k_matmul_int8.xml", "k_gemm_int8": "k_gemm_int8.xml",
+                  "k_gemm_int8_1thread": "k_gemm_int8.xml"}
+ONE_THREAD = {"k_gemm_int8_1thread", "k_attention_ov_1thread"}
 GEMM_SIZE = 4096
 ATTENTION_KERNELS = ("k_attention_ov", "k_attention_torch")
 CHAIN = 4  # attentions per timed call (each output is the next query), so per-call overhead is small
@@ -156,7 +164,7 @@ def load_kernel(work_dir: Path, route: str, fast: str) -> tuple[Callable[[np.nda
         return (lambda _: torch._int_mm(a, w)), {"per_call": 1, "threads": torch.get_num_threads()}
     from align3d_rt.loaders import OpenVinoCompiler, openvino_core
 
-    if route == "k_attention_ov":
+    if route in ("k_attention_ov", "k_attention_ov_1thread"):
         from bench_attention import attention_model
 
         model: Any = attention_model(tokens, d, False, CHAIN, views=b, heads=h)
@@ -170,7 +178,8 @@ def load_kernel(work_dir: Path, route: str, fast: str) -> tuple[Callable[[np.nda
     import openvino as ov
 
     arrays = list(inputs.values() if isinstance(inputs, dict) else inputs)
-    compiler = OpenVinoCompiler(model, "CPU", fast, "LATENCY", core=openvino_core())
+    threads = 1 if route in ONE_THREAD else None
+    compiler = OpenVinoCompiler(model, "CPU", fast, "LATENCY", threads=threads, core=openvino_core())
     profiled = openvino_core().compile_model(model, "CPU", {**compiler.config(fast), "PERF_COUNT": True})
     probe = profiled.create_infer_request()
     probe.infer(arrays)
@@ -186,7 +195,8 @@ def load_kernel(work_dir: Path, route: str, fast: str) -> tuple[Callable[[np.nda
         request.start_async()
         request.wait()
 
-    return ov_call, {"compute_precision": fast, "per_call": per_call, "kernels_ran": kernels}
+    used = int(compiled.get_property("INFERENCE_NUM_THREADS"))
+    return ov_call, {"compute_precision": fast, "per_call": per_call, "kernels_ran": kernels, "threads": used}
 
 
 def prepare_kernels(work_dir: Path, fp32_xml: Path, views_shape: tuple[int, ...], preset: str) -> dict[str, Any]:
@@ -222,6 +232,13 @@ def kernel_sum(result: dict[str, Any], reference: str, product: str) -> dict[str
             entry["square_gemm_int8_tops"] = info["k_gemm_int8"]["ops_per_call"] / gemm_s / 1e12
         if "times_s" in rows.get("k_gemm_int8_torch", {}):
             entry["square_gemm_int8_torch_tops"] = 2.0 * GEMM_SIZE**3 / rows["k_gemm_int8_torch"]["times_s"][i] / 1e12
+        if "square_gemm_int8_tops" in entry and "times_s" in rows.get("k_gemm_int8_1thread", {}):
+            one = info["k_gemm_int8"]["ops_per_call"] / rows["k_gemm_int8_1thread"]["times_s"][i] / 1e12
+            entry["square_gemm_int8_1thread_tops"] = one
+            entry["gemm_all_threads_over_one"] = entry["square_gemm_int8_tops"] / one
+        if all("times_s" in rows.get(k, {}) for k in ("k_attention_ov", "k_attention_ov_1thread")):
+            one_s, all_s = (rows[k]["times_s"][i] for k in ("k_attention_ov_1thread", "k_attention_ov"))
+            entry["attention_all_threads_speedup"] = one_s / all_s
         if all("times_s" in rows.get(k, {}) for k in ATTENTION_KERNELS):
             torch_att, ov_att = (rows[k]["times_s"][i] for k in ("k_attention_torch", "k_attention_ov"))
             entry["attention_torch_over_ov"] = torch_att / ov_att
@@ -247,6 +264,11 @@ ROWS = (("attention_s", "attention: equivalents x the faster attention kernel, s
         ("graph_shapes_int8_tops", "int8 rate on the graph's matmul shapes, TOPS", "{:.2f}"),
         ("square_gemm_int8_tops", f"int8 rate on one {GEMM_SIZE}-cubed GEMM, TOPS", "{:.2f}"),
         ("square_gemm_int8_torch_tops", f"int8 rate on the {GEMM_SIZE}-cubed GEMM in torch._int_mm, TOPS", "{:.2f}"),
+        ("square_gemm_int8_1thread_tops", f"int8 rate on the {GEMM_SIZE}-cubed GEMM (OpenVINO) on one thread, TOPS",
+         "{:.2f}"),
+        ("gemm_all_threads_over_one", "square int8 GEMM rate: all threads / one thread (same round)", "{:.2f}x"),
+        ("attention_all_threads_speedup", "OpenVINO attention: one thread's time / all threads' (same round)",
+         "{:.2f}x"),
         ("attention_torch_over_ov", "attention: torch's time / OpenVINO's (same round)", "{:.2f}x"),
         ("graph_shapes_over_square_gemm", "int8 rate: graph's shapes / square GEMM (same round)", "{:.2f}x"),
         ("gemm_ov_over_torch", "square int8 GEMM rate: OpenVINO / torch._int_mm (same round)", "{:.2f}x"))

@@ -20,7 +20,7 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
     route processes (no BF16 there: the auto hint runs f32, the bf16 route is skipped with its reason)."""
     out = tmp_path / "r.json"
     routes = "torch_fp32,ov_fp32_bf16,ov_int8,ov_int8_static,ov_int8_mixed,ov_int8w,k_attention_ov,k_attention_torch," \
-             "k_matmul_int8,k_gemm_int8,k_gemm_int8_torch"
+             "k_matmul_int8,k_gemm_int8,k_gemm_int8_torch,k_gemm_int8_1thread,k_attention_ov_1thread"
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench_encoder.py"), "--clip", "align3d-tiny",
                            "--views", "1", "--rounds", "1", "--routes", routes, "--isa", "avx512_vnni",
                            "--json", str(out), "--md", str(tmp_path / "r.md")],
@@ -42,6 +42,15 @@ def test_candidate_routes_under_an_isa_cap(tmp_path: Path) -> None:
     assert kernels["median"]["torch_over_product"] == pytest.approx(rows["ov_int8"]["ratio_vs_torch"])
     assert kernels["median"]["square_gemm_int8_tops"] > 0 and kernels["median"]["square_gemm_int8_torch_tops"] > 0
     assert any(k.startswith("FullyConnected") for k in rows["k_gemm_int8"]["kernels_ran"])
+    assert rows["k_gemm_int8_1thread"]["threads"] == rows["k_attention_ov_1thread"]["threads"] == 1
+    assert rows["k_gemm_int8"]["threads"] == rows["k_attention_ov"]["threads"] >= 1  # OpenVINO's own choice
+    one_s = rows["k_gemm_int8_1thread"]["times_s"][0]
+    assert kernels["median"]["gemm_all_threads_over_one"] == pytest.approx(rows["k_gemm_int8_1thread"]["times_s"][0]
+                                                                          / rows["k_gemm_int8"]["times_s"][0])
+    assert kernels["median"]["square_gemm_int8_1thread_tops"] * one_s == pytest.approx(
+        kernels["median"]["square_gemm_int8_tops"] * rows["k_gemm_int8"]["times_s"][0])
+    assert kernels["median"]["attention_all_threads_speedup"] == pytest.approx(
+        rows["k_attention_ov_1thread"]["times_s"][0] / rows["k_attention_ov"]["times_s"][0])
     md = (tmp_path / "r.md").read_text()
     again = subprocess.run([sys.executable, str(REPO / "bench" / "bench_encoder.py"), "--render", str(out),
                             "--md", str(tmp_path / "again.md")],
