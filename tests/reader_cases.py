@@ -76,6 +76,15 @@ def npy_cases() -> dict[str, bytes]:
     cases["all_zero"] = npy_bytes("<f4", f4.shape, np.zeros_like(f4).tobytes())
     big = (pts * 1e39).astype("<f8")
     cases["f64_overflow"] = npy_bytes("<f8", big.shape, big.tobytes())
+    same = np.tile(np.array([[0.5, -0.25, 1.0]], "<f4"), (GOOD_N, 1))
+    cases["coincident"] = npy_bytes("<f4", same.shape, same.tobytes())  # 100 valid points at one location
+    signed = np.concatenate([pts[:63], pts[:63]]).astype("<f4")
+    signed[:63, 0], signed[63:, 0] = 0.0, -0.0  # 126 rows, 63 locations: -0.0 is the same place as 0.0
+    cases["few_distinct_signed_zero"] = npy_bytes("<f4", signed.shape, signed.tobytes())
+    enough = np.concatenate([pts[:64], pts[:64]]).astype("<f4")
+    cases["distinct_64"] = npy_bytes("<f4", enough.shape, enough.tobytes())  # accepted: 64 locations
+    late = np.concatenate([np.tile(pts[:1], (5000, 1)), pts]).astype("<f4")  # the locations come after 5000 rows
+    cases["distinct_late"] = npy_bytes("<f4", late.shape, late.tobytes())
     return cases
 
 
@@ -104,6 +113,7 @@ def pcd_cases(compressed_good: bytes) -> dict[str, bytes]:
     cases["ascii_short_rows"] = (_pcd_header() + _rows(pts[:, :2])).encode()
     cases["ascii_one_short_row"] = (_pcd_header() + _rows(pts[:50]) + "0.1 0.2\n" + _rows(pts[51:])).encode()
     cases["ascii_text_rows"] = (_pcd_header() + "hello world foo\n" * GOOD_N).encode()
+    cases["ascii_all_zero_rows"] = (_pcd_header() + "0 0 -0\n" * GOOD_N).encode()  # kept rows, one location
     cases["ascii_text_in_rgb"] = (_pcd_header("x y z rgb", "4 4 4 4", "F F F F", "1 1 1 1")
                                   + _rows(pts, lambda r: " ".join(map(str, r)) + " red")).encode()
     cases["ascii_extra_values"] = (_pcd_header() + _rows(pts, lambda r: " ".join(map(str, r)) + " 7")).encode()

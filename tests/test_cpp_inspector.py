@@ -177,16 +177,19 @@ def test_mixed_input_scores_the_good_files_exit_1(build_dir: Path, bundle: Path,
     lie = tmp_path / "lie.pcd"
     lie.write_bytes(b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nWIDTH 50\nHEIGHT 1\nPOINTS 50\nDATA binary\n"
                     + np.ones((7, 3), np.float32).tobytes())
+    coincident = tmp_path / "coincident.npy"  # a broken scan: every point at one place renders as blank views
+    np.save(coincident, np.tile(np.float32([[0.1, 0.2, 0.3]]), (5000, 1)))
     bad = {str(_truncated_ply(tmp_path)): "header promises 100 vertex rows",
-           str(lie): "header promises 50 points, the file holds 7"}
+           str(lie): "header promises 50 points, the file holds 7",
+           str(coincident): "only 1 distinct point location(s) among 5000 valid points"}
     files = [str(clouds["sphere"]), *bad, str(clouds["box"])]
     proc = _inspect(build_dir, str(bundle), *files, "--out", str(tmp_path / "cpp"))
     assert proc.returncode == 1, proc.stderr
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 3 and "Traceback" not in proc.stderr, lines
-    for line, (path, problem) in zip(lines[:2], bad.items(), strict=True):  # lines[2]: the summary
+    assert len(lines) == 4 and "Traceback" not in proc.stderr, lines
+    for line, (path, problem) in zip(lines[:3], bad.items(), strict=True):  # lines[3]: the summary
         assert line.startswith(f"{path}: ") and problem in line, (line, path)
-    assert "scored 2 sample(s), 2 failed" in lines[2]
+    assert "scored 2 sample(s), 3 failed" in lines[3]
     summary = json.loads((tmp_path / "cpp" / "scores.json").read_text())
     assert sorted(summary["samples"]) == ["box", "sphere"] and sorted(summary["failed"]) == sorted(bad)
     assert sorted(p.name for p in (tmp_path / "cpp").iterdir()) == sorted(
@@ -195,6 +198,7 @@ def test_mixed_input_scores_the_good_files_exit_1(build_dir: Path, bundle: Path,
                "--no-ply", "--no-png"])
     py = json.loads((tmp_path / "py" / "scores.json").read_text())
     assert rc == 1 and sorted(py["samples"]) == sorted(summary["samples"]) and sorted(py["failed"]) == sorted(bad)
+    assert py["failed"][str(coincident)] == summary["failed"][str(coincident)]  # the same words on both sides
 
 
 def test_colliding_names_one_result_each_same_keys_as_python(build_dir: Path, bundle: Path, clouds: dict[str, Path],

@@ -90,12 +90,13 @@ def test_every_case_read_alike(reader_tool: Path, case_files: list[Path], tmp_pa
     for name in ("ascii_text_rows.pcd", "ascii_short_rows.pcd", "ascii_text_rows.ply", "ascii_short_rows.ply",
                  "dtype_lt_f2.npy", "dtype_lt_i2.npy", "dtype_gt_f4.npy", "dtype_lt_c8.npy", "too_few.npy",
                  "ascii_too_few.pcd", "binary_too_few.pcd", "ascii_too_few.ply", "compressed_4gb_claim.pcd",
-                 "ascii_text_in_rgb.pcd", "ascii_hex.pcd", "ascii_underscore.pcd"):
+                 "ascii_text_in_rgb.pcd", "ascii_hex.pcd", "ascii_underscore.pcd", "coincident.npy",
+                 "few_distinct_signed_zero.npy", "ascii_all_zero_rows.pcd"):
         assert verdicts[name] == "error", name
     for name in ("dtype_lt_f4.npy", "dtype_lt_f8.npy", "dtype_lt_i4.npy", "dtype_lt_i8.npy", "dtype_na_u1.npy",
                  "fortran.npy", "ascii_good.pcd", "binary_good.pcd", "compressed_good.pcd", "ascii_good.ply",
-                 "binary_le.ply", "binary_be.ply", "binary_types.ply", "binary_types.pcd",
-                 "binary_empty_element.ply"):  # 2^40 rows of no bytes: walked in no time
+                 "binary_le.ply", "binary_be.ply", "binary_types.ply", "binary_types.pcd", "distinct_64.npy",
+                 "distinct_late.npy", "binary_empty_element.ply"):  # 2^40 rows of no bytes: walked in no time
         assert verdicts[name] == "ok", name
 
 
@@ -111,6 +112,9 @@ def test_messages_name_the_cause(case_files: list[Path]) -> None:
         "shape_lie_big.npy": "unreadable .npy (truncated .npy: shape (1099511627776, 3) needs",
         "header_trailing.npy": "unreadable .npy (bad header: trailing text after the header dictionary)",
         "too_few.npy": "only 63 valid point(s); at least 64 are needed",
+        "coincident.npy": "only 1 distinct point location(s) among 100 valid points; at least 64 are needed",
+        "few_distinct_signed_zero.npy": "only 63 distinct point location(s) among 126 valid points",
+        "ascii_all_zero_rows.pcd": "only 1 distinct point location(s) among 100 valid points",
         "compressed_4gb_claim.pcd": "corrupt binary_compressed PCD data (LZF)",
     }
     for name, text in expect.items():

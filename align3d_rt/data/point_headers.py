@@ -13,14 +13,32 @@ import numpy as np
 
 from align3d_rt import errors
 
-MIN_POINTS = 64  # fewer valid points than this cannot be rendered meaningfully (docs/runtime-spec.md §4.1)
+MIN_POINTS = 64  # fewer valid points (or distinct locations) cannot be rendered meaningfully (runtime-spec §4.1)
+_FIRST_ROWS = 4096  # distinct locations are counted in these rows first; the whole cloud only if they hold too few
 
 
-def check_min_points(path: str | Path, n: int) -> None:
-    """Refuse a cloud with fewer than MIN_POINTS valid points."""
+def count_distinct_locations(points: np.ndarray, enough: int = MIN_POINTS) -> int:
+    """Distinct (x, y, z) rows of finite f32 ``points`` (-0.0 equals 0.0), counted exactly below ``enough``;
+    any count >= ``enough`` means at least that many."""
+    def distinct(rows: np.ndarray) -> int:
+        rows = np.ascontiguousarray(rows, np.float32) + np.float32(0.0)  # -0.0 + 0.0 is +0.0: equal values, equal bytes
+        return int(np.unique(rows.view(np.dtype((np.void, 12))).ravel()).size)
+
+    first = distinct(points[:_FIRST_ROWS])
+    return first if first >= enough or points.shape[0] <= _FIRST_ROWS else distinct(points)
+
+
+def check_min_points(path: str | Path, points: np.ndarray) -> None:
+    """Refuse a cloud with fewer than MIN_POINTS valid points, or with fewer than MIN_POINTS distinct locations
+    (a scan whose points all coincide renders as blank views and would get a meaningless score)."""
+    n = int(points.shape[0])
     if n < MIN_POINTS:
         raise errors.input_error(path, f"only {n} valid point(s); at least {MIN_POINTS} are needed to render "
                                        f"and score a cloud")
+    distinct = count_distinct_locations(points)
+    if distinct < MIN_POINTS:
+        raise errors.input_error(path, f"only {distinct} distinct point location(s) among {n} valid points; at "
+                                       f"least {MIN_POINTS} are needed to render and score a cloud")
 
 
 def read_points(path: str | os.PathLike[str]) -> np.ndarray:

@@ -165,7 +165,7 @@ def load_point_file(path: str | os.PathLike[str], num_points: int | None = None,
 
         grid, shape = preprocessed_grid(path, use_cache=use_cache)
         sample = grid_to_sample(grid, None, None, source=str(path), meta={"original_shape": shape})
-        check_min_points(path, sample.num_points)
+        check_min_points(path, sample.points)
         return sample
     if suffix in (".pcd", ".ply"):
         points, colors = read_point_cloud(path)
@@ -174,7 +174,7 @@ def load_point_file(path: str | os.PathLike[str], num_points: int | None = None,
     else:
         raise errors.input_error(path, f"unsupported point file type '{suffix}' (use .tiff, .pcd, .ply or .npy)")
     original = int(points.shape[0])
-    check_min_points(path, original)
+    check_min_points(path, points)
     if num_points is not None:
         points, _, colors = resample(points, None, colors, num_points)
     return PointCloudSample(points=np.ascontiguousarray(points, np.float32), colors=colors, source=str(path),

@@ -5,6 +5,7 @@
 #include <tiffio.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <limits>
 #include <memory>
+#include <set>
 #include <sstream>
 
 #include "align3d/inspector.hpp"
@@ -579,10 +581,22 @@ PointFile preprocess_grid(const std::vector<float>& xyz, int h, int w, const std
   return PointFile{std::move(gp.cloud), std::move(gp.grid_index)};
 }
 
-void check_min_points(const std::string& path, size_t n) {
+size_t count_distinct_locations(const Cloud& cloud, size_t enough) {
+  std::set<std::array<float, 3>> seen;  // finite values: ordered by value, so -0.0 and 0.0 are one key
+  for (size_t i = 0; i < cloud.size() && seen.size() < enough; ++i)
+    seen.insert({cloud.xyz[3 * i] + 0.0f, cloud.xyz[3 * i + 1] + 0.0f, cloud.xyz[3 * i + 2] + 0.0f});
+  return seen.size();
+}
+
+void check_min_points(const std::string& path, const Cloud& cloud) {
+  const size_t n = cloud.size();
   if (n < kMinPoints)
     fail(path, "only " + std::to_string(n) + " valid point(s); at least " + std::to_string(kMinPoints) +
                    " are needed to render and score a cloud");
+  const size_t distinct = count_distinct_locations(cloud);
+  if (distinct < kMinPoints)
+    fail(path, "only " + std::to_string(distinct) + " distinct point location(s) among " + std::to_string(n) +
+                   " valid points; at least " + std::to_string(kMinPoints) + " are needed to render and score a cloud");
 }
 
 PointFile read_point_file(const std::string& path, const std::string& dataset) {
@@ -595,7 +609,7 @@ PointFile read_point_file(const std::string& path, const std::string& dataset) {
     int h = 0, w = 0;
     const auto xyz = read_xyz_tiff(path, h, w);
     PointFile grid = preprocess_grid(xyz, h, w, path);  // organized: never resampled (Python: grid_to_sample)
-    check_min_points(path, grid.cloud.size());
+    check_min_points(path, grid.cloud);
     return grid;
   }
   if (suffix == ".ply") {
@@ -616,7 +630,7 @@ PointFile read_point_file(const std::string& path, const std::string& dataset) {
   } else {
     fail(path, "unsupported point file type '" + suffix + "' (use .tiff, .pcd, .ply or .npy)");
   }
-  check_min_points(path, out.cloud.size());  // before any resampling (spec 4.1)
+  check_min_points(path, out.cloud);  // before any resampling (spec 4.1)
   if (dataset == "real3d") out.cloud = resample_real3d(out.cloud.xyz.data(), out.cloud.size());
   return out;
 }

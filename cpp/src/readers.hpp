@@ -13,8 +13,12 @@ namespace align3d {
 
 /// Fewer valid points than this are refused (spec 4.1; Python: point_headers.MIN_POINTS).
 constexpr size_t kMinPoints = 64;
-/// "PATH: only N valid point(s); ..." when n < kMinPoints.
-void check_min_points(const std::string& path, size_t n);
+/// Distinct (x, y, z) rows of finite points (-0.0 equals 0.0), counted exactly below ``enough``; any count
+/// >= ``enough`` means at least that many (Python: point_headers.count_distinct_locations).
+size_t count_distinct_locations(const Cloud& cloud, size_t enough = kMinPoints);
+/// "PATH: only N valid point(s); ..." when the cloud has fewer than kMinPoints points, "PATH: only K distinct point
+/// location(s) among N valid points; ..." when it has fewer than kMinPoints distinct locations (spec 4.1).
+void check_min_points(const std::string& path, const Cloud& cloud);
 
 /// The scored points of one file and, for organized input, their flat index into the 336x336 grid.
 struct PointFile {
