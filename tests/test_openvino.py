@@ -277,6 +277,46 @@ def test_runner_option_refused_by_other_backends(ov: dict[str, Path], tmp_path: 
     assert rc == 2 and len(err) == 1 and "--precision-hint" in err[0] and "openvino" in err[0], err
 
 
+def test_infer_on_a_bundle_picks_its_fastest_backend_and_says_so(ov: dict[str, Path], tmp_path: Path) -> None:
+    """No --backend: the default int8 IR bundle runs on OpenVINO (the measured fastest CPU route), the ONNX-only
+    bundle on onnxruntime; scores.json names the backend, its precision and compute precision, and why."""
+    import json
+
+    from align3d_rt.cli import main
+    from align3d_rt.runtime import registry
+
+    np.save(tmp_path / "c.npy", np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32))
+
+    def detector(bundle: Path, *extra: str) -> dict:
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        assert main(["infer", str(tmp_path / "c.npy"), "--bundle", str(bundle), "--out", str(out), "--no-png",
+                     "--no-ply", *extra]) == 0
+        return json.loads((out / "scores.json").read_text())["detector"]
+
+    chosen = detector(ov["int8"])
+    assert chosen["backend"] == "openvino" and chosen["precision"] == "int8"
+    assert chosen["compute_precision"] in ("bf16", "f32") and "openvino > onnxruntime" in chosen["backend_choice"]
+    onnx_only = detector(ov["onnx_fp32"])
+    assert onnx_only["backend"] == "onnxruntime" and onnx_only["precision"] == "fp32"
+    asked = detector(ov["int8"], "--backend", "onnxruntime")
+    assert asked["backend"] == "onnxruntime" and asked["backend_choice"] == "asked"
+    assert registry.fastest_bundle_backend(("onnx", "openvino"), "cuda") == registry.default_backend("bundle")
+
+
+def test_fastest_bundle_backend_skips_what_is_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from align3d_rt.runtime import registry
+
+    assert registry.fastest_bundle_backend(("onnx", "openvino"), "cpu") == "openvino"
+    assert registry.fastest_bundle_backend(("onnx", "openvino"), "auto") == "openvino"
+    assert registry.fastest_bundle_backend(("onnx",), "cpu") == "onnxruntime"
+    missing = dataclasses.replace(registry.get("openvino"), needs=("no_such_package_here",))
+    monkeypatch.setitem(registry._BACKENDS, "openvino", missing)
+    assert not missing.installed()
+    assert registry.fastest_bundle_backend(("onnx", "openvino"), "cpu") == "onnxruntime"
+
+
 def test_export_refuses_mismatched_format_and_precision(ov: dict[str, Path], tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
     from align3d_rt.cli import main

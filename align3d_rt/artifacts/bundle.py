@@ -33,7 +33,7 @@ from align3d_rt.artifacts.migrate import ALIGNER_CHANGE, Upgrade, upgrade
 from align3d_rt.errors import BundleError
 from align3d_rt.io_utils import foreign_entries, read_json, sha256_file, staged_folder, write_json_atomic
 from align3d_rt.render.views import RenderSettings
-from align3d_rt.vocabulary import ONNX_PRECISIONS, words
+from align3d_rt.vocabulary import ONNX_PRECISIONS, ExportFormat, words
 
 FORMAT_NAME = "align3d_rt.bundle"
 FORMAT_VERSION = 3
@@ -139,6 +139,14 @@ def _read_manifest(root: Path) -> dict[str, Any]:
         if key not in manifest:
             raise _fail(mpath, f"manifest lacks {key!r}")
     return manifest
+
+
+def bundle_formats(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The export formats a bundle holds, from its checked manifest (files not hashed): ``onnx`` always (every
+    bundle holds the graph), ``openvino`` when it has an IR section."""
+    manifest = _read_manifest(Path(path))
+    has_ir = isinstance(manifest.get(IR_SECTION), dict)
+    return (ExportFormat.ONNX, ExportFormat.OPENVINO) if has_ir else (ExportFormat.ONNX,)
 
 
 def _leaves_root(rel: str) -> bool:

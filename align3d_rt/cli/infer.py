@@ -35,7 +35,7 @@ from align3d_rt.cli import calibration_options
 from align3d_rt.cli.infer_page import add_html_option, write_index, write_result_page
 from align3d_rt.cli.infer_triton import add_triton_client_options, check_triton_choice, triton_scorer
 from align3d_rt.cli.numbers import positive_int
-from align3d_rt.cli.options import add_detector_options, build_detector, throughput_for_batches
+from align3d_rt.cli.options import add_detector_options, build_detector, choose_bundle_backend, throughput_for_batches
 from align3d_rt.cli.scoring_options import add_scoring_options, apply_scoring
 from align3d_rt.data.files import collect_files
 from align3d_rt.errors import Align3DError, InputError, input_error
@@ -57,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
                    help="point-cloud files or folders (every point file below is scored)")
-    add_detector_options(p, required=False)
+    add_detector_options(p, required=False, fastest_bundle=True)
     add_triton_client_options(p)
     add_scoring_options(p)
     p.add_argument("--out", type=Path, required=True, help="output folder (new or empty; locked while written)")
@@ -108,6 +108,7 @@ def run_infer(args: argparse.Namespace) -> int:
         raise Align3DError(problem)
     # with --html, a file called index.* would have its page overwritten by index.html
     files = collect_files(list(args.paths), exclude=args.out, reserved=("index",) if args.html else ())
+    args.backend_choice = choose_bundle_backend(args)  # no --backend for a bundle: its fastest on the CPU
     throughput_for_batches(args, args.batch_size)  # several clouds per encoder call: OpenVINO streams
     detector = triton_scorer(args) if args.triton else apply_scoring(args, build_detector(args))
     if cal is not None:
@@ -138,7 +139,8 @@ def _infer_into(args: argparse.Namespace, files: list[tuple[Path, str]], detecto
     with detector, progress.bar(total=len(files), desc="infer", unit="sample", file=sys.stderr,
                                 dynamic_ncols=True) as bar:
         summary["detector"] = {**detector.describe(), "dataset": args.dataset or None,
-                               "category": args.category or None}
+                               "category": args.category or None,
+                               "backend_choice": getattr(args, "backend_choice", "asked")}
         stream = detector.score_stream(files, load=sample_loader(args.dataset, args.category),
                                        batch_size=args.batch_size, keep_render=keep_render)
         for (path, key), result in stream:

@@ -10,14 +10,15 @@ from align3d_rt.runtime import registry
 from align3d_rt.runtime.devices import DEVICE_CHOICES
 
 
-def add_detector_options(parser: argparse.ArgumentParser, required: bool = True) -> None:
-    """--run / --bundle (one of them), --backend (choices from the registry), --device."""
+def add_detector_options(parser: argparse.ArgumentParser, required: bool = True, fastest_bundle: bool = False) -> None:
+    """--run / --bundle (one of them), --backend (choices from the registry), --device. ``fastest_bundle``: the
+    command picks a bundle's fastest CPU backend when none is asked (choose_bundle_backend); the help says so."""
     src = parser.add_mutually_exclusive_group(required=required)
     src.add_argument("--run", type=Path, help="training run directory (backends: "
                      f"{', '.join(registry.list_backends('run'))})")
     src.add_argument("--bundle", type=Path, help="exported bundle directory (backends: "
                      f"{', '.join(registry.list_backends('bundle'))})")
-    add_backend_option(parser)
+    add_backend_option(parser, fastest_bundle=fastest_bundle)
     add_clip_weights_option(parser)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default="auto",
                         help="auto (default): CUDA when a GPU is usable and the backend runs there, else cpu; "
@@ -66,6 +67,23 @@ def throughput_for_batches(args: argparse.Namespace, batch_size: int) -> None:
         args.performance_hint = "THROUGHPUT"
 
 
+def choose_bundle_backend(args: argparse.Namespace) -> str:
+    """How ``args.backend`` was chosen. With --bundle, no --backend and no --triton: set to the fastest backend
+    that runs the bundle's files on the CPU (``registry.fastest_bundle_backend``); otherwise left as asked."""
+    if getattr(args, "bundle", None) is None or args.backend is not None or getattr(args, "triton", None):
+        return "asked" if args.backend is not None else "default"
+    from align3d_rt.artifacts.bundle import bundle_formats
+    from align3d_rt.errors import BundleError
+
+    try:
+        formats = bundle_formats(args.bundle)
+    except BundleError:
+        return "default"  # the bundle's problem is reported, in its own words, when the detector loads it
+    args.backend = registry.fastest_bundle_backend(formats, getattr(args, "device", "auto"))
+    order = " > ".join(registry.CPU_BUNDLE_SPEED_ORDER)
+    return f"fastest installed backend for this bundle's files on the CPU (measured order: {order})"
+
+
 def runner_options(args: argparse.Namespace, backend: str | None) -> dict[str, Any]:
     """The runner options given on the command line, checked against what ``backend`` takes."""
     from align3d_rt.errors import Align3DError
@@ -83,10 +101,14 @@ def runner_options(args: argparse.Namespace, backend: str | None) -> dict[str, A
     return given
 
 
-def add_backend_option(parser: argparse.ArgumentParser, source: str | None = None) -> None:
+def add_backend_option(parser: argparse.ArgumentParser, source: str | None = None,
+                       fastest_bundle: bool = False) -> None:
     names = registry.list_backends(source)
+    for_bundle = (f"the first installed of {', '.join(registry.CPU_BUNDLE_SPEED_ORDER)} that runs the bundle's files "
+                  f"(the fastest measured on a CPU; {registry.default_backend('bundle')} with --device cuda)"
+                  if fastest_bundle else registry.default_backend("bundle"))
     default = f"default: {registry.default_backend(source)}" if source else (
-        f"default: {registry.default_backend('run')} for --run, {registry.default_backend('bundle')} for --bundle")
+        f"default: {registry.default_backend('run')} for --run, {for_bundle} for --bundle")
     parser.add_argument("--backend", choices=names, default=None,
                         help=f"encoder backend ({default}). {registry.describe()}")
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import importlib.util
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +92,11 @@ class BackendSpec:
     formats: tuple[ExportFormat, ...] = ()  # bundle files it runs: export formats
     variants: tuple[Variant, ...] = ()  # what ``align3d-rt bench`` measures (default: one row per precision)
     reads_only_ir: bool = False  # runs only the bundle's OpenVINO IR: the other files hash while it compiles
+    needs: tuple[str, ...] = ()  # top-level packages it imports when it runs (checked without importing them)
+
+    def installed(self) -> bool:
+        """Whether the packages it needs are installed (found, not imported)."""
+        return all(importlib.util.find_spec(p) is not None for p in self.needs)
 
     def bench_variants(self) -> tuple[Variant, ...]:
         """The benchmarked configurations: ``variants``, or one plain row per precision."""
@@ -153,6 +160,24 @@ def default_backend(source: str) -> str:
     return names[0]
 
 
+# Bundle backends by measured CPU speed, fastest first: the OpenVINO IR (NNCF int8 by default) ran the ViT-L-14-336
+# encoder at 6-7x torch fp32 on an AMX Xeon and was the fastest of all routes with the instruction sets capped to
+# AVX-512 VNNI, AVX-512 and AVX2 (docs/bench/cpu-vitl-openvino-2026-12-03b, cpu-vitl-kernels-2026-12-03).
+CPU_BUNDLE_SPEED_ORDER = ("openvino", "onnxruntime")
+
+
+def fastest_bundle_backend(formats: Iterable[str], device: str) -> str:
+    """The bundle backend to use when none is asked: on the CPU (``device`` cpu or auto), the first of
+    CPU_BUNDLE_SPEED_ORDER that runs one of the bundle's ``formats`` and is installed; else the default."""
+    have = set(formats)
+    if device != "cuda":
+        for name in CPU_BUNDLE_SPEED_ORDER:
+            spec = _BACKENDS.get(name)
+            if spec is not None and have.intersection(spec.formats) and spec.installed():
+                return name
+    return default_backend("bundle")
+
+
 def describe() -> str:
     """One line per backend for --help texts."""
     return "; ".join(f"{s.name} ({s.source}, {'/'.join(s.devices)}): {s.summary}" for s in _BACKENDS.values())
@@ -213,14 +238,14 @@ register(BackendSpec(
     name="onnxruntime", module="align3d_rt.runtime.onnxruntime_backend", runner="OrtBackend", source=Source.BUNDLE,
     devices=("cpu",), precisions=words(ONNX_PRECISIONS), install_hint="pip install onnxruntime (or onnxruntime-gpu)",
     summary="the bundle's encoder.onnx; host buffers (CUDA execution provider when onnxruntime-gpu has one)",
-    options=(_THREADS,), formats=(ExportFormat.ONNX,),
+    options=(_THREADS,), formats=(ExportFormat.ONNX,), needs=("onnxruntime",),
     variants=(Variant("fp32", "fp32 (CPU EP)", "fp32", _CPU_ORT),
               Variant("int8", "int8 dynamic (CPU EP)", "int8", _CPU_ORT),
               Variant("cuda-fp32", "fp32 (CUDA EP)", "fp32", (("providers", ("cuda",)),), needs_gpu=True))))
 register(BackendSpec(
     name="tensorrt", module="align3d_rt.runtime.tensorrt_backend", runner="TrtBackend", source=Source.BUNDLE,
     devices=("cuda",), precisions=("fp16",), install_hint="pip install tensorrt (needs an NVIDIA GPU)",
-    summary="the bundle's cached engine for this GPU", formats=(ExportFormat.ONNX,),
+    summary="the bundle's cached engine for this GPU", formats=(ExportFormat.ONNX,), needs=("tensorrt",),
     variants=(Variant("fp16", "fp16 engine", "fp16", needs_gpu=True, engine=True),)))
 register(BackendSpec(
     name="openvino", module="align3d_rt.runtime.openvino_backend", runner="OpenVinoBackend", source=Source.BUNDLE,
@@ -229,7 +254,7 @@ register(BackendSpec(
     summary="the bundle's OpenVINO IR (export --format openvino); CPU device, bf16 compute where the CPU has it",
     options=(RunnerOption("device_name", str), _PRECISION_HINT, RunnerOption("performance_hint", str, PerformanceHint),
              RunnerOption("num_streams", str), _THREADS),
-    formats=(ExportFormat.OPENVINO,), reads_only_ir=True,
+    formats=(ExportFormat.OPENVINO,), reads_only_ir=True, needs=("openvino",),
     variants=(Variant("fp32", "fp32 IR, f32 compute", "fp32", (("precision_hint", "f32"),)),
               Variant("bf16-hint", "fp32 IR, bf16 hint", "fp32", (("precision_hint", "bf16"),),
                       note="f32 where the CPU has no bf16"),
