@@ -246,3 +246,31 @@ def test_tiff_header_sizes_checked_before_allocation(reader_tool: Path, tmp_path
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < 20 * 2**20 and py == c
+
+
+def test_a_file_that_is_not_a_tiff_is_refused_alike(reader_tool: Path, tmp_path: Path) -> None:
+    """Text, an empty file, two bytes, a PNG and a PCD named .tiff: the magic is checked before either side's TIFF
+    library reads the file, so both refuse them with the same words; a real scan in either byte order passes."""
+    import tifffile
+
+    from align3d_rt.data.synthetic import render_mvtec_sample
+
+    cases = {"text.tiff": b"hello\n", "empty.tiff": b"", "two.tif": b"II", "pcd.tiff": b"# .PCD v0.7\nFIELDS x y z\n",
+             "png.tiff": b"\x89PNG\r\n\x1a\n" + bytes(64), "swapped.tiff": b"I*I\0" + bytes(64)}
+    paths = []
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    scene, _, _ = render_mvtec_sample("ring", "hole", (120, 140), np.random.default_rng(3))
+    tifffile.imwrite(tmp_path / "little.tiff", scene.astype("<f4"), byteorder="<")
+    tifffile.imwrite(tmp_path / "big.tiff", scene.astype(">f4"), byteorder=">")
+    scans = [tmp_path / "little.tiff", tmp_path / "big.tiff"]
+    assert [p.read_bytes()[:4] for p in scans] == [b"II*\0", b"MM\0*"]
+    cpp = cpp_read(reader_tool, paths + scans, tmp_path / "out")
+    for path, c in zip(paths, cpp[:len(paths)], strict=True):
+        assert c == ("error", f"{path}: unreadable tiff (not a TIFF file: bad magic)"), c
+        assert python_read(path) == c
+    for path, c in zip(scans, cpp[len(paths):], strict=True):
+        py = python_read(path)
+        assert c[0] == py[0] == "ok", (path.name, c, py)
+        assert np.asarray(c[1]).tobytes() == np.asarray(py[1]).tobytes()

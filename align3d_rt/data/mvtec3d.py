@@ -43,9 +43,9 @@ def read_xyz_tiff(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise errors.input_error(path, "xyz tiff not found")
-    from align3d_rt.data.point_files import tiff_size_problem  # header sizes checked before any allocation
+    from align3d_rt.data.point_files import tiff_magic_problem, tiff_size_problem  # before any allocation
 
-    if (problem := tiff_size_problem(path)) is not None:
+    if (problem := tiff_magic_problem(path) or tiff_size_problem(path)) is not None:
         raise errors.input_error(path, problem)
     try:
         xyz = tifffile.imread(path)

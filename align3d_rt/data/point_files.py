@@ -116,6 +116,17 @@ def suffix_of(path: str | os.PathLike[str]) -> str:
 MAX_TIFF_CELLS = 1 << 24  # 4096 x 4096 cells (an MVTec scan is 800 x 800): more is a header lie or not a scan
 
 
+TIFF_MAGICS = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # little/big-endian classic TIFF and BigTIFF
+
+
+def tiff_magic_problem(path: str | os.PathLike[str]) -> str | None:
+    """``unreadable tiff (not a TIFF file: bad magic)`` when the file does not start as a TIFF does, else None.
+    Same rule and text as the C++ reader, checked before either side's TIFF library reads it."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return None if head in TIFF_MAGICS else "unreadable tiff (not a TIFF file: bad magic)"
+
+
 def tiff_size_problem(path: str | os.PathLike[str]) -> str | None:
     """Why an xyz tiff's header size cannot be believed (before its pixels are allocated), or None.
 

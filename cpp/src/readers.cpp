@@ -510,6 +510,16 @@ Cloud read_pcd(const std::string& path) {
 }
 
 std::vector<float> read_xyz_tiff(const std::string& path, int& h, int& w) {
+  {  // the magic first, before libtiff reads the file (Python: point_files.tiff_magic_problem)
+    std::ifstream in(path, std::ios::binary);
+    char head[4] = {0, 0, 0, 0};
+    in.read(head, 4);
+    const std::string magic(head, static_cast<size_t>(in.gcount()));
+    static const std::string kMagics[] = {std::string("II*\0", 4), std::string("MM\0*", 4), std::string("II+\0", 4),
+                                          std::string("MM\0+", 4)};
+    if (std::find(std::begin(kMagics), std::end(kMagics), magic) == std::end(kMagics))
+      fail(path, "unreadable tiff (not a TIFF file: bad magic)");
+  }
   TIFFSetWarningHandler(nullptr);
   TIFFSetErrorHandler(nullptr);  // errors are reported as one line below, not on stderr
   std::unique_ptr<TIFF, void (*)(TIFF*)> tif(TIFFOpen(path.c_str(), "r"), &TIFFClose);
