@@ -105,7 +105,7 @@ def add_backend_option(parser: argparse.ArgumentParser, source: str | None = Non
                        fastest_bundle: bool = False) -> None:
     names = registry.list_backends(source)
     for_bundle = (f"the first installed of {', '.join(registry.CPU_BUNDLE_SPEED_ORDER)} that runs the bundle's files "
-                  f"(the fastest measured on a CPU; {registry.default_backend('bundle')} with --device cuda)"
+                  f"(the fastest measured on an AMX Xeon; {registry.default_backend('bundle')} with --device cuda)"
                   if fastest_bundle else registry.default_backend("bundle"))
     default = f"default: {registry.default_backend(source)}" if source else (
         f"default: {registry.default_backend('run')} for --run, {for_bundle} for --bundle")

@@ -160,9 +160,11 @@ def default_backend(source: str) -> str:
     return names[0]
 
 
-# Bundle backends by measured CPU speed, fastest first: the OpenVINO IR (NNCF int8 by default) ran the ViT-L-14-336
-# encoder at 6-7x torch fp32 on an AMX Xeon and was the fastest of all routes with the instruction sets capped to
-# AVX-512 VNNI, AVX-512 and AVX2 (docs/bench/cpu-vitl-openvino-2026-12-03b, cpu-vitl-kernels-2026-12-03).
+# Bundle backends by measured CPU speed, fastest first. ViT-L-14-336 on an AMX Xeon, in one run: the int8 IR
+# 6.59x torch fp32, the fp32 IR (f32 compute) 1.23x, onnxruntime on the bundle's fp32 graph 0.89x
+# (docs/bench/cpu-vitl-openvino-2026-12-03b/bench_encoder_native.md). With OpenVINO's instruction sets capped
+# (onnxruntime is not capped there, so not compared) the int8 IR ran 2.65x with AVX-512 VNNI, 1.65x with
+# AVX-512, but 0.93x on AVX2 alone, where the fp32 IR (1.32x) is the bundle to export (docs/usage.md).
 CPU_BUNDLE_SPEED_ORDER = ("openvino", "onnxruntime")
 
 
